@@ -1,0 +1,1 @@
+"""mlplug: ML models written once against abstract Backend/Context/Tensor, run on any plugin."""

@@ -1,0 +1,114 @@
+"""The typed exceptions of mlplug: every error a user can see derives from :class:`MlplugError`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .memory import BackendMemory
+
+__all__ = [
+    "BackendAlreadyRegisteredError",
+    "BackendLoadError",
+    "DTypeError",
+    "ErrNoMem",
+    "MlplugError",
+    "ModelFileError",
+    "NotSupportedError",
+    "ShapeError",
+]
+
+
+class MlplugError(Exception):
+    """Base class of every error raised by mlplug and its plugins."""
+
+
+class ShapeError(MlplugError, ValueError):
+    """An op got operands whose shapes do not fit together, or a constructor got a bad shape."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        op: str | None = None,
+        shapes: tuple[tuple[int, ...], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.op = op
+        self.shapes = shapes
+
+
+class DTypeError(MlplugError, TypeError):
+    """An op got a dtype (or a combination of dtypes) it does not accept."""
+
+    def __init__(self, message: str, *, op: str | None = None, dtypes: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.op = op
+        self.dtypes = dtypes
+
+
+class NotSupportedError(MlplugError, NotImplementedError):
+    """A backend cannot run an op (or an op variant); the conformance report shows it as unsupported."""
+
+    def __init__(self, backend: str, op: str, reason: str) -> None:
+        message = f"{backend}: {op} is not supported: {reason}"
+        super().__init__(message)
+        self.backend = backend
+        self.op = op
+        self.reason = reason
+
+
+class BackendLoadError(MlplugError, RuntimeError):
+    """A backend (or the native library behind it) could not be loaded or created."""
+
+    def __init__(self, message: str, *, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class BackendAlreadyRegisteredError(MlplugError, ValueError):
+    """A second backend was registered under a name that is already taken."""
+
+    def __init__(self, name: str, first: str = "", second: str = "") -> None:
+        where = ""
+        if first or second:
+            where = f" (first from {first or 'unknown'}, again from {second or 'unknown'})"
+        message = f"backend: backend already registered: {name!r}{where}"
+        super().__init__(message)
+        self.name = name
+        self.first = first
+        self.second = second
+
+
+class ModelFileError(MlplugError, ValueError):
+    """A model file is missing, malformed or inconsistent; names the path and the offset or key."""
+
+    def __init__(
+        self, path: str, message: str, *, offset: int | None = None, key: str | None = None
+    ) -> None:
+        where = []
+        if offset is not None:
+            where.append(f"offset {offset}")
+        if key is not None:
+            where.append(f"key {key!r}")
+        text = f"{path}: {message}" + (f" (at {', '.join(where)})" if where else "")
+        super().__init__(text)
+        self.path = path
+        self.offset = offset
+        self.key = key
+        self.reason = message
+
+
+class ErrNoMem(MlplugError, MemoryError):
+    """An allocation did not fit; carries the BackendMemory that was attempted."""
+
+    def __init__(self, backend_memory: BackendMemory) -> None:
+        self.backend_memory = backend_memory
+        message = "insufficient memory - required allocations: " + backend_memory.go_repr()
+        super().__init__(message)
+
+    def __getattr__(self, name: str) -> Any:
+        # Go embeds BackendMemory in ErrNoMem: err.InputWeights works there, err.input_weights here.
+        if name != "backend_memory" and "backend_memory" in self.__dict__:
+            return getattr(self.__dict__["backend_memory"], name)
+        raise AttributeError(name)
