@@ -12,9 +12,11 @@ __all__ = [
     "BackendLoadError",
     "DTypeError",
     "ErrNoMem",
+    "GraphError",
     "MlplugError",
     "ModelFileError",
     "NotSupportedError",
+    "OutOfRangeError",
     "ShapeError",
 ]
 
@@ -56,6 +58,14 @@ class NotSupportedError(MlplugError, NotImplementedError):
         self.backend = backend
         self.op = op
         self.reason = reason
+
+
+class OutOfRangeError(MlplugError, IndexError):
+    """An index read from tensor data (rows, expert ids) is outside the valid range."""
+
+
+class GraphError(MlplugError, RuntimeError):
+    """A graph or context was misused: too many nodes, compute without a graph, use after close."""
 
 
 class BackendLoadError(MlplugError, RuntimeError):

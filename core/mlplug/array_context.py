@@ -1,0 +1,64 @@
+"""ArrayContext: the shared engine of backends that run each node eagerly over arrays.
+
+numpy and torch (and any similar library) hold a root tensor's storage as one flat buffer and
+see every tensor as a strided view of its root: views, permutes and in-place results then need
+no kernel at all. Such a backend subclasses :class:`ArrayContext`, supplies storage hooks, and
+fills its Backend's ``kernels`` table with ``kernel(ctx, node)`` functions that read their
+sources through ``ctx`` and write the node's own view.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._tensorbase import LEAF
+from .context import Context
+from .errors import GraphError
+from .ops import VIEW_OPS
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+__all__ = ["ArrayContext"]
+
+
+class ArrayContext(Context):
+    """A context whose tensors are views of flat per-root buffers, computed node by node."""
+
+    @abstractmethod
+    def new_storage(self, nbytes: int, zero: bool) -> Any:
+        """Return a new flat byte buffer of ``nbytes`` (zero-filled if asked)."""
+
+    @abstractmethod
+    def store(self, storage: Any, data: bytes) -> None:
+        """Copy ``data`` into the whole of ``storage``."""
+
+    def _allocate(self, t: Tensor, data: bytes | None, zero: bool) -> None:
+        t.data = self.new_storage(t.nbytes, zero)
+        if data is not None:
+            self.store(t.data, data)
+
+    def write_bytes(self, t: Tensor, data: bytes) -> None:
+        t.handle = None
+        self.store(t.root.data, data)
+
+    def _execute(self, graph: Sequence[Tensor]) -> None:
+        kernels = self.backend.kernels
+        for t in graph:
+            op = t.op
+            if op == LEAF or op in VIEW_OPS:
+                continue
+            if t.view_src is None and t.data is None:
+                t.data = self.new_storage(t.nbytes, False)
+            for s in t.src:
+                if s.root.data is None and s.root.nelements:
+                    msg = f"{t.op}: operand {s!r} has no data (was its context closed?)"
+                    raise GraphError(msg)
+            kernels[op](self, t)
+
+    def _release(self, tensors: Sequence[Tensor]) -> None:
+        for t in tensors:
+            t.data = None
+            t.handle = None

@@ -1,0 +1,61 @@
+"""The hooks a backend plugin implements (entry-point group ``mlplug``).
+
+A plugin is a module named by an entry point in the ``mlplug`` group; it holds functions
+decorated with :data:`hookimpl`::
+
+    from mlplug.hookspecs import hookimpl
+
+    @hookimpl
+    def mlplug_register_backends(register):
+        register("mine", MyBackend, priority=10, devices=my_devices)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .device import DeviceInfo
+    from .params import BackendParams
+
+__all__ = ["BackendFactory", "DeviceEnumerator", "Register", "hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("mlplug")
+hookimpl = pluggy.HookimplMarker("mlplug")
+
+#: ``factory(model_path | None, params) -> Backend``.
+BackendFactory = Callable[["str | None", "BackendParams"], "Backend"]
+#: ``devices() -> list[DeviceInfo]``, callable without loading a model.
+DeviceEnumerator = Callable[[], "list[DeviceInfo]"]
+
+
+class Register(Protocol):
+    """The ``register`` callable handed to :func:`mlplug_register_backends`."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: BackendFactory,
+        *,
+        priority: int = 0,
+        devices: DeviceEnumerator | None = None,
+    ) -> None:
+        """Register backend ``name``; higher ``priority`` wins when no backend is named."""
+
+
+@hookspec
+def mlplug_register_backends(register: Register) -> None:
+    """Register the backends this plugin provides.
+
+    Called once, lazily, the first time mlplug needs the list of backends (never at
+    ``import mlplug``). Keep it cheap: import heavy libraries (torch, ggml) inside the factory
+    and the device enumerator, not at module level.
+
+    :param register: call ``register(name, factory, priority=..., devices=...)`` once per
+        backend. ``factory(model_path, params)`` returns a :class:`mlplug.Backend`;
+        ``devices()`` returns a list of :class:`mlplug.DeviceInfo` without loading a model.
+    """

@@ -1,0 +1,168 @@
+"""Helpers every op builder uses: node creation and the shared validation rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .._tensorbase import contiguous_strides
+from ..dtypes import DType
+from ..errors import DTypeError, GraphError, ShapeError
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..tensor import Tensor
+
+Shape4 = tuple[int, int, int, int]
+
+FLOATS = frozenset({DType.F32, DType.F16})
+F32_ONLY = frozenset({DType.F32})
+
+
+def node(
+    ctx: Context,
+    op: str,
+    srcs: tuple[Tensor, ...],
+    dtype: DType,
+    ne: Iterable[int],
+    params: tuple[Any, ...] = (),
+) -> Tensor:
+    """Create a new op node with fresh contiguous storage and check the backend can run it."""
+    from ..tensor import Tensor
+
+    _check_ctx(ctx, srcs, op)
+    t = Tensor(ctx, dtype, tuple(ne), op=op, src=srcs, params=params)  # type: ignore[arg-type]
+    ctx.backend.check_node(t)
+    return t
+
+
+def inplace(ctx: Context, op: str, srcs: tuple[Tensor, ...], params: tuple[Any, ...] = ()) -> Tensor:
+    """Create a node whose result overwrites (and aliases) ``srcs[0]``."""
+    from ..tensor import Tensor
+
+    a = srcs[0]
+    _check_ctx(ctx, srcs, op)
+    t = Tensor(
+        ctx, a.dtype, a.ne, nb=a.nb, op=op, src=srcs, params=params,
+        view_src=a.root, view_offs=a.view_offs,
+    )
+    ctx.backend.check_node(t)
+    return t
+
+
+def view(
+    ctx: Context,
+    op: str,
+    a: Tensor,
+    ne: Shape4,
+    nb: Shape4,
+    offs: int,
+    params: tuple[Any, ...] = (),
+    *,
+    dtype: DType | None = None,
+) -> Tensor:
+    """Create a view of ``a``'s storage: ``offs`` bytes past ``a``'s first element."""
+    from ..tensor import Tensor
+
+    _check_ctx(ctx, (a,), op)
+    t = Tensor(
+        ctx, dtype if dtype is not None else a.dtype, ne, nb=nb, op=op, src=(a,), params=params,
+        view_src=a.root, view_offs=a.view_offs + offs,
+    )
+    ctx.backend.check_node(t)
+    return t
+
+
+def _check_ctx(ctx: Context, srcs: tuple[Tensor, ...], op: str) -> None:
+    ctx.check_open()
+    backend = ctx.backend
+    for s in srcs:
+        if s.ctx.backend is not backend:
+            msg = (
+                f"{op}: operand {s!r} belongs to backend {s.ctx.backend.name!r}, "
+                f"not {backend.name!r}"
+            )
+            raise GraphError(msg)
+        if s.ctx.closed:
+            msg = f"{op}: operand {s!r} belongs to a closed context"
+            raise GraphError(msg)
+
+
+def fresh_nb(dtype: DType, ne: Shape4) -> Shape4:
+    """Contiguous byte strides for ``dtype`` and ``ne``."""
+    return contiguous_strides(dtype, ne)
+
+
+# -- validation -------------------------------------------------------------------------------
+def shape_str(t: Tensor) -> str:
+    return str(list(t.shape))
+
+
+def require_dtype(op: str, t: Tensor, allowed: frozenset[DType], what: str = "input") -> None:
+    """Raise DTypeError unless ``t.dtype`` is in ``allowed``."""
+    if t.dtype not in allowed:
+        names = ", ".join(sorted(d.name for d in allowed))
+        msg = f"{op}: {what} has dtype {t.dtype.name}, expected one of {names}"
+        raise DTypeError(msg, op=op, dtypes=(t.dtype,))
+
+
+def require(cond: bool, op: str, message: str, *shapes: Tensor) -> None:
+    """Raise ShapeError with ``message`` (and the operands' shapes) unless ``cond``."""
+    if not cond:
+        detail = ", ".join(shape_str(s) for s in shapes)
+        msg = f"{op}: {message}" + (f" (shapes {detail})" if shapes else "")
+        raise ShapeError(msg, op=op, shapes=tuple(s.shape for s in shapes))
+
+
+def require_repeatable(op: str, t: Tensor, t2: Tensor) -> None:
+    """ggml's tile rule: every extent of ``t2`` divides the matching extent of ``t``."""
+    ok = all(b > 0 and a % b == 0 for a, b in zip(t.ne, t2.ne))
+    if not ok:
+        msg = (
+            f"{op}: shape {shape_str(t2)} cannot be tiled onto shape {shape_str(t)} "
+            "(each extent of the second operand must divide the first's)"
+        )
+        raise ShapeError(msg, op=op, shapes=(t.shape, t2.shape))
+
+
+def require_same_shape(op: str, t: Tensor, t2: Tensor) -> None:
+    """Raise ShapeError unless both tensors have the same 4-D shape."""
+    if t.ne != t2.ne:
+        msg = f"{op}: operands must have the same shape, got {shape_str(t)} and {shape_str(t2)}"
+        raise ShapeError(msg, op=op, shapes=(t.shape, t2.shape))
+
+
+def require_dim(op: str, d: int) -> None:
+    """Raise ShapeError unless ``d`` is a dimension index 0..3."""
+    if not isinstance(d, int) or not 0 <= d < 4:
+        msg = f"{op}: invalid dimension {d!r} (expected 0..3)"
+        raise ShapeError(msg, op=op)
+
+
+def pad4(values: Iterable[int]) -> Shape4:
+    v = tuple(values) + (1, 1, 1, 1)
+    return v[:4]  # type: ignore[return-value]
+
+
+# -- layout normalisation: make an operand meet a kernel's layout need by copying ----------
+def packed_dim0(ctx: Context, t: Tensor) -> Tensor:
+    """Return ``t`` if its dim 0 is packed, else a contiguous copy."""
+    return t if t._dim0_packed() else t.contiguous(ctx)
+
+
+def rows_contiguous(ctx: Context, t: Tensor) -> Tensor:
+    """Return ``t`` if its rows are contiguous (``contiguous_1``), else a contiguous copy."""
+    return t if t.is_rows_contiguous() else t.contiguous(ctx)
+
+
+def contiguous(ctx: Context, t: Tensor) -> Tensor:
+    """Return ``t`` if contiguous, else a contiguous copy."""
+    return t if t.is_contiguous() else t.contiguous(ctx)
+
+
+def as_int(op: str, name: str, v: Any) -> int:
+    """Return ``v`` as an int or raise ShapeError naming the parameter."""
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        msg = f"{op}: {name} must be an integer, got {v!r}"
+        raise ShapeError(msg, op=op)
+    return int(v)

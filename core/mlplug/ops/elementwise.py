@@ -1,0 +1,190 @@
+"""Element-wise ops: binary arithmetic, unary functions, gated (GLU) forms, scale, clamp, fill."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._tensorbase import TensorBase
+from ..dtypes import DType
+from ..errors import DTypeError
+from ._build import (
+    F32_ONLY,
+    FLOATS,
+    contiguous,
+    inplace,
+    node,
+    packed_dim0,
+    require_dtype,
+    require_repeatable,
+    require_same_shape,
+    rows_contiguous,
+)
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..tensor import Tensor
+
+#: Unary ops whose result overwrites (aliases) the input when computed, as in the seed.
+INPLACE_UNARY = frozenset({"tanh", "sigmoid", "gelu", "gelu_erf", "gelu_quick", "silu", "relu"})
+
+
+def _binary(op: str, ctx: Context, t: Tensor, t2: Tensor) -> Tensor:
+    ok = (t.dtype, t2.dtype) in {
+        (DType.F32, DType.F32),
+        (DType.F16, DType.F16),
+        (DType.F16, DType.F32),
+    } or (op == "add" and t.dtype.is_quantized and t2.dtype == DType.F32)
+    if not ok:
+        msg = (
+            f"{op}: no kernel for dtypes ({t.dtype.name}, {t2.dtype.name}); accepted: "
+            "(F32, F32), (F16, F16), (F16, F32)" + (", (quantised, F32)" if op == "add" else "")
+        )
+        raise DTypeError(msg, op=op, dtypes=(t.dtype, t2.dtype))
+    require_repeatable(op, t, t2)
+    t = packed_dim0(ctx, t)
+    if not t2._dim0_packed():
+        t2 = t2.contiguous(ctx)
+    return node(ctx, op, (t, t2), t.dtype, t.ne)
+
+
+def _unary(op: str, ctx: Context, t: Tensor) -> Tensor:
+    require_dtype(op, t, FLOATS)
+    t = rows_contiguous(ctx, t)
+    if op in INPLACE_UNARY:
+        return inplace(ctx, op, (t,))
+    return node(ctx, op, (t,), t.dtype, t.ne)
+
+
+def _glu(kind: str, ctx: Context, t: Tensor, up: tuple[Tensor, ...]) -> Tensor:
+    if not up:
+        return _unary(kind, ctx, t)
+    u = up[0]
+    op = f"{kind} (gated)"
+    require_dtype(op, t, FLOATS, "gate")
+    if u.dtype != t.dtype:
+        msg = f"{op}: gate is {t.dtype.name} but up is {u.dtype.name}; they must match"
+        raise DTypeError(msg, op=op, dtypes=(t.dtype, u.dtype))
+    require_same_shape(op, t, u)
+    t, u = rows_contiguous(ctx, t), rows_contiguous(ctx, u)
+    return node(ctx, "glu", (t, u), t.dtype, t.ne, (kind,))
+
+
+class ElementwiseOps(TensorBase):
+    """Element-wise Tensor methods (ggml's binary, unary and GLU ops)."""
+
+    __slots__ = ()
+
+    # -- binary: the second operand is tiled onto the first (ggml's repeat rule) ------------
+    def add(self, ctx: Context, t2: Tensor) -> Tensor:
+        """Return ``self + t2``, with ``t2`` tiled onto ``self``'s shape.
+
+        >>> t.add(ctx, ctx.from_floats([10, 20], 2))      # doctest: +SKIP
+        """
+        return _binary("add", ctx, self, t2)  # type: ignore[arg-type]
+
+    def sub(self, ctx: Context, t2: Tensor) -> Tensor:
+        """Return ``self - t2`` (``t2`` tiled)."""
+        return _binary("sub", ctx, self, t2)  # type: ignore[arg-type]
+
+    def mul(self, ctx: Context, t2: Tensor) -> Tensor:
+        """Return ``self * t2`` (``t2`` tiled)."""
+        return _binary("mul", ctx, self, t2)  # type: ignore[arg-type]
+
+    def div(self, ctx: Context, t2: Tensor) -> Tensor:
+        """Return ``self / t2`` (``t2`` tiled; IEEE division)."""
+        return _binary("div", ctx, self, t2)  # type: ignore[arg-type]
+
+    # -- scalar -------------------------------------------------------------------------------
+    def scale(self, ctx: Context, s: float) -> Tensor:
+        """Return ``self * f32(s)``."""
+        require_dtype("scale", self, F32_ONLY)  # type: ignore[arg-type]
+        t = contiguous(ctx, self)  # type: ignore[arg-type]
+        return node(ctx, "scale", (t,), t.dtype, t.ne, (float(s),))
+
+    def clamp(self, ctx: Context, min: float, max: float) -> Tensor:  # noqa: A002
+        """Clamp to ``[min, max]`` in place (NaN becomes ``max``); the result aliases self."""
+        require_dtype("clamp", self, FLOATS)  # type: ignore[arg-type]
+        t = packed_dim0(ctx, self)  # type: ignore[arg-type]
+        return inplace(ctx, "clamp", (t,), (float(min), float(max)))
+
+    def fill(self, ctx: Context, value: float) -> Tensor:
+        """Set every element to ``value`` in place; the result aliases self."""
+        require_dtype("fill", self, F32_ONLY)  # type: ignore[arg-type]
+        t = contiguous(ctx, self)  # type: ignore[arg-type]
+        return inplace(ctx, "fill", (t,), (float(value),))
+
+    # -- unary --------------------------------------------------------------------------------
+    def sin(self, ctx: Context) -> Tensor:
+        """Return ``sin(self)``."""
+        return _unary("sin", ctx, self)  # type: ignore[arg-type]
+
+    def cos(self, ctx: Context) -> Tensor:
+        """Return ``cos(self)``."""
+        return _unary("cos", ctx, self)  # type: ignore[arg-type]
+
+    def tanh(self, ctx: Context) -> Tensor:
+        """Return ``tanh(self)``, computed in place."""
+        return _unary("tanh", ctx, self)  # type: ignore[arg-type]
+
+    def sqr(self, ctx: Context) -> Tensor:
+        """Return ``self * self``."""
+        return _unary("sqr", ctx, self)  # type: ignore[arg-type]
+
+    def sqrt(self, ctx: Context) -> Tensor:
+        """Return ``sqrt(self)`` (NaN for negative values)."""
+        return _unary("sqrt", ctx, self)  # type: ignore[arg-type]
+
+    def exp(self, ctx: Context) -> Tensor:
+        """Return ``exp(self)``."""
+        return _unary("exp", ctx, self)  # type: ignore[arg-type]
+
+    def neg(self, ctx: Context) -> Tensor:
+        """Return ``-self``."""
+        return _unary("neg", ctx, self)  # type: ignore[arg-type]
+
+    def softplus(self, ctx: Context) -> Tensor:
+        """Return ``log(1 + exp(x))`` (``x`` itself above 20)."""
+        return _unary("softplus", ctx, self)  # type: ignore[arg-type]
+
+    def sigmoid(self, ctx: Context) -> Tensor:
+        """Return ``1 / (1 + exp(-x))``, computed in place."""
+        return _unary("sigmoid", ctx, self)  # type: ignore[arg-type]
+
+    def sigmoid_out(self, ctx: Context) -> Tensor:
+        """Return ``1 / (1 + exp(-x))`` in new storage (the non-aliasing sigmoid)."""
+        require_dtype("sigmoid_out", self, FLOATS)  # type: ignore[arg-type]
+        t = rows_contiguous(ctx, self)  # type: ignore[arg-type]
+        return node(ctx, "sigmoid", (t,), t.dtype, t.ne)
+
+    def gelu_erf(self, ctx: Context) -> Tensor:
+        """Return the exact erf GELU ``0.5 x (1 + erf(x / sqrt 2))``, in place."""
+        return _unary("gelu_erf", ctx, self)  # type: ignore[arg-type]
+
+    # -- activations with an optional gate partner ---------------------------------------------
+    def gelu(self, ctx: Context, *up: Tensor) -> Tensor:
+        """Return tanh-GELU of self (in place), or ``gelu(self) * up[0]`` (new) when gated."""
+        return _glu("gelu", ctx, self, up)  # type: ignore[arg-type]
+
+    def quick_gelu(self, ctx: Context, *up: Tensor) -> Tensor:
+        """Return ``x * sigmoid(1.702 x)`` (in place), or times ``up[0]`` when gated."""
+        return _glu("gelu_quick", ctx, self, up)  # type: ignore[arg-type]
+
+    def silu(self, ctx: Context, *up: Tensor) -> Tensor:
+        """Return ``x * sigmoid(x)`` (in place), or ``silu(self) * up[0]`` (SwiGLU) when gated."""
+        return _glu("silu", ctx, self, up)  # type: ignore[arg-type]
+
+    def relu(self, ctx: Context, *up: Tensor) -> Tensor:
+        """Return ``max(x, 0)`` (in place), or ``relu(self) * up[0]`` when gated."""
+        return _glu("relu", ctx, self, up)  # type: ignore[arg-type]
+
+    def silu_alpha_limit(self, ctx: Context, up: Tensor, alpha: float, limit: float) -> Tensor:
+        """Return gpt-oss's clamped SwiGLU: ``x' sigmoid(alpha x') (clamp(up) + 1)``.
+
+        ``x' = min(self, limit)``; ``up`` is clamped to ``[-limit, limit]``.
+        """
+        op = "silu_alpha_limit"
+        require_dtype(op, self, F32_ONLY, "gate")  # type: ignore[arg-type]
+        require_dtype(op, up, F32_ONLY, "up")
+        require_same_shape(op, self, up)  # type: ignore[arg-type]
+        t, u = rows_contiguous(ctx, self), rows_contiguous(ctx, up)  # type: ignore[arg-type]
+        return node(ctx, "swiglu_oai", (t, u), t.dtype, t.ne, (float(alpha), float(limit)))

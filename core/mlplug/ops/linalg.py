@@ -1,0 +1,127 @@
+"""Matrix ops: mulmat (and its full-precision / expert forms), add_id, diag, tri, solve_tri."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._tensorbase import TensorBase
+from ..dtypes import DType
+from ..errors import DTypeError, NotSupportedError
+from ._build import F32_ONLY, contiguous, node, packed_dim0, require, require_dtype
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..tensor import Tensor
+
+#: Left-operand dtypes a matrix product accepts (floats and every block-quantised type).
+_MULMAT_LEFT = frozenset(d for d in DType if d.is_quantized) | {DType.F32, DType.F16, DType.BF16}
+
+
+def _mulmat_operands(op: str, ctx: Context, t: Tensor, t2: Tensor) -> tuple[Tensor, Tensor]:
+    require_dtype(op, t, _MULMAT_LEFT, "left operand")
+    if not (t2.dtype == DType.F32 or (t2.dtype == DType.F16 and t.dtype == DType.F16)):
+        msg = (
+            f"{op}: right operand has dtype {t2.dtype.name}; it must be F32 "
+            f"(or F16 with an F16 left operand), left is {t.dtype.name}"
+        )
+        raise DTypeError(msg, op=op, dtypes=(t.dtype, t2.dtype))
+    require(t.ne[0] == t2.ne[0], op, "dim 0 (the contracted dimension) must match", t, t2)
+    if t.is_transposed() or not t._dim0_packed():
+        t = t.contiguous(ctx)
+    return t, packed_dim0(ctx, t2)
+
+
+def mulmat(ctx: Context, t: Tensor, t2: Tensor, prec: str) -> Tensor:
+    """Build ``t2 @ t^T`` batched (the shared body of mulmat and mulmat_full_prec)."""
+    op = "mulmat" if prec == "default" else "mulmat_full_prec"
+    t, t2 = _mulmat_operands(op, ctx, t, t2)
+    require(
+        t2.ne[2] % t.ne[2] == 0 and t2.ne[3] % t.ne[3] == 0,
+        op,
+        "batch dims 2 and 3 of the right operand must be multiples of the left's",
+        t,
+        t2,
+    )
+    return node(ctx, "mul_mat", (t, t2), DType.F32, (t.ne[1], t2.ne[1], t2.ne[2], t2.ne[3]), (prec,))
+
+
+class LinalgOps(TensorBase):
+    """Matrix-product and matrix-construction Tensor methods."""
+
+    __slots__ = ()
+
+    def mulmat(self, ctx: Context, t2: Tensor) -> Tensor:
+        """Return the matrix product with vectors along dim 0 of both: ``t2 @ self^T``.
+
+        ``self`` is ``[K, M, A2, A3]`` (the weight), ``t2`` is ``[K, N, B2, B3]``; the F32 result
+        is ``[M, N, B2, B3]``. Batches of ``self`` serve consecutive groups of ``t2``'s.
+
+        :raises ShapeError: if dim 0 differs or the batch dims do not divide.
+        """
+        return mulmat(ctx, self, t2, "default")  # type: ignore[arg-type]
+
+    def mulmat_full_prec(self, ctx: Context, t2: Tensor) -> Tensor:
+        """Like :meth:`mulmat`, accumulating in at least float32 on every device."""
+        return mulmat(ctx, self, t2, "f32")  # type: ignore[arg-type]
+
+    def mulmat_id(self, ctx: Context, t2: Tensor, ids: Tensor) -> Tensor:
+        """Return per-token expert products: ``out[r,u,t] = sum_k self[k,r,ids[u,t]] t2[k,u%B1,t]``.
+
+        ``self`` is ``[K, R, E]`` (experts), ``t2`` is ``[K, B1, T]`` and ``ids`` I32 ``[U, T]``.
+        """
+        op = "mulmat_id"
+        t, x = _mulmat_operands(op, ctx, self, t2)  # type: ignore[arg-type]
+        require_dtype(op, ids, frozenset({DType.I32}), "ids")
+        require(t.ne[3] == 1 and x.ne[3] == 1, op, "experts and activations must be 3-D", t, x)
+        require(ids.ne[2] == 1 and ids.ne[3] == 1, op, "ids must be 2-D [U, T]", ids)
+        require(ids.ne[1] == x.ne[2], op, "ids dim 1 must equal activations dim 2 (tokens)", ids, x)
+        require(ids.ne[0] % x.ne[1] == 0, op, "ids dim 0 must be a multiple of activations dim 1",
+                ids, x)
+        return node(ctx, "mul_mat_id", (t, x, ids), DType.F32, (t.ne[1], ids.ne[0], x.ne[2], 1))
+
+    def add_id(self, ctx: Context, t2: Tensor, ids: Tensor) -> Tensor:
+        """Return ``self[i,u,t] + t2[i, ids[u,t]]`` (a per-expert bias)."""
+        op = "add_id"
+        require_dtype(op, self, F32_ONLY)  # type: ignore[arg-type]
+        require_dtype(op, t2, F32_ONLY, "bias")
+        require_dtype(op, ids, frozenset({DType.I32}), "ids")
+        require(self.ne[0] == t2.ne[0], op, "dim 0 of input and bias must match", self, t2)  # type: ignore[arg-type]
+        require(self.ne[1] == ids.ne[0] and self.ne[2] == ids.ne[1], op,
+                "ids must be [input dim 1, input dim 2]", self, ids)  # type: ignore[arg-type]
+        t, b = packed_dim0(ctx, self), packed_dim0(ctx, t2)  # type: ignore[arg-type]
+        return node(ctx, "add_id", (t, b, ids), DType.F32, t.ne)
+
+    def diag(self, ctx: Context) -> Tensor:
+        """Return ``[n, n, ...]`` matrices with each dim-0 vector ``[n, 1, ...]`` on the diagonal."""
+        require_dtype("diag", self, F32_ONLY)  # type: ignore[arg-type]
+        require(self.ne[1] == 1, "diag", "input must have dim 1 of size 1", self)  # type: ignore[arg-type]
+        t = packed_dim0(ctx, self)  # type: ignore[arg-type]
+        return node(ctx, "diag", (t,), t.dtype, (t.ne[0], t.ne[0], t.ne[2], t.ne[3]))
+
+    def tri(self, ctx: Context, tri_type: int) -> Tensor:
+        """Keep one triangle of each square matrix: 0 upper+diag, 1 upper, 2 lower+diag, 3 lower."""
+        require_dtype("tri", self, F32_ONLY)  # type: ignore[arg-type]
+        require(self.ne[0] == self.ne[1], "tri", "matrices must be square (dim 0 == dim 1)", self)  # type: ignore[arg-type]
+        if tri_type not in (0, 1, 2, 3):
+            raise NotSupportedError(ctx.backend.name, "tri", f"triangle type {tri_type} (0..3)")
+        t = contiguous(ctx, self)  # type: ignore[arg-type]
+        return node(ctx, "tri", (t,), t.dtype, t.ne, (int(tri_type),))
+
+    def solve_tri(
+        self, ctx: Context, b: Tensor, lower: bool, left: bool, unit_diag: bool
+    ) -> Tensor:
+        """Solve ``self @ X = b`` for lower-triangular ``self`` ``[n, n]``; ``b`` is ``[k, n]``.
+
+        :raises NotSupportedError: unless ``lower and left and not unit_diag``.
+        """
+        op = "solve_tri"
+        if not (lower and left and not unit_diag):
+            reason = "only lower=True, left=True, unit_diag=False is supported (as in ggml)"
+            raise NotSupportedError(ctx.backend.name, op, reason)
+        require_dtype(op, self, F32_ONLY, "A")  # type: ignore[arg-type]
+        require_dtype(op, b, F32_ONLY, "b")
+        a = self
+        require(a.ne[0] == a.ne[1] == b.ne[1], op, "A must be [n, n] and b [k, n]", a, b)  # type: ignore[arg-type]
+        require(a.ne[2:] == b.ne[2:], op, "batch dims of A and b must be equal", a, b)  # type: ignore[arg-type]
+        a, b = contiguous(ctx, a), contiguous(ctx, b)  # type: ignore[arg-type]
+        return node(ctx, "solve_tri", (a, b), DType.F32, b.ne)

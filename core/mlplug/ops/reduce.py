@@ -1,0 +1,104 @@
+"""Row reductions and normalisations along dim 0, cumulative sum, and sorting."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._tensorbase import TensorBase
+from ..dtypes import DType
+from ._build import F32_ONLY, as_int, contiguous, node, packed_dim0, require, require_dtype, view
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..tensor import Tensor
+
+
+def _row_op(op: str, ctx: Context, t: Tensor, params: tuple[float, ...] = ()) -> Tensor:
+    require_dtype(op, t, F32_ONLY)
+    t = packed_dim0(ctx, t)
+    return node(ctx, op, (t,), DType.F32, t.ne, params)
+
+
+def _eps(op: str, eps: float) -> float:
+    require(eps >= 0, op, f"eps must be >= 0, got {eps}")
+    return float(eps)
+
+
+class ReduceOps(TensorBase):
+    """Tensor methods that work row by row (a row = the dim-0 vector)."""
+
+    __slots__ = ()
+
+    def softmax(self, ctx: Context) -> Tensor:
+        """Return the softmax of each row (numerically stable)."""
+        require_dtype("softmax", self, F32_ONLY)  # type: ignore[arg-type]
+        t = contiguous(ctx, self)  # type: ignore[arg-type]
+        return node(ctx, "soft_max", (t,), DType.F32, t.ne)
+
+    def l2_norm(self, ctx: Context, eps: float) -> Tensor:
+        """Return each row divided by ``max(||row||, eps)``."""
+        return _row_op("l2_norm", ctx, self, (_eps("l2_norm", eps),))  # type: ignore[arg-type]
+
+    def rms_norm(self, ctx: Context, weight: Tensor | None, eps: float) -> Tensor:
+        """Return ``x / sqrt(mean(x^2) + eps)``, times ``weight`` (tiled) when given."""
+        y = _row_op("rms_norm", ctx, self, (_eps("rms_norm", eps),))  # type: ignore[arg-type]
+        return y if weight is None else y.mul(ctx, weight)
+
+    def layer_norm(
+        self, ctx: Context, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> Tensor:
+        """Return ``(x - mean) / sqrt(var + eps)`` per row, then ``* weight + bias``.
+
+        As in the seed, ``bias`` is applied only when ``weight`` is given too.
+        """
+        y = _row_op("norm", ctx, self, (_eps("layer_norm", eps),))  # type: ignore[arg-type]
+        if weight is not None:
+            y = y.mul(ctx, weight)
+            if bias is not None:
+                y = y.add(ctx, bias)
+        return y
+
+    def sum_rows(self, ctx: Context) -> Tensor:
+        """Return the sum of each row: shape ``[1, ne1, ne2, ne3]``."""
+        require_dtype("sum_rows", self, F32_ONLY)  # type: ignore[arg-type]
+        t = packed_dim0(ctx, self)  # type: ignore[arg-type]
+        return node(ctx, "sum_rows", (t,), t.dtype, (1, *t.ne[1:]))
+
+    def mean(self, ctx: Context) -> Tensor:
+        """Return the mean of each row: shape ``[1, ne1, ne2, ne3]``, F32."""
+        require_dtype("mean", self, F32_ONLY)  # type: ignore[arg-type]
+        t = packed_dim0(ctx, self)  # type: ignore[arg-type]
+        return node(ctx, "mean", (t,), DType.F32, (1, *t.ne[1:]))
+
+    def variance(self, ctx: Context) -> Tensor:
+        """Return the population variance of each row (divide by n), shape ``[1, ...]``."""
+        m = self.mean(ctx).scale(ctx, -1.0)
+        d = self.add(ctx, m)  # type: ignore[attr-defined]
+        return d.sqr(ctx).sum_rows(ctx).scale(ctx, 1.0 / self.ne[0])  # type: ignore[no-any-return]
+
+    def stddev(self, ctx: Context) -> Tensor:
+        """Return the population standard deviation of each row."""
+        return self.variance(ctx).sqrt(ctx)
+
+    def cum_sum(self, ctx: Context) -> Tensor:
+        """Return the inclusive prefix sum along dim 0 (accumulated in float32)."""
+        return _row_op("cumsum", ctx, self)  # type: ignore[arg-type]
+
+    def argsort(self, ctx: Context) -> Tensor:
+        """Return I32 indices sorting each row ascending (tie order unspecified)."""
+        require_dtype("argsort", self, frozenset({DType.F32, DType.I32}))  # type: ignore[arg-type]
+        t = contiguous(ctx, self)  # type: ignore[arg-type]
+        return node(ctx, "argsort", (t,), DType.I32, t.ne, ("asc",))
+
+    def top_k(self, ctx: Context, k: int) -> Tensor:
+        """Return the indices of each row's ``k`` largest values, by value descending.
+
+        The result is an I32 view ``[k, ne1, ne2, ne3]`` of a full descending argsort.
+        """
+        k = as_int("top_k", "k", k)
+        require(1 <= k <= self.ne[0], "top_k", f"k must be in 1..{self.ne[0]}, got {k}", self)  # type: ignore[arg-type]
+        require_dtype("top_k", self, frozenset({DType.F32, DType.I32}))  # type: ignore[arg-type]
+        t = contiguous(ctx, self)  # type: ignore[arg-type]
+        s = node(ctx, "argsort", (t,), DType.I32, t.ne, ("desc",))
+        ne = (k, s.ne[1], s.ne[2], s.ne[3])
+        return view(ctx, "view", s, ne, s.nb, 0, (ne, s.nb, 0))

@@ -1,0 +1,422 @@
+"""Layout ops: views (reshape, view, permute, slice, chunk), copies, casts, concat, pad, repeat,
+and the row gather/scatter ops (rows, set_rows, set_inplace)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._tensorbase import TensorBase
+from ..dtypes import TRAITS, DType
+from ..errors import DTypeError, ShapeError
+from ._build import (
+    F32_ONLY,
+    Shape4,
+    as_int,
+    contiguous,
+    fresh_nb,
+    node,
+    pad4,
+    packed_dim0,
+    require,
+    require_dim,
+    require_dtype,
+    rows_contiguous,
+    view,
+)
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..tensor import Tensor
+
+_FLOAT_CONV = frozenset({DType.F32, DType.F16, DType.BF16})
+_QUANT = frozenset(d for d in DType if d.is_quantized)
+
+
+def infer_shape(op: str, nelements: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Resolve one ``-1`` in ``shape`` as the seed does (a walk of successive divisions)."""
+    shape = tuple(as_int(op, "shape", d) for d in shape)
+    if -1 not in shape:
+        return shape
+    if shape.count(-1) > 1:
+        msg = f"{op}: only one dimension can be inferred, got {list(shape)}"
+        raise ShapeError(msg, op=op)
+    n = nelements
+    for d in shape:
+        if d == -1:
+            continue
+        if d == 0:
+            msg = f"{op}: dimension cannot be zero in {list(shape)}"
+            raise ShapeError(msg, op=op)
+        if d < 0 or n % d:
+            msg = f"{op}: cannot infer dimension for {list(shape)} from {nelements} elements"
+            raise ShapeError(msg, op=op)
+        n //= d
+    return tuple(n if d == -1 else d for d in shape)
+
+
+def _target(op: str, t: Tensor, shape: tuple[int, ...]) -> Shape4:
+    if not 1 <= len(shape) <= 4:
+        msg = f"{op}: unsupported number of dimensions: {len(shape)} (1 to 4)"
+        raise ShapeError(msg, op=op, shapes=(t.shape,))
+    shape = infer_shape(op, t.nelements, shape)
+    n = 1
+    for d in shape:
+        if d < 1:
+            msg = f"{op}: invalid shape {list(shape)}"
+            raise ShapeError(msg, op=op, shapes=(t.shape,))
+        n *= d
+    if n != t.nelements:
+        msg = f"{op}: shape {list(shape)} ({n} elements) does not match {list(t.shape)} ({t.nelements})"
+        raise ShapeError(msg, op=op, shapes=(t.shape, tuple(shape)))
+    block = TRAITS[t.dtype].block_size
+    if shape[0] % block:
+        msg = f"{op}: {t.dtype.name} needs dim 0 to be a multiple of {block}, got {shape[0]}"
+        raise ShapeError(msg, op=op, shapes=(t.shape, tuple(shape)))
+    return pad4(shape)
+
+
+def _check_cast(op: str, src: DType, dst: DType) -> None:
+    ok = (
+        src == dst
+        or (src in _FLOAT_CONV and dst in _FLOAT_CONV)
+        or (src in _FLOAT_CONV and dst == DType.I32)
+        or (src == DType.I32 and dst == DType.F32)
+        or (src in _FLOAT_CONV and dst in _QUANT)
+        or (src in _QUANT and dst == DType.F32)
+    )
+    if not ok or dst == DType.OTHER:
+        msg = f"{op}: no conversion from {src.name} to {dst.name}"
+        raise DTypeError(msg, op=op, dtypes=(src, dst))
+
+
+def _check_view_bounds(op: str, t: Tensor, ne: Shape4, nb: Shape4, offs: int) -> None:
+    root = t.root
+    start = t.view_offs + offs
+    tr = TRAITS[t.dtype]
+    if start < 0:
+        msg = f"{op}: negative byte offset {start}"
+        raise ShapeError(msg, op=op, shapes=(t.shape,))
+    if min(ne) == 0:
+        return
+    contiguous_size = tr.type_size * (ne[0] // tr.block_size) * ne[1] * ne[2] * ne[3]
+    extent = tr.type_size + sum((n - 1) * s for n, s in zip((ne[0] // tr.block_size, *ne[1:]), nb))
+    if start + max(contiguous_size, extent) > root.nbytes:
+        msg = (
+            f"{op}: view of shape {list(ne)} strides {list(nb)} at byte offset {start} reaches "
+            f"past the end of its {root.nbytes}-byte storage"
+        )
+        raise ShapeError(msg, op=op, shapes=(t.shape,))
+
+
+def _slice_len(low: int, high: int, step: int) -> int:
+    return high - low if step == 1 else (high - low + 1) // step
+
+
+class ShapeOps(TensorBase):
+    """Tensor methods that rearrange, copy or convert data."""
+
+    __slots__ = ()
+
+    # -- views --------------------------------------------------------------------------------
+    def reshape(self, ctx: Context, *shape: int) -> Tensor:
+        """Return the data with a new shape (one extent may be -1).
+
+        A view of a contiguous tensor; a contiguous copy of a non-contiguous one.
+        """
+        t: Tensor = self  # type: ignore[assignment]
+        if not t.is_contiguous():
+            return t.contiguous(ctx, *shape)
+        ne = _target("reshape", t, shape)
+        nb = fresh_nb(t.dtype, ne)
+        return view(ctx, "reshape", t, ne, nb, 0, (ne,))
+
+    def view(self, ctx: Context, offset: int, *shape: int) -> Tensor:
+        """Return a strided window on this tensor's memory.
+
+        ``shape`` interleaves extents and byte strides: ``ne0``, ``ne0, nb1, ne1``,
+        ``ne0, nb1, ne1, nb2, ne2`` or ``ne0, nb1, ne1, nb2, ne2, nb3, ne3``; ``offset`` is in
+        bytes from this tensor's first element.
+
+        :raises ShapeError: for another number of values, or a window past the storage's end.
+        """
+        t: Tensor = self  # type: ignore[assignment]
+        offset = as_int("view", "offset", offset)
+        vals = tuple(as_int("view", "shape", v) for v in shape)
+        if len(vals) not in (1, 3, 5, 7):
+            msg = f"view: unsupported number of dimensions: {len(vals)} values (1, 3, 5 or 7)"
+            raise ShapeError(msg, op="view", shapes=(t.shape,))
+        tr = TRAITS[t.dtype]
+        ne = [vals[0], 1, 1, 1]
+        nb = [tr.type_size, 0, 0, 0]
+        nb[1] = nb[0] * (ne[0] // tr.block_size)
+        for i in range(1, (len(vals) + 1) // 2):
+            nb[i], ne[i] = vals[2 * i - 1], vals[2 * i]
+        for i in range((len(vals) + 1) // 2, 4):
+            nb[i] = nb[i - 1] * ne[i - 1]
+        if len(vals) == 3:
+            nb[3] = nb[2]
+        if any(n < 0 for n in ne) or ne[0] % tr.block_size:
+            msg = f"view: invalid extents {ne}"
+            raise ShapeError(msg, op="view", shapes=(t.shape,))
+        ne4, nb4 = pad4(ne), pad4(nb)
+        _check_view_bounds("view", t, ne4, nb4, offset)
+        return view(ctx, "view", t, ne4, nb4, offset, (ne4, nb4, offset))
+
+    def permute(self, ctx: Context, *order: int) -> Tensor:
+        """Return a view where input axis ``i`` moves to output position ``order[i]``.
+
+        ``order`` has as many entries as ``shape`` or 4 (padded with the identity).
+        """
+        t: Tensor = self  # type: ignore[assignment]
+        order_ = tuple(as_int("permute", "order", o) for o in order)
+        if len(order_) != len(t.shape) and len(order_) != 4:
+            msg = (
+                f"permute: invalid number of dimensions for permute: {len(order_)} axes for "
+                f"shape {list(t.shape)}"
+            )
+            raise ShapeError(msg, op="permute", shapes=(t.shape,))
+        full = order_ + tuple(range(len(order_), 4))
+        if sorted(full) != [0, 1, 2, 3]:
+            msg = f"permute: {list(order_)} is not a permutation of the axes 0..3"
+            raise ShapeError(msg, op="permute", shapes=(t.shape,))
+        ne, nb = [0] * 4, [0] * 4
+        for i, o in enumerate(full):
+            ne[o], nb[o] = t.ne[i], t.nb[i]
+        return view(ctx, "permute", t, pad4(ne), pad4(nb), 0, (full,))
+
+    def slice(self, ctx: Context, dim: int, low: int, high: int, step: int) -> Tensor:
+        """Return indices ``low, low+step, ...`` below ``high`` of dimension ``dim``.
+
+        The length is ``high - low`` for step 1, else ``(high - low + 1) // step`` (the seed's
+        rule). A view, except along dim 0 with a step > 1, which copies.
+        """
+        t: Tensor = self  # type: ignore[assignment]
+        if not isinstance(dim, int) or not 0 <= dim < 4:
+            msg = f"slice: invalid dimension {dim!r}"
+            raise ShapeError(msg, op="slice", shapes=(t.shape,))
+        if low < 0 or high > t.ne[dim] or low >= high or step < 1:
+            msg = (
+                f"slice: invalid slice parameters low={low} high={high} step={step} for "
+                f"dim {dim} of extent {t.ne[dim]}"
+            )
+            raise ShapeError(msg, op="slice", shapes=(t.shape,))
+        n = _slice_len(low, high, step)
+        block = TRAITS[t.dtype].block_size
+        if dim == 0 and block > 1 and (low % block or step > 1 or n % block):
+            msg = f"slice: cannot cut through the {block}-element blocks of a {t.dtype.name} tensor"
+            raise ShapeError(msg, op="slice", shapes=(t.shape,))
+        offs = (low // block) * t.nb[dim]
+        ne = list(t.ne)
+        ne[dim] = n
+        nb = list(t.nb)
+        if dim == 0 and step > 1:
+            if n == 0:
+                return view(ctx, "view", t, pad4(ne), t.nb, offs, (pad4(ne), t.nb, offs))
+            vne = (1, n, t.ne[1], t.ne[2] * t.ne[3])
+            vnb = (t.nb[0], step * t.nb[0], t.nb[1], t.nb[2])
+            v = view(ctx, "view", t, vne, vnb, offs, (vne, vnb, offs))
+            return v.contiguous(ctx, n, t.ne[1], t.ne[2], t.ne[3])
+        nb[dim] = step * t.nb[dim]
+        ne4, nb4 = pad4(ne), pad4(nb)
+        return view(ctx, "view", t, ne4, nb4, offs, (ne4, nb4, offs))
+
+    def chunk(self, ctx: Context, dim: int, size: int) -> list[Tensor]:
+        """Split ``dim`` into views of ``size`` (the last one holds the remainder)."""
+        t: Tensor = self  # type: ignore[assignment]
+        require_dim("chunk", dim)
+        if size <= 0:
+            msg = f"chunk: size must be positive, got {size}"
+            raise ShapeError(msg, op="chunk", shapes=(t.shape,))
+        d = t.ne[dim]
+        sections = [size] * (d // size) + ([d % size] if d % size else [])
+        return t.chunk_sections(ctx, dim, *sections)
+
+    def chunk_sections(self, ctx: Context, dim: int, *sections: int) -> list[Tensor]:
+        """Split ``dim`` into consecutive views of the given sizes (which must sum to it)."""
+        t: Tensor = self  # type: ignore[assignment]
+        require_dim("chunk_sections", dim)
+        out, o = [], 0
+        for s in sections:
+            out.append(t.slice(ctx, dim, o, o + s, 1))
+            o += s
+        if o != t.ne[dim]:
+            msg = f"chunk_sections: sections do not sum to tensor dimension ({o} != {t.ne[dim]})"
+            raise ShapeError(msg, op="chunk_sections", shapes=(t.shape,))
+        return out
+
+    # -- copies -------------------------------------------------------------------------------
+    def contiguous(self, ctx: Context, *shape: int) -> Tensor:
+        """Return a contiguous copy, optionally with a new shape (one extent may be -1)."""
+        t: Tensor = self  # type: ignore[assignment]
+        if len(shape) > 4:
+            msg = f"contiguous: unsupported number of dimensions: {len(shape)}"
+            raise ShapeError(msg, op="contiguous", shapes=(t.shape,))
+        ne = _target("contiguous", t, shape) if shape else t.ne
+        if t.dtype.is_quantized and not t._dim0_packed():
+            msg = f"contiguous: dim 0 of a {t.dtype.name} tensor must be packed"
+            raise ShapeError(msg, op="contiguous", shapes=(t.shape,))
+        return node(ctx, "cont", (t,), t.dtype, ne)
+
+    def duplicate(self, ctx: Context) -> Tensor:
+        """Return a contiguous copy with the same shape and dtype."""
+        return self.contiguous(ctx)
+
+    def copy(self, ctx: Context, t2: Tensor) -> Tensor:
+        """Write this tensor's values into ``t2`` (converted to its dtype); return ``t2``'s alias.
+
+        Element k of self in logical order goes to element k of ``t2``.
+        """
+        from ..tensor import Tensor
+
+        t: Tensor = self  # type: ignore[assignment]
+        if t.nelements != t2.nelements:
+            msg = f"copy: {t.nelements} elements cannot be copied into {t2.nelements}"
+            raise ShapeError(msg, op="copy", shapes=(t.shape, t2.shape))
+        _check_cast("copy", t.dtype, t2.dtype)
+        if t2.dtype.is_quantized and t2.dtype != t.dtype:
+            require(t2.is_contiguous(), "copy", "a quantised destination must be contiguous", t2)
+        if t.dtype.is_quantized:
+            t = packed_dim0(ctx, t)
+        if t.ctx.backend is not ctx.backend or t2.ctx.backend is not ctx.backend:
+            from ..errors import GraphError
+
+            msg = "copy: operands belong to another backend"
+            raise GraphError(msg)
+        out = Tensor(
+            ctx, t2.dtype, t2.ne, nb=t2.nb, op="cpy", src=(t, t2),
+            view_src=t2.root, view_offs=t2.view_offs,
+        )
+        ctx.backend.check_node(out)
+        return out
+
+    def cast(self, ctx: Context, dtype: DType) -> Tensor:
+        """Return a contiguous copy converted to ``dtype`` (F32->I32 truncates toward zero)."""
+        t: Tensor = self  # type: ignore[assignment]
+        _check_cast("cast", t.dtype, dtype)
+        if dtype.is_quantized and dtype != t.dtype:
+            block = TRAITS[dtype].block_size
+            require(t.ne[0] % block == 0, "cast", f"dim 0 must be a multiple of {block}", t)
+            t = packed_dim0(ctx, t)
+        return node(ctx, "cast", (t,), dtype, t.ne, (dtype,))
+
+    def pad(self, ctx: Context, *shape: int) -> Tensor:
+        """Append ``shape[i]`` zeros at the end of dim i (negative values crop from the end)."""
+        t: Tensor = self  # type: ignore[assignment]
+        if len(shape) != 4:
+            msg = f"pad: expected 4 dimensions, got {len(shape)}"
+            raise ShapeError(msg, op="pad", shapes=(t.shape,))
+        p = tuple(as_int("pad", "padding", v) for v in shape)
+        if p[3] != 0:
+            msg = "pad: padding dim 3 is not supported (cuda does not support 4d tensors)"
+            raise ShapeError(msg, op="pad", shapes=(t.shape,))
+        require_dtype("pad", t, F32_ONLY)
+        ne = tuple(a + b for a, b in zip(t.ne, p))
+        if min(ne) < 1:
+            msg = f"pad: padding {list(p)} crops shape {list(t.shape)} to nothing"
+            raise ShapeError(msg, op="pad", shapes=(t.shape,))
+        return node(ctx, "pad", (t,), t.dtype, ne, p)
+
+    def concat(self, ctx: Context, t2: Tensor, dim: int) -> Tensor:
+        """Return ``self`` followed by ``t2`` along ``dim`` (other extents must be equal)."""
+        t: Tensor = self  # type: ignore[assignment]
+        require_dim("concat", dim)
+        if t.dtype != t2.dtype or t.dtype.is_quantized:
+            msg = f"concat: dtypes {t.dtype.name} and {t2.dtype.name} (must be equal, not quantised)"
+            raise DTypeError(msg, op="concat", dtypes=(t.dtype, t2.dtype))
+        same = all(a == b for i, (a, b) in enumerate(zip(t.ne, t2.ne)) if i != dim)
+        require(same, "concat", f"extents other than dim {dim} must be equal", t, t2)
+        ne = list(t.ne)
+        ne[dim] += t2.ne[dim]
+        return node(ctx, "concat", (t, t2), t.dtype, ne, (dim,))
+
+    def stack(self, ctx: Context, dim: int, *s: Tensor) -> Tensor:
+        """Concatenate self and ``s`` along the existing ``dim`` (no new axis, as the seed)."""
+        if not s:
+            return self  # type: ignore[return-value]
+        return self.concat(ctx, s[0].stack(ctx, dim, *s[1:]), dim)
+
+    def repeat(self, ctx: Context, dim: int, n: int) -> Tensor:
+        """Tile the whole tensor ``n`` times along ``dim`` (``np.tile``, not element repeat)."""
+        t: Tensor = self  # type: ignore[assignment]
+        if not isinstance(dim, int) or not 0 <= dim < 4:
+            msg = f"repeat: invalid dimension {dim!r}"
+            raise ShapeError(msg, op="repeat", shapes=(t.shape,))
+        require(n >= 1, "repeat", f"count must be >= 1, got {n}", t)
+        ne = list(t.ne)
+        ne[dim] *= n
+        return t.repeat_4d(ctx, *ne)
+
+    def repeat_4d(self, ctx: Context, dim0: int, dim1: int, dim2: int, dim3: int) -> Tensor:
+        """Tile to exactly ``[dim0, dim1, dim2, dim3]`` (each a multiple of the input's extent)."""
+        t: Tensor = self  # type: ignore[assignment]
+        ne = tuple(as_int("repeat_4d", "dim", d) for d in (dim0, dim1, dim2, dim3))
+        ok = all(d >= 1 and d % e == 0 for d, e in zip(ne, t.ne))
+        require(ok, "repeat_4d", f"target {list(ne)} must be a multiple of each extent", t)
+        require_dtype("repeat_4d", t, frozenset({DType.F32, DType.F16, DType.BF16, DType.I32, DType.I16}))
+        return node(ctx, "repeat", (t,), t.dtype, ne)
+
+    # -- gather / scatter ---------------------------------------------------------------------
+    def rows(self, ctx: Context, ids: Tensor) -> Tensor:
+        """Gather rows: ``out[:, i, j, k] = self[:, ids[i, j, k], j, k]`` (F32, or I32 for I32)."""
+        t: Tensor = self  # type: ignore[assignment]
+        require_dtype("rows", ids, frozenset({DType.I32}), "ids")
+        require(ids.ne[3] == 1, "rows", "ids must have at most 3 dims", ids)
+        require(t.ne[2] == ids.ne[1] and t.ne[3] == ids.ne[2], "rows",
+                "table dims 2, 3 must equal ids dims 1, 2", t, ids)
+        out = DType.I32 if t.dtype == DType.I32 else DType.F32
+        t = packed_dim0(ctx, t)
+        return node(ctx, "get_rows", (t, ids), out, (t.ne[0], ids.ne[0], ids.ne[1], ids.ne[2]))
+
+    def set_rows(self, ctx: Context, src: Tensor, idxs: Tensor) -> Tensor:
+        """Write row i of ``src`` to row ``idxs[i]`` of self; return self's alias."""
+        from ..tensor import Tensor
+
+        dst: Tensor = self  # type: ignore[assignment]
+        op = "set_rows"
+        require_dtype(op, src, F32_ONLY, "src")
+        require_dtype(op, idxs, frozenset({DType.I32, DType.I64}), "idxs")
+        allowed = _FLOAT_CONV | _QUANT
+        require_dtype(op, dst, frozenset(allowed), "destination")
+        require(dst.ne[0] == src.ne[0] and dst.ne[2] == src.ne[2] and dst.ne[3] == src.ne[3], op,
+                "destination and src must agree in dims 0, 2, 3", dst, src)
+        require(src.ne[1] == idxs.ne[0], op, "src dim 1 must equal idxs dim 0", src, idxs)
+        require(idxs.ne[3] == 1 and src.ne[2] % idxs.ne[1] == 0 and src.ne[3] % idxs.ne[2] == 0,
+                op, "idxs dims 1, 2 must divide src dims 2, 3", src, idxs)
+        require(dst._dim0_packed(), op, "destination rows must be contiguous", dst)
+        src = packed_dim0(ctx, src)
+        out = Tensor(ctx, dst.dtype, dst.ne, nb=dst.nb, op="set_rows", src=(dst, src, idxs),
+                     view_src=dst.root, view_offs=dst.view_offs)
+        ctx.backend.check_node(out)
+        return out
+
+    def set_inplace(
+        self, ctx: Context, src: Tensor, nb1: int, nb2: int, nb3: int, offset: int
+    ) -> Tensor:
+        """Copy ``src`` into a strided window of self (byte strides and offset); return self's alias."""
+        from ..tensor import Tensor
+
+        dst: Tensor = self  # type: ignore[assignment]
+        op = "set_inplace"
+        require_dtype(op, dst, frozenset({DType.F32, DType.I32}))
+        if src.dtype != dst.dtype:
+            msg = f"{op}: src is {src.dtype.name}, destination {dst.dtype.name}; they must match"
+            raise DTypeError(msg, op=op, dtypes=(dst.dtype, src.dtype))
+        require(dst.is_contiguous(), op, "destination must be contiguous", dst)
+        require(src.nelements <= dst.nelements, op, "src has more elements than destination",
+                dst, src)
+        strides = (TRAITS[dst.dtype].type_size, nb1, nb2, nb3)
+        if min(nb1, nb2, nb3, offset) < 0 or offset >= 1 << 30:
+            msg = f"{op}: invalid strides {list(strides)} or offset {offset}"
+            raise ShapeError(msg, op=op, shapes=(dst.shape, src.shape))
+        last = offset + sum((n - 1) * s for n, s in zip(src.ne, strides)) + strides[0]
+        require(last <= dst.nbytes, op,
+                f"the window (offset {offset}, strides {list(strides)}) ends past the destination",
+                dst, src)
+        src = rows_contiguous(ctx, src)
+        out = Tensor(ctx, dst.dtype, dst.ne, nb=dst.nb, op="set", src=(dst, src),
+                     params=(nb1, nb2, nb3, offset), view_src=dst.root, view_offs=dst.view_offs)
+        ctx.backend.check_node(out)
+        return out
+
+
+__all__ = ["ShapeOps", "contiguous", "infer_shape"]

@@ -1,0 +1,117 @@
+"""Backend parameters and small enums: BackendParams, CacheConfig, FlashAttentionType, ..."""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+from .dtypes import DType
+from .layers import GPULayersList
+
+__all__ = [
+    "BackendCacheConfig",
+    "BackendParams",
+    "CacheConfig",
+    "FlashAttentionType",
+    "SamplingMode",
+    "flash_attention_type_string",
+]
+
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
+_FLASH_ATTENTION_NAMES = {-1: "Auto", 0: "Disabled", 1: "Enabled"}
+
+
+def flash_attention_type_string(value: int) -> str:
+    """Return the reference's text for a flash-attention setting: ``Auto``, ``Disabled``, ...
+
+    :param value: any integer.
+    :returns: ``Auto`` (-1), ``Disabled`` (0), ``Enabled`` (1), else ``unknown``.
+    """
+    return _FLASH_ATTENTION_NAMES.get(value, "unknown")
+
+
+class FlashAttentionType(enum.IntEnum):
+    """Whether to use flash attention; values match llama.cpp.
+
+    Any other 32-bit integer is accepted as an unnamed value that prints as ``unknown``
+    (``FlashAttentionType(7)``), as the reference's int32 type allows.
+    """
+
+    AUTO = -1
+    DISABLED = 0
+    ENABLED = 1
+
+    @classmethod
+    def _missing_(cls, value: object) -> FlashAttentionType | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None
+        if not _INT32_MIN <= value <= _INT32_MAX:
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = f"UNKNOWN_{value}"
+        member._value_ = value
+        return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]
+
+    def string(self) -> str:
+        """Return ``Auto``, ``Disabled``, ``Enabled`` or ``unknown`` (Go's ``String``)."""
+        return flash_attention_type_string(int(self))
+
+    def log_value(self) -> str:
+        """Return the text logs show (the same as :meth:`string`)."""
+        return self.string()
+
+    def __str__(self) -> str:
+        """Return :meth:`string`."""
+        return self.string()
+
+    def __format__(self, spec: str) -> str:
+        """Format as :meth:`string` with an empty spec, else as the integer."""
+        return format(self.string(), spec) if not spec else format(int(self), spec)
+
+
+class SamplingMode(enum.IntEnum):
+    """Interpolation used by ``interpolate``."""
+
+    NEAREST = 0
+    BILINEAR = 1
+
+
+class CacheConfig(BaseModel):
+    """What a backend needs from the KV cache: padding, V layout and mask dtype."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The cache history length (and capacity) is rounded up to a multiple of this.
+    cache_padding: NonNegativeInt = 0
+    #: V is stored permuted (axes 1, 2, 0, 3) and returned that way.
+    permuted_v: bool = False
+    #: Dtype of the attention mask; ``DType.OTHER`` (unset) means F32.
+    mask_dtype: DType = DType.OTHER
+
+
+@runtime_checkable
+class BackendCacheConfig(Protocol):
+    """Optional backend capability: the cache layout it wants."""
+
+    def cache_config(self) -> CacheConfig:
+        """Return the cache layout this backend wants."""
+        ...
+
+
+class BackendParams(BaseModel):
+    """Parameters for creating a backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``False`` is a dry run for memory sizing: allocations are measured, none is made, and the
+    #: backend cannot ``load``. A compute-only backend (no model) ignores it.
+    alloc_memory: bool = False
+    #: CPU thread count, passed unchanged to the CPU device (0: the backend's default).
+    num_threads: NonNegativeInt = 0
+    #: Which layer indices go to which GPU; unlisted layers stay on the CPU.
+    gpu_layers: GPULayersList = Field(default_factory=GPULayersList)
+    #: Flash attention setting.
+    flash_attention: FlashAttentionType = FlashAttentionType.DISABLED

@@ -1,0 +1,38 @@
+"""CpuNumpyBackend: the numpy implementation of mlplug's Backend."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from mlplug import Backend
+from mlplug.dtypes import DType
+
+from .context import NumpyContext
+from .device import devices
+from .ops import KERNELS
+
+if TYPE_CHECKING:
+    from mlplug import DeviceInfo, Tensor
+
+_NO_QUANTISER = frozenset({DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K})
+
+
+class CpuNumpyBackend(Backend):
+    """Every op in numpy on the host CPU, with ggml's semantics (a portable reference)."""
+
+    name: ClassVar[str] = "cpu_numpy"
+    kernels = KERNELS
+    dtypes = frozenset(d for d in DType if d not in (DType.OTHER, DType.F64))
+
+    def _make_context(self, max_nodes: int) -> NumpyContext:
+        return NumpyContext(self, max_nodes)
+
+    def devices(self) -> list[DeviceInfo]:
+        """Return the host CPU."""
+        return devices()
+
+    def unsupported_reason(self, node: Tensor) -> str | None:
+        """Quantising to k-quant types needs a quantiser numpy does not have."""
+        if node.op in ("cast", "cpy", "set_rows") and node.dtype in _NO_QUANTISER:
+            return f"quantising to {node.dtype.name} (no host quantiser for k-quants)"
+        return None

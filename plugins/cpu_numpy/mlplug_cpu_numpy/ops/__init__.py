@@ -1,0 +1,8 @@
+"""The numpy kernels, one function per primitive op, gathered into :data:`KERNELS`."""
+
+from __future__ import annotations
+
+from ._registry import KERNELS, implements
+from . import elementwise, layout, linalg, nn, reduce  # noqa: F401  (register kernels)
+
+__all__ = ["KERNELS", "implements"]

@@ -1,0 +1,104 @@
+"""Matrix products and matrix construction kernels."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlplug.dtypes import DType
+from mlplug.errors import OutOfRangeError
+
+from ._registry import implements
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+    from ..context import NumpyContext
+
+F32 = np.float32
+
+
+def _right(ctx: NumpyContext, a: Tensor, b: Tensor) -> np.ndarray:
+    bv = ctx.values(b)
+    if a.dtype == DType.F16 and b.dtype == DType.F32:
+        bv = bv.astype(np.float16).astype(F32)  # ggml rounds the right operand to f16
+    return bv
+
+
+def check_ids(ids: np.ndarray, n: int, op: str) -> None:
+    """Raise OutOfRangeError if any id is outside ``[0, n)``."""
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        bad = int(ids[(ids < 0) | (ids >= n)].flat[0])
+        msg = f"{op}: index {bad} out of range 0..{n - 1}"
+        raise OutOfRangeError(msg)
+
+
+@implements("mul_mat")
+def mul_mat(ctx: NumpyContext, t: Tensor) -> None:
+    """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
+    a, b = t.src
+    av = ctx.values(a)
+    bv = _right(ctx, a, b)
+    r2, r3 = b.ne[2] // a.ne[2], b.ne[3] // a.ne[3]
+    if r2 > 1:
+        av = np.repeat(av, r2, axis=1)
+    if r3 > 1:
+        av = np.repeat(av, r3, axis=0)
+    np.matmul(bv, av.swapaxes(-1, -2), out=ctx.arr(t))
+
+
+@implements("mul_mat_id")
+def mul_mat_id(ctx: NumpyContext, t: Tensor) -> None:
+    """Per-token expert products."""
+    a, b, ids = t.src
+    w = ctx.values(a)[0]  # (E, R, K)
+    x = _right(ctx, a, b)[0]  # (T, B1, K)
+    idx = ctx.arr(ids)[0, 0]  # (T, U)
+    check_ids(idx, w.shape[0], "mulmat_id")
+    u = idx.shape[1]
+    xs = x[:, np.arange(u) % x.shape[1]]  # (T, U, K)
+    ctx.arr(t)[0] = np.einsum("tuk,turk->tur", xs, w[idx], dtype=F32)
+
+
+@implements("add_id")
+def add_id(ctx: NumpyContext, t: Tensor) -> None:
+    """``t[i, u, tok] + bias[i, ids[u, tok]]``."""
+    a, bias, ids = t.src
+    idx = ctx.arr(ids)[0, 0]
+    bv = ctx.values(bias)[0, 0]
+    check_ids(idx, bv.shape[0], "add_id")
+    np.add(ctx.values(a), bv[idx], out=ctx.arr(t))
+
+
+@implements("diag")
+def diag(ctx: NumpyContext, t: Tensor) -> None:
+    """Vectors onto diagonals."""
+    v = ctx.values(t.src[0])  # (n3, n2, 1, n)
+    out = np.zeros(ctx.arr(t).shape, F32)
+    i = np.arange(v.shape[-1])
+    out[:, :, i, i] = v[:, :, 0, :]
+    ctx.put(t, out)
+
+
+@implements("tri")
+def tri(ctx: NumpyContext, t: Tensor) -> None:
+    """Keep one triangle (column = dim 0, row = dim 1)."""
+    x = ctx.values(t.src[0])
+    kind = t.params[0]
+    fn = {0: lambda m: np.triu(m), 1: lambda m: np.triu(m, 1),
+          2: lambda m: np.tril(m), 3: lambda m: np.tril(m, -1)}[kind]
+    ctx.put(t, fn(x))
+
+
+@implements("solve_tri")
+def solve_tri(ctx: NumpyContext, t: Tensor) -> None:
+    """Forward substitution ``A X = B`` with lower-triangular A."""
+    a = np.tril(ctx.values(t.src[0]).astype(np.float64))
+    b = ctx.values(t.src[1]).astype(np.float64)
+    with np.errstate(all="ignore"):
+        try:
+            x = np.linalg.solve(a, b)
+        except np.linalg.LinAlgError:
+            x = np.full(b.shape, np.nan)
+    ctx.put(t, x.astype(F32))

@@ -1,0 +1,303 @@
+"""Pooling, im2col, conv, state-space, interpolation, RoPE and attention kernels."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlplug.dtypes import DType
+
+from ._registry import implements
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+    from ..context import NumpyContext
+
+F32 = np.float32
+
+
+@implements("pool_2d")
+def pool_2d(ctx: NumpyContext, t: Tensor) -> None:
+    """Average pooling over dims 0, 1 (divisor k*k)."""
+    _kind, k, s, p = t.params
+    x = ctx.values(t.src[0])  # (N, C, H, W)
+    oh, ow = t.ne[1], t.ne[0]
+    pi = int(p)
+    extra_h = max(0, (oh - 1) * s + k - (x.shape[2] + pi))
+    extra_w = max(0, (ow - 1) * s + k - (x.shape[3] + pi))
+    xp = np.pad(x, ((0, 0), (0, 0), (pi, extra_h + pi), (pi, extra_w + pi)))
+    acc = np.zeros((x.shape[0], x.shape[1], oh, ow), F32)
+    for ky in range(k):
+        for kx in range(k):
+            acc += xp[:, :, ky: ky + s * oh: s, kx: kx + s * ow: s][:, :, :oh, :ow]
+    ctx.put(t, acc / F32(k * k))
+
+
+def _patches(x: np.ndarray, kh: int, kw: int, oh: int, ow: int, s: tuple[int, int],
+             p: tuple[int, int], d: tuple[int, int]) -> np.ndarray:
+    """Return ``(KH, KW, N, C, OH, OW)`` patches of ``x`` ``(N, C, H, W)`` (zero padded)."""
+    s1, s0 = s
+    p1, p0 = p
+    d1, d0 = d
+    need_h = (oh - 1) * s1 + (kh - 1) * d1 + 1
+    need_w = (ow - 1) * s0 + (kw - 1) * d0 + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (p1, max(0, need_h - x.shape[2] - p1)),
+                    (p0, max(0, need_w - x.shape[3] - p0))))
+    out = np.empty((kh, kw, x.shape[0], x.shape[1], oh, ow), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[i, j] = xp[:, :, i * d1: i * d1 + s1 * oh: s1, j * d0: j * d0 + s0 * ow: s0][
+                :, :, :oh, :ow]
+    return out
+
+
+@implements("im2col")
+def im2col(ctx: NumpyContext, t: Tensor) -> None:
+    """Unfold image patches: ``[C*KH*KW, OW, OH, N]``."""
+    kernel, image = t.src
+    s0, s1, p0, p1, d0, d1 = t.params
+    kw, kh, c = kernel.ne[0], kernel.ne[1], kernel.ne[2]
+    ow, oh = t.ne[1], t.ne[2]
+    x = ctx.values(image)  # (N, C, IH, IW)
+    pt = _patches(x, kh, kw, oh, ow, (s1, s0), (p1, p0), (d1, d0))  # (KH, KW, N, C, OH, OW)
+    out = pt.transpose(2, 4, 5, 3, 0, 1).reshape(x.shape[0], oh, ow, c * kh * kw)
+    ctx.put(t, out)
+
+
+@implements("conv_3d")
+def conv_3d(ctx: NumpyContext, t: Tensor) -> None:
+    """Direct 3-D cross-correlation with channels merged into dim 3."""
+    w, x = t.src
+    c, s0, s1, s2, p0, p1, p2, d0, d1, d2 = t.params
+    wv = ctx.values(w)  # (OC*IC, KD, KH, KW)
+    xv = ctx.values(x)  # (N*IC, ID, IH, IW)
+    if w.dtype == DType.F16:
+        xv = xv.astype(np.float16).astype(F32)
+    oc, n = w.ne[3] // c, x.ne[3] // c
+    kd, kh, kw = wv.shape[1:]
+    ow, oh, od = t.ne[0], t.ne[1], t.ne[2]
+    wv = wv.reshape(oc, c, kd, kh, kw).astype(np.float64)
+    xv = xv.reshape(n, c, *xv.shape[1:])
+    xp = np.pad(xv, ((0, 0), (0, 0), (p2, p2 + kd * d2), (p1, p1 + kh * d1), (p0, p0 + kw * d0)))
+    out = np.zeros((n, oc, od, oh, ow))
+    for a in range(kd):
+        for b in range(kh):
+            for e in range(kw):
+                patch = xp[:, :, a * d2: a * d2 + s2 * od: s2, b * d1: b * d1 + s1 * oh: s1,
+                           e * d0: e * d0 + s0 * ow: s0][:, :, :od, :oh, :ow]
+                out += np.einsum("ncdhw,oc->nodhw", patch, wv[:, :, a, b, e])
+    ctx.put(t, out.reshape(n * oc, od, oh, ow).astype(F32))
+
+
+@implements("ssm_conv")
+def ssm_conv(ctx: NumpyContext, t: Tensor) -> None:
+    """Depthwise causal conv; output channel-major ``[d_inner, n_t, n_s]``."""
+    sx, kernel = t.src
+    x = ctx.values(sx)[0]  # (n_s, d_inner, T)
+    k = ctx.values(kernel)[0, 0]  # (d_inner, K)
+    win = np.lib.stride_tricks.sliding_window_view(x, k.shape[1], axis=-1)  # (n_s, D, n_t, K)
+    ctx.arr(t)[0] = np.einsum("sdtk,dk->std", win, k, dtype=F32)
+
+
+@implements("ssm_scan")
+def ssm_scan(ctx: NumpyContext, t: Tensor) -> None:
+    """Mamba selective scan; output ``y`` then final states, packed 1-D."""
+    s_t, x_t, dt_t, a_t, b_t, c_t, ids_t = t.src
+    s = ctx.values(s_t)  # (slots, H, P, N)
+    x = ctx.values(x_t)  # (Q, T, H, P)
+    dt = ctx.values(dt_t)[0]  # (Q, T, H)
+    a = ctx.values(a_t)[0, 0]  # (H, 1 or N)
+    bm = ctx.values(b_t)  # (Q, T, G, N)
+    cm = ctx.values(c_t)
+    ids = ctx.arr(ids_t).reshape(-1)
+    from .linalg import check_ids
+
+    check_ids(ids, s.shape[0], "ssm_scan")
+    n_seq, n_tok, n_head, _hd = x.shape
+    group = np.arange(n_head) // (n_head // bm.shape[2])
+    ys = np.empty_like(x)
+    states = np.empty((n_seq, *s.shape[1:]), F32)
+    with np.errstate(over="ignore"):
+        for q in range(n_seq):
+            st = s[ids[q]].astype(F32).copy()  # (H, P, N)
+            for tok in range(n_tok):
+                v = dt[q, tok]
+                delta = np.where(v > 20, v, np.log(F32(1) + np.exp(v))).astype(F32)  # (H,)
+                decay = np.exp(delta[:, None] * a).astype(F32)[:, None, :]  # (H, 1, 1|N)
+                bh, ch = bm[q, tok, group], cm[q, tok, group]  # (H, N)
+                st = st * decay + bh[:, None, :] * (x[q, tok][:, :, None] * delta[:, None, None])
+                ys[q, tok] = (st * ch[:, None, :]).sum(-1, dtype=F32)
+            states[q] = st
+    flat = ctx.arr(t).reshape(-1)
+    flat[: ys.size] = ys.reshape(-1)
+    flat[ys.size:] = states.reshape(-1)
+
+
+def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
+    sf = F32(n_out) / F32(n_in)
+    return np.minimum(np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64), n_in - 1)
+
+
+def _bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sf = F32(n_out) / F32(n_in)
+    pos = (np.arange(n_out, dtype=F32) + F32(0.5)) / sf - F32(0.5)
+    i0 = np.floor(pos)
+    lo = np.clip(i0, 0, n_in - 1).astype(np.int64)
+    hi = np.clip(i0 + 1, 0, n_in - 1).astype(np.int64)
+    frac = np.clip(pos - lo.astype(F32), 0, 1).astype(F32)
+    return lo, hi, frac
+
+
+@implements("interpolate")
+def interpolate(ctx: NumpyContext, t: Tensor) -> None:
+    """Nearest (float32 index rule) or half-pixel bilinear on dims 0, 1."""
+    x = ctx.values(t.src[0])  # (n3, n2, n1, n0)
+    ne_in, ne_out = t.src[0].ne, t.ne
+    i3 = _nearest_index(ne_out[3], ne_in[3])
+    i2 = _nearest_index(ne_out[2], ne_in[2])
+    x = x[i3][:, i2]
+    if t.params[0] == 0:
+        y = x[:, :, _nearest_index(ne_out[1], ne_in[1])][..., _nearest_index(ne_out[0], ne_in[0])]
+        ctx.put(t, y)
+        return
+    y0, y1, fy = _bilinear_axis(ne_out[1], ne_in[1])
+    x0, x1, fx = _bilinear_axis(ne_out[0], ne_in[0])
+    a = x[:, :, y0][..., x0]
+    b = x[:, :, y0][..., x1]
+    c = x[:, :, y1][..., x0]
+    d = x[:, :, y1][..., x1]
+    fy_, fx_ = fy[:, None], fx[None, :]
+    one = F32(1)
+    out = a * (one - fx_) * (one - fy_) + b * fx_ * (one - fy_) + c * (one - fx_) * fy_ + d * fx_ * fy_
+    ctx.put(t, out)
+
+
+def rope_angles(pos: np.ndarray, n_pairs: int, n_dims: int, base: float, freq_scale: float,
+                ext_factor: float, attn_factor: float, beta_fast: float, beta_slow: float,
+                n_ctx_orig: int, factors: np.ndarray | None, mode: int,
+                sections: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``cos``/``sin`` ``(n_tokens, n_pairs)`` (float32), as ggml's CPU computes them."""
+    theta_scale = F32(base) ** F32(-2.0 / n_dims)
+    n_tok = pos.shape[-1]
+    mrope = mode in (8, 24, 40)
+    axes = pos.reshape(4, n_tok).astype(F32) if mrope else pos.reshape(1, n_tok).astype(F32)
+    cur = axes.copy()
+    sect_dims = sum(sections) if mrope else 0
+    sec_w = sections[0] + sections[1]
+    theta = np.empty((n_tok, n_pairs), F32)
+    for k in range(n_pairs):
+        if mrope:
+            sec = k % sect_dims
+            if mode == 24:  # vision: restart the power at each section
+                if sec == 0:
+                    cur[0] = axes[0]
+                elif sec == sections[0]:
+                    cur[1] = axes[1]
+                elif sec == sec_w:
+                    cur[2] = axes[2]
+                elif sec == sec_w + sections[2]:
+                    cur[3] = axes[3]
+            if mode == 40:
+                if sec % 3 == 1 and sec < 1 + 3 * sections[1]:
+                    row = 1
+                elif sec % 3 == 2 and sec < 2 + 3 * sections[2]:
+                    row = 2
+                else:
+                    row = 0
+            elif sec < sections[0]:
+                row = 0
+            elif sec < sec_w:
+                row = 1
+            elif sec < sec_w + sections[2]:
+                row = 2
+            else:
+                row = 3
+            th = cur[row]
+        else:
+            th = cur[0]
+        ff = F32(1) if factors is None else F32(factors[k])
+        theta[:, k] = th / ff
+        cur = (cur * theta_scale).astype(F32)
+    mscale = F32(attn_factor)
+    ang = F32(freq_scale) * theta
+    if ext_factor != 0.0:
+        def corr(beta: float) -> float:
+            return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
+
+        lo = max(0.0, math.floor(corr(beta_fast)))
+        hi = min(n_dims - 1.0, math.ceil(corr(beta_slow)))
+        kk = np.arange(n_pairs, dtype=F32)
+        ramp = F32(1) - np.clip((kk - F32(lo)) / F32(max(0.001, hi - lo)), 0, 1)
+        mix = (ramp * F32(ext_factor)).astype(F32)
+        ang = ang * (F32(1) - mix) + theta * mix
+        mscale = F32(mscale * (F32(1) + F32(0.1) * F32(math.log(1.0 / freq_scale))))
+    return (np.cos(ang) * mscale).astype(F32), (np.sin(ang) * mscale).astype(F32)
+
+
+@implements("rope")
+def rope(ctx: NumpyContext, t: Tensor) -> None:
+    """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
+    x_t, pos_t = t.src[0], t.src[1]
+    factors = ctx.values(t.src[2]).reshape(-1) if len(t.src) > 2 else None
+    n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = t.params
+    x = ctx.values(x_t)  # (B, T, H, D)
+    head_dim = x.shape[-1]
+    n_pairs = n_dims if mode == 24 else n_dims // 2
+    cos, sin = rope_angles(ctx.arr(pos_t).reshape(-1), n_pairs, n_dims, base, fscale, ext, attn,
+                           bfast, bslow, n_ctx, factors, mode, secs)
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    y = x.copy()
+    if mode == 0:
+        u, v = x[..., 0:n_dims:2], x[..., 1:n_dims:2]
+        y[..., 0:n_dims:2] = u * cos - v * sin
+        y[..., 1:n_dims:2] = u * sin + v * cos
+    else:
+        half = n_dims if mode == 24 else n_dims // 2
+        u, v = x[..., :half], x[..., half: 2 * half]
+        y[..., :half] = u * cos - v * sin
+        y[..., half: 2 * half] = u * sin + v * cos
+    del head_dim
+    ctx.put(t, y)
+
+
+@implements("sdpa")
+def sdpa(ctx: NumpyContext, t: Tensor) -> None:
+    """Scaled dot-product attention with GQA, additive mask and sinks."""
+    scale, has_mask, has_sinks = t.params
+    q_t, k_t, v_t = t.src[:3]
+    rest = list(t.src[3:])
+    mask = ctx.values(rest.pop(0)) if has_mask else None
+    sinks = ctx.values(rest.pop(0)).reshape(-1) if has_sinks else None
+    q = ctx.values(q_t)  # (B, Lq, H, dk)
+    k = ctx.values(k_t)  # (B, Lk, Hkv, dk)
+    v = ctx.values(v_t)  # (B, Lk, Hkv, dv)
+    if k_t.dtype == DType.F16:
+        q = q.astype(np.float16).astype(F32)
+    h, hkv = q.shape[2], k.shape[2]
+    r = h // hkv
+    if r > 1:
+        k = np.repeat(k, r, axis=2)
+        v = np.repeat(v, r, axis=2)
+    logits = np.einsum("bnhd,bjhd->bhnj", q, k, dtype=F32) * F32(scale)
+    if mask is not None:
+        lq = q.shape[1]
+        m = mask[:, :, :lq, :]  # (M3, M2, Lq, Lk)
+        bi = np.arange(q.shape[0]) % m.shape[0]
+        hi = np.arange(h) % m.shape[1]
+        logits = logits + m[bi][:, hi]
+    with np.errstate(invalid="ignore", over="ignore"):
+        mx = logits.max(-1, keepdims=True)
+        if sinks is not None:
+            mx = np.maximum(mx, sinks[None, :, None, None])
+        e = np.exp(logits - mx)
+        den = e.sum(-1, keepdims=True, dtype=F32)
+        if sinks is not None:
+            den = den + np.exp(sinks[None, :, None, None] - mx)
+        p = e / den
+    if v_t.dtype == DType.F16:
+        p = p.astype(np.float16).astype(F32)
+    o = np.einsum("bhnj,bjhe->bnhe", p, v, dtype=F32)
+    ctx.put(t, o)
