@@ -10,6 +10,7 @@ view (or the result of an in-place op) points at the root whose storage it share
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -180,11 +181,13 @@ class TensorBase:
         if raw is None:
             return None
         if self.dtype in (DType.F32, DType.I32):
-            return np.frombuffer(raw, dtype="<f4").copy()
+            out: np.ndarray = np.frombuffer(raw, dtype="<f4").copy()
+            return out
         if self.dtype == DType.F16:
             return np.frombuffer(raw, dtype="<f2").astype(np.float32)
         if self.dtype == DType.BF16:
-            return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+            wide: np.ndarray = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            return wide.view(np.float32)
         msg = f"floats() of a {self.dtype.name} tensor: cast it to F32 first"
         raise DTypeError(msg, op="floats", dtypes=(self.dtype,))
 
@@ -201,17 +204,19 @@ class TensorBase:
             arr = np.frombuffer(raw, dtype=np_dtype).copy()
         else:
             arr = self.floats()  # type: ignore[assignment]
-        return arr.reshape(tuple(reversed(self.shape)))
+        shaped: np.ndarray = arr.reshape(tuple(reversed(self.shape)))
+        return shaped
 
-    def from_bytes(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
+    def from_bytes(self, data: builtins.bytes | bytearray | memoryview | np.ndarray) -> None:
         """Overwrite this tensor's storage now with raw bytes (no dtype check).
 
         :raises ShapeError: if the byte length differs from the tensor's byte size.
         :raises GraphError: if the tensor is a graph node without its own storage.
         """
-        buf = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(
-            data, np.ndarray
-        ) else memoryview(data).cast("B")
+        if isinstance(data, np.ndarray):
+            buf = memoryview(np.ascontiguousarray(data).tobytes())
+        else:
+            buf = memoryview(data).cast("B")
         if len(buf) == 0:
             return
         if self.op != LEAF:
@@ -225,7 +230,7 @@ class TensorBase:
             raise ShapeError(msg, op="from_bytes", shapes=(self.shape,))
         self.ctx.check_open()
         if self.ctx.allocates:
-            self.ctx.write_bytes(self, bytes(buf))  # type: ignore[arg-type]
+            self.ctx.write_bytes(self, buf.tobytes())  # type: ignore[arg-type]
 
     def from_floats(self, values: Any) -> None:
         """Overwrite this tensor's storage now with float32 values (raw bit copy)."""

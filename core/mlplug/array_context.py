@@ -27,6 +27,8 @@ __all__ = ["ArrayContext"]
 class ArrayContext(Context):
     """A context whose tensors are views of flat per-root buffers, computed node by node."""
 
+    _plan: tuple[tuple[int, int], list[tuple[Any, Tensor]]] | None = None
+
     @abstractmethod
     def new_storage(self, nbytes: int, zero: bool) -> Any:
         """Return a new flat byte buffer of ``nbytes`` (zero-filled if asked)."""
@@ -45,7 +47,18 @@ class ArrayContext(Context):
         self.store(t.root.data, data)
 
     def _execute(self, graph: Sequence[Tensor]) -> None:
+        plan = self._plan
+        key = (id(graph), len(graph))
+        if plan is None or plan[0] != key:
+            plan = (key, self._make_plan(graph))
+            self._plan = plan
+        for kernel, t in plan[1]:
+            kernel(self, t)
+
+    def _make_plan(self, graph: Sequence[Tensor]) -> list[tuple[Any, Tensor]]:
+        """Allocate op results and return the (kernel, node) pairs to run, in order."""
         kernels = self.backend.kernels
+        steps = []
         for t in graph:
             op = t.op
             if op == LEAF or op in VIEW_OPS:
@@ -56,9 +69,11 @@ class ArrayContext(Context):
                 if s.root.data is None and s.root.nelements:
                     msg = f"{t.op}: operand {s!r} has no data (was its context closed?)"
                     raise GraphError(msg)
-            kernels[op](self, t)
+            steps.append((kernels[op], t))
+        return steps
 
     def _release(self, tensors: Sequence[Tensor]) -> None:
+        self._plan = None
         for t in tensors:
             t.data = None
             t.handle = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +32,10 @@ class NumpyContext(ArrayContext):
 
     def new_storage(self, nbytes: int, zero: bool) -> np.ndarray:
         return np.zeros(nbytes, np.uint8) if zero else np.empty(nbytes, np.uint8)
+
+    def _execute(self, graph: Sequence[Tensor]) -> None:
+        with np.errstate(all="ignore"):  # IEEE results (inf, nan) are the ops' semantics
+            super()._execute(graph)
 
     def store(self, storage: np.ndarray, data: bytes) -> None:
         storage[:] = np.frombuffer(data, np.uint8)

@@ -35,12 +35,11 @@ def _binary(ufunc: np.ufunc) -> Callable[[NumpyContext, Tensor], None]:
         a, b = t.src
         if a.dtype == DType.F32 and b.dtype == DType.F32:
             av = ctx.arr(a)
-            with np.errstate(all="ignore"):
-                ufunc(av, tile_to(ctx.arr(b), av.shape), out=ctx.arr(t))
+            bv = ctx.arr(b)
+            ufunc(av, bv if av.shape == bv.shape else tile_to(bv, av.shape), out=ctx.arr(t))
             return
         av = ctx.values(a)
-        with np.errstate(all="ignore"):
-            ctx.put(t, ufunc(av, tile_to(ctx.values(b), av.shape)))
+        ctx.put(t, ufunc(av, tile_to(ctx.values(b), av.shape)))
 
     return kernel
 
