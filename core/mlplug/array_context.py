@@ -27,6 +27,9 @@ __all__ = ["ArrayContext"]
 class ArrayContext(Context):
     """A context whose tensors are views of flat per-root buffers, computed node by node."""
 
+    #: Every op result keeps its buffer until the context closes (see Context.reuses_scratch).
+    reuses_scratch = False
+
     _plan: tuple[tuple[int, int], list[tuple[Any, Tensor]]] | None = None
 
     @abstractmethod

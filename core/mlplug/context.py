@@ -6,13 +6,13 @@ import copy
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ._tensorbase import LEAF, check_shape
 from .dtypes import TRAITS, DType
-from .errors import DTypeError, GraphError, NotSupportedError, ShapeError
+from .errors import DTypeError, ErrNoMem, GraphError, NotSupportedError, ShapeError
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -40,6 +40,11 @@ class Context(ABC):
     block) frees every tensor the context and its ``input()``/``layer(i)`` views created.
     """
 
+    #: Whether op results share scratch memory, each freed after its last use (ggml's graph
+    #: allocator). A context that keeps every result until it closes sets this False; the core's
+    #: graph-memory estimate (``Context.reserve``) follows it.
+    reuses_scratch: ClassVar[bool] = True
+
     def __init__(self, backend: Backend, max_nodes: int) -> None:
         self.backend = backend
         self._max_nodes = max_nodes
@@ -50,6 +55,10 @@ class Context(ABC):
         self._batch_size = 0
         #: Layer whose KV cache this context's allocations count as; -1 = inputs.
         self.layer_index = -1
+        #: Device whose memory this context's constructor tensors take: -1 the CPU, else an
+        #: index into ``backend.gpu_devices()``. Set by ``layer(i)`` and model weight contexts.
+        self.device_index = -1
+        backend.track_context(self)
 
     # -- backend hooks ----------------------------------------------------------------------
     @abstractmethod
@@ -71,6 +80,13 @@ class Context(ABC):
     @abstractmethod
     def _release(self, tensors: Sequence[Tensor]) -> None:
         """Free the storage of ``tensors`` (and any graph state); called once on close."""
+
+    def _allocate_dry(self, t: Tensor) -> None:  # noqa: B027 - optional hook
+        """Prepare the root tensor ``t`` of a dry-run backend: sizes only, no storage.
+
+        The default does nothing (``t.data`` stays None); a backend that needs a metadata-only
+        object (e.g. a no-alloc ggml tensor for graph measurement) overrides this.
+        """
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -105,6 +121,8 @@ class Context(ABC):
         child._n_ops = 0
         child._batch_size = 0
         child.layer_index = layer
+        child.device_index = -1 if layer < 0 else self.backend.layer_device(layer)
+        self.backend.track_context(child)
         return child
 
     def input(self) -> Context:
@@ -147,7 +165,15 @@ class Context(ABC):
             )
             raise ShapeError(msg, op="from_bytes", shapes=(t.shape,))
         self.backend.account(self, t)
-        self._allocate(t, data if self.allocates else None, zero and self.allocates)
+        if self.allocates:
+            try:
+                self._allocate(t, data, zero)
+            except ErrNoMem:
+                raise
+            except MemoryError as exc:  # the failed request is already in the record
+                raise ErrNoMem(self.backend.backend_memory()) from exc
+        else:
+            self._allocate_dry(t)
         self._shared.tensors.append(t)
         return t
 

@@ -13,6 +13,7 @@ __all__ = [
     "DTypeError",
     "ErrNoMem",
     "GraphError",
+    "LoadCancelledError",
     "MlplugError",
     "ModelFileError",
     "NotSupportedError",
@@ -107,6 +108,17 @@ class ModelFileError(MlplugError, ValueError):
         self.offset = offset
         self.key = key
         self.reason = message
+
+
+class LoadCancelledError(MlplugError):
+    """Loading a model's weights was cancelled; the backend was closed and its weights freed."""
+
+    def __init__(self, path: str, done: int, total: int) -> None:
+        message = f"{path}: loading cancelled after {done} of {total} bytes; the backend was closed"
+        super().__init__(message)
+        self.path = path
+        self.done = done
+        self.total = total
 
 
 class ErrNoMem(MlplugError, MemoryError):

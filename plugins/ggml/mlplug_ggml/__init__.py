@@ -8,4 +8,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["GGMLBackend", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "GGMLBackend":
+        from .backend import GGMLBackend
+
+        return GGMLBackend
+    raise AttributeError(name)

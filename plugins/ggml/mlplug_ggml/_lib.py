@@ -35,6 +35,7 @@ from ctypes import (
     c_int64,
     c_size_t,
     c_uint8,
+    c_uint32,
     c_void_p,
 )
 from pathlib import Path
@@ -276,6 +277,123 @@ _OPTIONAL: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "ggml_backend_cpu_set_n_threads": (None, (_p, c_int)),
 }
 
+_I64 = c_int64
+_SZ = c_size_t
+_F = c_float
+
+
+def _unary_decls(*names: str) -> dict[str, tuple[Any, tuple[Any, ...]]]:
+    out: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+    for name in names:
+        out[f"ggml_{name}"] = (_p, (_p, _p))
+        out[f"ggml_{name}_inplace"] = (_p, (_p, _p))
+    return out
+
+
+#: Graph-building ops and the backend/allocator calls the mlplug backend uses. They are looked
+#: up like the optional ones: a build that lacks one makes the ops needing it unsupported
+#: (:meth:`Lib.has`) instead of failing to load.
+_OPS: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
+    # layout
+    "ggml_view_4d": (_p, (_p, _p, _I64, _I64, _I64, _I64, _SZ, _SZ, _SZ, _SZ)),
+    "ggml_reshape_4d": (_p, (_p, _p, _I64, _I64, _I64, _I64)),
+    "ggml_permute": (_p, (_p, _p, c_int, c_int, c_int, c_int)),
+    "ggml_cont": (_p, (_p, _p)),
+    "ggml_cont_4d": (_p, (_p, _p, _I64, _I64, _I64, _I64)),
+    "ggml_cpy": (_p, (_p, _p, _p)),
+    "ggml_cast": (_p, (_p, _p, c_int)),
+    "ggml_get_rows": (_p, (_p, _p, _p)),
+    "ggml_set_rows": (_p, (_p, _p, _p, _p)),
+    "ggml_set_inplace": (_p, (_p, _p, _p, _SZ, _SZ, _SZ, _SZ)),
+    "ggml_concat": (_p, (_p, _p, _p, c_int)),
+    "ggml_repeat_4d": (_p, (_p, _p, _I64, _I64, _I64, _I64)),
+    "ggml_pad": (_p, (_p, _p, c_int, c_int, c_int, c_int)),
+    "ggml_arange": (_p, (_p, _F, _F, _F)),
+    "ggml_fill_inplace": (_p, (_p, _p, _F)),
+    "ggml_diag": (_p, (_p, _p)),
+    "ggml_tri": (_p, (_p, _p, c_int)),
+    # arithmetic
+    "ggml_sub": (_p, (_p, _p, _p)),
+    "ggml_mul": (_p, (_p, _p, _p)),
+    "ggml_div": (_p, (_p, _p, _p)),
+    "ggml_add_id": (_p, (_p, _p, _p, _p)),
+    "ggml_mul_mat_set_prec": (None, (_p, c_int)),
+    "ggml_mul_mat_id": (_p, (_p, _p, _p, _p)),
+    "ggml_scale": (_p, (_p, _p, _F)),
+    "ggml_clamp": (_p, (_p, _p, _F, _F)),
+    **_unary_decls(
+        "sin",
+        "cos",
+        "tanh",
+        "sqr",
+        "sqrt",
+        "exp",
+        "neg",
+        "softplus",
+        "sigmoid",
+        "relu",
+        "silu",
+        "gelu",
+        "gelu_erf",
+        "gelu_quick",
+    ),
+    "ggml_geglu_split": (_p, (_p, _p, _p)),
+    "ggml_geglu_quick_split": (_p, (_p, _p, _p)),
+    "ggml_swiglu_split": (_p, (_p, _p, _p)),
+    "ggml_reglu_split": (_p, (_p, _p, _p)),
+    "ggml_swiglu_oai": (_p, (_p, _p, _p, _F, _F)),
+    # rows
+    "ggml_soft_max": (_p, (_p, _p)),
+    "ggml_soft_max_ext": (_p, (_p, _p, _p, _F, _F)),
+    "ggml_soft_max_add_sinks": (None, (_p, _p)),
+    "ggml_norm": (_p, (_p, _p, _F)),
+    "ggml_rms_norm": (_p, (_p, _p, _F)),
+    "ggml_l2_norm": (_p, (_p, _p, _F)),
+    "ggml_sum_rows": (_p, (_p, _p)),
+    "ggml_mean": (_p, (_p, _p)),
+    "ggml_cumsum": (_p, (_p, _p)),
+    "ggml_argsort": (_p, (_p, _p, c_int)),
+    "ggml_solve_tri": (_p, (_p, _p, _p, c_bool, c_bool, c_bool)),
+    # nn
+    "ggml_pool_2d": (_p, (_p, _p, c_int, c_int, c_int, c_int, c_int, _F, _F)),
+    "ggml_im2col": (_p, (_p, _p, _p, c_int, c_int, c_int, c_int, c_int, c_int, c_bool, c_int)),
+    "ggml_conv_3d": (
+        _p,
+        (_p, _p, _p, _I64, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int),
+    ),
+    "ggml_ssm_conv": (_p, (_p, _p, _p)),
+    # Declared with today's trailing ``int64_t K`` (state snapshots; 1 = final state only).
+    # Builds from before K ignore the extra argument (C calling convention).
+    "ggml_ssm_scan": (_p, (_p, _p, _p, _p, _p, _p, _p, _p, _I64)),
+    "ggml_interpolate": (_p, (_p, _p, _I64, _I64, _I64, _I64, c_uint32)),
+    "ggml_rope_ext": (_p, (_p, _p, _p, _p, c_int, c_int, c_int, _F, _F, _F, _F, _F, _F)),
+    "ggml_rope_multi": (
+        _p,
+        (_p, _p, _p, _p, c_int, POINTER(c_int), c_int, c_int, _F, _F, _F, _F, _F, _F),
+    ),
+    "ggml_flash_attn_ext": (_p, (_p, _p, _p, _p, _p, _F, _F, _F)),
+    "ggml_flash_attn_ext_set_prec": (None, (_p, c_int)),
+    "ggml_flash_attn_ext_add_sinks": (None, (_p, _p)),
+    # graphs
+    "ggml_graph_node": (_p, (_p, c_int)),
+    "ggml_graph_size": (c_int, (_p,)),
+    "ggml_op_desc": (c_char_p, (_p,)),
+    "ggml_graph_add_node": (None, (_p, _p)),
+    # backends, buffers, allocators
+    "ggml_backend_supports_op": (c_bool, (_p, _p)),
+    "ggml_backend_get_device": (_p, (_p,)),
+    "ggml_backend_dev_buffer_type": (_p, (_p,)),
+    "ggml_backend_buft_alloc_buffer": (_p, (_p, _SZ)),
+    "ggml_backend_buft_get_alignment": (_SZ, (_p,)),
+    "ggml_backend_buft_get_max_size": (_SZ, (_p,)),
+    "ggml_backend_buft_get_alloc_size": (_SZ, (_p, _p)),
+    "ggml_backend_buft_is_host": (c_bool, (_p,)),
+    "ggml_backend_buffer_get_base": (_p, (_p,)),
+    "ggml_backend_tensor_alloc": (c_int, (_p, _p, _p)),
+    "ggml_backend_tensor_memset": (None, (_p, c_uint8, _SZ, _SZ)),
+    "ggml_gallocr_reserve_n_size": (None, (_p, _p, _p, _p, _SizeP)),
+}
+
 #: ``ggml_backend_set_n_threads_t`` from ggml-backend.h, for proc addresses.
 SetNThreadsFn: Final = ctypes.CFUNCTYPE(None, c_void_p, c_int)
 
@@ -319,7 +437,7 @@ class Lib:
                 f"symbol(s): {', '.join(missing)}"
             )
             raise BackendLoadError(msg, backend=BACKEND)
-        for name, (restype, argtypes) in _OPTIONAL.items():
+        for name, (restype, argtypes) in (_OPTIONAL | _OPS).items():
             fn = self._lookup(name)
             if fn is not None:
                 fn.restype = restype

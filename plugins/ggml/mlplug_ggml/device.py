@@ -8,11 +8,14 @@ every dynamically loadable backend found next to them (``ggml_backend_load_all_f
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from mlplug.device import DeviceInfo
 from mlplug.errors import BackendLoadError
+from mlplug.sysinfo import host_memory
 
 from . import _lib
 
@@ -20,13 +23,20 @@ if TYPE_CHECKING:
     from ._lib import Lib
 
 __all__ = [
+    "ENV_DEVICE",
     "GGMLDevice",
+    "compute_device",
     "cpu_device",
+    "device_infos",
     "device_memory",
     "devices",
     "load_backends",
     "system_memory",
+    "to_device_info",
 ]
+
+#: Environment variable naming the ggml device to compute on (``CPU``, ``CUDA0``, ...).
+ENV_DEVICE: Final = "MLPLUG_GGML_DEVICE"
 
 #: DeviceInfo.library of ggml's CPU device (the spec's lowercase spelling).
 CPU_LIBRARY: Final = "cpu"
@@ -176,3 +186,69 @@ def cpu_device() -> GGMLDevice:
             return d
     msg = f"ggml build in {_lib.load().directory} has no CPU device"
     raise BackendLoadError(msg, backend=_lib.BACKEND)
+
+
+def to_device_info(d: GGMLDevice) -> DeviceInfo:
+    """Convert a ggml device record to mlplug's :class:`~mlplug.DeviceInfo`.
+
+    The CPU is reported with library ``cpu`` and name ``CPU`` (the spec's spelling) and ggml's
+    description; when ggml reports no memory for it, the host's figures stand in. GPUs keep
+    their registry name as library (``CUDA``, ``Vulkan``, ...) and ggml's name and PCI id.
+    """
+    total, free = d.total_memory, d.free_memory
+    name = d.name
+    if d.type == "CPU":
+        name = "CPU"
+        if total == 0:
+            total, free = host_memory()
+    return DeviceInfo(
+        id=d.id,
+        library=d.library,
+        name=name,
+        description=d.description,
+        filter_id=d.filter_id,
+        integrated=d.integrated,
+        pci_id=d.pci_id,
+        total_memory=total,
+        free_memory=free,
+        compute_major=d.compute_major if d.type != "CPU" else -1,
+        compute_minor=d.compute_minor if d.type != "CPU" else -1,
+        driver_major=d.driver_major,
+        driver_minor=d.driver_minor,
+        library_path=list(d.library_path),
+    )
+
+
+def device_infos() -> list[DeviceInfo]:
+    """Return every device of the loaded ggml build as DeviceInfo (CPU first, as ggml lists).
+
+    :raises BackendLoadError: the library could not be loaded.
+    """
+    return [to_device_info(d) for d in devices() if d.type != "META"]
+
+
+_TYPE_RANK: Final[dict[str, int]] = {"GPU": 0, "IGPU": 1, "ACCEL": 2, "CPU": 3}
+
+
+def compute_device() -> GGMLDevice:
+    """Pick the device graphs run on: ``$MLPLUG_GGML_DEVICE`` if set, else the best GPU.
+
+    "Best" is a discrete GPU before an integrated one, then the most free memory, then
+    registry order; with no GPU the CPU is used. Accelerator devices (BLAS, AMX) are never
+    picked automatically: they run a subset of ops and need a scheduler.
+
+    :raises BackendLoadError: the named device does not exist, or the build has no CPU.
+    """
+    devs = [d for d in devices() if d.type in _TYPE_RANK]
+    wanted = os.environ.get(ENV_DEVICE, "").strip()
+    if wanted:
+        for d in devs:
+            if wanted.lower() in (d.name.lower(), f"{d.library}{d.id}".lower()):
+                return d
+        names = ", ".join(d.name for d in devs) or "none"
+        msg = f"{ENV_DEVICE}={wanted!r}: no such ggml device (available: {names})"
+        raise BackendLoadError(msg, backend=_lib.BACKEND)
+    gpus = [d for d in devs if d.type in ("GPU", "IGPU")]
+    if gpus:
+        return min(gpus, key=lambda d: (_TYPE_RANK[d.type], -d.free_memory, devs.index(d)))
+    return cpu_device()

@@ -1,0 +1,37 @@
+"""``mlplug conformance``: run the op conformance suite and print the op x backend matrix."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import CommandError, Progress, check_backend_names, write_text_file
+
+__all__ = ["cmd_conformance"]
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    """Run the suite on the chosen (default: every installed) backend; exit 1 on any failure."""
+    try:
+        from .. import conformance
+    except ImportError as exc:
+        msg = f"the conformance suite cannot be imported: {exc}"
+        raise CommandError(msg) from exc
+    from ..registry import manager
+
+    backends = check_backend_names(args.backend) if args.backend else None
+    if backends is None and not manager().backends():
+        msg = "no backend plugin is installed; install one, e.g.: pip install mlplug-cpu-numpy"
+        raise CommandError(msg)
+    progress = Progress(enabled=not args.quiet)
+    try:
+        report = conformance.run(backends, args.op, seed=args.seed, progress=progress)
+    finally:
+        progress.finish()
+    if args.json is not None:
+        write_text_file(args.json, report.to_json())
+    if args.markdown is not None:
+        write_text_file(args.markdown, report.to_markdown())
+    if "-" not in (args.json, args.markdown):
+        sys.stdout.write(report.table().rstrip("\n") + "\n")
+    return 1 if report.failed() else 0

@@ -1,0 +1,185 @@
+"""``mlplug backends`` and ``mlplug devices``: installed plugins and the devices they reach."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..device import DeviceInfo, physical_device_key
+from ..memory import human_bytes2
+from ._common import check_backend_names, dump_json, format_table, warn
+from ._probe import ProbeResult, enumerate_devices
+
+__all__ = ["backend_rows", "cmd_backends", "cmd_devices", "device_records"]
+
+
+def backend_rows() -> list[dict[str, Any]]:
+    """Return one row per installed backend (and per plugin that failed before registering one).
+
+    Keys: ``name``, ``distribution``, ``version``, ``status`` (``ok``/``error``), ``error``,
+    ``devices`` (the device count; 0 when ``status`` is ``error``).
+    """
+    from ..registry import manager
+
+    mgr = manager()
+    plugins = {p.name: p for p in mgr.plugins()}
+    entries = mgr.backends()
+    probes = enumerate_devices([e.name for e in entries])
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        plugin = plugins.get(entry.plugin)
+        probe = probes[entry.name]
+        if plugin is not None and plugin.status != "ok":
+            status, error = "error", plugin.error
+        elif not probe.ok:
+            status, error = "error", f"device enumeration failed: {probe.error}"
+        else:
+            status, error = "ok", ""
+        rows.append(
+            {
+                "name": entry.name,
+                "distribution": entry.distribution,
+                "version": entry.version,
+                "status": status,
+                "error": error,
+                "devices": len(probe.devices) if status == "ok" else 0,
+            }
+        )
+    for plugin in plugins.values():
+        if plugin.backends:
+            continue
+        error = plugin.error if plugin.status != "ok" else "the plugin registered no backend"
+        rows.append(
+            {
+                "name": plugin.name,
+                "distribution": plugin.distribution,
+                "version": plugin.version,
+                "status": "error",
+                "error": error,
+                "devices": 0,
+            }
+        )
+    rows.sort(key=lambda r: str(r["name"]))
+    return rows
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    """List installed backends with their status and device count."""
+    rows = backend_rows()
+    if args.json:
+        dump_json(rows)
+        return 0
+    if not rows:
+        print("No backend plugin is installed. Install one, e.g.: pip install mlplug-cpu-numpy")
+        return 0
+    table = [
+        [
+            r["name"],
+            r["distribution"] or "<in-process>",
+            r["version"] or "-",
+            r["status"],
+            str(r["devices"]) if r["status"] == "ok" else "-",
+            r["error"],
+        ]
+        for r in rows
+    ]
+    print(format_table(["NAME", "DISTRIBUTION", "VERSION", "STATUS", "DEVICES", "ERROR"], table))
+    return 0
+
+
+@dataclass
+class PhysicalDevice:
+    """One physical device and every (backend, DeviceInfo) record that reaches it."""
+
+    key: str
+    records: list[tuple[str, DeviceInfo]] = field(default_factory=list)
+
+    @property
+    def first(self) -> DeviceInfo:
+        """The record of the highest-priority backend (its name and memory are shown)."""
+        return self.records[0][1]
+
+
+def _group_physical(probes: dict[str, ProbeResult]) -> list[PhysicalDevice]:
+    devices: dict[str, PhysicalDevice] = {}
+    for name, probe in probes.items():
+        for info in probe.devices:
+            key = physical_device_key(info)
+            devices.setdefault(key, PhysicalDevice(key)).records.append((name, info))
+    return list(devices.values())
+
+
+def device_records(probes: dict[str, ProbeResult]) -> list[dict[str, Any]]:
+    """Return the ``--json`` records: DeviceInfo under its Go keys, plus ``plugin`` (the backend
+    that reports it) and ``physical_device`` (equal for records of one physical device)."""
+    out: list[dict[str, Any]] = []
+    for name, probe in probes.items():
+        for info in probe.devices:
+            record = info.to_json_dict()
+            record["plugin"] = name
+            record["physical_device"] = physical_device_key(info)
+            out.append(record)
+    return out
+
+
+def _memory(info: DeviceInfo) -> tuple[str, str]:
+    free = human_bytes2(info.free_memory) if info.free_memory else "-"
+    total = human_bytes2(info.total_memory) if info.total_memory else "-"
+    return free, total
+
+
+def _reached_by(dev: PhysicalDevice, library: str) -> str:
+    parts = []
+    for name, info in dev.records:
+        where = info.id or "?"
+        if info.library.casefold() != library.casefold():
+            where = f"{info.library}/{where}"
+        parts.append(f"{name}:{where}")
+    return ", ".join(parts)
+
+
+def _print_devices(physical: list[PhysicalDevice]) -> None:
+    groups: dict[str, tuple[str, list[PhysicalDevice]]] = {}
+    for dev in physical:
+        library = dev.first.library or "unknown"
+        groups.setdefault(library.casefold(), (library, []))[1].append(dev)
+    blocks = []
+    for library, devs in groups.values():
+        rows = []
+        for dev in devs:
+            info = dev.first
+            free, total = _memory(info)
+            rows.append(
+                [info.name or info.id, info.description, free, total, _reached_by(dev, library)]
+            )
+        count = f"{len(devs)} device" + ("s" if len(devs) != 1 else "")
+        table = format_table(["DEVICE", "DESCRIPTION", "FREE", "TOTAL", "BACKENDS"], rows, "  ")
+        blocks.append(f"{library} ({count})\n{table}")
+    print("\n\n".join(blocks))
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """List every device of every backend (or of ``--backend``), grouped by library."""
+    from ..registry import manager
+
+    explicit = bool(args.backend)
+    names = (
+        check_backend_names(args.backend) if explicit else [e.name for e in manager().backends()]
+    )
+    probes = enumerate_devices(names)
+    failed = {n: p for n, p in probes.items() if not p.ok}
+    for name, probe in failed.items():
+        warn(f"backend {name!r} could not enumerate its devices: {probe.error}")
+    good = {n: p for n, p in probes.items() if p.ok}
+    if args.json:
+        dump_json(device_records(good))
+    elif not names:
+        print("No backend plugin is installed. Install one, e.g.: pip install mlplug-cpu-numpy")
+    elif not any(p.devices for p in good.values()):
+        print("No devices found.")
+    else:
+        _print_devices(_group_physical(good))
+    if explicit and failed:
+        return 1
+    return 0

@@ -1,0 +1,165 @@
+"""Device enumeration in child processes, so listing plugins loads no native library here.
+
+``mlplug backends`` must not import torch or open libggml in its own process (STYLE section 2),
+yet it reports how many devices each backend sees. Each entry-point backend is therefore
+enumerated by ``python -m mlplug.cli._probe NAME`` in a child process (all in parallel); the
+child prints one JSON object. A plugin that crashes the interpreter (a segfault in a native
+library) or hangs is reported as that backend's error instead of taking the CLI down.
+
+Backends registered in this process (``mlplug.register_backend``) are enumerated in process,
+and so is everything when ``MLPLUG_STRICT_PLUGINS`` is set, so that the original exception
+propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from ..device import DeviceInfo
+
+__all__ = ["ProbeResult", "enumerate_devices", "main"]
+
+#: Seconds a child may take to enumerate the devices of one backend.
+PROBE_TIMEOUT: Final = 180.0
+_IN_PROCESS: Final = "<in-process>"
+
+
+@dataclass
+class ProbeResult:
+    """The devices one backend enumerated, or why it could not."""
+
+    backend: str
+    devices: list[DeviceInfo] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether enumeration succeeded."""
+        return not self.error
+
+
+def _strict() -> bool:
+    return os.environ.get("MLPLUG_STRICT_PLUGINS", "").lower() in ("1", "true", "yes")
+
+
+def _in_process(name: str) -> ProbeResult:
+    from ..registry import manager
+
+    try:
+        return ProbeResult(name, devices=list(manager().devices(name)))
+    except Exception as exc:
+        if _strict():
+            raise
+        return ProbeResult(name, error=f"{type(exc).__name__}: {exc}")
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The child must find exactly the plugins this process finds, even if sys.path was changed
+    # after start-up.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _collect(name: str, proc: subprocess.Popen[str], timeout: float) -> ProbeResult:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return ProbeResult(name, error=f"device enumeration timed out after {timeout:.0f} s")
+    try:
+        data = json.loads(out)
+        if data.get("ok"):
+            devices = [DeviceInfo.from_json_dict(d) for d in data["devices"]]
+            return ProbeResult(name, devices=devices)
+        return ProbeResult(name, error=str(data["error"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        detail = _last_line(err) or _last_line(out) or "no output"
+        return ProbeResult(
+            name, error=f"device enumeration crashed (exit code {proc.returncode}): {detail}"
+        )
+
+
+def enumerate_devices(
+    names: Sequence[str], timeout: float = PROBE_TIMEOUT
+) -> dict[str, ProbeResult]:
+    """Return the devices of each backend in ``names``, keyed by name, in the order given.
+
+    Entry-point backends are enumerated in child processes in parallel; in-process
+    registrations (and everything under ``MLPLUG_STRICT_PLUGINS``) in this process.
+
+    :param names: registered backend names.
+    :param timeout: seconds each child may take.
+    """
+    from ..registry import manager
+
+    entries = {e.name: e for e in manager().backends()}
+    children: dict[str, subprocess.Popen[str]] = {}
+    results: dict[str, ProbeResult] = {}
+    local = _strict()
+    env = _child_env() if not local else {}
+    for name in names:
+        entry = entries.get(name)
+        if local or entry is None or entry.plugin == _IN_PROCESS or entry.devices is None:
+            continue
+        try:
+            children[name] = subprocess.Popen(
+                [sys.executable, "-m", "mlplug.cli._probe", name],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        except OSError as exc:
+            results[name] = ProbeResult(name, error=f"cannot start device probe: {exc}")
+    for name in names:
+        if name in children:
+            results[name] = _collect(name, children[name], timeout)
+        elif name not in results:
+            results[name] = _in_process(name)
+    return {name: results[name] for name in names}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Enumerate the devices of the backend named in ``argv`` and print them as JSON."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m mlplug.cli._probe BACKEND", file=sys.stderr)
+        return 2
+    # Anything the plugin prints (native libraries log to fd 1 too) goes to stderr, so that
+    # stdout carries only the JSON answer.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result = _in_process(args[0])
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+    if result.ok:
+        payload: dict[str, object] = {
+            "ok": True,
+            "devices": [d.to_json_dict() for d in result.devices],
+        }
+    else:
+        payload = {"ok": False, "error": result.error}
+    sys.stdout.write(json.dumps(payload) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Input data of the cases: drawing it from a seed, storing it in tensors, and the values it holds.
+
+Every case draws its inputs from ``numpy.random.default_rng([seed, crc32(case id)])``, so a
+case's data depends only on the seed and its own id. Quantised inputs are made of valid blocks
+(the ``gguf`` package's quantisers for the types that have one, random blocks with scaled
+``f16`` fields for k-quants); the reference sees them through ``gguf.quants.dequantize``, so
+it never depends on any backend's quantiser.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+from gguf import GGMLQuantizationType
+from gguf import quants as gq
+
+from ..dtypes import TRAITS, DType
+from .case import Arg
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..tensor import Tensor
+
+__all__ = [
+    "bf16_bits",
+    "bf16_values",
+    "case_rng",
+    "dequant",
+    "draw",
+    "make_tensor",
+    "operand",
+    "rev",
+]
+
+#: Quantised types the gguf package can quantise (used only to draw realistic inputs).
+_GGUF_QUANTISABLE = frozenset(
+    {DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4}
+)
+#: Byte offsets of the f16 scale fields of a k-quant block (and its size in bytes).
+_KQUANT_F16_FIELDS: dict[DType, tuple[int, ...]] = {
+    DType.Q2_K: (80, 82),
+    DType.Q3_K: (108,),
+    DType.Q4_K: (0, 2),
+    DType.Q5_K: (0, 2),
+    DType.Q6_K: (208,),
+}
+_NUMPY_STORAGE: dict[DType, str] = {
+    DType.F32: "<f4",
+    DType.F16: "<f2",
+    DType.BF16: "<u2",
+    DType.I32: "<i4",
+    DType.I64: "<i8",
+    DType.I16: "<i2",
+    DType.I8: "i1",
+}
+
+
+def rev(ne: tuple[int, ...]) -> tuple[int, ...]:
+    """Return a ggml shape reversed: the numpy shape of the same data."""
+    return tuple(reversed(ne))
+
+
+def case_rng(seed: int, case_id: str) -> np.random.Generator:
+    """Return the generator of one case: depends only on ``seed`` and the case id."""
+    return np.random.default_rng([seed, zlib.crc32(case_id.encode())])
+
+
+def bf16_bits(values: np.ndarray) -> np.ndarray:
+    """Round float32 values to bfloat16 (nearest even) and return the uint16 bit patterns."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def bf16_values(bits: np.ndarray) -> np.ndarray:
+    """Return the float64 values of bfloat16 bit patterns."""
+    return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def dequant(rows: np.ndarray, dtype: DType) -> np.ndarray:
+    """Dequantise uint8 rows ``(..., row_bytes)`` of ``dtype`` to float64 ``(..., elements)``."""
+    qtype = GGMLQuantizationType(TRAITS[dtype].ggml_type)
+    return np.asarray(gq.dequantize(np.ascontiguousarray(rows), qtype), np.float64)
+
+
+def _quant_rows(rng: np.random.Generator, dtype: DType, ne: tuple[int, ...]) -> np.ndarray:
+    tr = TRAITS[dtype]
+    shape = rev(ne)
+    if dtype in _GGUF_QUANTISABLE:
+        x = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+        qtype = GGMLQuantizationType(tr.ggml_type)
+        return np.asarray(gq.quantize(x, qtype), np.uint8)
+    fields = _KQUANT_F16_FIELDS.get(dtype)
+    if fields is None:
+        msg = f"no input generator for {dtype.name}"
+        raise ValueError(msg)
+    n_blocks = int(np.prod(shape[:-1], dtype=np.int64)) * (ne[0] // tr.block_size)
+    blocks = rng.integers(0, 256, (n_blocks, tr.type_size), dtype=np.uint8)
+
+    def set_scales(scale: np.ndarray) -> None:
+        half = scale.astype(np.float16).view(np.uint8).reshape(-1, 2)
+        for off in fields:
+            blocks[:, off : off + 2] = half
+
+    set_scales(np.ones(n_blocks))
+    amax = np.abs(dequant(blocks, dtype)).max(axis=-1)
+    set_scales(np.where(amax > 0, 1.0 / np.maximum(amax, 1e-30), 1.0))
+    return blocks.reshape(*shape[:-1], -1)
+
+
+def _values(rng: np.random.Generator, a: Arg) -> np.ndarray:
+    shape = rev(a.ne)
+    n = int(np.prod(shape, dtype=np.int64))
+    if a.gen == "fixed":
+        assert a.values is not None, "fixed inputs need values"
+        return np.asarray(a.values, np.float64).reshape(shape)
+    if a.gen == "zeros":
+        return np.zeros(shape)
+    if a.gen == "uniform":
+        return rng.uniform(a.lo, a.hi, shape)
+    if a.gen == "magnitude":
+        return rng.uniform(a.lo, a.hi, shape) * rng.choice([-1.0, 1.0], shape)
+    if a.gen == "distinct":
+        step = (a.hi - a.lo) / n
+        return (a.lo + step * (rng.permutation(n) + 0.5)).reshape(shape)
+    if a.gen == "int":
+        return rng.integers(int(a.lo), int(a.hi), shape).astype(np.float64)
+    if a.gen == "perm":
+        pool = int(a.hi) if a.hi >= a.ne[0] else a.ne[0]
+        rows = [rng.permutation(pool)[: a.ne[0]] for _ in range(n // a.ne[0])]
+        return np.asarray(rows, np.float64).reshape(shape)
+    if a.gen == "lower":
+        m = rng.uniform(-0.5, 0.5, shape)
+        k = a.ne[0]
+        diag = rng.uniform(1.0, 2.0, (*shape[:-2], k)) * rng.choice([-1.0, 1.0], (*shape[:-2], k))
+        idx = np.arange(k)
+        m[..., idx, idx] = diag
+        return m
+    msg = f"unknown input generator {a.gen!r}"
+    raise ValueError(msg)
+
+
+def draw(rng: np.random.Generator, a: Arg) -> np.ndarray:
+    """Draw the stored data of one input: a numpy view in the storage dtype.
+
+    F32 float32, F16 float16, BF16 uint16 bits, integers in their width, quantised types
+    uint8 rows ``(ne3, ne2, ne1, row_bytes)`` (as many leading dims as ``a.ne`` has).
+    """
+    if a.dtype.is_quantized:
+        return _quant_rows(rng, a.dtype, a.ne)
+    v = _values(rng, a)
+    if a.dtype == DType.BF16:
+        return bf16_bits(v.astype(np.float32))
+    np_dtype = _NUMPY_STORAGE.get(a.dtype)
+    if np_dtype is None:
+        msg = f"no input generator for {a.dtype.name}"
+        raise ValueError(msg)
+    return v.astype(np_dtype)
+
+
+def operand(a: Arg, raw: np.ndarray) -> np.ndarray:
+    """Return what a reference sees of one input: float64 values (int64 for integer dtypes)."""
+    if a.dtype.is_quantized:
+        return dequant(raw, a.dtype)
+    if a.dtype == DType.BF16:
+        return bf16_values(raw)
+    if raw.dtype.kind in "iu":
+        return raw.astype(np.int64)
+    return raw.astype(np.float64)
+
+
+def make_tensor(ctx: Context, a: Arg, raw: np.ndarray) -> Tensor:
+    """Create the input tensor holding ``raw`` in ``ctx`` (an input context)."""
+    if a.dtype == DType.F32:
+        return ctx.from_floats(raw.reshape(-1), *a.ne)
+    if a.dtype == DType.I32:
+        return ctx.from_ints(raw.reshape(-1), *a.ne)
+    return ctx.from_bytes(a.dtype, np.ascontiguousarray(raw).tobytes(), *a.ne)

@@ -1,0 +1,232 @@
+"""GGMLContext: constructor tensors in backend buffers, graphs as cached ggml graphs.
+
+Storage model:
+
+* A constructor tensor (leaf) is a ggml tensor in the context's :class:`LeafArena`, with
+  backend storage from the moment it is created; ``Tensor.handle`` holds its address. Writes
+  (``cpy``, ``set_rows``, ``set``, in-place ops) into a leaf land in that storage, so later
+  graphs see them.
+* Op nodes have no storage of their own: a compute translates the graph into a ggml graph
+  whose intermediates live in the compute buffer of a graph allocator. The tensors passed to
+  ``compute`` are graph outputs (never recycled); their ``handle`` then points at the entry
+  and the ggml tensor holding their bytes, until that entry is dropped from the cache, when
+  their bytes are copied out first.
+
+The translated graphs are cached per context, keyed by the structure of the core graph (ops,
+shapes, strides, params, sources by position, leaves by identity) and the requested outputs, so
+computing the same graph again costs one ggml compute and no Python per node.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from mlplug import Context
+from mlplug._tensorbase import LEAF
+from mlplug.dtypes import TRAITS
+from mlplug.errors import GraphError
+
+from . import _graph
+from ._arena import LeafArena
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+    from .backend import GGMLBackend
+
+__all__ = ["GGMLContext"]
+
+#: Translated graphs a context keeps (least recently used ones are dropped first).
+MAX_CACHED_GRAPHS: Final = 8
+#: ``MLPLUG_GGML_VERIFY=1`` compares every node's ggml layout with mlplug's (for tests).
+_VERIFY: Final = os.environ.get("MLPLUG_GGML_VERIFY", "") not in ("", "0")
+
+
+class _State:
+    """ggml resources shared by a root context and its ``input()``/``layer(i)`` views."""
+
+    __slots__ = ("arena", "entries")
+
+    def __init__(self, backend: GGMLBackend) -> None:
+        self.arena = LeafArena(backend.lib, backend.buffer_type)
+        self.entries: OrderedDict[Any, _graph.Entry] = OrderedDict()
+
+    def put(self, key: Any, entry: _graph.Entry) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            old.free(snapshot=True)
+        self.entries[key] = entry
+        while len(self.entries) > MAX_CACHED_GRAPHS:
+            _, evicted = self.entries.popitem(last=False)
+            evicted.free(snapshot=True)
+
+    def free(self) -> None:
+        entries = list(self.entries.values())
+        self.entries.clear()
+        for e in entries:
+            e.free(snapshot=False)
+        self.arena.free()
+
+
+class GGMLContext(Context):
+    """A context of the ggml backend (see the module docstring for the storage model)."""
+
+    backend: GGMLBackend
+
+    def __init__(self, backend: GGMLBackend, max_nodes: int) -> None:
+        """Create an empty context of ``backend`` whose graph may hold ``max_nodes`` ops."""
+        super().__init__(backend, max_nodes)
+        self._gg = _State(backend)
+        self._outputs: tuple[Tensor, ...] = ()
+        #: (graph list, its length, ids of the outputs, cache key, entry) of the last compute.
+        self._memo: tuple[Sequence[Tensor], int, tuple[int, ...], Any, _graph.Entry] | None = None
+
+    # -- leaves -------------------------------------------------------------------------------
+    def _allocate(self, t: Tensor, data: bytes | None, zero: bool) -> None:
+        arena = self._gg.arena
+        lib = self.backend.lib
+        ptr = arena.new_tensor(TRAITS[t.dtype].ggml_type, t.ne)
+        t.handle = ptr
+        arena.allocate(ptr)
+        t.data = ptr
+        n = t.nbytes
+        if data is not None and n:
+            lib.ggml_backend_tensor_set(ptr, data, 0, n)
+        elif zero and n:
+            lib.ggml_backend_tensor_memset(ptr, 0, 0, n)
+
+    def _allocate_dry(self, t: Tensor) -> None:
+        # A dry run: ggml metadata only, so graphs over these tensors can be measured.
+        t.handle = self._gg.arena.new_tensor(TRAITS[t.dtype].ggml_type, t.ne)
+
+    def write_bytes(self, t: Tensor, data: bytes) -> None:
+        root = t.root
+        if root.data is None:
+            msg = f"{t!r} has no storage (a dry-run backend or a closed context)"
+            raise GraphError(msg)
+        if len(data) != root.nbytes:
+            msg = f"write of {len(data)} bytes into a tensor of {root.nbytes} bytes"
+            raise GraphError(msg)
+        if data:
+            self.backend.lib.ggml_backend_tensor_set(root.handle, data, 0, len(data))
+
+    def read_bytes(self, t: Tensor) -> bytes:
+        root = t.root
+        if root.op == LEAF:
+            if root.data is None:
+                msg = f"{t!r} has no data (a dry-run backend or a closed context)"
+                raise GraphError(msg)
+            return _graph.gather(self.backend.lib, root.handle, t.view_offs, t)
+        h = t.handle
+        if isinstance(h, bytes):
+            return h
+        if not isinstance(h, tuple) or not h[0].alive:
+            msg = f"{t!r} has no computed data (its context was closed)"
+            raise GraphError(msg)
+        return _graph.gather(self.backend.lib, h[1], h[2], t)
+
+    def _read_leaf(self, t: Tensor) -> bytes:
+        root = t.root
+        return _graph.gather(self.backend.lib, root.handle, t.view_offs, t)
+
+    # -- graphs -------------------------------------------------------------------------------
+    def compute_with_notify(self, cb: Callable[[], None] | None, *tensors: Tensor) -> None:
+        """Run the graph and make ``tensors`` readable (they become ggml graph outputs)."""
+        self._outputs = tensors
+        try:
+            super().compute_with_notify(cb, *tensors)
+        finally:
+            self._outputs = ()
+
+    def _execute(self, graph: Sequence[Tensor]) -> None:
+        if not self.allocates:
+            msg = "a dry-run backend (alloc_memory=False) cannot compute"
+            raise GraphError(msg)
+        outputs = self._outputs
+        entry = self._entry(graph, outputs)
+        be = self.backend
+        entry.run(be.backend_ptr, self._read_leaf)
+        readers = entry.readers
+        for o in outputs:
+            if o.root.op != LEAF:
+                base, offs = entry.outputs[id(o)]
+                o.handle = (entry, base, offs)
+                readers.append(weakref.ref(o))
+
+    def _entry(self, graph: Sequence[Tensor], outputs: tuple[Tensor, ...]) -> _graph.Entry:
+        """Return the cached ggml graph of ``graph`` (building and caching it if needed)."""
+        out_ids = tuple([id(o) for o in outputs])
+        m = self._memo
+        if (
+            m is not None
+            and m[0] is graph
+            and m[1] == len(graph)
+            and m[2] == out_ids
+            and m[4].alive
+            and not m[4].stale()
+        ):
+            self._gg.entries.move_to_end(m[3])
+            return m[4]
+        self._prepare_leaves(graph)
+        key = _graph.graph_key(graph, outputs)
+        st = self._gg
+        entry = st.entries.get(key)
+        if entry is None or entry.stale():
+            be = self.backend
+            entry = _graph.build(
+                be.lib,
+                graph,
+                outputs,
+                flash=be.flash,
+                buft=be.buffer_type,
+                backend=be.backend_ptr,
+                check_support=not be.is_cpu,
+                owner=self._shared,
+                verify=_VERIFY,
+            )
+            st.put(key, entry)
+        else:
+            st.entries.move_to_end(key)
+        self._memo = (graph, len(graph), out_ids, key, entry)
+        return entry
+
+    def _prepare_leaves(self, graph: Sequence[Tensor]) -> None:
+        """Check every leaf has storage; give empty tensors (never allocated) theirs now."""
+        for t in graph:
+            if t.op != LEAF or t.data is not None:
+                continue
+            if t.ctx.closed:
+                msg = f"{t!r} belongs to a closed context"
+                raise GraphError(msg)
+            if t.nelements == 0 and isinstance(t.ctx, GGMLContext) and t.ctx.allocates:
+                t.ctx._allocate(t, None, zero=False)
+                continue
+            msg = f"{t!r} has no storage in this ggml backend"
+            raise GraphError(msg)
+
+    def graph_size(self, graph: Sequence[Tensor]) -> int:
+        """Return the compute-buffer bytes ``graph`` needs (measured, not allocated)."""
+        be = self.backend
+        for t in graph:
+            if t.op == LEAF and t.handle is None:
+                if t.ctx.closed:
+                    msg = f"{t!r} belongs to a closed context"
+                    raise GraphError(msg)
+                if isinstance(t.ctx, GGMLContext):
+                    t.ctx._allocate_dry(t)
+        return _graph.measure(
+            be.lib,
+            graph,
+            flash=be.flash,
+            buft=be.buffer_type,
+            leaves_without_data=not self.allocates,
+        )
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def _release(self, tensors: Sequence[Tensor]) -> None:
+        self._memo = None
+        self._gg.free()

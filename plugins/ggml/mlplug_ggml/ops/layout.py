@@ -1,0 +1,122 @@
+"""Layout kernels: views, copies and casts, gather/scatter, concat, repeat, pad and the
+matrix constructors (arange, diag, tri)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlplug.dtypes import TRAITS
+
+from .._lib import GGMLTensor
+from ._registry import Builder, implements
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+
+def ggml_type(t: Tensor) -> int:
+    """The ggml type id of ``t``'s dtype."""
+    return TRAITS[t.dtype].ggml_type
+
+
+@implements("reshape", needs=("reshape_4d",))
+def reshape(b: Builder, t: Tensor) -> int:
+    """``ggml_reshape_4d`` (the source is contiguous: the core copies otherwise)."""
+    ne = t.ne
+    return b.lib.ggml_reshape_4d(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3])  # type: ignore[no-any-return]
+
+
+@implements("view", needs=("view_4d",))
+def view(b: Builder, t: Tensor) -> int:
+    """``ggml_view_4d``; ``nb[0]`` is patched in the struct when it is not the element size."""
+    ne, nb, offset = t.params
+    ptr: int = b.lib.ggml_view_4d(
+        b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], nb[1], nb[2], nb[3], offset
+    )
+    if nb[0] != TRAITS[t.dtype].type_size:
+        GGMLTensor.at(ptr).nb[0] = nb[0]
+    return ptr
+
+
+@implements("permute", needs=("permute",))
+def permute(b: Builder, t: Tensor) -> int:
+    """``ggml_permute``: input axis i goes to position ``axes[i]``."""
+    a = t.params[0]
+    return b.lib.ggml_permute(b.ctx, b.src(t, 0), a[0], a[1], a[2], a[3])  # type: ignore[no-any-return]
+
+
+@implements("cont", needs=("cont_4d",))
+def cont(b: Builder, t: Tensor) -> int:
+    """``ggml_cont_4d``: a contiguous copy in logical order, with the node's shape."""
+    ne = t.ne
+    return b.lib.ggml_cont_4d(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3])  # type: ignore[no-any-return]
+
+
+@implements("cast", needs=("cast",))
+def cast(b: Builder, t: Tensor) -> int:
+    """``ggml_cast(a, type)``."""
+    return b.lib.ggml_cast(b.ctx, b.src(t, 0), ggml_type(t))  # type: ignore[no-any-return]
+
+
+@implements("cpy", needs=("cpy",))
+def cpy(b: Builder, t: Tensor) -> int:
+    """``ggml_cpy(src, dst)``: writes into the destination's storage (a view of it)."""
+    return b.lib.ggml_cpy(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
+
+
+@implements("get_rows", needs=("get_rows",))
+def get_rows(b: Builder, t: Tensor) -> int:
+    """``ggml_get_rows(table, ids)`` (ids checked against the table before compute)."""
+    return b.lib.ggml_get_rows(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
+
+
+@implements("set_rows", needs=("set_rows",))
+def set_rows(b: Builder, t: Tensor) -> int:
+    """``ggml_set_rows(dst, src, idxs)``: writes into the destination's storage."""
+    return b.lib.ggml_set_rows(b.ctx, b.src(t, 0), b.src(t, 1), b.src(t, 2))  # type: ignore[no-any-return]
+
+
+@implements("set", needs=("set_inplace",))
+def set_(b: Builder, t: Tensor) -> int:
+    """``ggml_set_inplace(dst, src, nb1, nb2, nb3, offset)``."""
+    nb1, nb2, nb3, offset = t.params
+    return b.lib.ggml_set_inplace(b.ctx, b.src(t, 0), b.src(t, 1), nb1, nb2, nb3, offset)  # type: ignore[no-any-return]
+
+
+@implements("concat", needs=("concat",))
+def concat(b: Builder, t: Tensor) -> int:
+    """``ggml_concat(a, b, dim)``."""
+    return b.lib.ggml_concat(b.ctx, b.src(t, 0), b.src(t, 1), t.params[0])  # type: ignore[no-any-return]
+
+
+@implements("repeat", needs=("repeat_4d",))
+def repeat(b: Builder, t: Tensor) -> int:
+    """``ggml_repeat_4d`` to the node's shape (tiling)."""
+    ne = t.ne
+    return b.lib.ggml_repeat_4d(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3])  # type: ignore[no-any-return]
+
+
+@implements("pad", needs=("pad",))
+def pad(b: Builder, t: Tensor) -> int:
+    """``ggml_pad(a, p0, p1, p2, p3)``: zeros at the end (negative amounts crop)."""
+    p = t.params
+    return b.lib.ggml_pad(b.ctx, b.src(t, 0), p[0], p[1], p[2], p[3])  # type: ignore[no-any-return]
+
+
+@implements("arange", needs=("arange",))
+def arange(b: Builder, t: Tensor) -> int:
+    """``ggml_arange(start, stop, step)`` (F32)."""
+    start, stop, step = t.params
+    return b.lib.ggml_arange(b.ctx, start, stop, step)  # type: ignore[no-any-return]
+
+
+@implements("diag", needs=("diag",))
+def diag(b: Builder, t: Tensor) -> int:
+    """``ggml_diag(a)``."""
+    return b.lib.ggml_diag(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
+
+
+@implements("tri", needs=("tri",))
+def tri(b: Builder, t: Tensor) -> int:
+    """``ggml_tri(a, type)``."""
+    return b.lib.ggml_tri(b.ctx, b.src(t, 0), t.params[0])  # type: ignore[no-any-return]

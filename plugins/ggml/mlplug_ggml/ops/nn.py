@@ -1,0 +1,150 @@
+"""Neural-network kernels: pooling, im2col, 3-D convolution, state-space ops, interpolation,
+RoPE and scaled dot-product attention."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import TYPE_CHECKING, Final
+
+from mlplug.dtypes import TRAITS, DType
+
+from ._registry import Builder, implements
+from .layout import ggml_type
+from .linalg import GGML_PREC_F32
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+#: enum ggml_op_pool
+GGML_OP_POOL_AVG: Final = 1
+#: RoPE modes that go through ggml_rope_multi (mrope, vision, imrope).
+_MULTI_ROPE: Final = frozenset({8, 24, 40})
+_GGML_F16: Final = TRAITS[DType.F16].ggml_type
+
+
+@implements("pool_2d", needs=("pool_2d",))
+def pool_2d(b: Builder, t: Tensor) -> int:
+    """``ggml_pool_2d(a, AVG, k, k, s, s, p, p)``."""
+    _kind, k, s, p = t.params
+    return b.lib.ggml_pool_2d(b.ctx, b.src(t, 0), GGML_OP_POOL_AVG, k, k, s, s, p, p)  # type: ignore[no-any-return]
+
+
+@implements("im2col", needs=("im2col",))
+def im2col(b: Builder, t: Tensor) -> int:
+    """``ggml_im2col(kernel, image, s0, s1, p0, p1, d0, d1, is_2D=True, node dtype)``."""
+    s0, s1, p0, p1, d0, d1 = t.params
+    return b.lib.ggml_im2col(  # type: ignore[no-any-return]
+        b.ctx, b.src(t, 0), b.src(t, 1), s0, s1, p0, p1, d0, d1, True, ggml_type(t)
+    )
+
+
+@implements("conv_3d", needs=("conv_3d",))
+def conv_3d(b: Builder, t: Tensor) -> int:
+    """``ggml_conv_3d(weight, input, IC, s0..2, p0..2, d0..2)`` (im2col_3d + mul_mat inside)."""
+    c, s0, s1, s2, p0, p1, p2, d0, d1, d2 = t.params
+    return b.lib.ggml_conv_3d(  # type: ignore[no-any-return]
+        b.ctx, b.src(t, 0), b.src(t, 1), c, s0, s1, s2, p0, p1, p2, d0, d1, d2
+    )
+
+
+@implements("ssm_conv", needs=("ssm_conv",))
+def ssm_conv(b: Builder, t: Tensor) -> int:
+    """``ggml_ssm_conv(sx, kernel)``."""
+    return b.lib.ggml_ssm_conv(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
+
+
+@implements("ssm_scan", needs=("ssm_scan",))
+def ssm_scan(b: Builder, t: Tensor) -> int:
+    """``ggml_ssm_scan(s, x, dt, A, B, C, ids, K=1)``: y then the final states, packed."""
+    srcs = [b.src(t, i) for i in range(7)]
+    return b.lib.ggml_ssm_scan(b.ctx, *srcs, 1)  # type: ignore[no-any-return]
+
+
+@implements("interpolate", needs=("interpolate",))
+def interpolate(b: Builder, t: Tensor) -> int:
+    """``ggml_interpolate(a, ne0, ne1, ne2, ne3, NEAREST | BILINEAR)``."""
+    ne = t.ne
+    return b.lib.ggml_interpolate(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], t.params[0])  # type: ignore[no-any-return]
+
+
+@implements("rope", needs=("rope_ext", "rope_multi"))
+def rope(b: Builder, t: Tensor) -> int:
+    """``ggml_rope_ext`` (normal, neox) or ``ggml_rope_multi`` (mrope, vision, imrope)."""
+    n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = t.params
+    x, pos = b.src(t, 0), b.src(t, 1)
+    factors = b.src(t, 2) if len(t.src) > 2 else None
+    if mode in _MULTI_ROPE:
+        sections = (ctypes.c_int * 4)(*secs)
+        return b.lib.ggml_rope_multi(  # type: ignore[no-any-return]
+            b.ctx,
+            x,
+            pos,
+            factors,
+            n_dims,
+            sections,
+            mode,
+            n_ctx,
+            base,
+            fscale,
+            ext,
+            attn,
+            bfast,
+            bslow,
+        )
+    return b.lib.ggml_rope_ext(  # type: ignore[no-any-return]
+        b.ctx, x, pos, factors, n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow
+    )
+
+
+@implements(
+    "sdpa",
+    needs=(
+        "permute",
+        "cont",
+        "cast",
+        "mul_mat",
+        "mul_mat_set_prec",
+        "soft_max_ext",
+        "soft_max_add_sinks",
+        "flash_attn_ext",
+        "flash_attn_ext_add_sinks",
+        "flash_attn_ext_set_prec",
+    ),
+)
+def sdpa(b: Builder, t: Tensor) -> int:
+    """Attention as the seed builds it: ``ggml_flash_attn_ext`` when flash attention is
+    enabled, else ``mul_mat`` (F32) + ``soft_max_ext`` (+ sinks) + ``mul_mat`` over V
+    permuted to ``[L_k, d_v, H_kv]``, then permute + cont to ``[d_v, H, L_q]``."""
+    scale, has_mask, has_sinks = t.params
+    lib, ctx = b.lib, b.ctx
+    q = lib.ggml_permute(ctx, b.src(t, 0), 0, 2, 1, 3)  # [d_k, L_q, H, B]
+    k = lib.ggml_permute(ctx, b.src(t, 1), 0, 2, 1, 3)  # [d_k, L_k, H_kv, B]
+    v_node = t.src[2]
+    i = 3
+    mask = None
+    if has_mask:
+        mask = b.src(t, i)
+        mask_dtype = t.src[i].dtype
+        i += 1
+    sinks = b.src(t, i) if has_sinks else None
+    if b.flash:
+        if mask is not None and mask_dtype != DType.F16:
+            mask = lib.ggml_cast(ctx, mask, _GGML_F16)  # the flash kernel reads an F16 mask
+        v = lib.ggml_permute(ctx, b.src(t, 2), 0, 2, 1, 3)  # [d_v, L_k, H_kv, B]
+        out: int = lib.ggml_flash_attn_ext(ctx, q, k, v, mask, scale, 0.0, 0.0)
+        if sinks is not None:
+            lib.ggml_flash_attn_ext_add_sinks(out, sinks)
+        lib.ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32)
+        return out  # [d_v, H, L_q, B]
+    kq = lib.ggml_mul_mat(ctx, k, q)  # [L_k, L_q, H, B]
+    lib.ggml_mul_mat_set_prec(kq, GGML_PREC_F32)
+    kq = lib.ggml_soft_max_ext(ctx, kq, mask, scale, 0.0)
+    if sinks is not None:
+        lib.ggml_soft_max_add_sinks(kq, sinks)
+    v = lib.ggml_permute(ctx, b.src(t, 2), 1, 2, 0, 3)  # [L_k, d_v, H_kv, B]
+    # The permuted view is usable as is when V was stored permuted (L_k fastest), as the KV
+    # cache does for this backend; otherwise make it contiguous.
+    if v_node.nb[2] != TRAITS[v_node.dtype].type_size:
+        v = lib.ggml_cont(ctx, v)
+    kqv = lib.ggml_mul_mat(ctx, v, kq)  # [d_v, L_q, H, B]
+    return lib.ggml_cont(ctx, lib.ggml_permute(ctx, kqv, 0, 2, 1, 3))  # type: ignore[no-any-return]

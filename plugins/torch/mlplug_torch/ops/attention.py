@@ -1,0 +1,98 @@
+"""Scaled dot-product attention: torch's fused SDPA where it applies, else an explicit softmax.
+
+ggml's ``[d, H, L, B]`` tensors are ``(B, L, H, d)`` in memory, so the torch layout
+``(B, H, L, d)`` is a transposed view. Query head ``h`` uses KV head ``h // (H / H_kv)``
+(``repeat_interleave``, which is SDPA's ``enable_gqa``); the mask's head and batch indices
+tile (``h mod M2``, ``b mod M3``). Sinks (an extra logit column with no value) and F16 K/V
+(ggml rounds the query and the probabilities to f16) take the explicit path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from mlplug.dtypes import DType
+
+from ._registry import implements
+from .elementwise import f16_round, f32
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+    from ..context import TorchContext
+
+_GQA: list[bool] = []  # whether F.scaled_dot_product_attention takes enable_gqa (torch >= 2.5)
+
+
+def _fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+           scale: float) -> torch.Tensor:
+    r = q.shape[1] // k.shape[1]
+    if r > 1:
+        if not _GQA:
+            try:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                                     enable_gqa=True)
+                _GQA.append(True)
+                return out
+            except TypeError:
+                _GQA.append(False)
+        if _GQA[0]:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                                  enable_gqa=True)
+        k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              sinks: torch.Tensor | None, scale: float, round_p: bool) -> torch.Tensor:
+    b, h, lq, dk = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    r = h // hkv
+    # consecutive query heads share a KV head: fold each group into the rows
+    logits = torch.matmul(q.reshape(b, hkv, r * lq, dk), k.transpose(-1, -2))
+    logits = logits.reshape(b, h, lq, lk) * scale
+    if mask is not None:
+        logits = logits + mask
+    if sinks is not None:
+        logits = torch.cat((logits, sinks.reshape(1, h, 1, 1).expand(b, h, lq, 1)), dim=-1)
+    p = torch.softmax(logits, dim=-1)
+    if sinks is not None:
+        p = p[..., :lk]
+    if round_p:
+        p = f16_round(p)
+    return torch.matmul(p.reshape(b, hkv, r * lq, lk), v).reshape(b, h, lq, v.shape[-1])
+
+
+@implements("sdpa")
+def sdpa(ctx: TorchContext, t: Tensor) -> None:
+    """Scaled dot-product attention with GQA, additive mask and sinks; ``[d_v, H, L_q, B]``."""
+    scale, has_mask, has_sinks = t.params
+    q_t, k_t, v_t = t.src[:3]
+    rest = list(t.src[3:])
+    mask_t = rest.pop(0) if has_mask else None
+    sinks_t = rest.pop(0) if has_sinks else None
+    q = ctx.values(q_t).transpose(1, 2)  # (B, H, Lq, dk)
+    k = ctx.values(k_t).transpose(1, 2)  # (B, Hkv, Lk, dk)
+    v = ctx.values(v_t).transpose(1, 2)  # (B, Hkv, Lk, dv)
+    b, h, lq, _ = q.shape
+    mask = None
+    if mask_t is not None:
+        m = ctx.values(mask_t)[:, :, :lq, :]  # (M3, M2, Lq, Lk), tiled over heads and batch
+        if m.shape[1] not in (1, h):
+            m = m.repeat(1, h // m.shape[1], 1, 1)
+        if m.shape[0] not in (1, b):
+            m = m.repeat(b // m.shape[0], 1, 1, 1)
+        mask = m
+    s = f32(scale)
+    half_kv = k_t.dtype == DType.F16 or v_t.dtype == DType.F16
+    if sinks_t is None and not half_kv:
+        out = _fused(q, k, v, mask, s)
+    else:
+        if k_t.dtype == DType.F16:
+            q = f16_round(q)
+        sinks = None if sinks_t is None else ctx.values(sinks_t)
+        out = _explicit(q, k, v, mask, sinks, s, v_t.dtype == DType.F16)
+    ctx.put(t, out.transpose(1, 2))

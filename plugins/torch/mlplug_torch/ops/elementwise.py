@@ -1,0 +1,181 @@
+"""Element-wise kernels: arithmetic, unary functions, GLUs, scale, clamp, fill.
+
+Everything is computed in float32 and stored in the node's dtype (F16 rounded to nearest
+even), as ggml's CPU does. GELU and QuickGELU emulate ggml's f16 lookup tables for F32
+inputs (input rounded to f16, result rounded to f16), on every device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mlplug.dtypes import DType
+
+from ._registry import implements
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+    from ..context import TorchContext
+
+_SQRT_2_OVER_PI = 0.7978845608028654
+_INV_SQRT_2 = 0.70710678
+
+
+def f32(v: float) -> float:
+    """Round a Python float to float32 (the value ggml passes for a double parameter)."""
+    return float(np.float32(v))
+
+
+def tile_to(b: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Tile ``b`` to ``shape`` (np.tile); plain broadcasting where extents are 1 or equal."""
+    reps = tuple(s // m for s, m in zip(shape, b.shape))
+    if all(r == 1 or m == 1 for r, m in zip(reps, b.shape)):
+        return b
+    return b.repeat(reps)
+
+
+def _binary(fn: Callable[..., torch.Tensor]) -> Callable[[TorchContext, Tensor], None]:
+    def kernel(ctx: TorchContext, t: Tensor) -> None:
+        a, b = t.src
+        av = ctx.values(a)
+        ctx.put(t, fn(av, tile_to(ctx.values(b), tuple(av.shape))))
+
+    return kernel
+
+
+implements("add")(_binary(torch.add))
+implements("sub")(_binary(torch.sub))
+implements("mul")(_binary(torch.mul))
+implements("div")(_binary(torch.div))
+
+
+def f16_round(x: torch.Tensor) -> torch.Tensor:
+    """Round float32 values to float16 precision (nearest even), keeping float32."""
+    return x.half().float()
+
+
+def gelu_f32(x: torch.Tensor) -> torch.Tensor:
+    """The tanh-form GELU evaluated in float32."""
+    inner = _SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)
+    return 0.5 * x * (1.0 + torch.tanh(inner))
+
+
+def gelu_ggml(x: torch.Tensor, dtype: DType) -> torch.Tensor:
+    """GELU as ggml's CPU computes it: through an f16 table for F32 inputs (cut at ±10)."""
+    if dtype == DType.F16:
+        return gelu_f32(x)
+    y = f16_round(gelu_f32(f16_round(x)))
+    return torch.where(x <= -10, 0.0, torch.where(x >= 10, x, y))
+
+
+def quick_f32(x: torch.Tensor) -> torch.Tensor:
+    """``x * sigmoid(1.702 x)`` in float32."""
+    return x * (1.0 / (1.0 + torch.exp(-1.702 * x)))
+
+
+def quick_ggml(x: torch.Tensor, dtype: DType) -> torch.Tensor:
+    """QuickGELU as ggml's CPU computes it (f16 table for F32 inputs)."""
+    if dtype == DType.F16:
+        return quick_f32(x)
+    return f16_round(quick_f32(f16_round(x)))
+
+
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """``x if x > 0 else 0`` (NaN and -0 give +0)."""
+    return torch.where(x > 0, x, 0.0)
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    # log(1 + exp(x)), not log1p: below about -17 the result is exactly 0, as in ggml.
+    return torch.where(x > 20, x, torch.log(1.0 + torch.exp(x)))
+
+
+def _gelu_erf(x: torch.Tensor) -> torch.Tensor:
+    # 1 + erf(z) == erfc(-z), without the cancellation for large negative x.
+    return 0.5 * x * torch.erfc(-x * _INV_SQRT_2)
+
+
+_UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tanh": torch.tanh,
+    "sqr": torch.square,
+    "sqrt": torch.sqrt,
+    "exp": torch.exp,
+    "neg": torch.neg,
+    "softplus": _softplus,
+    "sigmoid": torch.sigmoid,
+    "relu": relu,
+    "silu": F.silu,
+    "gelu_erf": _gelu_erf,
+}
+
+
+@implements(*_UNARY)
+def unary(ctx: TorchContext, t: Tensor) -> None:
+    """Apply a unary function in float32 and store in the node's dtype."""
+    ctx.put(t, _UNARY[t.op](ctx.values(t.src[0])))
+
+
+@implements("gelu")
+def gelu(ctx: TorchContext, t: Tensor) -> None:
+    """Tanh GELU (ggml's f16-table numerics)."""
+    a = t.src[0]
+    ctx.put(t, gelu_ggml(ctx.values(a), a.dtype))
+
+
+@implements("gelu_quick")
+def gelu_quick(ctx: TorchContext, t: Tensor) -> None:
+    """QuickGELU (ggml's f16-table numerics)."""
+    a = t.src[0]
+    ctx.put(t, quick_ggml(ctx.values(a), a.dtype))
+
+
+_ACT: dict[str, Callable[[torch.Tensor, DType], torch.Tensor]] = {
+    "gelu": gelu_ggml,
+    "gelu_quick": quick_ggml,
+    "silu": lambda x, _d: F.silu(x),
+    "relu": lambda x, _d: relu(x),
+}
+
+
+@implements("glu")
+def glu(ctx: TorchContext, t: Tensor) -> None:
+    """Gated activation: ``act(gate) * up``."""
+    gate, up = t.src
+    ctx.put(t, _ACT[t.params[0]](ctx.values(gate), gate.dtype) * ctx.values(up))
+
+
+@implements("swiglu_oai")
+def swiglu_oai(ctx: TorchContext, t: Tensor) -> None:
+    """gpt-oss clamped SwiGLU: ``x' sigmoid(alpha x') (clamp(up) + 1)``."""
+    alpha, limit = f32(t.params[0]), f32(t.params[1])
+    x = torch.clamp(ctx.values(t.src[0]), max=limit)
+    y = torch.clamp(ctx.values(t.src[1]), -limit, limit)
+    ctx.put(t, x / (1.0 + torch.exp(-alpha * x)) * (y + 1.0))
+
+
+@implements("scale")
+def scale(ctx: TorchContext, t: Tensor) -> None:
+    """Multiply by ``f32(s)``."""
+    ctx.put(t, ctx.values(t.src[0]) * f32(t.params[0]))
+
+
+@implements("clamp")
+def clamp(ctx: TorchContext, t: Tensor) -> None:
+    """``max(min(x, hi), lo)`` with NaN -> hi (in place)."""
+    lo, hi = f32(t.params[0]), f32(t.params[1])
+    x = ctx.values(t.src[0])
+    ctx.put(t, torch.clamp(torch.where(x < hi, x, hi), min=lo))
+
+
+@implements("fill")
+def fill(ctx: TorchContext, t: Tensor) -> None:
+    """Set every element (in place)."""
+    ctx.put(t, ctx.scalar(f32(t.params[0])))

@@ -1,0 +1,132 @@
+"""Matrix products and matrix construction kernels.
+
+``mul_mat`` is one ``torch.matmul`` in float32: the left operand's batches serve consecutive
+groups of the right operand's (grouped-query layout) by folding each group into the row
+dimension, without materialising repeated weights. An F16 left operand rounds the right
+operand to f16 first, as ggml's CPU does; quantised weights are dequantised on the device
+(Q8_0, Q4_0, MXFP4) or on the host (other types).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from mlplug.dtypes import DType
+
+from .. import quant
+from ._registry import implements
+from .elementwise import f16_round
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+    from ..context import TorchContext
+
+
+def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
+    bv = ctx.values(b)
+    if a.dtype == DType.F16 and b.dtype == DType.F32:
+        bv = f16_round(bv)  # ggml converts the right operand to the left's dot type
+    return bv
+
+
+@implements("mul_mat")
+def mul_mat(ctx: TorchContext, t: Tensor) -> None:
+    """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
+    a, b = t.src
+    av = ctx.values(a)  # (A3, A2, M, K)
+    bv = _right(ctx, a, b)  # (B3, B2, N, K)
+    a3, a2, m, k = av.shape
+    b3, b2, n, _ = bv.shape
+    if a3 == 1 and a2 == 1:
+        if b3 == 1 and b2 == 1:
+            out = torch.mm(bv[0, 0], av[0, 0].t()).reshape(1, 1, n, m)
+        else:
+            out = torch.matmul(bv, av[0, 0].t())
+    elif b3 == a3:
+        r2 = b2 // a2
+        # batch j of b uses batch j // r2 of a: fold each group of r2 into the rows
+        out = torch.matmul(bv.reshape(b3, a2, r2 * n, k), av.transpose(-1, -2))
+        out = out.reshape(b3, b2, n, m)
+    else:
+        av = av.repeat_interleave(b3 // a3, dim=0).repeat_interleave(b2 // a2, dim=1)
+        out = torch.matmul(bv, av.transpose(-1, -2))
+    ctx.put(t, out)
+
+
+def _expert(ctx: TorchContext, a: Tensor, e: int) -> torch.Tensor:
+    """Float32 weights ``(R, K)`` of expert ``e`` (only that expert is dequantised)."""
+    raw = ctx.arr(a)[0, e]
+    if a.dtype == DType.F32:
+        return raw
+    if a.dtype.is_quantized:
+        return quant.dequantize(raw, a.dtype)
+    return raw.float()
+
+
+@implements("mul_mat_id")
+def mul_mat_id(ctx: TorchContext, t: Tensor) -> None:
+    """Per-token expert products: ``out[r,u,t] = sum_k a[k,r,ids[u,t]] b[k,u%B1,t]``.
+
+    Eagerly, the (token, slot) pairs are grouped by expert and each used expert runs one
+    matmul; while tracing for torch.compile, the selected weights are gathered instead.
+    """
+    a, b, ids = t.src
+    n_exp, r = a.ne[2], a.ne[1]
+    x = _right(ctx, a, b)[0]  # (T, B1, K)
+    idx = ctx.indices(ids, n_exp, "mulmat_id")[0, 0]  # (T, U)
+    n_tok, u = idx.shape
+    xs = x[:, torch.arange(u, device=x.device) % x.shape[1]]  # (T, U, K)
+    if ctx.tracing:
+        w = ctx.values(a)[0][idx]  # (T, U, R, K)
+        ctx.put(t, torch.einsum("tuk,turk->tur", xs, w).unsqueeze(0))
+        return
+    flat_ids = idx.reshape(-1)
+    flat_x = xs.reshape(-1, xs.shape[-1])
+    order = torch.argsort(flat_ids, stable=True)
+    counts = torch.bincount(flat_ids, minlength=n_exp).tolist()
+    out = torch.empty(flat_ids.shape[0], r, dtype=torch.float32, device=x.device)
+    start = 0
+    for e, c in enumerate(counts):
+        if c:
+            sel = order[start: start + c]
+            out.index_copy_(0, sel, flat_x.index_select(0, sel) @ _expert(ctx, a, e).t())
+            start += c
+    ctx.put(t, out.reshape(1, n_tok, u, r))
+
+
+@implements("add_id")
+def add_id(ctx: TorchContext, t: Tensor) -> None:
+    """``t[i, u, tok] + bias[i, ids[u, tok]]``."""
+    a, bias, ids = t.src
+    bv = ctx.values(bias)[0, 0]  # (E, N)
+    idx = ctx.indices(ids, bv.shape[0], "add_id")[0, 0]  # (T, U)
+    ctx.put(t, ctx.values(a) + bv[idx])
+
+
+@implements("diag")
+def diag(ctx: TorchContext, t: Tensor) -> None:
+    """Put each dim-0 vector on the diagonal of a square matrix."""
+    v = ctx.values(t.src[0])  # (n3, n2, 1, n)
+    ctx.put(t, torch.diag_embed(v[:, :, 0, :]))
+
+
+@implements("tri")
+def tri(ctx: TorchContext, t: Tensor) -> None:
+    """Keep one triangle (column = dim 0, row = dim 1)."""
+    x = ctx.values(t.src[0])
+    kind = t.params[0]
+    out = torch.triu(x, 0 if kind == 0 else 1) if kind in (0, 1) else torch.tril(
+        x, 0 if kind == 2 else -1)
+    ctx.put(t, out)
+
+
+@implements("solve_tri")
+def solve_tri(ctx: TorchContext, t: Tensor) -> None:
+    """Forward substitution ``A X = B`` with lower-triangular A (in float64 where available)."""
+    acc = ctx.acc_dtype
+    a = torch.tril(ctx.values(t.src[0]).to(acc))
+    b = ctx.values(t.src[1]).to(acc)
+    ctx.put(t, torch.linalg.solve_triangular(a, b, upper=False).float())

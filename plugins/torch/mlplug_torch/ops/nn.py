@@ -1,0 +1,252 @@
+"""Pooling, im2col, conv, state-space, interpolation and RoPE kernels.
+
+ggml's ``[W, H, C, N]`` tensors are torch's ``(N, C, H, W)`` in memory, so pooling and
+convolutions map onto ``F.avg_pool2d``, ``F.unfold`` and ``F.conv3d`` with the parameter
+tuples reversed (ggml's index 0 is the width). Interpolation and RoPE reproduce ggml's
+float32 index and angle arithmetic exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mlplug.dtypes import DType
+
+from ._registry import implements
+from .elementwise import f16_round
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+    from ..context import TorchContext
+
+F32 = np.float32
+
+
+@implements("pool_2d")
+def pool_2d(ctx: TorchContext, t: Tensor) -> None:
+    """Average pooling over dims 0, 1; the divisor is always ``k * k``."""
+    _kind, k, s, p = t.params
+    x = ctx.values(t.src[0])  # (N, C, H, W)
+    ow, oh = t.ne[0], t.ne[1]
+    pi = int(p)
+    h, w = x.shape[2], x.shape[3]
+    if pi == p and 2 * pi <= k and (h + 2 * pi - k) // s + 1 == oh and (w + 2 * pi - k) // s + 1 == ow:
+        ctx.put(t, F.avg_pool2d(x, k, s, padding=pi, count_include_pad=True,
+                                divisor_override=k * k))
+        return
+    # ggml sizes the output with the float padding but offsets windows by int(p)
+    extra_h = max(0, (oh - 1) * s + k - (h + pi))
+    extra_w = max(0, (ow - 1) * s + k - (w + pi))
+    xp = F.pad(x, (pi, pi + extra_w, pi, pi + extra_h))
+    acc = torch.zeros((x.shape[0], x.shape[1], oh, ow), dtype=torch.float32, device=x.device)
+    for ky in range(k):
+        for kx in range(k):
+            acc = acc + xp[:, :, ky: ky + s * oh: s, kx: kx + s * ow: s][:, :, :oh, :ow]
+    ctx.put(t, acc / float(k * k))
+
+
+@implements("im2col")
+def im2col(ctx: TorchContext, t: Tensor) -> None:
+    """Unfold image patches into ``[C*KH*KW, OW, OH, N]`` (kernel-width index fastest)."""
+    kernel, image = t.src
+    s0, s1, p0, p1, d0, d1 = t.params
+    kw, kh = kernel.ne[0], kernel.ne[1]
+    ow, oh = t.ne[1], t.ne[2]
+    x = ctx.values(image)  # (N, C, IH, IW)
+    cols = F.unfold(x, (kh, kw), dilation=(d1, d0), padding=(p1, p0), stride=(s1, s0))
+    ctx.put(t, cols.transpose(1, 2).reshape(x.shape[0], oh, ow, t.ne[0]))
+
+
+@implements("conv_3d")
+def conv_3d(ctx: TorchContext, t: Tensor) -> None:
+    """3-D cross-correlation with channels merged into dim 3 (``ic + IC * n``)."""
+    w, x = t.src
+    c, s0, s1, s2, p0, p1, p2, d0, d1, d2 = t.params
+    wv = ctx.values(w)  # (OC*IC, KD, KH, KW)
+    xv = ctx.values(x)  # (N*IC, ID, IH, IW)
+    if w.dtype == DType.F16:
+        xv = f16_round(xv)  # ggml's im2col buffer has the weight's dtype
+    oc, n = w.ne[3] // c, x.ne[3] // c
+    y = F.conv3d(xv.reshape(n, c, *xv.shape[1:]), wv.reshape(oc, c, *wv.shape[1:]),
+                 stride=(s2, s1, s0), padding=(p2, p1, p0), dilation=(d2, d1, d0))
+    ctx.put(t, y.reshape(n * oc, *y.shape[2:]))
+
+
+@implements("ssm_conv")
+def ssm_conv(ctx: TorchContext, t: Tensor) -> None:
+    """Depthwise causal conv; output channel-major ``[d_inner, n_t, n_s]``."""
+    sx, kernel = t.src
+    x = ctx.values(sx)[0]  # (n_s, D, T + K - 1)
+    k = ctx.values(kernel)[0, 0]  # (D, K)
+    win = x.unfold(2, k.shape[1], 1)  # (n_s, D, n_t, K)
+    ctx.put(t, torch.einsum("sdtk,dk->std", win, k).unsqueeze(0))
+
+
+@implements("ssm_scan")
+def ssm_scan(ctx: TorchContext, t: Tensor) -> None:
+    """Mamba selective scan; output ``y`` then the final states, packed 1-D."""
+    s_t, x_t, dt_t, a_t, b_t, c_t, ids_t = t.src
+    s = ctx.values(s_t)  # (slots, H, P, N)
+    x = ctx.values(x_t)  # (Q, T, H, P)
+    dt = ctx.values(dt_t)[0]  # (Q, T, H)
+    a = ctx.values(a_t)[0, 0]  # (H, 1 or N)
+    bm = ctx.values(b_t)  # (Q, T, G, N)
+    cm = ctx.values(c_t)
+    ids = ctx.indices(ids_t, s.shape[0], "ssm_scan").reshape(-1)
+    n_seq, n_tok, n_head, _hd = x.shape
+    group = torch.arange(n_head, device=x.device) // (n_head // bm.shape[2])
+    st = s[ids]  # (Q, H, P, N)
+    ys = []
+    for tok in range(n_tok):
+        v = dt[:, tok]  # (Q, H)
+        delta = torch.where(v > 20, v, torch.log(1.0 + torch.exp(v)))
+        decay = torch.exp(delta[:, :, None] * a)[:, :, None, :]  # (Q, H, 1, 1|N)
+        bh, ch = bm[:, tok][:, group], cm[:, tok][:, group]  # (Q, H, N)
+        st = st * decay + bh[:, :, None, :] * (x[:, tok][..., None] * delta[:, :, None, None])
+        ys.append((st * ch[:, :, None, :]).sum(dim=-1))  # (Q, H, P)
+    y = torch.stack(ys, dim=1) if ys else x.new_zeros(x.shape)
+    ctx.put(t, torch.cat((y.reshape(-1), st.reshape(-1))).reshape(1, 1, 1, -1))
+
+
+def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
+    """ggml's nearest source index: ``trunc(f32(i) / f32(out / in))`` in float32."""
+    sf = F32(n_out) / F32(n_in)
+    return np.minimum(np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64), n_in - 1)
+
+
+def _bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-pixel source positions: low/high indices (clamped) and the weight of the high one."""
+    sf = F32(n_out) / F32(n_in)
+    pos = (np.arange(n_out, dtype=F32) + F32(0.5)) / sf - F32(0.5)
+    i0 = np.floor(pos)
+    lo = np.clip(i0, 0, n_in - 1).astype(np.int64)
+    hi = np.clip(i0 + 1, 0, n_in - 1).astype(np.int64)
+    frac = np.clip(pos - lo.astype(F32), 0, 1).astype(F32)
+    return lo, hi, frac
+
+
+@implements("interpolate")
+def interpolate(ctx: TorchContext, t: Tensor) -> None:
+    """Nearest (float32 index rule, all dims) or half-pixel bilinear on dims 0, 1."""
+    x = ctx.values(t.src[0])  # (n3, n2, n1, n0)
+    ne_in, ne_out = t.src[0].ne, t.ne
+    dev = x.device
+
+    def idx(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(dev)
+
+    x = x.index_select(0, idx(_nearest_index(ne_out[3], ne_in[3])))
+    x = x.index_select(1, idx(_nearest_index(ne_out[2], ne_in[2])))
+    if t.params[0] == 0:
+        x = x.index_select(2, idx(_nearest_index(ne_out[1], ne_in[1])))
+        ctx.put(t, x.index_select(3, idx(_nearest_index(ne_out[0], ne_in[0]))))
+        return
+    y0, y1, fy = (idx(v) for v in _bilinear_axis(ne_out[1], ne_in[1]))
+    x0, x1, fx = (idx(v) for v in _bilinear_axis(ne_out[0], ne_in[0]))
+    r0, r1 = x.index_select(2, y0), x.index_select(2, y1)
+    a, b = r0.index_select(3, x0), r0.index_select(3, x1)
+    c, d = r1.index_select(3, x0), r1.index_select(3, x1)
+    fy_, fx_ = fy[:, None], fx[None, :]
+    gx, gy = 1.0 - fx_, 1.0 - fy_
+    ctx.put(t, a * gx * gy + b * fx_ * gy + c * gx * fy_ + d * fx_ * fy_)
+
+
+def _yarn_corr(n_dims: int, n_ctx_orig: int, beta: float, base: float) -> float:
+    return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
+
+
+def rope_angles(ctx: TorchContext, pos: torch.Tensor, n_pairs: int, params: tuple[object, ...],
+                factors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``cos``, ``sin`` ``(n_tokens, n_pairs)`` as ggml's CPU computes them.
+
+    The angle of pair k is the position times ``theta_scale`` k times, each product rounded
+    to float32 (ggml's recurrence), divided by the frequency factor; YaRN as in the spec.
+    """
+    n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = params
+    assert isinstance(n_dims, int) and isinstance(mode, int) and isinstance(secs, tuple)
+    theta_scale = float(F32(base) ** F32(-2.0 / n_dims))  # type: ignore[arg-type]
+    n_tok = pos.shape[-1] // (4 if mode in (8, 24, 40) else 1)
+    mrope = mode in (8, 24, 40)
+    axes = pos.reshape(4 if mrope else 1, n_tok).float()
+    cur = axes
+    sect_dims = sum(secs) if mrope else 0
+    sec_w = secs[0] + secs[1]
+    cols = []
+    for k in range(n_pairs):
+        row = 0
+        if mrope:
+            sec = k % sect_dims
+            if mode == 24:  # vision: the power restarts at each section
+                j = -1
+                if sec == 0:
+                    j = 0
+                elif sec == secs[0]:
+                    j = 1
+                elif sec == sec_w:
+                    j = 2
+                elif sec == sec_w + secs[2]:
+                    j = 3
+                if j >= 0:
+                    cur = torch.cat((cur[:j], axes[j: j + 1], cur[j + 1:]))
+            if mode == 40:
+                if sec % 3 == 1 and sec < 1 + 3 * secs[1]:
+                    row = 1
+                elif sec % 3 == 2 and sec < 2 + 3 * secs[2]:
+                    row = 2
+            elif sec < secs[0]:
+                row = 0
+            elif sec < sec_w:
+                row = 1
+            elif sec < sec_w + secs[2]:
+                row = 2
+            else:
+                row = 3
+        th = cur[row]
+        cols.append(th if factors is None else th / factors[k])
+        cur = cur * theta_scale
+    theta = torch.stack(cols, dim=1)  # (n_tok, n_pairs)
+    ang = theta * float(F32(fscale))  # type: ignore[arg-type]
+    mscale = F32(attn)  # type: ignore[arg-type]
+    if ext != 0.0:
+        lo = max(0.0, math.floor(_yarn_corr(n_dims, n_ctx, bfast, base)))  # type: ignore[arg-type]
+        hi = min(n_dims - 1.0, math.ceil(_yarn_corr(n_dims, n_ctx, bslow, base)))  # type: ignore[arg-type]
+        kk = torch.arange(n_pairs, dtype=torch.float32, device=ctx.device)
+        ramp = 1.0 - torch.clamp((kk - float(F32(lo))) / float(F32(max(0.001, hi - lo))), 0, 1)
+        mix = ramp * float(F32(ext))  # type: ignore[arg-type]
+        ang = ang * (1.0 - mix) + theta * mix
+        mscale = F32(mscale * (F32(1) + F32(0.1) * F32(math.log(1.0 / fscale))))  # type: ignore[operator]
+    m = float(mscale)
+    return torch.cos(ang) * m, torch.sin(ang) * m
+
+
+@implements("rope")
+def rope(ctx: TorchContext, t: Tensor) -> None:
+    """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
+    x_t, pos_t = t.src[0], t.src[1]
+    fac_t = t.src[2] if len(t.src) > 2 else None
+    n_dims, mode = t.params[0], t.params[1]
+    n_pairs = n_dims if mode == 24 else n_dims // 2
+    key = ("rope", id(pos_t), None if fac_t is None else id(fac_t), n_pairs, t.params)
+    cs = ctx.memo.get(key)
+    if cs is None:
+        factors = None if fac_t is None else ctx.values(fac_t).reshape(-1)
+        cs = rope_angles(ctx, ctx.arr(pos_t).reshape(-1), n_pairs, t.params, factors)
+        ctx.memo[key] = cs
+    cos, sin = cs[0][None, :, None, :], cs[1][None, :, None, :]
+    x = ctx.values(x_t)  # (B, T, H, D)
+    if mode == 0:
+        u, v = x[..., 0:n_dims:2], x[..., 1:n_dims:2]
+        pairs = torch.stack((u * cos - v * sin, u * sin + v * cos), dim=-1)
+        rot = pairs.reshape(*x.shape[:3], n_dims)
+        y = torch.cat((rot, x[..., n_dims:]), dim=-1)
+    else:
+        half = n_pairs
+        u, v = x[..., :half], x[..., half: 2 * half]
+        y = torch.cat((u * cos - v * sin, u * sin + v * cos, x[..., 2 * half:]), dim=-1)
+    ctx.put(t, y)
