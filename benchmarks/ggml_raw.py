@@ -35,7 +35,7 @@ except ImportError:  # run from a checkout without PYTHONPATH set
     sys.path[:0] = [os.path.join(_root, "core"), os.path.join(_root, "plugins", "ggml")]
     from mlplug_ggml import _lib
 
-__all__ = ["CASES", "RawResult", "raw_matmul", "raw_matmul_gflops"]
+__all__ = ["CASES", "RawMatmul", "RawResult", "raw_matmul", "raw_matmul_gflops"]
 
 WTYPES: Final[dict[str, int]] = {
     "f32": _lib.GGML_TYPE_F32,
@@ -80,6 +80,101 @@ def _wtype_id(wtype: str | int) -> int:
         raise ValueError(msg) from None
 
 
+class RawMatmul:
+    """One ``ggml_mul_mat(W[k, m], X[k, n])`` graph on the CPU backend, built with direct calls.
+
+    Everything (backend, weights, input, graph, allocation) is set up by the constructor;
+    :meth:`run` is the timed call (``ggml_backend_graph_compute``), :meth:`close` frees it all.
+    Data: ``W`` and ``X`` are standard normal (seed ``seed``), ``W`` converted to ``wtype`` by
+    ggml's own quantiser.
+    """
+
+    def __init__(
+        self, k: int, m: int, n: int, wtype: str | int = "f32", threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        lib = self.lib = _lib.load()
+        type_id = _wtype_id(wtype)
+        if lib.ggml_quantize_requires_imatrix(type_id):
+            msg = f"weight type {wtype!r} needs an importance matrix; not supported by this baseline"
+            raise ValueError(msg)
+        if k % lib.ggml_blck_size(type_id):
+            msg = (
+                f"k={k} is not a multiple of the {wtype!r} block size "
+                f"{lib.ggml_blck_size(type_id)}"
+            )
+            raise ValueError(msg)
+        self.k, self.m, self.n = k, m, n
+        self.threads = threads or os.cpu_count() or 1
+        rng = np.random.default_rng(seed)
+        self.w32 = rng.standard_normal((m, k), dtype=np.float32)
+        self.x32 = rng.standard_normal((n, k), dtype=np.float32)
+
+        # Weight bytes in the requested type: ggml's own conversion for f16 and quantized types.
+        if type_id == _lib.GGML_TYPE_F32:
+            wbytes = self.w32
+        else:
+            wbytes = np.empty(lib.ggml_row_size(type_id, k) * m, dtype=np.uint8)
+            lib.ggml_quantize_chunk(
+                type_id, self.w32.ctypes.data_as(_FloatP), wbytes.ctypes.data, 0, m, k, None
+            )
+
+        dev = lib.ggml_backend_dev_by_type(_lib.GGML_BACKEND_DEVICE_TYPE_CPU)
+        self.backend = backend = lib.ggml_backend_dev_init(dev, None)
+        reg = lib.ggml_backend_dev_backend_reg(dev)
+        addr = lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_set_n_threads")
+        if addr:
+            _lib.SetNThreadsFn(addr)(backend, self.threads)
+        else:
+            lib.ggml_backend_cpu_set_n_threads(backend, self.threads)
+
+        overhead = lib.ggml_tensor_overhead()
+        self.ctx_w = lib.ggml_init(_lib.GGMLInitParams(overhead * 2, None, True))
+        w = lib.ggml_new_tensor_2d(self.ctx_w, type_id, k, m)
+        x = lib.ggml_new_tensor_2d(self.ctx_w, _lib.GGML_TYPE_F32, k, n)
+        self.buf = lib.ggml_backend_alloc_ctx_tensors(self.ctx_w, backend)
+        lib.ggml_backend_tensor_set(w, wbytes.ctypes.data, 0, wbytes.nbytes)
+        lib.ggml_backend_tensor_set(x, self.x32.ctypes.data, 0, self.x32.nbytes)
+
+        graph_size = 8
+        self.ctx_g = lib.ggml_init(
+            _lib.GGMLInitParams(
+                overhead * graph_size + lib.ggml_graph_overhead_custom(graph_size, False),
+                None,
+                True,
+            )
+        )
+        self.out = lib.ggml_mul_mat(self.ctx_g, w, x)
+        self.graph = lib.ggml_new_graph_custom(self.ctx_g, graph_size, False)
+        lib.ggml_build_forward_expand(self.graph, self.out)
+        self.galloc = lib.ggml_gallocr_new(lib.ggml_backend_get_default_buffer_type(backend))
+        lib.ggml_gallocr_alloc_graph(self.galloc, self.graph)
+        self._compute = lib.ggml_backend_graph_compute
+
+    def run(self) -> None:
+        """Compute the graph once (the timed call)."""
+        self._compute(self.backend, self.graph)
+
+    def rel_err(self) -> float:
+        """max |ggml - numpy| / max |numpy| of the last run (numpy uses the f32 weights)."""
+        got = np.empty((self.n, self.m), dtype=np.float32)
+        self.lib.ggml_backend_tensor_get(self.out, got.ctypes.data, 0, got.nbytes)
+        ref = self.x32 @ self.w32.T  # (n, m): row j = W @ x_j, the ggml output order
+        return float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+
+    def close(self) -> None:
+        """Free everything (idempotent)."""
+        if self.backend is None:
+            return
+        lib = self.lib
+        lib.ggml_gallocr_free(self.galloc)
+        lib.ggml_free(self.ctx_g)
+        lib.ggml_backend_buffer_free(self.buf)
+        lib.ggml_free(self.ctx_w)
+        lib.ggml_backend_free(self.backend)
+        self.backend = None
+
+
 def raw_matmul(
     k: int,
     m: int,
@@ -101,85 +196,26 @@ def raw_matmul(
     :param warmup: untimed runs first.
     :returns: timing, GFLOP/s and the relative error against numpy.
     """
-    lib = _lib.load()
-    type_id = _wtype_id(wtype)
-    if lib.ggml_quantize_requires_imatrix(type_id):
-        msg = f"weight type {wtype!r} needs an importance matrix; not supported by this baseline"
-        raise ValueError(msg)
-    if k % lib.ggml_blck_size(type_id):
-        msg = f"k={k} is not a multiple of the {wtype!r} block size {lib.ggml_blck_size(type_id)}"
-        raise ValueError(msg)
-    threads = threads or os.cpu_count() or 1
-    rng = np.random.default_rng(seed)
-    w32 = rng.standard_normal((m, k), dtype=np.float32)
-    x32 = rng.standard_normal((n, k), dtype=np.float32)
-
-    # Weight bytes in the requested type: ggml's own conversion for f16 and quantized types.
-    if type_id == _lib.GGML_TYPE_F32:
-        wbytes = w32
-    else:
-        wbytes = np.empty(lib.ggml_row_size(type_id, k) * m, dtype=np.uint8)
-        lib.ggml_quantize_chunk(
-            type_id, w32.ctypes.data_as(_FloatP), wbytes.ctypes.data, 0, m, k, None
-        )
-
-    dev = lib.ggml_backend_dev_by_type(_lib.GGML_BACKEND_DEVICE_TYPE_CPU)
-    backend = lib.ggml_backend_dev_init(dev, None)
-    reg = lib.ggml_backend_dev_backend_reg(dev)
-    addr = lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_set_n_threads")
-    if addr:
-        _lib.SetNThreadsFn(addr)(backend, threads)
-    else:
-        lib.ggml_backend_cpu_set_n_threads(backend, threads)
-
-    overhead = lib.ggml_tensor_overhead()
-    ctx_w = lib.ggml_init(_lib.GGMLInitParams(overhead * 2, None, True))
-    w = lib.ggml_new_tensor_2d(ctx_w, type_id, k, m)
-    x = lib.ggml_new_tensor_2d(ctx_w, _lib.GGML_TYPE_F32, k, n)
-    buf = lib.ggml_backend_alloc_ctx_tensors(ctx_w, backend)
-    lib.ggml_backend_tensor_set(w, wbytes.ctypes.data, 0, wbytes.nbytes)
-    lib.ggml_backend_tensor_set(x, x32.ctypes.data, 0, x32.nbytes)
-
-    graph_size = 8
-    ctx_g = lib.ggml_init(
-        _lib.GGMLInitParams(
-            overhead * graph_size + lib.ggml_graph_overhead_custom(graph_size, False), None, True
-        )
-    )
-    out = lib.ggml_mul_mat(ctx_g, w, x)
-    graph = lib.ggml_new_graph_custom(ctx_g, graph_size, False)
-    lib.ggml_build_forward_expand(graph, out)
-    galloc = lib.ggml_gallocr_new(lib.ggml_backend_get_default_buffer_type(backend))
-    lib.ggml_gallocr_alloc_graph(galloc, graph)
-
-    compute = lib.ggml_backend_graph_compute
+    raw = RawMatmul(k, m, n, wtype, threads, seed)
     try:
         for _ in range(warmup):
-            compute(backend, graph)
+            raw.run()
         times = []
         clock = time.perf_counter
         for _ in range(reps):
             t0 = clock()
-            compute(backend, graph)
+            raw.run()
             times.append(clock() - t0)
-        got = np.empty((n, m), dtype=np.float32)
-        lib.ggml_backend_tensor_get(out, got.ctypes.data, 0, got.nbytes)
+        rel_err = raw.rel_err()
     finally:
-        lib.ggml_gallocr_free(galloc)
-        lib.ggml_free(ctx_g)
-        lib.ggml_backend_buffer_free(buf)
-        lib.ggml_free(ctx_w)
-        lib.ggml_backend_free(backend)
-
-    ref = x32 @ w32.T  # (n, m): row j = W @ x_j, the ggml output order
-    rel_err = float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+        raw.close()
     per_run = statistics.median(times) if times else float("nan")
     return RawResult(
         k=k,
         m=m,
         n=n,
         wtype=wtype if isinstance(wtype, str) else str(wtype),
-        threads=threads,
+        threads=raw.threads,
         reps=reps,
         seconds_per_run=per_run,
         gflops=2.0 * k * m * n / per_run / 1e9,

@@ -31,6 +31,7 @@ Kernel = Callable[..., Any]
 
 _DEFAULT_MAX_NODES = 1024
 _HOST_ALIGNMENT = 32
+_TRACK_LOCK = threading.Lock()  # guards every backend's weak set of contexts
 
 
 class Backend(ABC):
@@ -39,6 +40,12 @@ class Backend(ABC):
     Subclasses set :attr:`name`, :attr:`kernels` (primitive op name -> implementation),
     :attr:`dtypes` (dtypes it can store) and implement :meth:`_make_context` and
     :meth:`devices`. Everything about graphs, validation and model files lives in the core.
+
+    Model files work on every backend through the hooks under "memory and device hooks"; each
+    has a default built on the public Context API. A backend with device memory of its own
+    overrides :meth:`gpu_devices`, :meth:`weights_context`, :meth:`commit_weights`,
+    :meth:`alignment`, :meth:`allocation_size`, :meth:`held_bytes`, :meth:`measure_graph`,
+    :meth:`host_buffer` and :meth:`weight_writer` as it needs.
     """
 
     #: Backend name as registered (``"cpu_numpy"``, ``"ggml"``, ...).
@@ -293,10 +300,11 @@ class Backend(ABC):
 
     def track_context(self, ctx: Context) -> None:
         """Remember ``ctx`` (weakly) so :meth:`held_bytes` can find its tensors."""
-        contexts = self.__dict__.get("_contexts")
-        if contexts is None:
-            contexts = self.__dict__.setdefault("_contexts", weakref.WeakSet())
-        contexts.add(ctx)
+        with _TRACK_LOCK:
+            contexts = self.__dict__.get("_contexts")
+            if contexts is None:
+                contexts = self.__dict__.setdefault("_contexts", weakref.WeakSet())
+            contexts.add(ctx)
 
     def held_bytes(self) -> dict[int, int]:
         """Return the bytes of storage this backend holds now, per device (-1 the CPU).
@@ -309,8 +317,9 @@ class Backend(ABC):
 
         held: dict[int, int] = {-1: 0}
         seen: set[int] = set()
-        contexts: weakref.WeakSet[Context] = self.__dict__.get("_contexts", weakref.WeakSet())
-        for ctx in list(contexts):
+        with _TRACK_LOCK:
+            live = list(self.__dict__.get("_contexts", ()))
+        for ctx in live:
             if ctx.closed:
                 continue
             graph = ctx.graph

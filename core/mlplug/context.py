@@ -333,8 +333,10 @@ class Context(ABC):
         self._in_graph = set()
         self._release(tensors)
         for t in (*tensors, *graph):
-            t.data = None
-            t.handle = None
+            # leaves of other contexts (weights, caches) only pass through this graph
+            if t.op != LEAF or t.ctx._shared is shared:
+                t.data = None
+                t.handle = None
 
     def __enter__(self) -> Context:
         return self

@@ -22,7 +22,7 @@ import pytest
 from mlplug.cli import build_parser, main
 from mlplug.cli._common import Progress, format_table
 
-FAKE_DEVICES = '''
+FAKE_DEVICES = """
 from mlplug.device import DeviceInfo
 from mlplug.errors import BackendLoadError
 from mlplug.hookspecs import hookimpl
@@ -41,13 +41,25 @@ def _devices():
 @hookimpl
 def mlplug_register_backends(register):
     register("{name}", _factory, priority={priority}, devices=_devices)
-'''
+"""
 
-CPU_A = 'DeviceInfo(id="0", library="cpu", name="CPU", description="Fake CPU", total_memory=8 * GIB, free_memory=4 * GIB)'
-GPU_A = 'DeviceInfo(id="0", library="CUDA", name="CUDA0", description="Fake GPU", pci_id="0000:01:00.0", total_memory=24 * GIB, free_memory=20 * GIB)'
+CPU_A = (
+    'DeviceInfo(id="0", library="cpu", name="CPU", description="Fake CPU",'
+    " total_memory=8 * GIB, free_memory=4 * GIB)"
+)
+GPU_A = (
+    'DeviceInfo(id="0", library="CUDA", name="CUDA0", description="Fake GPU",'
+    ' pci_id="0000:01:00.0", total_memory=24 * GIB, free_memory=20 * GIB)'
+)
 CPU_B = 'DeviceInfo(id="cpu", library="CPU", name="CPU", description="Fake CPU")'
-GPU_B = 'DeviceInfo(id="0", library="Vulkan", name="Vulkan0", description="Fake GPU", pci_id="00000000:01:00.0", total_memory=24 * GIB)'
-GPU_B2 = 'DeviceInfo(id="1", library="Vulkan", name="Vulkan1", description="Other GPU", pci_id="0000:02:00.0", total_memory=8 * GIB)'
+GPU_B = (
+    'DeviceInfo(id="0", library="Vulkan", name="Vulkan0", description="Fake GPU",'
+    ' pci_id="00000000:01:00.0", total_memory=24 * GIB)'
+)
+GPU_B2 = (
+    'DeviceInfo(id="1", library="Vulkan", name="Vulkan1", description="Other GPU",'
+    ' pci_id="0000:02:00.0", total_memory=8 * GIB)'
+)
 
 BROKEN_IMPORT = 'raise RuntimeError("fake plugin import failure")\n'
 
@@ -547,16 +559,12 @@ class FakeReport:
         return self._failed
 
 
-def _fake_conformance(
-    monkeypatch: pytest.MonkeyPatch, failed: bool
-) -> list[tuple[Any, ...]]:
+def _fake_conformance(monkeypatch: pytest.MonkeyPatch, failed: bool) -> list[tuple[Any, ...]]:
     import mlplug
 
     calls: list[tuple[Any, ...]] = []
 
-    def run(
-        backends: Any, op_pattern: Any, *, seed: int = 0, progress: Any = None
-    ) -> FakeReport:
+    def run(backends: Any, op_pattern: Any, *, seed: int = 0, progress: Any = None) -> FakeReport:
         calls.append((backends, op_pattern, seed))
         if progress is not None:
             progress(1, 2, "x add")
@@ -719,7 +727,7 @@ def test_format_table_aligns_columns() -> None:
         (lambda p: p(3, 10, "mulmat"), "[3/10  30%] mulmat"),
         (lambda p: p(done=1, total=4, label="add"), "[1/4  25%] add"),
         (lambda p: p(0.5), "[50/100  50%]"),
-        (lambda p: p("loading"), "loading"),
+        (lambda p: p("cpu_numpy add-f32 pass"), "[1] cpu_numpy add-f32 pass"),
     ],
 )
 def test_progress_accepts_common_call_shapes(
@@ -729,8 +737,32 @@ def test_progress_accepts_common_call_shapes(
     import io
 
     stream = io.StringIO()
-    call(Progress(stream=stream))
-    assert stream.getvalue().startswith(expected)
+    call(Progress(stream=stream, tty=True))
+    assert stream.getvalue().removeprefix("\r\x1b[2K").startswith(expected)
+
+
+def test_progress_counts_label_only_calls() -> None:
+    """Calls with only a label count steps, against ``total`` when it is known."""
+    import io
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, total=4, tty=True)
+    progress("first")
+    assert stream.getvalue().removeprefix("\r\x1b[2K").startswith("[1/4  25%] first")
+    progress.finish()
+    assert stream.getvalue().endswith("\r\x1b[2K")
+
+
+def test_progress_in_a_log_stays_quiet_for_short_runs() -> None:
+    """Off a terminal, a run shorter than two seconds prints no progress line."""
+    import io
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, total=3, tty=False)
+    progress("a")
+    progress("b")
+    progress.finish()
+    assert stream.getvalue() == ""
 
 
 def test_progress_disabled_writes_nothing() -> None:
@@ -738,7 +770,7 @@ def test_progress_disabled_writes_nothing() -> None:
     import io
 
     stream = io.StringIO()
-    progress = Progress(enabled=False, stream=stream)
+    progress = Progress(enabled=False, stream=stream, tty=True)
     progress(1, 2, "x")
     progress.finish()
     assert stream.getvalue() == ""

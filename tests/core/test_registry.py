@@ -164,7 +164,8 @@ def test_unknown_name_lists_installed(pm: PluginManager) -> None:
     """``new_backend(backend=unknown)`` raises BackendLoadError listing installed backends."""
     pm.register_backend("one", factory("one"))
     pm.register_backend("two", factory("two"))
-    with pytest.raises(BackendLoadError, match=r"unsupported backend 'nope' \(installed: one, two\)"):
+    expected = r"unsupported backend 'nope' \(installed: one, two\)"
+    with pytest.raises(BackendLoadError, match=expected):
         pm.new_backend(None, backend="nope")
 
 

@@ -23,6 +23,7 @@ __all__ = [
 
 _PROGRESS_INTERVAL_TTY: Final = 0.1
 _PROGRESS_INTERVAL_LOG: Final = 10.0
+_PROGRESS_QUIET_START: Final = 2.0
 
 
 class CommandError(Exception):
@@ -100,20 +101,34 @@ def write_text_file(path: str, text: str) -> None:
 class Progress:
     """Show the progress of a long run on stderr.
 
-    On a terminal one status line is redrawn (at most ten times a second); otherwise a line is
-    printed at most every ten seconds, so CI logs show the run is alive without flooding them.
+    On a terminal one status line is redrawn (at most ten times a second); otherwise, once the run
+    has taken two seconds, a line is printed at most every ten seconds, so CI logs show a long
+    run is alive without flooding them.
     The object is a callable accepting ``(done, total, label)`` in any of the usual shapes:
     positional ints and a string, or keywords ``done``/``total``/``label``; a single float in
-    ``[0, 1]`` is read as a fraction.
+    ``[0, 1]`` is read as a fraction. A call with only a label counts as one step done (of
+    ``total`` when given here).
 
     :param enabled: ``False`` makes every call a no-op.
     :param stream: where to write; default stderr.
+    :param total: the number of steps, for calls that give only a label.
+    :param tty: whether ``stream`` is a terminal; default: ask the stream.
     """
 
-    def __init__(self, enabled: bool = True, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        enabled: bool = True,
+        stream: IO[str] | None = None,
+        total: int | None = None,
+        tty: bool | None = None,
+    ) -> None:
         self.stream = sys.stderr if stream is None else stream
         self.enabled = enabled
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total = total
+        self._count = 0
+        if tty is None:
+            tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = tty
         self._last = 0.0
         self._start = time.monotonic()
         self._drawn = False
@@ -123,11 +138,16 @@ class Progress:
         if not self.enabled:
             return
         done, total, label = _parse_progress(args, kwargs)
+        self._count += 1
+        if done is None and total is None:
+            done, total = self._count, self.total
         now = time.monotonic()
         final = total is not None and done is not None and done >= total
         interval = _PROGRESS_INTERVAL_TTY if self.tty else _PROGRESS_INTERVAL_LOG
         if not final and now - self._last < interval:
             return
+        if not self.tty and now - self._start < _PROGRESS_QUIET_START:
+            return  # a short run leaves no progress lines in a log
         self._last = now
         if done is not None and total:
             text = f"[{done}/{total} {100.0 * done / total:3.0f}%]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 
 from ._common import CommandError, Progress, check_backend_names, write_text_file
 
@@ -23,7 +24,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if backends is None and not manager().backends():
         msg = "no backend plugin is installed; install one, e.g.: pip install mlplug-cpu-numpy"
         raise CommandError(msg)
-    progress = Progress(enabled=not args.quiet)
+    progress = Progress(enabled=not args.quiet, total=_count_runs(conformance, backends, args.op))
     try:
         report = conformance.run(backends, args.op, seed=args.seed, progress=progress)
     finally:
@@ -35,3 +36,17 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if "-" not in (args.json, args.markdown):
         sys.stdout.write(report.table().rstrip("\n") + "\n")
     return 1 if report.failed() else 0
+
+
+def _count_runs(
+    suite: types.ModuleType, backends: list[str] | None, op_pattern: str | None
+) -> int | None:
+    """Return how many (case, backend) runs are ahead, or None if the suite cannot say."""
+    from ..registry import manager
+
+    try:
+        n_cases = len(suite.select(suite.all_cases(), op_pattern))
+    except Exception:  # the count only decorates the progress line
+        return None
+    n_backends = len(backends) if backends else len(manager().backends())
+    return n_cases * n_backends

@@ -32,8 +32,9 @@ __all__ = [
 
 #: ``reference(*operands) -> array | list of arrays`` (float64 / int numpy views).
 Reference = Callable[..., "np.ndarray | Sequence[np.ndarray]"]
-#: ``build(ctx, inputs) -> Tensor | list[Tensor]``, public API only.
-Build = Callable[["Context", "Inputs"], "Tensor | Sequence[Tensor]"]
+#: ``build(ctx, inputs) -> Tensor | list[Tensor]``, public API only (``ctx`` a Context,
+#: ``inputs`` an :class:`Inputs`; extra keyword defaults may bind loop variables).
+Build = Callable[..., "Tensor | Sequence[Tensor]"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class Arg:
     ``[lo, hi)``: sort keys), ``int`` (integers in ``[lo, hi)``), ``perm`` (each dim-0 row
     holds distinct integers drawn from ``range(hi)``, or a permutation of ``range(ne0)`` when
     ``hi`` is 0), ``lower`` (square matrices with ``|diag|`` in ``[1, 2)`` and small
-    off-diagonal values: well-conditioned triangular systems), ``fixed`` (``values``, flat in
+    off-diagonal values: well-conditioned triangular systems), ``mask`` (0 or ``-inf``, key 0
+    always visible: attention masks), ``fixed`` (``values``, flat in
     ggml order: the spec's worked examples) or ``zeros``. Quantised dtypes ignore ``gen``: their
     blocks are drawn directly (values of magnitude about 1). With ``tensor=False`` the build
     gets only the raw array (``inputs.raw[i]``), for cases that test the constructors.

@@ -121,7 +121,7 @@ def _values(rng: np.random.Generator, a: Arg) -> np.ndarray:
     if a.gen == "uniform":
         return rng.uniform(a.lo, a.hi, shape)
     if a.gen == "magnitude":
-        return rng.uniform(a.lo, a.hi, shape) * rng.choice([-1.0, 1.0], shape)
+        return np.asarray(rng.uniform(a.lo, a.hi, shape) * rng.choice([-1.0, 1.0], shape))
     if a.gen == "distinct":
         step = (a.hi - a.lo) / n
         return (a.lo + step * (rng.permutation(n) + 0.5)).reshape(shape)
@@ -131,6 +131,10 @@ def _values(rng: np.random.Generator, a: Arg) -> np.ndarray:
         pool = int(a.hi) if a.hi >= a.ne[0] else a.ne[0]
         rows = [rng.permutation(pool)[: a.ne[0]] for _ in range(n // a.ne[0])]
         return np.asarray(rows, np.float64).reshape(shape)
+    if a.gen == "mask":  # additive attention mask: 0 or -inf, key 0 always visible
+        m = np.where(rng.random(shape) < 0.3, -np.inf, 0.0)
+        m[..., 0] = 0.0
+        return m
     if a.gen == "lower":
         m = rng.uniform(-0.5, 0.5, shape)
         k = a.ne[0]

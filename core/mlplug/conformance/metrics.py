@@ -58,7 +58,8 @@ def round_to(values: np.ndarray, dtype: DType) -> np.ndarray:
     if dtype == DType.BF16:
         return bf16_bits(np.asarray(values, np.float64).astype(np.float32))
     if dtype in _FLOAT_VIEWS:
-        return np.asarray(values, np.float64).astype(_FLOAT_VIEWS[dtype][0])
+        with np.errstate(over="ignore"):
+            return np.asarray(values, np.float64).astype(_FLOAT_VIEWS[dtype][0])
     return np.asarray(values)
 
 
@@ -122,19 +123,25 @@ def compare(
     got = np.asarray(got).reshape(-1)
     ref = np.asarray(ref).reshape(-1)
     if got.size != ref.size:
-        return Comparison(False, float("inf"), float("inf"),
-                          f"{got.size} elements, reference has {ref.size}")
+        return Comparison(
+            False, float("inf"), float("inf"), f"{got.size} elements, reference has {ref.size}"
+        )
     got_v = bf16_float(got) if dtype == DType.BF16 else got
     ref_v = np.asarray(ref, np.float64)
+    if tol.ulp is not None:  # exact: measure against the reference rounded to the result dtype
+        rounded = round_to(ref, dtype)
+        ref_v = np.asarray(bf16_float(rounded) if dtype == DType.BF16 else rounded, np.float64)
     err, rel = max_abs_err(got_v, ref_v), nmse(got_v, ref_v)
     if tol.ulp is not None:
-        dist = ulp_distance(got, round_to(ref, dtype), dtype)
+        dist = ulp_distance(got, rounded, dtype)
         worst = float(dist.max()) if dist.size else 0.0
         if worst > tol.ulp:
             i = int(np.argmax(dist))
             unit = "ulp" if dtype in (*_FLOAT_VIEWS, DType.BF16) else ""
-            detail = (f"element {i}: got {got_v[i]!r}, expected {ref_v[i]!r} "
-                      f"({worst:g} {unit} apart, allowed {tol.ulp})")
+            detail = (
+                f"element {i}: got {float(got_v[i])!r}, expected {float(ref_v[i])!r} "
+                f"({worst:g} {unit} apart, allowed {tol.ulp})"
+            )
             return Comparison(False, err, rel, detail)
         return Comparison(True, err, rel)
     g = np.asarray(got_v, np.float64)
@@ -147,9 +154,12 @@ def compare(
     bad = ~same & ~(diff <= limit)
     if (tol.atol or tol.rtol or bound is not None) and bad.any():
         i = int(np.argmax(bad))
-        detail = (f"element {i}: got {g[i]!r}, expected {ref_v[i]!r} (|diff| {diff[i]:.3g} > "
-                  f"{limit.reshape(-1)[i] if np.ndim(limit) else limit:.3g}); "
-                  f"{int(bad.sum())} of {bad.size} elements out of tolerance")
+        detail = (
+            f"element {i}: got {float(g[i])!r}, expected {float(ref_v[i])!r} "
+            f"(|diff| {diff[i]:.3g} > "
+            f"{float(np.broadcast_to(limit, diff.shape)[i]):.3g}); "
+            f"{int(bad.sum())} of {bad.size} elements out of tolerance"
+        )
         return Comparison(False, err, rel, detail)
     if tol.nmse is not None and not rel <= tol.nmse:
         return Comparison(False, err, rel, f"nmse {rel:.3g} > {tol.nmse:g}")

@@ -85,7 +85,7 @@ def f16(x: np.ndarray | float) -> np.ndarray:
 
 def tile(b: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """ggml's repeat rule: tile 4-D ``b`` onto 4-D ``shape`` (``np.tile``)."""
-    return np.tile(b, tuple(s // m for s, m in zip(shape, b.shape)))
+    return np.tile(b, tuple(s // m for s, m in zip(shape, b.shape, strict=True)))
 
 
 # -- element-wise ---------------------------------------------------------------------------
@@ -108,7 +108,9 @@ _erf = np.vectorize(math.erf, otypes=[F64])
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return np.asarray(0.5 * x * (1.0 + np.tanh(math.sqrt(2 / math.pi) * x * (1 + 0.044715 * x * x))))
+    return np.asarray(
+        0.5 * x * (1.0 + np.tanh(math.sqrt(2 / math.pi) * x * (1 + 0.044715 * x * x)))
+    )
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
@@ -159,8 +161,8 @@ def mulmat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def mulmat_id(w: np.ndarray, x: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """``out[r,u,t] = sum_k w[k, r, ids[u,t]] x[k, u % B1, t]`` -> numpy ``(T, U, R)``."""
     w3 = w.reshape(w.shape[-3:])  # (E, R, K)
-    x3 = x.reshape(x.shape[-3:])  # (T, B1, K)
-    i2 = ids.reshape(ids.shape[-2:]).astype(np.int64)  # (T, U)
+    x3: np.ndarray = x.reshape(x.shape[-3:])  # (T, B1, K)
+    i2: np.ndarray = ids.reshape(ids.shape[-2:]).astype(np.int64)  # (T, U)
     u = i2.shape[1]
     xs = x3[:, np.arange(u) % x3.shape[1]]
     return np.asarray(np.einsum("tuk,turk->tur", xs, w3[i2]), F64)
@@ -182,9 +184,9 @@ def diag(v: np.ndarray) -> np.ndarray:
 
 def tri(a: np.ndarray, kind: int) -> np.ndarray:
     """Keep a triangle; column = dim 0 (numpy last axis), row = dim 1."""
-    fn = {0: lambda m: np.triu(m), 1: lambda m: np.triu(m, 1),
-          2: lambda m: np.tril(m), 3: lambda m: np.tril(m, -1)}[kind]
-    return np.asarray(fn(v4(a)), F64)
+    m = v4(a)
+    keep = {0: np.triu(m), 1: np.triu(m, 1), 2: np.tril(m), 3: np.tril(m, -1)}[kind]
+    return np.asarray(keep, F64)
 
 
 def solve_tri(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -207,7 +209,7 @@ def l2_norm(x: np.ndarray, eps: float) -> np.ndarray:
 
 def rms_norm(x: np.ndarray, eps: float, w: np.ndarray | None = None) -> np.ndarray:
     """``x / sqrt(mean(x^2) + eps)``, times tiled ``w``."""
-    y = v4(x) / np.sqrt((v4(x) ** 2).mean(-1, keepdims=True) + eps)
+    y: np.ndarray = v4(x) / np.sqrt((v4(x) ** 2).mean(-1, keepdims=True) + eps)
     return y if w is None else y * tile(v4(w), y.shape)
 
 
@@ -216,7 +218,7 @@ def layer_norm(
 ) -> np.ndarray:
     """``(x - mean) / sqrt(var + eps)`` (population variance), then ``* w + b`` (b only with w)."""
     d = v4(x) - v4(x).mean(-1, keepdims=True)
-    y = d / np.sqrt((d * d).mean(-1, keepdims=True) + eps)
+    y: np.ndarray = d / np.sqrt((d * d).mean(-1, keepdims=True) + eps)
     if w is not None:
         y = y * tile(v4(w), y.shape)
         if b is not None:
@@ -250,18 +252,23 @@ def top_k(x: np.ndarray, k: int) -> np.ndarray:
 
 
 # -- layout -------------------------------------------------------------------------------------
-def view(base: np.ndarray, offset: int, ne: Sequence[int], nb: Sequence[int]) -> np.ndarray:
-    """Read a strided window of ``base``'s raw (contiguous) storage; ``offset``/``nb`` in bytes."""
+def view(
+    base: np.ndarray, esize: int, offset: int, ne: Sequence[int], nb: Sequence[int]
+) -> np.ndarray:
+    """Read a strided window of ``base``'s storage (``esize``-byte elements, offsets in bytes).
+
+    ``base`` is the contiguous array holding the storage in ggml order; ``nb`` lists the byte
+    strides of dims 1.. (dim 0 is always ``esize``).
+    """
     flat = np.ascontiguousarray(base).reshape(-1)
-    esize = flat.itemsize
-    raw = flat.view(np.uint8)[offset:]
-    strides = (esize, *nb[1:])
     full_ne = (*ne, 1, 1, 1)[:4]
-    full_nb = (*strides, 0, 0, 0)[:4]
-    win = np.lib.stride_tricks.as_strided(
-        raw.view(flat.dtype) if offset % esize == 0 else raw, tuple(reversed(full_ne)),
-        tuple(reversed(full_nb)), writeable=False)
-    return np.array(win)
+    full_nb = (esize, *nb, 0, 0, 0)[:4]
+    byte = np.full((1, 1, 1, 1), offset, np.int64)
+    for d in range(4):
+        shape = [1, 1, 1, 1]
+        shape[3 - d] = full_ne[d]
+        byte = byte + (np.arange(full_ne[d], dtype=np.int64) * full_nb[d]).reshape(shape)
+    return flat[byte // esize]
 
 
 def permute(x: np.ndarray, order: Sequence[int]) -> np.ndarray:
@@ -274,7 +281,7 @@ def permute(x: np.ndarray, order: Sequence[int]) -> np.ndarray:
 
 
 def slice_(x: np.ndarray, dim: int, low: int, high: int, step: int) -> np.ndarray:
-    """Indices ``low, low+step, ...`` of ``dim``; ``floor((high-low+1)/step)`` of them if step > 1."""
+    """Indices ``low, low+step, ...`` of ``dim``, ``floor((high-low+1)/step)`` many if step > 1."""
     n = high - low if step == 1 else (high - low + 1) // step
     idx = [slice(None)] * 4
     idx[3 - dim] = slice(low, low + step * n, step)
@@ -284,9 +291,9 @@ def slice_(x: np.ndarray, dim: int, low: int, high: int, step: int) -> np.ndarra
 def pad(x: np.ndarray, p: Sequence[int]) -> np.ndarray:
     """Zeros appended at the end of each dim; negative amounts crop."""
     x4 = v4(x)
-    new = tuple(n + q for n, q in zip(x4.shape, reversed(tuple(p))))
+    new = tuple(n + q for n, q in zip(x4.shape, reversed(tuple(p)), strict=True))
     out = np.zeros(new, x4.dtype)
-    overlap = tuple(slice(0, min(a, b)) for a, b in zip(x4.shape, new))
+    overlap = tuple(slice(0, min(a, b)) for a, b in zip(x4.shape, new, strict=True))
     out[overlap] = x4[overlap]
     return out
 
@@ -299,7 +306,7 @@ def concat(a: np.ndarray, b: np.ndarray, dim: int) -> np.ndarray:
 def rows(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """``out[:, i, j, k] = table[:, ids[i, j, k], j, k]`` -> ``[ne0, I, J, K]``."""
     t4 = v4(table)  # (K, J, R, ne0)
-    i3 = ids.reshape((1,) * (3 - ids.ndim) + ids.shape).astype(np.int64)  # (K, J, I)
+    i3: np.ndarray = ids.reshape((1,) * (3 - ids.ndim) + ids.shape).astype(np.int64)  # (K, J, I)
     kk = np.arange(i3.shape[0])[:, None, None]
     jj = np.arange(i3.shape[1])[None, :, None]
     return np.asarray(t4[kk, jj, i3])
@@ -307,9 +314,9 @@ def rows(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def set_rows(dst: np.ndarray, src: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``dst[:, idx[i, j % n1, k % n2], j, k] = src[:, i, j, k]``; returns the new dst."""
-    out = v4(dst).copy()
+    out: np.ndarray = v4(dst).copy()
     s = v4(src)
-    i3 = idx.reshape((1,) * (3 - idx.ndim) + idx.shape).astype(np.int64)
+    i3: np.ndarray = idx.reshape((1,) * (3 - idx.ndim) + idx.shape).astype(np.int64)
     for k in range(s.shape[0]):
         for j in range(s.shape[1]):
             for i in range(s.shape[2]):
@@ -318,17 +325,16 @@ def set_rows(dst: np.ndarray, src: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def set_inplace(
-    dst: np.ndarray, src: np.ndarray, nb1: int, nb2: int, nb3: int, offset: int
+    dst: np.ndarray, src: np.ndarray, esize: int, nb1: int, nb2: int, nb3: int, offset: int
 ) -> np.ndarray:
     """Write ``src`` at byte ``offset + i0*esize + i1*nb1 + i2*nb2 + i3*nb3`` of ``dst``."""
-    out = np.ascontiguousarray(dst).copy()
+    out: np.ndarray = np.ascontiguousarray(dst).copy()
     flat = out.reshape(-1)
-    es = flat.itemsize
     s4 = v4(src)
     for i3 in range(s4.shape[0]):
         for i2 in range(s4.shape[1]):
             for i1 in range(s4.shape[2]):
-                start = (offset + i1 * nb1 + i2 * nb2 + i3 * nb3) // es
+                start = (offset + i1 * nb1 + i2 * nb2 + i3 * nb3) // esize
                 flat[start : start + s4.shape[3]] = s4[i3, i2, i1]
     return out
 
@@ -338,7 +344,7 @@ def arange_f32(start: float, stop: float, step: float) -> np.ndarray:
     """F32 Arange: ``n = ceil(f32((stop-start)/step))`` values ``f32(start + f32(step*i))``."""
     n = math.ceil(F32(F32(F32(stop) - F32(start)) / F32(step)))
     i = np.arange(n, dtype=F32)
-    return (F32(start) + (F32(step) * i).astype(F32)).astype(F64)
+    return np.asarray((F32(start) + (F32(step) * i).astype(F32)).astype(F64))
 
 
 def arange_i32(start: float, stop: float, step: float) -> np.ndarray:
@@ -405,9 +411,11 @@ def _padded(x: np.ndarray, pads: Sequence[tuple[int, int]]) -> np.ndarray:
     return np.pad(x, [(0, 0)] * (x.ndim - len(pads)) + list(pads))
 
 
-def im2col(image: np.ndarray, kw: int, kh: int, s0: int, s1: int, p0: int, p1: int,
-           d0: int, d1: int) -> np.ndarray:
-    """``out[c*KH*KW + kh*KW + kw, ow, oh, n] = image[ow*s0 + kw*d0 - p0, oh*s1 + kh*d1 - p1, c, n]``."""
+def im2col(
+    image: np.ndarray, kw: int, kh: int, s0: int, s1: int, p0: int, p1: int, d0: int, d1: int
+) -> np.ndarray:
+    """Unfold patches: ``out[c*KH*KW + kh*KW + kw, ow, oh, n]`` is
+    ``image[ow*s0 + kw*d0 - p0, oh*s1 + kh*d1 - p1, c, n]`` (0 outside)."""
     x = v4(image)  # (N, C, IH, IW)
     n, c, ih, iw = x.shape
     ow, oh = _out(iw, kw, s0, p0, d0), _out(ih, kh, s1, p1, d1)
@@ -420,9 +428,10 @@ def im2col(image: np.ndarray, kw: int, kh: int, s0: int, s1: int, p0: int, p1: i
     return out.reshape(n, oh, ow, c * kh * kw)
 
 
-def conv_2d(w: np.ndarray, x: np.ndarray, s0: int, s1: int, p0: int, p1: int,
-            d0: int, d1: int) -> np.ndarray:
-    """Cross-correlation: weight ``(OC, IC, KH, KW)``, input ``(N, IC, IH, IW)`` -> ``(N, OC, OH, OW)``."""
+def conv_2d(
+    w: np.ndarray, x: np.ndarray, s0: int, s1: int, p0: int, p1: int, d0: int, d1: int
+) -> np.ndarray:
+    """Cross-correlate ``(N, IC, IH, IW)`` with weight ``(OC, IC, KH, KW)``: ``(N, OC, OH, OW)``."""
     w4, x4 = v4(w), v4(x)
     oc, _ic, kh, kw = w4.shape
     col = im2col(x4, kw, kh, s0, s1, p0, p1, d0, d1)  # (N, OH, OW, IC*KH*KW)
@@ -430,8 +439,9 @@ def conv_2d(w: np.ndarray, x: np.ndarray, s0: int, s1: int, p0: int, p1: int,
     return np.asarray(out.transpose(0, 3, 1, 2), F64)
 
 
-def conv_3d(w: np.ndarray, x: np.ndarray, c: int, s: Sequence[int], p: Sequence[int],
-            d: Sequence[int]) -> np.ndarray:
+def conv_3d(
+    w: np.ndarray, x: np.ndarray, c: int, s: Sequence[int], p: Sequence[int], d: Sequence[int]
+) -> np.ndarray:
     """3-D cross-correlation with channels merged into dim 3; the 1x1x1 result as ``(N, OC)``."""
     w4, x4 = v4(w), v4(x)
     oc, n = w4.shape[0] // c, x4.shape[0] // c
@@ -441,8 +451,11 @@ def conv_3d(w: np.ndarray, x: np.ndarray, c: int, s: Sequence[int], p: Sequence[
     s0, s1, s2 = s
     p0, p1, p2 = p
     d0, d1, d2 = d
-    dims = (_out(xk.shape[4], kw, s0, p0, d0), _out(xk.shape[3], kh, s1, p1, d1),
-            _out(xk.shape[2], kd, s2, p2, d2))
+    dims = (
+        _out(xk.shape[4], kw, s0, p0, d0),
+        _out(xk.shape[3], kh, s1, p1, d1),
+        _out(xk.shape[2], kd, s2, p2, d2),
+    )
     if dims != (1, 1, 1):
         msg = f"conv_3d reference: output {dims} is not 1x1x1"
         raise ValueError(msg)
@@ -453,8 +466,8 @@ def conv_3d(w: np.ndarray, x: np.ndarray, c: int, s: Sequence[int], p: Sequence[
 
 def ssm_conv(sx: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``out[d, t, s] = sum_k sx[t+k, d, s] kernel[k, d]`` -> numpy ``(n_s, n_t, d_inner)``."""
-    x = sx.reshape((1,) * (3 - sx.ndim) + sx.shape)  # (n_s, D, T+K-1)
-    k = kernel.reshape(kernel.shape[-2:])  # (D, K)
+    x: np.ndarray = v4(sx)[0]  # (n_s, D, T+K-1)
+    k: np.ndarray = kernel.reshape(kernel.shape[-2:])  # (D, K)
     n_t = x.shape[-1] - k.shape[-1] + 1
     out = np.zeros((x.shape[0], n_t, x.shape[1]))
     for t in range(n_t):
@@ -462,8 +475,15 @@ def ssm_conv(sx: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return out
 
 
-def ssm_scan(s: np.ndarray, x: np.ndarray, dt: np.ndarray, a: np.ndarray, b: np.ndarray,
-             c: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def ssm_scan(
+    s: np.ndarray,
+    x: np.ndarray,
+    dt: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    ids: np.ndarray,
+) -> np.ndarray:
     """Mamba selective scan; returns ``y`` then the final states, packed 1-D."""
     s4, x4, b4, c4 = v4(s), v4(x), v4(b), v4(c)  # s (slots,H,P,N), x (Q,T,H,P), B/C (Q,T,G,N)
     dt3 = dt.reshape((1,) * (3 - dt.ndim) + dt.shape)  # (Q, T, H)
@@ -486,7 +506,7 @@ def ssm_scan(s: np.ndarray, x: np.ndarray, dt: np.ndarray, a: np.ndarray, b: np.
 
 def _nearest(n_out: int, n_in: int) -> np.ndarray:
     sf = F32(n_out) / F32(n_in)
-    return np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64)
+    return np.asarray(np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64))
 
 
 def _bilinear(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -499,7 +519,7 @@ def _bilinear(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def interpolate(x: np.ndarray, dims: Sequence[int], mode: int) -> np.ndarray:
-    """Resize to ``dims``: nearest with the float32 index rule, or half-pixel bilinear on dims 0, 1."""
+    """Resize to ``dims``: nearest (float32 index rule), or half-pixel bilinear on dims 0 and 1."""
     x4 = v4(x)
     n0, n1, n2, n3 = dims
     y = x4[_nearest(n3, x4.shape[0])][:, _nearest(n2, x4.shape[1])]
@@ -513,8 +533,15 @@ def interpolate(x: np.ndarray, dims: Sequence[int], mode: int) -> np.ndarray:
     return np.asarray(top * (1 - fy) + bot * fy, F64)
 
 
-def _rope_theta(pos: np.ndarray, n_pairs: int, n_dims: int, base: float, mode: int,
-                sections: Sequence[int], factors: np.ndarray | None) -> np.ndarray:
+def _rope_theta(
+    pos: np.ndarray,
+    n_pairs: int,
+    n_dims: int,
+    base: float,
+    mode: int,
+    sections: Sequence[int],
+    factors: np.ndarray | None,
+) -> np.ndarray:
     """Unscaled angles ``(n_tokens, n_pairs)`` for each mode's pairing of axes and powers."""
     theta_scale = base ** (-2.0 / n_dims)
     n_tok = pos.size // (4 if mode in (8, 24, 40) else 1)
@@ -545,17 +572,30 @@ def _rope_theta(pos: np.ndarray, n_pairs: int, n_dims: int, base: float, mode: i
     return theta
 
 
-def rope(x: np.ndarray, pos: np.ndarray, n_dims: int, base: float, freq_scale: float, *,
-         mode: int = 0, factors: np.ndarray | None = None, sections: Sequence[int] = (),
-         n_ctx_orig: int = 131072, ext_factor: float = 0.0, attn_factor: float = 1.0,
-         beta_fast: float = 32.0, beta_slow: float = 1.0) -> np.ndarray:
+def rope(
+    x: np.ndarray,
+    pos: np.ndarray,
+    n_dims: int,
+    base: float,
+    freq_scale: float,
+    *,
+    mode: int = 0,
+    factors: np.ndarray | None = None,
+    sections: Sequence[int] = (),
+    n_ctx_orig: int = 131072,
+    ext_factor: float = 0.0,
+    attn_factor: float = 1.0,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+) -> np.ndarray:
     """Rotary embedding of ``[head_dim, heads, tokens, batch]`` with exact (float64) angles."""
-    x4 = v4(x).copy()  # (B, T, H, D)
+    x4: np.ndarray = v4(x).copy()  # (B, T, H, D)
     n_pairs = n_dims if mode == 24 else n_dims // 2
     theta_ext = _rope_theta(pos, n_pairs, n_dims, base, mode, sections, factors)
     theta = freq_scale * theta_ext
     m = attn_factor
     if ext_factor != 0.0:
+
         def corr(beta: float) -> float:
             return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
 
@@ -578,9 +618,17 @@ def rope(x: np.ndarray, pos: np.ndarray, n_dims: int, base: float, freq_scale: f
     return x4
 
 
-def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, *,
-         mask: np.ndarray | None = None, sinks: np.ndarray | None = None,
-         vmla: np.ndarray | None = None, v_permuted: bool = False) -> np.ndarray:
+def sdpa(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    scale: float,
+    *,
+    mask: np.ndarray | None = None,
+    sinks: np.ndarray | None = None,
+    vmla: np.ndarray | None = None,
+    v_permuted: bool = False,
+) -> np.ndarray:
     """Attention: GQA (head h uses kv head ``h // (H/H_kv)``), mask head ``h % M2``, sinks.
 
     Shapes (numpy views): q ``(B, Lq, H, dk)``, k ``(B, Lk, Hkv, dk)``, v ``(B, Lk, Hkv, dv)``
@@ -606,7 +654,7 @@ def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, *,
         den = den + np.exp(sinks.reshape(-1)[None, :, None, None] - mx)
     o = np.einsum("bhnj,bjhe->bnhe", e / den, vv)
     if vmla is not None:
-        m3 = vmla.reshape(vmla.shape[-3:])  # (Hv, dout, dv)
+        m3: np.ndarray = vmla.reshape(vmla.shape[-3:])  # (Hv, dout, dv)
         mh = m3[np.arange(h) // (h // m3.shape[0])]  # (H, dout, dv)
         o = np.einsum("bnhe,hde->bnhd", o, mh)
     return np.asarray(o, F64)

@@ -156,7 +156,6 @@ class Model:
         self._contexts: list[Context] = []
         self._by_name: dict[str, Tensor] = {}
         self._by_created: dict[str, list[Tensor]] = {}
-        self._loaded = False
         self._closed = False
 
     # -- creation ------------------------------------------------------------------------------
@@ -342,7 +341,6 @@ class Model:
         except BaseException:
             self.backend.close()
             raise
-        self._loaded = True
 
     def _log_offload(self) -> None:
         blocks = self.block_count

@@ -266,7 +266,7 @@ class NNOps(TensorBase):
         require_dtype(op, value, FLOATS, "value")
         if not cache_config_applied and cfg.permuted_v:
             value = value.permute(ctx, 1, 2, 0, 3).contiguous(ctx)
-        if cache_config_applied and cfg.permuted_v:
+        if cfg.permuted_v:
             value = value.permute(ctx, 2, 0, 1, 3)  # back to [d_v, H_kv, L_k] as a view
         d_k, h, l_q, batch = q.ne
         require(key.ne[0] == d_k, op, "query and key dim 0 (d_k) must match", q, key)

@@ -205,7 +205,7 @@ class ShapeOps(TensorBase):
         if dim == 0 and block > 1 and (low % block or step > 1 or n % block):
             msg = f"slice: cannot cut through the {block}-element blocks of a {t.dtype.name} tensor"
             raise ShapeError(msg, op="slice", shapes=(t.shape,))
-        offs = (low // block) * t.nb[dim]
+        offs = (low // block if dim == 0 else low) * t.nb[dim]
         ne = list(t.ne)
         ne[dim] = n
         nb = list(t.nb)

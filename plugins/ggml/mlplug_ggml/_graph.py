@@ -41,14 +41,16 @@ __all__ = ["Entry", "IdCheck", "build", "gather", "graph_key", "measure"]
 #: Upper bound of the ggml tensors one kernel creates (default :data:`_DEFAULT_COST`).
 _COST: Final = {"sdpa": 16, "conv_3d": 12}
 _DEFAULT_COST: Final = 3
-#: op -> (index of the ids operand, bound the ids must stay below).
-_ID_OPS: Final[dict[str, tuple[int, Callable[[Tensor], int]]]] = {
-    "get_rows": (1, lambda t: t.src[0].ne[1]),
-    "set_rows": (2, lambda t: t.src[0].ne[1]),
-    "mul_mat_id": (2, lambda t: t.src[0].ne[2]),
-    "add_id": (2, lambda t: t.src[1].ne[1]),
-    "ssm_scan": (6, lambda t: t.src[0].ne[3]),
+#: op -> (index of the checked operand, its valid range ``[low, high)``), for index operands.
+_ID_OPS: Final[dict[str, tuple[int, Callable[[Tensor], tuple[int, int]]]]] = {
+    "get_rows": (1, lambda t: (0, t.src[0].ne[1])),
+    "set_rows": (2, lambda t: (0, t.src[0].ne[1])),
+    "mul_mat_id": (2, lambda t: (0, t.src[0].ne[2])),
+    "add_id": (2, lambda t: (0, t.src[1].ne[1])),
+    "ssm_scan": (6, lambda t: (0, t.src[0].ne[3])),
 }
+#: I32 sort keys go through F32 (exact up to 2**24 in magnitude).
+_F32_EXACT: Final = 1 << 24
 #: Ops whose result holds values of its first source only (rearranged or repeated).
 _MOVES: Final = frozenset({"view", "reshape", "permute", "cont", "repeat"})
 #: ggml ops that compute nothing (skipped by the backend-support check).
@@ -61,12 +63,13 @@ _BACKEND: Final = "ggml"
 
 
 class IdCheck(NamedTuple):
-    """One index operand to validate: its values must lie in ``[0, limit)``."""
+    """One integer operand to validate: its values must lie in ``[low, high)``."""
 
     op: str
     ids: Tensor
-    limit: int
-    #: The ids' ggml tensor (checks made between graph parts read it back from the device).
+    low: int
+    high: int
+    #: The operand's ggml tensor (checks made between graph parts read it back).
     ptr: int
 
 
@@ -80,10 +83,10 @@ class Entry:
         "galloc",
         "gctx",
         "graph",
+        "handles",
         "host_checks",
         "lib",
         "nbytes",
-        "outputs",
         "readers",
         "seg_ctx",
         "segments",
@@ -101,8 +104,9 @@ class Entry:
         self.host_checks: list[IdCheck] = []
         #: Leaves owned by other contexts: the entry is stale once one of them is closed.
         self.foreign: list[Tensor] = []
-        #: ``id(requested tensor)`` -> (ggml tensor owning its storage, byte offset in it).
-        self.outputs: dict[int, tuple[int, int]] = {}
+        #: ``id(requested tensor)`` -> its handle: (this entry, the ggml tensor owning its
+        #: storage, its byte offset there).
+        self.handles: dict[int, tuple[Entry, int, int]] = {}
         #: Tensors whose readable data lives in this entry's buffer.
         self.readers: list[weakref.ref[Tensor]] = []
         #: Bytes of the compute buffer.
@@ -111,6 +115,8 @@ class Entry:
 
     def stale(self) -> bool:
         """Whether a leaf of another context this graph reads was freed since it was built."""
+        if not self.foreign:
+            return False
         return any(t.ctx.closed for t in self.foreign)
 
     def run(self, backend: int, read_leaf: Callable[[Tensor], bytes]) -> None:
@@ -151,6 +157,7 @@ class Entry:
                 if isinstance(h, tuple) and h[0] is self:
                     t.handle = gather(self.lib, h[1], h[2], t)
         self.readers.clear()
+        self.handles.clear()
         lib = self.lib
         if self.galloc:
             lib.ggml_gallocr_free(self.galloc)
@@ -254,6 +261,17 @@ def _provenance(t: Tensor, written: set[int]) -> tuple[list[Tensor], int] | None
     return None
 
 
+def _checked_operand(t: Tensor) -> tuple[Tensor, int, int] | None:
+    """Return the integer operand of ``t`` whose values ggml trusts, with its valid range."""
+    spec = _ID_OPS.get(t.op)
+    if spec is not None:
+        low, high = spec[1](t)
+        return t.src[spec[0]], low, high
+    if t.op == "argsort" and t.src[0].dtype == DType.I32:
+        return t.src[0], -_F32_EXACT, _F32_EXACT + 1
+    return None
+
+
 def _plan_checks(
     graph: Sequence[Tensor], ptrs: dict[int, int]
 ) -> tuple[list[IdCheck], list[tuple[int, IdCheck]]]:
@@ -262,24 +280,22 @@ def _plan_checks(
     split: list[tuple[int, IdCheck]] = []
     written: set[int] | None = None
     for t in graph:
-        spec = _ID_OPS.get(t.op)
-        if spec is None:
+        if t.op not in _ID_OPS and t.op != "argsort":
             continue
+        found = _checked_operand(t)
+        if found is None:
+            continue
+        ids, low, high = found
         if written is None:
             written = {
-                id(n.view_src)
-                for n in graph
+                id(n.view_src) for n in graph
                 if n.view_src is not None and n.op != LEAF and n.op not in VIEW_OPS
             }
-        idx, limit_of = spec
-        ids = t.src[idx]
-        limit = limit_of(t)
-        chk = IdCheck(t.op, ids, limit, ptrs[id(ids)])
         prov = _provenance(ids, written)
-        if prov is not None and prov[1] <= limit:
-            host.extend(IdCheck(t.op, v, limit, 0) for v in prov[0])
+        if prov is not None and (prov[1] == 0 or (low <= 0 and prov[1] <= high)):
+            host.extend(IdCheck(t.op, v, low, high, 0) for v in prov[0])
         else:
-            split.append((ptrs[id(t)], chk))
+            split.append((ptrs[id(t)], IdCheck(t.op, ids, low, high, ptrs[id(ids)])))
     return host, split
 
 
@@ -348,7 +364,7 @@ def build(
             set_output(ptr)
             if base != ptr:
                 set_output(base)
-            entry.outputs[id(o)] = (base, offs)
+            entry.handles[id(o)] = (entry, base, offs)
         n_nodes = lib.ggml_graph_n_nodes(cgraph)
         if check_support:
             _check_support(lib, backend, cgraph, n_nodes)
@@ -445,10 +461,17 @@ def gather(lib: Lib, base: int, offs: int, t: Tensor) -> bytes:
 def _check_values(raw: bytes, chk: IdCheck) -> None:
     dtype = _INDEX_NP.get(chk.ids.dtype)
     if dtype is None:
-        msg = f"{chk.op}: index operand of dtype {chk.ids.dtype.name}"
+        msg = f"{chk.op}: integer operand of dtype {chk.ids.dtype.name}"
         raise NotSupportedError(_BACKEND, chk.op, msg)
     values = np.frombuffer(raw, dtype)
-    if values.size and (values.min() < 0 or values.max() >= chk.limit):
-        bad = int(values[(values < 0) | (values >= chk.limit)][0])
-        msg = f"{chk.op}: index {bad} out of range 0..{chk.limit - 1}"
-        raise OutOfRangeError(msg)
+    if not values.size:
+        return
+    bad = (values < chk.low) | (values >= chk.high)
+    if not bad.any():
+        return
+    value = int(values[bad][0])
+    if chk.op == "argsort":
+        reason = f"I32 key {value} beyond +-2**24 (ggml sorts them as F32)"
+        raise NotSupportedError(_BACKEND, chk.op, reason)
+    msg = f"{chk.op}: index {value} out of range {chk.low}..{chk.high - 1}"
+    raise OutOfRangeError(msg)

@@ -361,6 +361,10 @@ _OPS: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
         _p,
         (_p, _p, _p, _I64, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int),
     ),
+    "ggml_im2col_3d": (
+        _p,
+        (_p, _p, _p, _I64, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int),
+    ),
     "ggml_ssm_conv": (_p, (_p, _p, _p)),
     # Declared with today's trailing ``int64_t K`` (state snapshots; 1 = final state only).
     # Builds from before K ignore the extra argument (C calling convention).

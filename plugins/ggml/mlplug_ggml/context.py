@@ -150,12 +150,12 @@ class GGMLContext(Context):
         entry = self._entry(graph, outputs)
         be = self.backend
         entry.run(be.backend_ptr, self._read_leaf)
-        readers = entry.readers
         for o in outputs:
             if o.root.op != LEAF:
-                base, offs = entry.outputs[id(o)]
-                o.handle = (entry, base, offs)
-                readers.append(weakref.ref(o))
+                handle = entry.handles[id(o)]
+                if o.handle is not handle:
+                    o.handle = handle
+                    entry.readers.append(weakref.ref(o))
 
     def _entry(self, graph: Sequence[Tensor], outputs: tuple[Tensor, ...]) -> _graph.Entry:
         """Return the cached ggml graph of ``graph`` (building and caching it if needed)."""

@@ -6,6 +6,11 @@ its devices are enumerated.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .backend import TorchBackend
+
 __version__ = "0.1.0"
 
 __all__ = ["TorchBackend", "__version__"]

@@ -23,6 +23,23 @@ __all__ = ["TorchBackend"]
 
 #: Ops whose result is written in the node's dtype by quantising on the host.
 _QUANTISING_OPS = frozenset({"cast", "cpy", "set_rows", "add"})
+#: Element size of the multi-byte element types (torch views count offsets in elements).
+_ELEMENT_SIZE = {
+    d: tr.type_size for d, tr in TRAITS.items() if tr.block_size == 1 and tr.type_size > 1
+}
+
+
+def _misaligned(node: Tensor, es: int) -> str | None:
+    offs = [node.view_offs, *(nb for ne, nb in zip(node.ne, node.nb, strict=True) if ne > 1)]
+    if node.op == "set":
+        offs += node.params
+    bad = [o for o in offs if o % es]
+    if not bad:  # only strides of size-1 dimensions are odd: never used
+        return None
+    return (
+        f"byte offset/stride {bad[0]} of a {node.dtype.name} tensor is not a multiple of the "
+        f"element size {es} (torch views count in elements)"
+    )
 
 
 class TorchBackend(Backend):
@@ -44,11 +61,11 @@ class TorchBackend(Backend):
 
     def __init__(
         self,
-        model_path: str | None = None,
+        model_path: str | os.PathLike[str] | None = None,
         params: BackendParams | None = None,
         *,
         device: str | None = None,
-        compile: bool | str | None = None,  # noqa: A002 - the option's natural name
+        compile: bool | str | None = None,
     ) -> None:
         #: The torch device every tensor of this backend lives on.
         self.device: torch.device = select_device(device)
@@ -64,6 +81,10 @@ class TorchBackend(Backend):
         if self.params.num_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(self.params.num_threads)
 
+    def __enter__(self) -> TorchBackend:
+        """Return self (the backend closes when the ``with`` block ends)."""
+        return self
+
     def _make_context(self, max_nodes: int) -> TorchContext:
         return TorchContext(self, max_nodes)
 
@@ -74,21 +95,40 @@ class TorchBackend(Backend):
     def unsupported_reason(self, node: Tensor) -> str | None:
         """Say why ``node`` cannot run here: misaligned views, or quantising to a k-quant."""
         d = node.dtype
-        tr = TRAITS[d]
-        if tr.block_size == 1 and tr.type_size > 1:
-            es = tr.type_size
-            offs = (node.view_offs, *(nb for ne, nb in zip(node.ne, node.nb) if ne > 1))
+        es = _ELEMENT_SIZE.get(d)
+        if es is not None:
+            nb = node.nb
+            bits = node.view_offs | nb[0] | nb[1] | nb[2] | nb[3]
             if node.op == "set":
-                offs += tuple(node.params)
-            bad = [o for o in offs if o % es]
-            if bad:
-                return (
-                    f"byte offset/stride {bad[0]} of a {d.name} view is not a multiple of the "
-                    f"element size {es} (torch views count in elements)"
-                )
-        if node.op in _QUANTISING_OPS and d.is_quantized and not quant.can_quantize(d):
+                for p in node.params:
+                    bits |= p
+            if bits % es:
+                return _misaligned(node, es)
+        elif node.op in _QUANTISING_OPS and d.is_quantized and not quant.can_quantize(d):
             return f"quantising to {d.name} (no host quantiser for k-quants)"
         return None
+
+    def gpu_devices(self) -> list[DeviceInfo]:
+        """Return the backend's compute device when it is a GPU (all layers run there)."""
+        if self.device.type == "cpu":
+            return []
+        index = self.device.index or 0
+        lib = {"cuda": ("CUDA", "ROCm"), "mps": ("Metal",)}.get(self.device.type, ())
+        gpus = [g for g in self.devices() if g.library in lib]
+        return gpus[index : index + 1]
+
+    def host_buffer(self, t: Tensor) -> memoryview | None:
+        """Return a writable view of a CPU root tensor's storage, for zero-copy loading."""
+        data = t.data
+        if (
+            self.device.type != "cpu"
+            or t.view_src is not None
+            or data is None
+            or data.numel() != t.nbytes
+            or not data.is_contiguous()
+        ):
+            return None
+        return memoryview(data.numpy()).cast("B")
 
     def _close(self) -> None:
         if self.compiler is not None:

@@ -64,11 +64,18 @@ def signature(graph: Sequence[Tensor], wanted: Sequence[Tensor]) -> Signature:
     for i, t in enumerate(graph):
         pos[id(t)] = i
         vs = t.view_src
-        items.append((
-            t.op, t.dtype, t.ne, t.nb, t.view_offs, t.params,
-            tuple(pos[id(s)] for s in t.src),
-            -1 if vs is None else pos.get(id(vs), -2),
-        ))
+        items.append(
+            (
+                t.op,
+                t.dtype,
+                t.ne,
+                t.nb,
+                t.view_offs,
+                t.params,
+                tuple(pos[id(s)] for s in t.src),
+                -1 if vs is None else pos.get(id(vs), -2),
+            )
+        )
     want = tuple(sorted({pos[id(w)] for w in wanted if id(w) in pos}))
     return (tuple(items), want)
 
@@ -120,24 +127,32 @@ class GraphCompiler:
             self._seen.pop(sig, None)
             try:
                 entry = self._build(ctx, graph, wanted)
-            except Exception as exc:  # noqa: BLE001 - any tracing failure means "run eagerly"
-                _log.warning("torch.compile: graph of %d nodes cannot be traced, running it "
-                             "eagerly: %s", len(graph), _short(exc))
+            except Exception as exc:  # any tracing failure: run eagerly
+                _log.warning(
+                    "torch.compile: graph of %d nodes cannot be traced, running it eagerly: %s",
+                    len(graph),
+                    _short(exc),
+                )
                 self._compiled[sig] = None
                 return False
             self._compiled[sig] = entry
         try:
             self._replay(ctx, entry, graph)
-        except Exception as exc:  # noqa: BLE001 - compile errors surface on the first call
-            _log.warning("torch.compile (%s) failed for a graph of %d nodes, running it "
-                         "eagerly: %s", self.backend, len(graph), _short(exc))
+        except Exception as exc:  # compile errors surface on 1st call
+            _log.warning(
+                "torch.compile (%s) failed for a graph of %d nodes, running it eagerly: %s",
+                self.backend,
+                len(graph),
+                _short(exc),
+            )
             self._compiled[sig] = None
             return False
         return True
 
     # -- building ---------------------------------------------------------------------------
-    def _build(self, ctx: TorchContext, graph: Sequence[Tensor],
-               wanted: Sequence[Tensor]) -> _Compiled:
+    def _build(
+        self, ctx: TorchContext, graph: Sequence[Tensor], wanted: Sequence[Tensor]
+    ) -> _Compiled:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         pos = {id(t): i for i, t in enumerate(graph)}
@@ -153,7 +168,7 @@ class GraphCompiler:
         def replay(*storages: torch.Tensor) -> tuple[torch.Tensor, ...]:
             env: dict[int, torch.Tensor] = {}
             initial: list[torch.Tensor] = []
-            for i, s in zip(leaves, storages):
+            for i, s in zip(leaves, storages, strict=True):
                 want = storage_dtype(template[i].dtype)
                 flat = s if want == torch.uint8 else s.view(want)
                 env[id(template[i])] = flat
@@ -165,7 +180,9 @@ class GraphCompiler:
                         kernels[t.op](ctx, t)
             finally:
                 ctx.env, ctx.memo = None, saved_memo
-            modified[:] = [i for i, v in zip(leaves, initial) if env[id(template[i])] is not v]
+            modified[:] = [
+                i for i, v in zip(leaves, initial, strict=True) if env[id(template[i])] is not v
+            ]
             return tuple(env[id(template[i])] for i in (*outputs, *modified))
 
         inputs = [_leaf_storage(ctx, graph[i]) for i in leaves]

@@ -49,6 +49,8 @@ TORCH_DTYPES: dict[DType, torch.dtype] = {
 
 Geometry = tuple[tuple[int, ...], tuple[int, ...], int]
 
+_OOM: type[BaseException] = getattr(torch, "OutOfMemoryError", MemoryError)
+
 
 def storage_dtype(d: DType) -> torch.dtype:
     """The torch dtype of one storage unit of ``d`` (uint8 for block-quantised types)."""
@@ -95,9 +97,18 @@ class TorchContext(ArrayContext):
 
     # -- storage hooks ----------------------------------------------------------------------
     def new_storage(self, nbytes: int, zero: bool) -> torch.Tensor:
-        """Return a flat uint8 buffer of ``nbytes`` on the device."""
+        """Return a flat uint8 buffer of ``nbytes`` on the device.
+
+        :raises MemoryError: if the device cannot hold it (the core reports ErrNoMem).
+        """
         make = torch.zeros if zero else torch.empty
-        return make(nbytes, dtype=torch.uint8, device=self.device)
+        try:
+            return make(nbytes, dtype=torch.uint8, device=self.device)
+        except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's error
+            if isinstance(exc, _OOM) or "allocate" in str(exc):
+                msg = f"torch: cannot allocate {nbytes} bytes on {self.device}: {exc}"
+                raise MemoryError(msg) from exc
+            raise
 
     def store(self, storage: torch.Tensor, data: bytes) -> None:
         """Copy raw bytes into the whole of ``storage``."""
@@ -166,7 +177,7 @@ class TorchContext(ArrayContext):
             if data is None:
                 data = root.data = self.new_storage(root.nbytes, False)
             if want == torch.uint8:
-                return data  # type: ignore[no-any-return]
+                return data
         size = want.itemsize
         n = data.numel()
         if n % size:
@@ -201,7 +212,7 @@ class TorchContext(ArrayContext):
         return torch.tensor(v, dtype=dtype, device=self.device)
 
     def indices(self, t: Tensor, n: int, op: str) -> torch.Tensor:
-        """Return the integer tensor ``t`` as int64 ``(ne3, ne2, ne1, ne0)``, checked to be in ``[0, n)``.
+        """Return index tensor ``t`` as int64 ``(ne3, ne2, ne1, ne0)``, checked to be in ``[0, n)``.
 
         :raises OutOfRangeError: for an index outside the range (eagerly; while tracing the
             check runs asynchronously on the device).
@@ -245,13 +256,14 @@ class TorchContext(ArrayContext):
         if t.view_src is None and t.data is None:
             if self._adoptable(t, v):
                 t.data = v.reshape(-1).view(torch.uint8)
-                t.handle = None
+                t.handle = v if v.dim() == 4 or t.dtype.is_quantized else None
                 return
             t.data = self.new_storage(t.nbytes, False)
         self.arr(t).copy_(v)
 
-    def put_window(self, t: Tensor, v: torch.Tensor, size: tuple[int, ...],
-                   stride: tuple[int, ...], offs: int) -> None:
+    def put_window(
+        self, t: Tensor, v: torch.Tensor, size: tuple[int, ...], stride: tuple[int, ...], offs: int
+    ) -> None:
         """Write ``v`` into a strided window (storage units) of ``t``'s root storage."""
         if self.env is not None:
             self._put_functional(t, v, size, stride, offs)
@@ -266,8 +278,9 @@ class TorchContext(ArrayContext):
             return
         self.arr(t).index_put_(index, v)
 
-    def _put_functional(self, t: Tensor, v: torch.Tensor, size: tuple[int, ...],
-                        stride: tuple[int, ...], offs: int) -> None:
+    def _put_functional(
+        self, t: Tensor, v: torch.Tensor, size: tuple[int, ...], stride: tuple[int, ...], offs: int
+    ) -> None:
         env = self.env
         assert env is not None
         want = storage_dtype(t.dtype)
@@ -284,21 +297,23 @@ class TorchContext(ArrayContext):
         env[id(root)] = flat.as_strided_scatter(v.expand(size).to(want), size, stride, offs)
 
     def _adoptable(self, t: Tensor, v: torch.Tensor) -> bool:
-        """Whether ``v`` can become ``t``'s storage without a copy (a fresh, exact-size result)."""
+        """Whether ``v`` can become ``t``'s storage without a copy: a fresh exact-size result.
+
+        ``v`` qualifies when it is contiguous with ``t``'s shape, dtype and device, starts its
+        storage, the storage has exactly ``t``'s size, and no source's storage is it.
+        """
         if (
-            v.dtype != storage_dtype(t.dtype)
-            or tuple(v.shape) != _shape(t)
-            or v.device != self.device
+            v.shape != _shape(t)
+            or v.dtype != storage_dtype(t.dtype)
             or not v.is_contiguous()
             or v.storage_offset() != 0
+            or v.untyped_storage().nbytes() != t.nbytes
+            or v.device != self.device
         ):
             return False
-        st = v.untyped_storage()
-        if st.nbytes() != t.nbytes:
-            return False
-        ptr = st.data_ptr()
+        ptr = v.data_ptr()
         for s in t.src:
             data = s.root.data
-            if data is not None and data.untyped_storage().data_ptr() == ptr:
+            if data is not None and data.data_ptr() - data.storage_offset() == ptr:
                 return False
         return True

@@ -58,7 +58,7 @@ def _driver_version(hip: bool) -> tuple[int, int]:
             pynvml.nvmlInit()
             v = int(pynvml.nvmlSystemGetCudaDriverVersion())
             return v // 1000, (v % 1000) // 10
-        except Exception:  # noqa: BLE001 - NVML is optional; fall back to the runtime version
+        except Exception:  # NVML is optional: fall back to the runtime version
             pass
         return _version_pair(torch.version.cuda)
     return _version_pair(torch.version.hip)
@@ -139,7 +139,7 @@ def devices() -> list[DeviceInfo]:
         for i in range(torch.cuda.device_count()):
             try:
                 out.append(_gpu(i, hip, driver))
-            except Exception as exc:  # noqa: BLE001 - one broken GPU must not hide the others
+            except Exception as exc:  # one broken GPU must not hide the others
                 _log.warning("torch: cannot query GPU %d: %s", i, exc)
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():

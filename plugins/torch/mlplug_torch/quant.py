@@ -13,6 +13,7 @@ from functools import cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mlplug import quants
 from mlplug.dtypes import TRAITS, DType
@@ -29,35 +30,39 @@ def _f16_scale(raw: torch.Tensor) -> torch.Tensor:
     return raw[..., :2].contiguous().view(torch.float16).float()
 
 
-def _nibbles(qs: torch.Tensor) -> torch.Tensor:
-    """Split 16 packed bytes into 32 values: low nibbles first, then high nibbles."""
-    return torch.cat((qs & 0x0F, qs >> 4), dim=-1)
-
-
 def _q8_0(raw: torch.Tensor) -> torch.Tensor:
     q = raw[..., 2:].view(torch.int8).float()
-    return q * _f16_scale(raw)
+    return q.mul_(_f16_scale(raw))
 
 
 def _q4_0(raw: torch.Tensor) -> torch.Tensor:
-    q = _nibbles(raw[..., 2:]).to(torch.int8) - 8
-    return _f16_scale(raw) * q.float()
+    # byte j holds element j (low nibble) and element j + 16 (high nibble); value (q - 8) * d
+    qs = raw[..., 2:]
+    out = torch.empty((*qs.shape[:-1], 32), dtype=torch.float32, device=raw.device)
+    out[..., :16] = qs & 0x0F
+    out[..., 16:] = qs >> 4
+    return out.sub_(8.0).mul_(_f16_scale(raw))
+
+
+#: ``(low nibble, high nibble)`` E2M1 values of every byte value 0..255.
+_MXFP4_PAIRS = [[float(_MXFP4_VALUES[b & 0x0F]), float(_MXFP4_VALUES[b >> 4])] for b in range(256)]
 
 
 def _mxfp4(raw: torch.Tensor) -> torch.Tensor:
     e = raw[..., :1].to(torch.int32)
     small = torch.bitwise_left_shift(torch.full_like(e, 0x00200000), e)
-    bits = torch.where(e < 2, small, (e - 1) << 23)
-    d = bits.view(torch.float32)
-    table = torch.tensor(_MXFP4_VALUES, dtype=torch.float32, device=raw.device)
-    return d * table[_nibbles(raw[..., 1:]).long()]
+    d = torch.where(e < 2, small, (e - 1) << 23).view(torch.float32)  # 2^(e-128), e8m0 "half"
+    qs = raw[..., 1:]
+    table = torch.tensor(_MXFP4_PAIRS, dtype=torch.float32, device=raw.device)
+    pairs = F.embedding(qs.int(), table)  # (..., 16, 2)
+    return pairs.transpose(-1, -2).reshape(*qs.shape[:-1], 32).mul_(d)
 
 
 _DEVICE_KERNELS = {DType.Q8_0: _q8_0, DType.Q4_0: _q4_0, DType.MXFP4: _mxfp4}
 
 
 def dequantize(raw: torch.Tensor, dtype: DType) -> torch.Tensor:
-    """Return float32 values ``(..., n_blocks * block_size)`` of raw blocks ``(..., n_blocks, bytes)``.
+    """Return float32 ``(..., n_blocks * block_size)`` of raw blocks ``(..., n_blocks, bytes)``.
 
     :raises DTypeError: for a type the host codecs cannot decode either.
     """

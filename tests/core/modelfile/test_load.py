@@ -6,7 +6,6 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,9 +39,7 @@ def assert_close_f16(got: np.ndarray, expected: np.ndarray, what: str) -> None:
 
 # -- values ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda q: q.name)
-def test_weights_equal_dequantized_file(
-    make_llama: MakeLlama, backend_name: str, qtype: Q
-) -> None:
+def test_weights_equal_dequantized_file(make_llama: MakeLlama, backend_name: str, qtype: Q) -> None:
     """Every weight read back through the backend equals gguf.quants.dequantize of the file."""
     n = 256 if qtype in K_TYPES else 64
     model = make_llama(block_count=1, n_embd=n, n_ff=n, n_vocab=8, type_mix=(qtype,))
@@ -148,9 +145,7 @@ def test_big_endian_file(make_llama: MakeLlama, backend_name: str) -> None:
 
 
 # -- progress -------------------------------------------------------------------------------------
-def test_progress_monotone_to_one_from_one_thread(
-    make_llama: MakeLlama, backend_name: str
-) -> None:
+def test_progress_monotone_to_one_from_one_thread(make_llama: MakeLlama, backend_name: str) -> None:
     """progress rises monotonically, ends at exactly 1.0, all calls on the loading thread."""
     model = make_llama(n_embd=1024, n_vocab=1024, block_count=2, alignment=64)
     assert 1024 * 1024 * 4 > 2 * CHUNK_BYTES  # token_embd alone spans several chunks

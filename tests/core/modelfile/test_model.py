@@ -56,8 +56,10 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 # -- spec 10.6: the backend cases ----------------------------------------------------------------
 def test_zero_tensor_file_loads(tmp_path: Path, backend_name: str) -> None:
     """A file with only general.architecture loads; input() makes tensors; get is None."""
-    path = RawGGUF().kv("general.architecture", GGUFValueType.STRING, "test").write(
-        tmp_path / "empty.gguf"
+    path = (
+        RawGGUF()
+        .kv("general.architecture", GGUFValueType.STRING, "test")
+        .write(tmp_path / "empty.gguf")
     )
     calls: list[float] = []
     with open_backend(path, backend_name, alloc_memory=True) as be:
@@ -163,9 +165,10 @@ def test_backend_memory_is_a_copy(llama: LlamaModel, backend_name: str) -> None:
 def test_missing_gpu_falls_back_to_cpu(llama: LlamaModel, backend_name: str) -> None:
     """gpu_layers naming a device the backend does not have put those layers on the CPU."""
     params = {"gpu_layers": gpu_layers({"7": [0, 1, 2]})}
-    with open_backend(llama.path, backend_name, **params) as be, open_backend(
-        llama.path, backend_name
-    ) as plain:
+    with (
+        open_backend(llama.path, backend_name, **params) as be,
+        open_backend(llama.path, backend_name) as plain,
+    ):
         assert be.backend_memory() == plain.backend_memory()
         assert be.layer_device(0) == -1 and be.layer_device(2) == -1
 
@@ -265,7 +268,11 @@ def test_fake_gpu_placement(llama: LlamaModel) -> None:
         assert mem.input_weights == file_size(llama, "token_embd.weight")
         be.load()
         held = be.held_bytes()
-        assert held == {-1: mem.input_weights, 0: sum(mem.gpus[0].weights), 1: sum(mem.gpus[1].weights)}
+        assert held == {
+            -1: mem.input_weights,
+            0: sum(mem.gpus[0].weights),
+            1: sum(mem.gpus[1].weights),
+        }
         w = be.get("blk.1.attn_q.weight")
         assert w is not None and w.ctx.device_index == 1
         ctx = be.new_context()
@@ -297,7 +304,9 @@ def test_err_no_mem_when_gpu_too_small(llama: LlamaModel) -> None:
     with FakeGPUBackend(llama.path, params, gpus=[FakeGPU("0", free=need)]) as be:
         assert be.backend_memory() == planned
     # a dry run does not check
-    with FakeGPUBackend(llama.path, ml.BackendParams(gpu_layers=layers), gpus=[FakeGPU("0", free=0)]):
+    with FakeGPUBackend(
+        llama.path, ml.BackendParams(gpu_layers=layers), gpus=[FakeGPU("0", free=0)]
+    ):
         pass
 
 

@@ -40,11 +40,17 @@ MODELS: dict[str, dict[str, Any]] = {
     "f32-2layers": {"block_count": 2},
     "q8-f16-3layers": {"block_count": 3, "n_embd": 128, "type_mix": (Q.Q8_0, Q.F16)},
     "kquants-4layers": {
-        "block_count": 4, "n_embd": 256, "n_ff": 512, "type_mix": (Q.Q4_K, Q.Q6_K, Q.Q5_0)
+        "block_count": 4,
+        "n_embd": 256,
+        "n_ff": 512,
+        "type_mix": (Q.Q4_K, Q.Q6_K, Q.Q5_0),
     },
     "mxfp4-rope": {"block_count": 2, "type_mix": (Q.MXFP4, Q.Q4_1), "rope_freqs": True},
     "f16-untied-wide": {
-        "block_count": 2, "n_embd": 512, "n_vocab": 1000, "tied_output": False,
+        "block_count": 2,
+        "n_embd": 512,
+        "n_vocab": 1000,
+        "tied_output": False,
         "type_mix": (Q.F16, Q.BF16),
     },
 }
@@ -166,7 +172,7 @@ def test_estimate_matches_held_on_fake_gpus(make_llama: MakeLlama, placement: st
         assert (est_c > 0) == any(i < model.block_count for i in assigned)
 
 
-# -- the graph estimate itself ----------------------------------------------------------------------
+# -- the graph estimate itself ------------------------------------------------------------------
 def _sizes(t: ml.Tensor, device: int) -> int:
     return t.nbytes
 

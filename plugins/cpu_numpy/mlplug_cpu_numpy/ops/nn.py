@@ -181,8 +181,8 @@ def rope_angles(pos: np.ndarray, n_pairs: int, n_dims: int, base: float, freq_sc
                 sections: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Return ``cos``/``sin`` ``(n_tokens, n_pairs)`` (float32), as ggml's CPU computes them."""
     theta_scale = F32(base) ** F32(-2.0 / n_dims)
-    n_tok = pos.shape[-1]
     mrope = mode in (8, 24, 40)
+    n_tok = pos.shape[-1] // 4 if mrope else pos.shape[-1]  # m-rope: 4 blocks t, h, w, e
     axes = pos.reshape(4, n_tok).astype(F32) if mrope else pos.reshape(1, n_tok).astype(F32)
     cur = axes.copy()
     sect_dims = sum(sections) if mrope else 0

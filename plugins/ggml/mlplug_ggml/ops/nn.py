@@ -38,13 +38,31 @@ def im2col(b: Builder, t: Tensor) -> int:
     )
 
 
-@implements("conv_3d", needs=("conv_3d",))
+@implements("conv_3d", needs=("im2col_3d", "reshape_4d", "mul_mat", "permute", "cont"))
 def conv_3d(b: Builder, t: Tensor) -> int:
-    """``ggml_conv_3d(weight, input, IC, s0..2, p0..2, d0..2)`` (im2col_3d + mul_mat inside)."""
+    """3-D convolution composed as the seed's ggml composed ``ggml_conv_3d``: ``im2col_3d``
+    into the weight's type, ``mul_mat``, then reshape/permute/cont to ``[OW, OH, OD, OC*N]``.
+
+    Today's ``ggml_conv_3d`` always unfolds into F16 (rounding F32 data); the seed's
+    unfolded into the weight's type, which this keeps.
+    """
     c, s0, s1, s2, p0, p1, p2, d0, d1, d2 = t.params
-    return b.lib.ggml_conv_3d(  # type: ignore[no-any-return]
-        b.ctx, b.src(t, 0), b.src(t, 1), c, s0, s1, s2, p0, p1, p2, d0, d1, d2
-    )
+    lib, ctx = b.lib, b.ctx
+    w, x = t.src
+    ow, oh, od = t.ne[0], t.ne[1], t.ne[2]
+    oc, n = w.ne[3] // c, x.ne[3] // c
+    k = w.ne[0] * w.ne[1] * w.ne[2] * c
+    col = lib.ggml_im2col_3d(
+        ctx, b.src(t, 0), b.src(t, 1), c, s0, s1, s2, p0, p1, p2, d0, d1, d2, ggml_type(w)
+    )  # [K, OW, OH, OD*N]
+    y = lib.ggml_mul_mat(
+        ctx,
+        lib.ggml_reshape_4d(ctx, col, k, ow * oh * od * n, 1, 1),
+        lib.ggml_reshape_4d(ctx, b.src(t, 0), k, oc, 1, 1),
+    )  # [OW*OH*OD*N, OC]
+    y = lib.ggml_reshape_4d(ctx, y, ow * oh, od, n, oc)
+    y = lib.ggml_cont(ctx, lib.ggml_permute(ctx, y, 0, 1, 3, 2))  # [OW*OH, OD, OC, N]
+    return lib.ggml_reshape_4d(ctx, y, ow, oh, od, oc * n)  # type: ignore[no-any-return]
 
 
 @implements("ssm_conv", needs=("ssm_conv",))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from mlplug.dtypes import TRAITS, DType
+
 from ._registry import Builder, implements
 
 if TYPE_CHECKING:
@@ -11,6 +13,7 @@ if TYPE_CHECKING:
 
 #: enum ggml_sort_order
 _ORDER: Final = {"asc": 0, "desc": 1}
+_GGML_F32: Final = TRAITS[DType.F32].ggml_type
 
 
 @implements("soft_max", needs=("soft_max",))
@@ -55,7 +58,14 @@ def cumsum(b: Builder, t: Tensor) -> int:
     return b.lib.ggml_cumsum(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
 
 
-@implements("argsort", needs=("argsort",))
+@implements("argsort", needs=("argsort", "cast"))
 def argsort(b: Builder, t: Tensor) -> int:
-    """``ggml_argsort(a, ASC | DESC)``."""
-    return b.lib.ggml_argsort(b.ctx, b.src(t, 0), _ORDER[t.params[0]])  # type: ignore[no-any-return]
+    """``ggml_argsort(a, ASC | DESC)``.
+
+    Today's CPU kernel sorts F32 keys only: I32 keys are cast to F32 first, which is exact
+    for ``|x| <= 2**24`` (checked before compute, see ``_graph``).
+    """
+    a = b.src(t, 0)
+    if t.src[0].dtype == DType.I32:
+        a = b.lib.ggml_cast(b.ctx, a, _GGML_F32)
+    return b.lib.ggml_argsort(b.ctx, a, _ORDER[t.params[0]])  # type: ignore[no-any-return]

@@ -27,27 +27,37 @@ if TYPE_CHECKING:
 _GQA: list[bool] = []  # whether F.scaled_dot_product_attention takes enable_gqa (torch >= 2.5)
 
 
-def _fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-           scale: float) -> torch.Tensor:
+def _fused(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
     r = q.shape[1] // k.shape[1]
     if r > 1:
         if not _GQA:
             try:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
-                                                     enable_gqa=True)
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, scale=scale, enable_gqa=True
+                )
                 _GQA.append(True)
                 return out
             except TypeError:
                 _GQA.append(False)
         if _GQA[0]:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
-                                                  enable_gqa=True)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, scale=scale, enable_gqa=True
+            )
         k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-def _explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              sinks: torch.Tensor | None, scale: float, round_p: bool) -> torch.Tensor:
+def _explicit(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    sinks: torch.Tensor | None,
+    scale: float,
+    round_p: bool,
+) -> torch.Tensor:
     b, h, lq, dk = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     r = h // hkv

@@ -32,10 +32,12 @@ def f32(v: float) -> float:
     return float(np.float32(v))
 
 
-def tile_to(b: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+def tile_to(b: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Tile ``b`` to ``shape`` (np.tile); plain broadcasting where extents are 1 or equal."""
-    reps = tuple(s // m for s, m in zip(shape, b.shape))
-    if all(r == 1 or m == 1 for r, m in zip(reps, b.shape)):
+    if b.shape == shape:
+        return b
+    reps = tuple(s // m for s, m in zip(shape, b.shape, strict=True))
+    if all(r == 1 or m == 1 for r, m in zip(reps, b.shape, strict=True)):
         return b
     return b.repeat(reps)
 
@@ -44,7 +46,7 @@ def _binary(fn: Callable[..., torch.Tensor]) -> Callable[[TorchContext, Tensor],
     def kernel(ctx: TorchContext, t: Tensor) -> None:
         a, b = t.src
         av = ctx.values(a)
-        ctx.put(t, fn(av, tile_to(ctx.values(b), tuple(av.shape))))
+        ctx.put(t, fn(av, tile_to(ctx.values(b), av.shape)))
 
     return kernel
 

@@ -82,8 +82,9 @@ def set_rows(ctx: TorchContext, t: Tensor) -> None:
     n3, n2, n1 = s.shape[:3]
     dev = s.device
     if n3 == 1 and n2 == 1:
-        ctx.index_write(t, (torch.zeros((), dtype=torch.long, device=dev),) * 2
-                        + (idx[0, 0],), v[0, 0])
+        ctx.index_write(
+            t, (torch.zeros((), dtype=torch.long, device=dev),) * 2 + (idx[0, 0],), v[0, 0]
+        )
         return
     kk = torch.arange(n3, device=dev)[:, None, None]
     jj = torch.arange(n2, device=dev)[None, :, None]
@@ -114,7 +115,7 @@ def concat(ctx: TorchContext, t: Tensor) -> None:
 def repeat(ctx: TorchContext, t: Tensor) -> None:
     """Tile to the node's shape (np.tile order)."""
     a = ctx.arr(t.src[0])
-    reps = tuple(o // i for o, i in zip(_rev(t.ne), a.shape))
+    reps = tuple(o // i for o, i in zip(_rev(t.ne), a.shape, strict=True))
     ctx.put_raw(t, a.repeat(reps))
 
 

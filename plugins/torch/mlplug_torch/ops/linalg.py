@@ -91,7 +91,7 @@ def mul_mat_id(ctx: TorchContext, t: Tensor) -> None:
     start = 0
     for e, c in enumerate(counts):
         if c:
-            sel = order[start: start + c]
+            sel = order[start : start + c]
             out.index_copy_(0, sel, flat_x.index_select(0, sel) @ _expert(ctx, a, e).t())
             start += c
     ctx.put(t, out.reshape(1, n_tok, u, r))
@@ -118,8 +118,11 @@ def tri(ctx: TorchContext, t: Tensor) -> None:
     """Keep one triangle (column = dim 0, row = dim 1)."""
     x = ctx.values(t.src[0])
     kind = t.params[0]
-    out = torch.triu(x, 0 if kind == 0 else 1) if kind in (0, 1) else torch.tril(
-        x, 0 if kind == 2 else -1)
+    out = (
+        torch.triu(x, 0 if kind == 0 else 1)
+        if kind in (0, 1)
+        else torch.tril(x, 0 if kind == 2 else -1)
+    )
     ctx.put(t, out)
 
 

@@ -36,9 +36,11 @@ def pool_2d(ctx: TorchContext, t: Tensor) -> None:
     ow, oh = t.ne[0], t.ne[1]
     pi = int(p)
     h, w = x.shape[2], x.shape[3]
-    if pi == p and 2 * pi <= k and (h + 2 * pi - k) // s + 1 == oh and (w + 2 * pi - k) // s + 1 == ow:
-        ctx.put(t, F.avg_pool2d(x, k, s, padding=pi, count_include_pad=True,
-                                divisor_override=k * k))
+    fits = (h + 2 * pi - k) // s + 1 == oh and (w + 2 * pi - k) // s + 1 == ow
+    if pi == p and 2 * pi <= k and fits:
+        ctx.put(
+            t, F.avg_pool2d(x, k, s, padding=pi, count_include_pad=True, divisor_override=k * k)
+        )
         return
     # ggml sizes the output with the float padding but offsets windows by int(p)
     extra_h = max(0, (oh - 1) * s + k - (h + pi))
@@ -47,7 +49,7 @@ def pool_2d(ctx: TorchContext, t: Tensor) -> None:
     acc = torch.zeros((x.shape[0], x.shape[1], oh, ow), dtype=torch.float32, device=x.device)
     for ky in range(k):
         for kx in range(k):
-            acc = acc + xp[:, :, ky: ky + s * oh: s, kx: kx + s * ow: s][:, :, :oh, :ow]
+            acc = acc + xp[:, :, ky : ky + s * oh : s, kx : kx + s * ow : s][:, :, :oh, :ow]
     ctx.put(t, acc / float(k * k))
 
 
@@ -73,8 +75,13 @@ def conv_3d(ctx: TorchContext, t: Tensor) -> None:
     if w.dtype == DType.F16:
         xv = f16_round(xv)  # ggml's im2col buffer has the weight's dtype
     oc, n = w.ne[3] // c, x.ne[3] // c
-    y = F.conv3d(xv.reshape(n, c, *xv.shape[1:]), wv.reshape(oc, c, *wv.shape[1:]),
-                 stride=(s2, s1, s0), padding=(p2, p1, p0), dilation=(d2, d1, d0))
+    y = F.conv3d(
+        xv.reshape(n, c, *xv.shape[1:]),
+        wv.reshape(oc, c, *wv.shape[1:]),
+        stride=(s2, s1, s0),
+        padding=(p2, p1, p0),
+        dilation=(d2, d1, d0),
+    )
     ctx.put(t, y.reshape(n * oc, *y.shape[2:]))
 
 
@@ -99,7 +106,7 @@ def ssm_scan(ctx: TorchContext, t: Tensor) -> None:
     bm = ctx.values(b_t)  # (Q, T, G, N)
     cm = ctx.values(c_t)
     ids = ctx.indices(ids_t, s.shape[0], "ssm_scan").reshape(-1)
-    n_seq, n_tok, n_head, _hd = x.shape
+    _n_seq, n_tok, n_head, _hd = x.shape
     group = torch.arange(n_head, device=x.device) // (n_head // bm.shape[2])
     st = s[ids]  # (Q, H, P, N)
     ys = []
@@ -117,7 +124,9 @@ def ssm_scan(ctx: TorchContext, t: Tensor) -> None:
 def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
     """ggml's nearest source index: ``trunc(f32(i) / f32(out / in))`` in float32."""
     sf = F32(n_out) / F32(n_in)
-    return np.minimum(np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64), n_in - 1)
+    idx: np.ndarray = np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64)
+    out: np.ndarray = np.minimum(idx, n_in - 1)
+    return out
 
 
 def _bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,8 +170,13 @@ def _yarn_corr(n_dims: int, n_ctx_orig: int, beta: float, base: float) -> float:
     return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
 
 
-def rope_angles(ctx: TorchContext, pos: torch.Tensor, n_pairs: int, params: tuple[object, ...],
-                factors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_angles(
+    ctx: TorchContext,
+    pos: torch.Tensor,
+    n_pairs: int,
+    params: tuple[object, ...],
+    factors: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``cos``, ``sin`` ``(n_tokens, n_pairs)`` as ggml's CPU computes them.
 
     The angle of pair k is the position times ``theta_scale`` k times, each product rounded
@@ -193,7 +207,7 @@ def rope_angles(ctx: TorchContext, pos: torch.Tensor, n_pairs: int, params: tupl
                 elif sec == sec_w + secs[2]:
                     j = 3
                 if j >= 0:
-                    cur = torch.cat((cur[:j], axes[j: j + 1], cur[j + 1:]))
+                    cur = torch.cat((cur[:j], axes[j : j + 1], cur[j + 1 :]))
             if mode == 40:
                 if sec % 3 == 1 and sec < 1 + 3 * secs[1]:
                     row = 1
@@ -247,6 +261,6 @@ def rope(ctx: TorchContext, t: Tensor) -> None:
         y = torch.cat((rot, x[..., n_dims:]), dim=-1)
     else:
         half = n_pairs
-        u, v = x[..., :half], x[..., half: 2 * half]
-        y = torch.cat((u * cos - v * sin, u * sin + v * cos, x[..., 2 * half:]), dim=-1)
+        u, v = x[..., :half], x[..., half : 2 * half]
+        y = torch.cat((u * cos - v * sin, u * sin + v * cos, x[..., 2 * half :]), dim=-1)
     ctx.put(t, y)

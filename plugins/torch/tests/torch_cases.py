@@ -31,15 +31,22 @@ def case(name: str, tol: tuple[float, float] = TIGHT) -> Callable[[Builder], Bui
     return deco
 
 
-def f32(ctx: Context, rng: np.random.Generator, *shape: int, lo: float = -1.0,
-        hi: float = 1.0) -> Tensor:
+def f32(
+    ctx: Context, rng: np.random.Generator, *shape: int, lo: float = -1.0, hi: float = 1.0
+) -> Tensor:
     """An F32 input of ggml ``shape`` with uniform values."""
     v = rng.uniform(lo, hi, size=int(np.prod(shape))).astype(np.float32)
     return ctx.input().from_floats(v, *shape)
 
 
-def typed(ctx: Context, rng: np.random.Generator, dtype: DType, *shape: int,
-          lo: float = -1.0, hi: float = 1.0) -> Tensor:
+def typed(
+    ctx: Context,
+    rng: np.random.Generator,
+    dtype: DType,
+    *shape: int,
+    lo: float = -1.0,
+    hi: float = 1.0,
+) -> Tensor:
     """An input of ``dtype`` (F16/BF16 stored directly, quantised via a cast node)."""
     v = rng.uniform(lo, hi, size=int(np.prod(shape))).astype(np.float32)
     if dtype == DType.F32:
@@ -89,8 +96,23 @@ def _add_quant(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     return outs
 
 
-_UNARY = ("sin", "cos", "tanh", "sqr", "sqrt", "exp", "neg", "softplus", "sigmoid",
-          "sigmoid_out", "gelu", "gelu_erf", "quick_gelu", "silu", "relu")
+_UNARY = (
+    "sin",
+    "cos",
+    "tanh",
+    "sqr",
+    "sqrt",
+    "exp",
+    "neg",
+    "softplus",
+    "sigmoid",
+    "sigmoid_out",
+    "gelu",
+    "gelu_erf",
+    "quick_gelu",
+    "silu",
+    "relu",
+)
 
 
 @case("unary_f32")
@@ -135,8 +157,10 @@ def _glu(ctx: Context, r: np.random.Generator) -> list[Tensor]:
 
 @case("glu_f16", HALF)
 def _glu_f16(ctx: Context, r: np.random.Generator) -> list[Tensor]:
-    return [getattr(typed(ctx, r, DType.F16, 8, 3, lo=-3, hi=3), n)(
-        ctx, typed(ctx, r, DType.F16, 8, 3)) for n in ("gelu", "quick_gelu", "silu", "relu")]
+    return [
+        getattr(typed(ctx, r, DType.F16, 8, 3, lo=-3, hi=3), n)(ctx, typed(ctx, r, DType.F16, 8, 3))
+        for n in ("gelu", "quick_gelu", "silu", "relu")
+    ]
 
 
 @case("scale_clamp_fill", EXACT)
@@ -158,15 +182,29 @@ def _mulmat_f32(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     q = f32(ctx, r, 16, 4, 6).permute(ctx, 0, 2, 1, 3)  # [16, 6, 4] view
     k = f32(ctx, r, 16, 2, 9).permute(ctx, 0, 2, 1, 3)  # [16, 9, 2]
     t = f32(ctx, r, 5, 16).permute(ctx, 1, 0, 2, 3)  # transposed left: made contiguous
-    return [w.mulmat(ctx, x), a2.mulmat(ctx, b2), a3.mulmat(ctx, b3), v1.mulmat(ctx, v2),
-            k.mulmat_full_prec(ctx, q), t.mulmat(ctx, f32(ctx, r, 16, 3))]
+    return [
+        w.mulmat(ctx, x),
+        a2.mulmat(ctx, b2),
+        a3.mulmat(ctx, b3),
+        v1.mulmat(ctx, v2),
+        k.mulmat_full_prec(ctx, q),
+        t.mulmat(ctx, f32(ctx, r, 16, 3)),
+    ]
 
 
 @case("mulmat_typed", (1e-4, 1e-5))
 def _mulmat_typed(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     outs = []
-    for d in (DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0, DType.MXFP4, DType.Q4_1,
-              DType.Q5_0, DType.Q5_1):
+    for d in (
+        DType.F16,
+        DType.BF16,
+        DType.Q8_0,
+        DType.Q4_0,
+        DType.MXFP4,
+        DType.Q4_1,
+        DType.Q5_0,
+        DType.Q5_1,
+    ):
         w = typed(ctx, r, d, 64, 12, 2)
         outs.append(w.mulmat(ctx, f32(ctx, r, 64, 5, 4)))
     h = typed(ctx, r, DType.F16, 32, 3)
@@ -214,30 +252,49 @@ def _rows(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     x = f32(ctx, r, 33, 4, 3, lo=-3, hi=3)
     w, bias = f32(ctx, r, 33), f32(ctx, r, 33)
     xv = f32(ctx, r, 40, 4, 3).slice(ctx, 0, 0, 33, 1)  # strided rows
-    return [x.softmax(ctx), x.rms_norm(ctx, w, 1e-6), x.layer_norm(ctx, w, bias, 1e-5),
-            x.l2_norm(ctx, 1e-12), x.sum_rows(ctx), x.mean(ctx), x.variance(ctx),
-            x.stddev(ctx), x.cum_sum(ctx), xv.rms_norm(ctx, None, 1e-6), xv.sum_rows(ctx),
-            xv.layer_norm(ctx, None, None, 0.0)]
+    return [
+        x.softmax(ctx),
+        x.rms_norm(ctx, w, 1e-6),
+        x.layer_norm(ctx, w, bias, 1e-5),
+        x.l2_norm(ctx, 1e-12),
+        x.sum_rows(ctx),
+        x.mean(ctx),
+        x.variance(ctx),
+        x.stddev(ctx),
+        x.cum_sum(ctx),
+        xv.rms_norm(ctx, None, 1e-6),
+        xv.sum_rows(ctx),
+        xv.layer_norm(ctx, None, None, 0.0),
+    ]
 
 
 @case("sort", EXACT)
 def _sort(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     x = ctx.input().from_floats(r.permutation(60).astype(np.float32).reshape(3, 4, 5), 5, 4, 3)
     i = ints(ctx, r.permutation(24), 8, 3)
-    return [x.argsort(ctx), x.top_k(ctx, 2).contiguous(ctx), i.argsort(ctx),
-            i.top_k(ctx, 3).contiguous(ctx)]
+    return [
+        x.argsort(ctx),
+        x.top_k(ctx, 2).contiguous(ctx),
+        i.argsort(ctx),
+        i.top_k(ctx, 3).contiguous(ctx),
+    ]
 
 
 # -- layout -----------------------------------------------------------------------------------
 @case("layout", EXACT)
 def _layout(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     x = f32(ctx, r, 2, 3, 4, 5)
-    outs = [x.permute(ctx, 1, 2, 0, 3).contiguous(ctx), x.permute(ctx, 2, 0, 1, 3).contiguous(ctx),
-            x.permute(ctx, 0, 1, 3, 2).contiguous(ctx, -1, 4), x.reshape(ctx, 6, -1).duplicate(ctx),
-            x.view(ctx, 8, 2, 24, 5).contiguous(ctx),
-            x.view(ctx, 4, 3, 8, 2, 24, 4).contiguous(ctx),
-            x.slice(ctx, 0, 0, 2, 2), x.slice(ctx, 2, 1, 4, 2).contiguous(ctx),
-            x.slice(ctx, 1, 0, 3, 3).contiguous(ctx)]
+    outs = [
+        x.permute(ctx, 1, 2, 0, 3).contiguous(ctx),
+        x.permute(ctx, 2, 0, 1, 3).contiguous(ctx),
+        x.permute(ctx, 0, 1, 3, 2).contiguous(ctx, -1, 4),
+        x.reshape(ctx, 6, -1).duplicate(ctx),
+        x.view(ctx, 8, 2, 24, 5).contiguous(ctx),
+        x.view(ctx, 4, 3, 8, 2, 24, 4).contiguous(ctx),
+        x.slice(ctx, 0, 0, 2, 2),
+        x.slice(ctx, 2, 1, 4, 2).contiguous(ctx),
+        x.slice(ctx, 1, 0, 3, 3).contiguous(ctx),
+    ]
     outs += [c.contiguous(ctx) for c in x.chunk(ctx, 2, 3)]
     outs += [c.contiguous(ctx) for c in f32(ctx, r, 7, 3).chunk_sections(ctx, 0, 4, 3)]
     outs.append(x.permute(ctx, 1, 0, 2, 3).reshape(ctx, 30, 4))  # non-contiguous reshape
@@ -260,11 +317,16 @@ def _layout_typed(ctx: Context, r: np.random.Generator) -> list[Tensor]:
 def _cast(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     x = f32(ctx, r, 64, 3, lo=-70000, hi=70000)
     y = f32(ctx, r, 64, 3, lo=-5, hi=5)
-    outs = [x.cast(ctx, DType.F16), x.cast(ctx, DType.I32), x.cast(ctx, DType.BF16),
-            y.cast(ctx, DType.F16).cast(ctx, DType.F32), y.cast(ctx, DType.BF16).cast(ctx, DType.F32),
-            ints(ctx, r.integers(-1 << 30, 1 << 30, 12), 12).cast(ctx, DType.F32),
-            y.cast(ctx, DType.F16).cast(ctx, DType.I32),
-            y.permute(ctx, 1, 0, 2, 3).cast(ctx, DType.F16)]
+    outs = [
+        x.cast(ctx, DType.F16),
+        x.cast(ctx, DType.I32),
+        x.cast(ctx, DType.BF16),
+        y.cast(ctx, DType.F16).cast(ctx, DType.F32),
+        y.cast(ctx, DType.BF16).cast(ctx, DType.F32),
+        ints(ctx, r.integers(-1 << 30, 1 << 30, 12), 12).cast(ctx, DType.F32),
+        y.cast(ctx, DType.F16).cast(ctx, DType.I32),
+        y.permute(ctx, 1, 0, 2, 3).cast(ctx, DType.F16),
+    ]
     for d in (DType.Q8_0, DType.Q4_0, DType.MXFP4, DType.Q4_1, DType.Q5_0, DType.Q5_1):
         q = y.cast(ctx, d)
         outs += [q, q.cast(ctx, DType.F32)]
@@ -330,8 +392,9 @@ def _scatter(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     ctx.forward(y3)
     outs.append(dst3.contiguous(ctx))
     d2 = f32(ctx, r, 4, 5).duplicate(ctx)
-    s = d2.set_inplace(ctx, f32(ctx, r, 2, 2), d2.stride(1), d2.stride(2), d2.stride(3),
-                       d2.stride(1) + 4)
+    s = d2.set_inplace(
+        ctx, f32(ctx, r, 2, 2), d2.stride(1), d2.stride(2), d2.stride(3), d2.stride(1) + 4
+    )
     outs.append(s.contiguous(ctx))
     di = ints(ctx, np.arange(12), 12)
     outs.append(di.set_inplace(ctx, ints(ctx, [-1, -2, -3], 3), 12, 12, 12, 8).contiguous(ctx))
@@ -342,8 +405,12 @@ def _scatter(ctx: Context, r: np.random.Generator) -> list[Tensor]:
 @case("pool_conv", (1e-4, 1e-5))
 def _pool_conv(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     img = f32(ctx, r, 9, 7, 3, 2)
-    outs = [img.avg_pool_2d(ctx, 2, 2, 0), img.avg_pool_2d(ctx, 3, 1, 1),
-            img.avg_pool_2d(ctx, 3, 2, 0), img.avg_pool_2d(ctx, 2, 1, 0.5)]
+    outs = [
+        img.avg_pool_2d(ctx, 2, 2, 0),
+        img.avg_pool_2d(ctx, 3, 1, 1),
+        img.avg_pool_2d(ctx, 3, 2, 0),
+        img.avg_pool_2d(ctx, 2, 1, 0.5),
+    ]
     k = ctx.input().empty(DType.F32, 3, 2, 3)
     outs.append(k.im2col(ctx, img, 2, 1, 1, 0, 1, 2))
     w = f32(ctx, r, 3, 2, 3, 4)
@@ -353,7 +420,7 @@ def _pool_conv(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     w3 = f32(ctx, r, 4, 3, 2, 5 * 2)  # OC=5, IC=2
     x3 = f32(ctx, r, 4, 3, 2, 3 * 2)  # N=3
     outs.append(w3.conv_3d(ctx, x3, 2, 4, 3, 2, 0, 0, 0, 1, 1, 1))
-    outs.append(w3.conv_3d(ctx, f32(ctx, r, 3, 2, 1, 2), 2, 1, 1, 1, 1, 1, 1, 2, 1, 1))
+    outs.append(w3.conv_3d(ctx, f32(ctx, r, 2, 1, 2, 4), 2, 1, 1, 1, 1, 1, 0, 1, 1, 1))
     return outs
 
 
@@ -374,9 +441,13 @@ def _ssm(ctx: Context, r: np.random.Generator) -> list[Tensor]:
 @case("interpolate", (1e-6, 1e-6))
 def _interpolate(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     x = f32(ctx, r, 14, 5, 3, 2)
-    return [x.interpolate(ctx, (2, 9, 3, 2), 0), x.interpolate(ctx, (20, 3, 5, 3), 0),
-            x.interpolate(ctx, (27, 11, 3, 2), 1), x.interpolate(ctx, (5, 2, 2, 1), 1),
-            f32(ctx, r, 2).interpolate(ctx, (4, 1, 1, 1), 1)]
+    return [
+        x.interpolate(ctx, (2, 9, 3, 2), 0),
+        x.interpolate(ctx, (20, 3, 5, 3), 0),
+        x.interpolate(ctx, (27, 11, 3, 2), 1),
+        x.interpolate(ctx, (5, 2, 2, 1), 1),
+        f32(ctx, r, 2).interpolate(ctx, (4, 1, 1, 1), 1),
+    ]
 
 
 @case("rope", (1e-5, 1e-6))
@@ -386,9 +457,20 @@ def _rope(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     for mode in (0, 2):
         x = f32(ctx, r, 16, 3, 5)
         outs.append(x.rope(ctx, pos, 12, 10000.0, 1.0, rope_type=mode))
-        outs.append(x.rope(ctx, pos, 16, 500000.0, 0.25, rope_type=mode,
-                           factors=f32(ctx, r, 8, lo=1, hi=4), extrapolation_factor=1.0,
-                           original_context_length=4096, attention_factor=1.0))
+        outs.append(
+            x.rope(
+                ctx,
+                pos,
+                16,
+                500000.0,
+                0.25,
+                rope_type=mode,
+                factors=f32(ctx, r, 8, lo=1, hi=4),
+                extrapolation_factor=1.0,
+                original_context_length=4096,
+                attention_factor=1.0,
+            )
+        )
     xh = typed(ctx, r, DType.F16, 8, 2, 5)
     outs.append(xh.rope(ctx, pos, 8, 10000.0, 1.0, rope_type=2))
     xq = typed(ctx, r, DType.Q8_0, 32, 2, 5)
@@ -400,9 +482,19 @@ def _rope(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     return outs
 
 
-def _attn(ctx: Context, r: np.random.Generator, kv: DType, mask: DType | None, sinks: bool,
-          lq: int = 3, lk: int = 7, h: int = 4, hkv: int = 2, batch: int = 1,
-          m2: int = 1) -> Tensor:
+def _attn(
+    ctx: Context,
+    r: np.random.Generator,
+    kv: DType,
+    mask: DType | None,
+    sinks: bool,
+    lq: int = 3,
+    lk: int = 7,
+    h: int = 4,
+    hkv: int = 2,
+    batch: int = 1,
+    m2: int = 1,
+) -> Tensor:
     q = f32(ctx, r, 8, h, lq, batch)
     k, v = typed(ctx, r, kv, 8, hkv, lk, batch), typed(ctx, r, kv, 6, hkv, lk, batch)
     m = None
@@ -417,11 +509,14 @@ def _attn(ctx: Context, r: np.random.Generator, kv: DType, mask: DType | None, s
 
 @case("sdpa_f32", (1e-5, 1e-6))
 def _sdpa(ctx: Context, r: np.random.Generator) -> list[Tensor]:
-    outs = [_attn(ctx, r, DType.F32, None, False), _attn(ctx, r, DType.F32, DType.F32, False),
-            _attn(ctx, r, DType.F32, DType.F16, False, m2=4),
-            _attn(ctx, r, DType.F32, DType.F32, True, m2=2),
-            _attn(ctx, r, DType.F32, DType.F32, False, batch=2, h=6, hkv=3),
-            _attn(ctx, r, DType.F32, None, True, lq=1, h=2, hkv=1)]
+    outs = [
+        _attn(ctx, r, DType.F32, None, False),
+        _attn(ctx, r, DType.F32, DType.F32, False),
+        _attn(ctx, r, DType.F32, DType.F16, False, m2=4),
+        _attn(ctx, r, DType.F32, DType.F32, True, m2=2),
+        _attn(ctx, r, DType.F32, DType.F32, False, batch=2, h=6, hkv=3),
+        _attn(ctx, r, DType.F32, None, True, lq=1, h=2, hkv=1),
+    ]
     q = f32(ctx, r, 8, 4, 2)
     kv = f32(ctx, r, 8, 1, 5)
     vmla = f32(ctx, r, 8, 3, 4)

@@ -1,0 +1,145 @@
+"""The pytest plugin of the conformance suite (``-p mlplug.conformance``).
+
+It parametrises a session-scoped ``backend`` fixture over the installed backends (narrowed by
+``--mlplug-backend NAME``, repeatable) and ``case`` over the catalogue (narrowed by
+``--mlplug-op PATTERN``, see :func:`mlplug.conformance.runner.select`); test ids read
+``test_op[<backend>-<case id>]``, so ``-k "torch and mulmat"`` works. At the end it prints
+passed / failed / unsupported / known-failure counts per backend. The test function itself is
+:func:`mlplug.conformance.testing.test_op` (import it into a test module).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .cases import all_cases
+from .runner import select
+
+if TYPE_CHECKING:
+    from ..backend import Backend
+
+__all__ = [
+    "backend_fixture",
+    "pytest_addoption",
+    "pytest_generate_tests",
+    "pytest_runtest_makereport",
+    "pytest_terminal_summary",
+]
+
+_TALLY = pytest.StashKey[dict[str, Counter[str]]]()
+_UNSUPPORTED_OPS = pytest.StashKey[dict[str, set[str]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--mlplug-backend NAME`` (repeatable) and ``--mlplug-op PATTERN``."""
+    group = parser.getgroup("mlplug", "mlplug conformance suite")
+    group.addoption(
+        "--mlplug-backend",
+        action="append",
+        dest="mlplug_backend",
+        default=None,
+        metavar="NAME",
+        help="run the conformance cases on this backend only "
+        "(repeatable; default: every installed backend)",
+    )
+    group.addoption(
+        "--mlplug-op",
+        dest="mlplug_op",
+        default=None,
+        metavar="PATTERN",
+        help="run only the cases whose op or id matches (glob, or an op name)",
+    )
+
+
+def backend_names(config: pytest.Config) -> list[str]:
+    """Return the backends to test: the ``--mlplug-backend`` names, else all installed."""
+    names = config.getoption("mlplug_backend", default=None)
+    if names:
+        return list(dict.fromkeys(names))
+    from ..registry import manager
+
+    return [b.name for b in manager().backends()]
+
+
+def _backend_is_ours(metafunc: pytest.Metafunc) -> bool:
+    defs = getattr(metafunc, "_arg2fixturedefs", {}).get("backend")
+    return not defs or defs[-1].func is _backend
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``backend`` (session-scoped, by name) and ``case`` (the catalogue)."""
+    if "backend" in metafunc.fixturenames and _backend_is_ours(metafunc):
+        names = backend_names(metafunc.config)
+        metafunc.parametrize("backend", names, indirect=True, ids=names, scope="session")
+    if "case" in metafunc.fixturenames:
+        cases = select(all_cases(), metafunc.config.getoption("mlplug_op", default=None))
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+def _backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    from ..registry import new_backend
+
+    name = getattr(request, "param", None)
+    if name is None:
+        msg = "the backend fixture needs a backend name (parametrised by mlplug.conformance)"
+        raise pytest.UsageError(msg)
+    be = new_backend(None, backend=name)
+    try:
+        yield be
+    finally:
+        be.close()
+
+
+#: The session-scoped ``backend`` fixture: one backend instance per name, closed at the end.
+backend_fixture = pytest.fixture(scope="session", name="backend")(_backend)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, Any, None]:
+    """Count each backend's outcomes for the terminal summary."""
+    outcome = yield
+    report = outcome.get_result()
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    backend, case = params.get("backend"), params.get("case")
+    if not isinstance(backend, str) or case is None:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        status = "pass" if report.passed else "fail"
+        if report.skipped:
+            reason = str(getattr(report, "wasxfail", ""))
+            status = (
+                "unsupported"
+                if reason.startswith("unsupported")
+                else ("xfail" if hasattr(report, "wasxfail") else "skipped")
+            )
+        stash = item.config.stash
+        stash.setdefault(_TALLY, defaultdict(Counter))[backend][status] += 1
+        if status == "unsupported":
+            stash.setdefault(_UNSUPPORTED_OPS, defaultdict(set))[backend].add(
+                getattr(case, "op", str(case))
+            )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print passed / failed / unsupported / known failures per backend."""
+    tally = config.stash.get(_TALLY, None)
+    if not tally:
+        return
+    unsupported = config.stash.get(_UNSUPPORTED_OPS, {})
+    terminalreporter.section("mlplug conformance")
+    for backend in sorted(tally):
+        c = tally[backend]
+        line = (
+            f"{backend}: {c['pass']} passed, {c['fail']} failed, {c['unsupported']} "
+            f"unsupported, {c['xfail']} known failures"
+        )
+        ops = sorted(unsupported.get(backend, ()))
+        if ops:
+            line += f"; ops with unsupported cases: {', '.join(ops)}"
+        terminalreporter.write_line(line)

@@ -1,0 +1,284 @@
+"""The conformance report: per-cell results, per-backend summary, and its renderings.
+
+``to_json()`` gives ``{"backends": [...], "results": [...], "summary": {...}, ...}`` (DESIGN.md;
+non-finite errors are written as ``null``); ``table()`` is the terminal op x dtype x backend
+matrix with the worst error of each cell; ``to_markdown()`` the op x backend matrix for a docs
+page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BackendSummary",
+    "CaseResult",
+    "ConformanceReport",
+    "Disagreement",
+    "Status",
+]
+
+Status = Literal["pass", "fail", "unsupported", "xfail", "xpass"]
+
+#: Cell marks of the terminal table, by aggregated status.
+_MARK = {
+    "pass": "ok",
+    "fail": "FAIL",
+    "xpass": "XPASS",
+    "xfail": "xfail",
+    "unsupported": "unsup",
+    "partial": "part",
+}
+
+
+class CaseResult(BaseModel):
+    """One case on one backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="null")
+
+    op: str
+    case: str
+    backend: str
+    status: Status
+    max_abs_err: float | None
+    nmse: float | None
+    error: str | None = None
+    dtype: str
+
+
+class Disagreement(BaseModel):
+    """Two backends whose results for a case differ beyond the widened case tolerance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="null")
+
+    op: str
+    case: str
+    backends: tuple[str, str]
+    status: Literal["disagree", "fail", "suspect-reference"]
+    max_abs_err: float | None
+    nmse: float | None
+    note: str = ""
+
+
+class BackendSummary(BaseModel):
+    """Counts for one backend and the ops it lacks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    passed: int = 0
+    failed: int = 0
+    unsupported: int = 0
+    xfail: int = 0
+    xpass: int = 0
+    total: int = 0
+    #: Ops none of whose cases ran (every case unsupported).
+    unsupported_ops: list[str] = Field(default_factory=list)
+    #: Ops with some unsupported cases (a dtype or variant the backend lacks).
+    partially_supported_ops: list[str] = Field(default_factory=list)
+    #: Ops with at least one failed (or xpassed) case.
+    failed_ops: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ConformanceReport(BaseModel):
+    """The outcome of a conformance run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="null")
+
+    backends: list[str]
+    results: list[CaseResult]
+    summary: dict[str, BackendSummary]
+    disagreements: list[Disagreement] = Field(default_factory=list)
+    seed: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        backends: Sequence[str],
+        results: Sequence[CaseResult],
+        disagreements: Sequence[Disagreement] = (),
+        *,
+        seed: int = 0,
+        seconds: dict[str, float] | None = None,
+    ) -> ConformanceReport:
+        """Return a report with the summary computed from ``results``."""
+        summary = {
+            b: _summarise([r for r in results if r.backend == b], (seconds or {}).get(b))
+            for b in backends
+        }
+        return cls(
+            backends=list(backends),
+            results=list(results),
+            summary=summary,
+            disagreements=list(disagreements),
+            seed=seed,
+        )
+
+    def failed(self) -> bool:
+        """Whether any case failed or xpassed, or two passing backends disagree."""
+        return any(r.status in ("fail", "xpass") for r in self.results) or any(
+            d.status == "fail" for d in self.disagreements
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Return the report as JSON (``backends``, ``results``, ``summary``, ...)."""
+        return self.model_dump_json(indent=indent)
+
+    # -- renderings -----------------------------------------------------------------------------
+    def _cells(self, key: str) -> dict[tuple[str, str], list[CaseResult]]:
+        cells: dict[tuple[str, str], list[CaseResult]] = defaultdict(list)
+        for r in self.results:
+            row = r.op if key == "op" else f"{r.op} {r.dtype}"
+            cells[(row, r.backend)].append(r)
+        return cells
+
+    def table(self) -> str:
+        """Return the terminal matrix: one row per op and dtype, one column per backend.
+
+        A cell reads ``ok 3e-07`` (every case passed; the worst max-abs error), ``FAIL 2/5``,
+        ``xfail``, ``XPASS``, ``unsup`` or ``part`` (some cases unsupported, the rest passed).
+        """
+        cells = self._cells("op dtype")
+        rows = sorted({k[0] for k in cells})
+        head = ["op dtype", *self.backends]
+        body = []
+        for row in rows:
+            line = [row]
+            for b in self.backends:
+                line.append(_cell_text(cells.get((row, b), [])))
+            body.append(line)
+        widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+        lines += [fmt.format(*line) for line in body]
+        lines.append("")
+        lines += self.summary_lines()
+        return "\n".join(lines)
+
+    def summary_lines(self) -> list[str]:
+        """Return one line per backend with its counts (and lacking ops)."""
+        out = []
+        for b in self.backends:
+            s = self.summary[b]
+            line = (
+                f"{b}: {s.passed} passed, {s.failed} failed, {s.unsupported} unsupported, "
+                f"{s.xfail} known failures"
+                + (f", {s.xpass} xpassed" if s.xpass else "")
+                + f" ({s.seconds:.1f}s)"
+            )
+            if s.unsupported_ops:
+                line += f"; unsupported ops: {', '.join(s.unsupported_ops)}"
+            out.append(line)
+        bad = [d for d in self.disagreements if d.status == "fail"]
+        if self.disagreements:
+            out.append(
+                f"cross-backend: {len(self.disagreements)} disagreements"
+                + (f", {len(bad)} between passing backends" if bad else "")
+            )
+        return out
+
+    def to_markdown(self) -> str:
+        """Return a Markdown page: the op x backend matrix and the per-backend summary."""
+        cells = self._cells("op")
+        ops = sorted({k[0] for k in cells})
+        lines = [
+            "| op | " + " | ".join(self.backends) + " |",
+            "|---|" + "---|" * len(self.backends),
+        ]
+        for op in ops:
+            row = [f"`{op}`"]
+            for b in self.backends:
+                row.append(_md_cell(cells.get((op, b), [])))
+            lines.append("| " + " | ".join(row) + " |")
+        lines += [
+            "",
+            "| backend | passed | failed | unsupported | known failures |",
+            "|---|---|---|---|---|",
+        ]
+        for b in self.backends:
+            s = self.summary[b]
+            lines.append(
+                f"| {b} | {s.passed} | {s.failed + s.xpass} | {s.unsupported} | {s.xfail} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _summarise(results: Sequence[CaseResult], seconds: float | None) -> BackendSummary:
+    counts = {
+        s: sum(1 for r in results if r.status == s)
+        for s in ("pass", "fail", "unsupported", "xfail", "xpass")
+    }
+    by_op: dict[str, set[str]] = defaultdict(set)
+    for r in results:
+        by_op[r.op].add(r.status)
+    return BackendSummary(
+        passed=counts["pass"],
+        failed=counts["fail"],
+        unsupported=counts["unsupported"],
+        xfail=counts["xfail"],
+        xpass=counts["xpass"],
+        total=len(results),
+        unsupported_ops=sorted(op for op, st in by_op.items() if st == {"unsupported"}),
+        partially_supported_ops=sorted(
+            op for op, st in by_op.items() if "unsupported" in st and st != {"unsupported"}
+        ),
+        failed_ops=sorted(op for op, st in by_op.items() if st & {"fail", "xpass"}),
+        seconds=round(seconds or 0.0, 3),
+    )
+
+
+def _aggregate(rs: Iterable[CaseResult]) -> str:
+    st = {r.status for r in rs}
+    for s in ("fail", "xpass", "xfail"):
+        if s in st:
+            return s
+    if st == {"unsupported"}:
+        return "unsupported"
+    return "partial" if "unsupported" in st else "pass"
+
+
+def _worst(rs: Iterable[CaseResult]) -> float | None:
+    errs = [r.max_abs_err for r in rs if r.max_abs_err is not None and r.status == "pass"]
+    return max(errs) if errs else None
+
+
+def _fmt(err: float | None) -> str:
+    if err is None:
+        return ""
+    if err == 0:
+        return "0"
+    return "inf" if math.isinf(err) else f"{err:.0e}"
+
+
+def _cell_text(rs: list[CaseResult]) -> str:
+    if not rs:
+        return "-"
+    agg = _aggregate(rs)
+    if agg in ("fail", "xpass"):
+        n = sum(1 for r in rs if r.status in ("fail", "xpass"))
+        return f"{_MARK[agg]} {n}/{len(rs)}"
+    if agg in ("pass", "partial"):
+        return f"{_MARK[agg]} {_fmt(_worst(rs))}".rstrip()
+    return _MARK[agg]
+
+
+def _md_cell(rs: list[CaseResult]) -> str:
+    if not rs:
+        return ""
+    agg = _aggregate(rs)
+    n = len(rs)
+    ok = sum(1 for r in rs if r.status == "pass")
+    if agg == "pass":
+        return f"pass ({n})"
+    if agg == "partial":
+        return f"pass ({ok}/{n}), unsupported ({n - ok})"
+    if agg == "unsupported":
+        return "unsupported"
+    bad = sum(1 for r in rs if r.status == agg)
+    word = {"fail": "**fail**", "xpass": "**xpass**", "xfail": "known failure"}[agg]
+    return f"{word} ({bad}/{n})"

@@ -1,0 +1,387 @@
+"""Running cases on backends: one case on one backend (:func:`run_case`) and the whole matrix
+(:func:`run`), with the known-failure rules and the cross-backend agreement check.
+
+A cell's status is ``pass`` (ran and met its tolerance), ``fail`` (wrong values, shape or dtype,
+or an exception other than :class:`~mlplug.errors.NotSupportedError`), ``unsupported``
+(``NotSupportedError`` while creating inputs, building or computing: the backend declares it
+cannot run the op), ``xfail`` (failed, and the backend declares it a known failure) or ``xpass``
+(declared a known failure but passed: strict, counts as a failure so that a fix shows).
+
+Cross-backend agreement: when two backends both produced a result for a case, their results are
+compared with each other at the case's tolerance widened by the triangle inequality (atol, rtol
+and ulp doubled, NMSE times four). Two backends that each meet the tolerance against the
+reference always agree within that bound, so a pair outside it is listed as a disagreement; it
+is a failure of the pair only when both passed against the reference (the comparison itself is
+then unsound, e.g. NaN where the other has a number), and otherwise a hint: two backends that
+fail the reference identically point at the reference rather than at the backends.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import combinations
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..dtypes import TRAITS, DType
+from ..errors import NotSupportedError
+from .case import Case, Inputs
+from .data import case_rng, dequant, draw, make_tensor, operand, rev
+from .metrics import Comparison, bf16_float, compare, max_abs_err, nmse
+from .report import CaseResult, ConformanceReport, Disagreement
+from .xfails import known_failures
+
+if TYPE_CHECKING:
+    from ..backend import Backend
+    from ..tensor import Tensor
+
+__all__ = ["Outcome", "Prepared", "prepare", "run", "run_case", "select"]
+
+_READ_DTYPES: dict[DType, str] = {
+    DType.F32: "<f4",
+    DType.F16: "<f2",
+    DType.BF16: "<u2",
+    DType.I32: "<i4",
+    DType.I64: "<i8",
+    DType.I16: "<i2",
+    DType.I8: "i1",
+    DType.F64: "<f8",
+}
+_BY_NUMPY = {
+    np.dtype(np.float32): DType.F32,
+    np.dtype(np.float16): DType.F16,
+    np.dtype(np.int32): DType.I32,
+    np.dtype(np.uint16): DType.BF16,
+    np.dtype(np.uint8): DType.I8,
+}
+
+
+class ReferenceError(Exception):
+    """The case's reference could not be computed or contradicts the spec's worked example."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A case's data for one seed: raw inputs, what the reference sees, expected outputs."""
+
+    raw: tuple[np.ndarray, ...]
+    operands: tuple[np.ndarray, ...]
+    expected: tuple[np.ndarray, ...]
+    bounds: tuple[np.ndarray | None, ...]
+
+
+@dataclass
+class Outcome:
+    """The result of one case on one backend."""
+
+    status: str
+    max_abs_err: float | None = None
+    nmse: float | None = None
+    error: str | None = None
+    outputs: list[np.ndarray] = field(default_factory=list)
+    dtypes: list[DType] = field(default_factory=list)
+
+
+def select(cases: Sequence[Case], pattern: str | None) -> list[Case]:
+    """Return the cases whose op or id matches ``pattern`` (all for None).
+
+    A pattern with glob characters (``*?[``) is matched against the op name and the case id; a
+    plain word selects an op by name, a case id, or the ids starting with ``word-``.
+    """
+    if not pattern:
+        return list(cases)
+    if any(ch in pattern for ch in "*?["):
+        return [
+            c
+            for c in cases
+            if fnmatch.fnmatchcase(c.op, pattern) or fnmatch.fnmatchcase(c.id, pattern)
+        ]
+    return [c for c in cases if pattern in (c.op, c.id) or c.id.startswith(pattern + "-")]
+
+
+@lru_cache(maxsize=4096)
+def prepare(case: Case, seed: int = 0) -> Prepared:
+    """Draw a case's inputs for ``seed`` and compute its reference (cached).
+
+    :raises ReferenceError: if the reference fails or disagrees with the case's gold values.
+    """
+    rng = case_rng(seed, case.id)
+    raw = tuple(draw(rng, a) for a in case.args)
+    ops = tuple(r if case.raw_ref else operand(a, r) for a, r in zip(case.args, raw, strict=True))
+    try:
+        exp = case.reference(*ops)
+        expected = tuple(np.asarray(e) for e in (exp if isinstance(exp, (list, tuple)) else [exp]))
+        bounds: tuple[np.ndarray | None, ...] = (None,) * len(expected)
+        if case.bound is not None:
+            b = case.bound(*ops)
+            bl = b if isinstance(b, (list, tuple)) else [b]
+            bounds = tuple(
+                np.broadcast_to(np.asarray(x, np.float64), e.shape)
+                for x, e in zip(bl, expected, strict=True)
+            )
+    except Exception as exc:  # a bug in the suite, reported on every backend
+        msg = f"reference of {case.id} failed: {type(exc).__name__}: {exc}"
+        raise ReferenceError(msg) from exc
+    if case.gold is not None:
+        if len(case.gold) != len(expected):
+            msg = f"{case.id}: {len(case.gold)} gold outputs for {len(expected)} results"
+            raise ReferenceError(msg)
+        for i, (e, g) in enumerate(zip(expected, case.gold, strict=True)):
+            ok = e.size == len(g) and np.allclose(
+                np.asarray(e, np.float64).reshape(-1),
+                g,
+                rtol=0,
+                atol=case.gold_atol,
+                equal_nan=True,
+            )
+            if not ok:
+                msg = (
+                    f"reference of {case.id} output {i} is {e.reshape(-1).tolist()}, "
+                    f"but the spec's worked example gives {list(g)}"
+                )
+                raise ReferenceError(msg)
+    return Prepared(raw, ops, expected, bounds)
+
+
+def _read(t: Tensor, case: Case) -> tuple[np.ndarray, DType]:
+    if case.read is not None:
+        got = case.read(t)
+        if got is None:
+            msg = f"reading {t!r} returned None after compute"
+            raise AssertionError(msg)
+        arr = np.asarray(got)
+        return arr.reshape(-1), _BY_NUMPY.get(arr.dtype, DType.F32)
+    raw = t.bytes()
+    if raw is None:
+        msg = f"{t!r}: bytes() is None after compute"
+        raise AssertionError(msg)
+    if t.dtype.is_quantized:
+        return np.frombuffer(raw, np.uint8).copy(), t.dtype
+    np_dtype = _READ_DTYPES.get(t.dtype)
+    if np_dtype is None:
+        msg = f"no reader for {t.dtype.name} results"
+        raise AssertionError(msg)
+    return np.frombuffer(raw, np_dtype).copy(), t.dtype
+
+
+def _expected_ne(e: np.ndarray, case: Case, t: Tensor) -> tuple[int, ...]:
+    shape = e.shape
+    if case.raw_ref and t.dtype.is_quantized:  # raw rows: last axis is bytes
+        tr = TRAITS[t.dtype]
+        shape = (*shape[:-1], shape[-1] // tr.type_size * tr.block_size)
+    while len(shape) > 4 and shape[0] == 1:
+        shape = shape[1:]
+    return (*rev(shape), 1, 1, 1, 1)[:4]
+
+
+def _check_output(
+    case: Case, t: Tensor, got: np.ndarray, dtype: DType, exp: np.ndarray, bound: np.ndarray | None
+) -> Comparison:
+    if dtype.is_quantized:  # raw blocks: bit for bit, metrics on the dequantised values
+        ref_bytes = np.asarray(exp, np.uint8).reshape(-1)
+        if got.size != ref_bytes.size:
+            return Comparison(
+                False, float("inf"), float("inf"), f"{got.size} bytes, expected {ref_bytes.size}"
+            )
+        tr = TRAITS[dtype]
+        gv = dequant(got.reshape(-1, tr.type_size), dtype)
+        rv = dequant(ref_bytes.reshape(-1, tr.type_size), dtype)
+        same = bool(np.array_equal(got, ref_bytes))
+        detail = "" if same else f"{int(np.sum(got != ref_bytes))} bytes differ"
+        return Comparison(same, max_abs_err(gv, rv), nmse(gv, rv), detail)
+    return compare(got, exp, case.tol, dtype, bound)
+
+
+def run_case(
+    backend: Backend, case: Case, seed: int = 0, known: dict[str, str] | None = None
+) -> Outcome:
+    """Run ``case`` on ``backend`` in a fresh context and classify the result.
+
+    :param known: declared known failures (case id -> reason); see :func:`known_failures`.
+    """
+    outcome = _evaluate(backend, case, seed)
+    reason = (known or {}).get(case.id)
+    if reason is not None:
+        if outcome.status == "pass":
+            outcome.status = "xpass"
+            outcome.error = f"declared a known failure ({reason}) but passed"
+        elif outcome.status == "fail":
+            outcome.status = "xfail"
+            outcome.error = f"known failure: {reason}; {outcome.error}"
+    return outcome
+
+
+def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
+    try:
+        prep = prepare(case, seed)
+    except ReferenceError as exc:
+        return Outcome("fail", error=str(exc))
+    try:
+        with backend.new_context() as ctx:
+            inp = ctx.input()
+            tensors = [
+                make_tensor(inp, a, r) if a.tensor else None
+                for a, r in zip(case.args, prep.raw, strict=True)
+            ]
+            built = case.build(ctx, Inputs(tensors, prep.raw))
+            outs = [built] if not isinstance(built, (list, tuple)) else list(built)
+            if len(outs) != len(prep.expected):
+                return Outcome(
+                    "fail",
+                    error=f"build returned {len(outs)} outputs, the reference {len(prep.expected)}",
+                )
+            if case.check is not None:
+                problem = case.check(outs)
+                if problem:
+                    return Outcome("fail", error=f"metadata: {problem}")
+            for t, e in zip(outs, prep.expected, strict=True):
+                if case.read is not None:  # custom readers check shapes in ``check``
+                    continue
+                want = _expected_ne(e, case, t)
+                if t.ne != want:
+                    return Outcome(
+                        "fail", error=f"result shape {list(t.ne)}, expected {list(want)}"
+                    )
+                if case.out_dtype is not None and t.dtype != case.out_dtype:
+                    return Outcome(
+                        "fail", error=f"result dtype {t.dtype.name}, expected {case.out_dtype.name}"
+                    )
+            readable = [
+                t if t.nelements == 0 or t.is_contiguous() else t.contiguous(ctx) for t in outs
+            ]
+            ctx.compute(*readable)
+            results = [_read(t, case) if t.nelements else (np.zeros(0), t.dtype) for t in readable]
+    except NotSupportedError as exc:
+        return Outcome("unsupported", error=str(exc))
+    except Exception as exc:
+        return Outcome("fail", error=f"{type(exc).__name__}: {exc}")
+    worst_abs, worst_nmse, problems = 0.0, 0.0, []
+    for i, ((got, dt), e, b) in enumerate(zip(results, prep.expected, prep.bounds, strict=True)):
+        cmp = _check_output(case, outs[i], got, dt, e, b)
+        worst_abs = max(worst_abs, cmp.max_abs_err)
+        worst_nmse = max(worst_nmse, cmp.nmse)
+        if not cmp.passed:
+            problems.append(f"output {i}: {cmp.detail}" if len(results) > 1 else cmp.detail)
+    status = "fail" if problems else "pass"
+    error = "; ".join(problems) + f" (tolerance {case.tol.describe()})" if problems else None
+    return Outcome(
+        status, worst_abs, worst_nmse, error, [g for g, _ in results], [d for _, d in results]
+    )
+
+
+def _agreement(case: Case, seed: int, a: Outcome, b: Outcome) -> Comparison:
+    tol = case.tol.scaled(2.0)
+    worst_abs, worst_nmse, detail, ok = 0.0, 0.0, "", True
+    for ga, gb, da, db, bound in zip(
+        a.outputs, b.outputs, a.dtypes, b.dtypes, prepare(case, seed).bounds, strict=True
+    ):
+        if da != db or ga.size != gb.size:
+            return Comparison(False, float("inf"), float("inf"), "different dtypes or sizes")
+        if da.is_quantized:
+            cmp = Comparison(bool(np.array_equal(ga, gb)), 0.0, 0.0, "bytes differ")
+        else:
+            ref = (bf16_float(gb) if da == DType.BF16 else gb).astype(np.float64)
+            cmp = compare(ga, ref, tol, da, None if bound is None else 2 * bound)
+        worst_abs = max(worst_abs, cmp.max_abs_err)
+        worst_nmse = max(worst_nmse, cmp.nmse)
+        if not cmp.passed:
+            ok, detail = False, cmp.detail
+    return Comparison(ok, worst_abs, worst_nmse, detail)
+
+
+def run(
+    backends: Sequence[str] | None = None,
+    op_pattern: str | None = None,
+    *,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> ConformanceReport:
+    """Run the catalogue on ``backends`` (None: every installed one) and return the report.
+
+    Each backend is created once (``new_backend(None, backend=name)``) and every case runs in a
+    fresh context of it, closed afterwards. ``op_pattern`` selects cases (see :func:`select`).
+    ``progress`` receives one line per case and backend.
+    """
+    from ..registry import manager, new_backend
+    from .cases import all_cases
+
+    names = list(backends) if backends else [b.name for b in manager().backends()]
+    selected = select(all_cases(), op_pattern)
+    results: list[CaseResult] = []
+    outputs: dict[tuple[str, str], Outcome] = {}
+    timings: dict[str, float] = {}
+    for name in names:
+        start = time.perf_counter()
+        try:
+            be = new_backend(None, backend=name)
+        except Exception as exc:
+            err = f"backend could not be created: {type(exc).__name__}: {exc}"
+            results += [
+                CaseResult(
+                    op=c.op,
+                    case=c.id,
+                    backend=name,
+                    status="fail",
+                    max_abs_err=None,
+                    nmse=None,
+                    error=err,
+                    dtype=c.dtype,
+                )
+                for c in selected
+            ]
+            continue
+        try:
+            known = known_failures(be)
+            for case in selected:
+                out = run_case(be, case, seed, known)
+                outputs[(case.id, name)] = out
+                results.append(
+                    CaseResult(
+                        op=case.op,
+                        case=case.id,
+                        backend=name,
+                        status=out.status,
+                        max_abs_err=out.max_abs_err,
+                        nmse=out.nmse,
+                        error=out.error,
+                        dtype=case.dtype,
+                    )
+                )
+                if progress is not None:
+                    progress(f"{name} {case.id} {out.status}")
+        finally:
+            be.close()
+        timings[name] = time.perf_counter() - start
+    disagreements: list[Disagreement] = []
+    for case in selected:
+        for a, b in combinations(names, 2):
+            oa, ob = outputs.get((case.id, a)), outputs.get((case.id, b))
+            if oa is None or ob is None or not oa.outputs or not ob.outputs:
+                continue
+            cmp = _agreement(case, seed, oa, ob)
+            failed = {"fail", "xfail"}
+            if cmp.passed and not (oa.status in failed and ob.status in failed):
+                continue
+            if cmp.passed:
+                status, note = "suspect-reference", "both fail the reference but agree"
+            elif oa.status == "pass" and ob.status == "pass":
+                status, note = "fail", f"both pass the reference yet disagree: {cmp.detail}"
+            else:
+                status, note = "disagree", cmp.detail
+            disagreements.append(
+                Disagreement(
+                    op=case.op,
+                    case=case.id,
+                    backends=(a, b),
+                    status=status,
+                    max_abs_err=cmp.max_abs_err,
+                    nmse=cmp.nmse,
+                    note=note,
+                )
+            )
+    return ConformanceReport.build(names, results, disagreements, seed=seed, seconds=timings)

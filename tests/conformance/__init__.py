@@ -1,0 +1,1 @@
+"""Conformance and contract tests, run on every installed backend."""
