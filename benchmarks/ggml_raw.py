@@ -90,18 +90,24 @@ class RawMatmul:
     """
 
     def __init__(
-        self, k: int, m: int, n: int, wtype: str | int = "f32", threads: int | None = None,
+        self,
+        k: int,
+        m: int,
+        n: int,
+        wtype: str | int = "f32",
+        threads: int | None = None,
         seed: int = 0,
     ) -> None:
         lib = self.lib = _lib.load()
         type_id = _wtype_id(wtype)
         if lib.ggml_quantize_requires_imatrix(type_id):
-            msg = f"weight type {wtype!r} needs an importance matrix; not supported by this baseline"
+            msg = (
+                f"weight type {wtype!r} needs an importance matrix; not supported by this baseline"
+            )
             raise ValueError(msg)
         if k % lib.ggml_blck_size(type_id):
             msg = (
-                f"k={k} is not a multiple of the {wtype!r} block size "
-                f"{lib.ggml_blck_size(type_id)}"
+                f"k={k} is not a multiple of the {wtype!r} block size {lib.ggml_blck_size(type_id)}"
             )
             raise ValueError(msg)
         self.k, self.m, self.n = k, m, n

@@ -99,9 +99,15 @@ def matmul_pair(
     err = float(np.max(np.abs(got.reshape(n, m) - ref)) / max(float(np.abs(ref).max()), 1e-30))
     flop = 2.0 * k * m * n
     r, o = statistics.median(t_raw), statistics.median(t_ours)
-    return {"raw_seconds": r, "mlplug_seconds": o, "raw_gflops": flop / r / 1e9,
-            "mlplug_gflops": flop / o / 1e9, "ratio": r / o, "raw_rel_err": raw_err,
-            "mlplug_rel_err": err}
+    return {
+        "raw_seconds": r,
+        "mlplug_seconds": o,
+        "raw_gflops": flop / r / 1e9,
+        "mlplug_gflops": flop / o / 1e9,
+        "ratio": r / o,
+        "raw_rel_err": raw_err,
+        "mlplug_rel_err": err,
+    }
 
 
 def node_overhead(threads: int, n_nodes: int = 1000, repeats: int = 20) -> dict[str, float]:
@@ -174,8 +180,12 @@ def rss_cycles(threads: int, cycles: int = 1000, warmup: int = 100) -> dict[str,
         gc.collect()
         after = _rss()
     mib = 1024 * 1024
-    return {"cycles": cycles, "rss_before_mib": before / mib, "rss_after_mib": after / mib,
-            "growth_mib": (after - before) / mib}
+    return {
+        "cycles": cycles,
+        "rss_before_mib": before / mib,
+        "rss_after_mib": after / mib,
+        "growth_mib": (after - before) / mib,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,23 +204,34 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"case": label, "wtype": wtype, "k": k, "m": m, "n": n, "reps": reps, **pair})
     overhead = node_overhead(args.threads)
     memory = rss_cycles(args.threads)
-    result = {"ggml_version": lib.version, "threads": args.threads, "matmul": rows,
-              "node_overhead": overhead, "memory": memory}
+    result = {
+        "ggml_version": lib.version,
+        "threads": args.threads,
+        "matmul": rows,
+        "node_overhead": overhead,
+        "memory": memory,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"ggml {lib.version} from {lib.directory}, threads={args.threads}")
     print(f"{'case':<24}{'wtype':>6}{'raw ms':>10}{'mlplug ms':>11}{'ratio':>8}{'GFLOP/s':>10}")
     for r in rows:
-        print(f"{r['case']:<24}{r['wtype']:>6}{r['raw_seconds'] * 1e3:>10.3f}"
-              f"{r['mlplug_seconds'] * 1e3:>11.3f}{r['ratio']:>8.3f}{r['mlplug_gflops']:>10.2f}")
-    print(f"per node ({overhead['nodes']} small ops): first build+compute "
-          f"{overhead['first_build_and_compute_us_per_node']:.2f} us (op builders "
-          f"{overhead['of_which_op_builders_us_per_node']:.2f} us), cached repeat "
-          f"{overhead['cached_repeat_us_per_node']:.2f} us")
-    print(f"RSS over {memory['cycles']} create/compute/close cycles: "
-          f"{memory['rss_before_mib']:.1f} -> {memory['rss_after_mib']:.1f} MiB "
-          f"({memory['growth_mib']:+.2f} MiB)")
+        print(
+            f"{r['case']:<24}{r['wtype']:>6}{r['raw_seconds'] * 1e3:>10.3f}"
+            f"{r['mlplug_seconds'] * 1e3:>11.3f}{r['ratio']:>8.3f}{r['mlplug_gflops']:>10.2f}"
+        )
+    print(
+        f"per node ({overhead['nodes']} small ops): first build+compute "
+        f"{overhead['first_build_and_compute_us_per_node']:.2f} us (op builders "
+        f"{overhead['of_which_op_builders_us_per_node']:.2f} us), cached repeat "
+        f"{overhead['cached_repeat_us_per_node']:.2f} us"
+    )
+    print(
+        f"RSS over {memory['cycles']} create/compute/close cycles: "
+        f"{memory['rss_before_mib']:.1f} -> {memory['rss_after_mib']:.1f} MiB "
+        f"({memory['growth_mib']:+.2f} MiB)"
+    )
     return 0
 
 

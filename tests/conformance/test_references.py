@@ -8,7 +8,7 @@ import pytest
 from mlplug.conformance import Tolerance, all_cases
 from mlplug.conformance import reference as R
 from mlplug.conformance.metrics import compare, nmse, ulp_distance
-from mlplug.conformance.runner import ReferenceError, prepare, select
+from mlplug.conformance.runner import ReferenceFailure, prepare, select
 from mlplug.conformance.xfails import parse_xfails
 from mlplug.dtypes import DType
 
@@ -19,7 +19,7 @@ def test_every_reference_runs_and_matches_the_spec_examples() -> None:
     for case in all_cases():
         try:
             prepare(case, 0)
-        except ReferenceError as exc:
+        except ReferenceFailure as exc:
             problems.append(str(exc))
     assert problems == []
     assert sum(1 for c in all_cases() if c.gold) >= 60  # the spec's worked examples
@@ -31,7 +31,7 @@ def test_gold_check_catches_a_wrong_reference() -> None:
 
     case = next(c for c in all_cases() if c.id == "mulmat-f32-gold-3x2")
     wrong = replace(case, id="mulmat-f32-gold-wrong", reference=lambda a, b: R.mulmat(b, a))
-    with pytest.raises(ReferenceError, match="worked example"):
+    with pytest.raises(ReferenceFailure, match="worked example"):
         prepare(wrong, 0)
 
 

@@ -170,3 +170,17 @@ def test_progress_reports_each_cell() -> None:
     report = run(["cpu_numpy"], "neg", progress=lines.append)
     assert len(lines) == len(report.results) and all(" pass" in ln for ln in lines)
     assert np.all([r.max_abs_err == 0 for r in report.results])
+
+
+def test_xfails_file_is_found_next_to_the_plugin() -> None:
+    """cpu_numpy's ``xfails.txt`` sits in its plugin root and is found from the backend."""
+    from mlplug.conformance.xfails import xfails_file
+
+    root = Path(cpu_numpy.__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("cpu_numpy is installed without its source tree")
+    be = cpu_numpy.CpuNumpyBackend(None)
+    try:
+        assert xfails_file(be) == root / "xfails.txt"
+    finally:
+        be.close()

@@ -11,7 +11,7 @@ import pytest
 from mlplug import DType, DTypeError, NotSupportedError, ShapeError
 
 if TYPE_CHECKING:
-    from mlplug import Backend, Context, Tensor
+    from mlplug import Backend, Context
 
 F32, F16, I32, Q8_0 = DType.F32, DType.F16, DType.I32, DType.Q8_0
 
@@ -72,10 +72,11 @@ def test_data_only_after_compute(ctx: Context) -> None:
     assert a.bytes() is None and a.floats() is None and b.bytes() is None
     assert b.dtype == F32 and b.shape == (3, 2)
     ctx.compute(b)
-    assert b.floats().tolist() == [2, 4, 6, 8, 10, 12]
-    arr = b.to_numpy()
+    values, arr, raw = b.floats(), b.to_numpy(), b.bytes()
+    assert values is not None and arr is not None and raw is not None
+    assert values.dtype == np.float32 and values.tolist() == [2, 4, 6, 8, 10, 12]
     assert arr.shape == (2, 3) and arr[1, 0] == 8
-    assert np.frombuffer(b.bytes(), "<f4").tolist() == b.floats().tolist()
+    assert np.frombuffer(raw, "<f4").tolist() == values.tolist()
 
 
 def test_from_floats_without_shape_reverses_array_shape(ctx: Context) -> None:
@@ -125,30 +126,43 @@ def test_other_dtype_is_rejected(ctx: Context) -> None:
         ctx.input().zeros(F32, 4).cast(ctx, DType.OTHER)
 
 
-def _pair(
-    c: Context, a: tuple[int, ...], b: tuple[int, ...], da: DType = F32, db: DType = F32
-) -> tuple[Tensor, Tensor]:
-    return c.input().zeros(da, *a), c.input().zeros(db, *b)
+def _binop(
+    c: Context,
+    op: str,
+    a: tuple[int, ...],
+    b: tuple[int, ...],
+    da: DType = F32,
+    db: DType = F32,
+    *extra: object,
+) -> object:
+    """Apply ``op`` to zero tensors of shapes/dtypes ``a``/``da`` and ``b``/``db``."""
+    x, y = c.input().zeros(da, *a), c.input().zeros(db, *b)
+    return getattr(x, op)(c, y, *extra)
+
+
+def _one(c: Context, dtype: DType, shape: tuple[int, ...], op: str, *args: object) -> object:
+    """Apply ``op`` with ``args`` to a zero tensor."""
+    return getattr(c.input().zeros(dtype, *shape), op)(c, *args)
 
 
 @pytest.mark.parametrize(
     ("build", "needles"),
     [
-        (lambda c: (lambda x, y: x.add(c, y))(*_pair(c, (3,), (4,))), ("[3]", "[4]")),
-        (lambda c: (lambda x, y: x.mul(c, y))(*_pair(c, (2, 3), (4, 3))), ("[2, 3]", "[4, 3]")),
-        (lambda c: (lambda x, y: x.mulmat(c, y))(*_pair(c, (4, 3), (5, 2))), ("[4, 3]", "[5, 2]")),
-        (lambda c: (lambda x, y: x.mulmat(c, y))(*_pair(c, (4, 3, 3), (4, 2, 2))), ("[4, 3, 3]",)),
-        (lambda c: (lambda x, y: x.concat(c, y, 0))(*_pair(c, (3, 2), (3, 4))), ("[3, 2]",)),
-        (lambda c: (lambda x, y: x.silu(c, y))(*_pair(c, (4, 2), (4, 3))), ("[4, 2]", "[4, 3]")),
-        (lambda c: c.input().zeros(F32, 4, 3).reshape(c, 5, 2), ("[5, 2]",)),
-        (lambda c: c.input().zeros(F32, 4, 3, 1).permute(c, 1, 0, 2), ()),
-        (lambda c: c.input().zeros(F32, 4, 3).view(c, 0, 2, 8), ()),
-        (lambda c: c.input().zeros(F32, 4, 3).view(c, 40, 4), ()),
-        (lambda c: c.input().zeros(F32, 4, 3).slice(c, 0, 3, 2, 1), ()),
-        (lambda c: c.input().zeros(F32, 4, 3).pad(c, 1, 1), ()),
-        (lambda c: c.input().zeros(F32, 4, 3).top_k(c, 5), ()),
-        (lambda c: c.input().zeros(F32, 4, 3).repeat_4d(c, 6, 3, 1, 1), ()),
-        (lambda c: c.input().zeros(F32, 4, 3).rows(c, c.input().zeros(I32, 2, 2)), ()),
+        (lambda c: _binop(c, "add", (3,), (4,)), ("[3]", "[4]")),
+        (lambda c: _binop(c, "mul", (2, 3), (4, 3)), ("[2, 3]", "[4, 3]")),
+        (lambda c: _binop(c, "mulmat", (4, 3), (5, 2)), ("[4, 3]", "[5, 2]")),
+        (lambda c: _binop(c, "mulmat", (4, 3, 3), (4, 2, 2)), ("[4, 3, 3]",)),
+        (lambda c: _binop(c, "concat", (3, 2), (3, 4), F32, F32, 0), ("[3, 2]",)),
+        (lambda c: _binop(c, "silu", (4, 2), (4, 3)), ("[4, 2]", "[4, 3]")),
+        (lambda c: _one(c, F32, (4, 3), "reshape", 5, 2), ("[5, 2]",)),
+        (lambda c: _one(c, F32, (4, 3, 1), "permute", 1, 0, 2), ()),
+        (lambda c: _one(c, F32, (4, 3), "view", 0, 2, 8), ()),
+        (lambda c: _one(c, F32, (4, 3), "view", 40, 4), ()),
+        (lambda c: _one(c, F32, (4, 3), "slice", 0, 3, 2, 1), ()),
+        (lambda c: _one(c, F32, (4, 3), "pad", 1, 1), ()),
+        (lambda c: _one(c, F32, (4, 3), "top_k", 5), ()),
+        (lambda c: _one(c, F32, (4, 3), "repeat_4d", 6, 3, 1, 1), ()),
+        (lambda c: _binop(c, "rows", (4, 3), (2, 2), F32, I32), ()),
         (lambda c: c.arange(0, 1, -1, F32), ()),
     ],
     ids=[
@@ -180,23 +194,26 @@ def test_shape_mistakes_raise_shape_error(
         assert needle in str(info.value)
 
 
+def _mulmat_id_f32_ids(c: Context) -> object:
+    ids = c.input().zeros(F32, 1, 2)
+    return _binop(c, "mulmat_id", (4, 3, 2), (4, 1, 2), F32, F32, ids)
+
+
 @pytest.mark.parametrize(
     "build",
     [
-        lambda c: (lambda x, y: x.add(c, y))(*_pair(c, (4, 3), (4, 3), F32, F16)),
-        lambda c: (lambda x, y: x.sub(c, y))(*_pair(c, (4, 3), (4, 3), I32, I32)),
-        lambda c: (lambda x, y: x.mulmat(c, y))(*_pair(c, (32, 3), (32, 2), F32, F16)),
-        lambda c: (lambda x, y: x.rows(c, y))(*_pair(c, (4, 3), (2,), F32, F32)),
-        lambda c: (lambda x, y: x.mulmat_id(c, y, c.input().zeros(F32, 1, 2)))(
-            *_pair(c, (4, 3, 2), (4, 1, 2))
-        ),
-        lambda c: (lambda x, y: x.silu(c, y))(*_pair(c, (4, 3), (4, 3), F32, F16)),
-        lambda c: c.input().zeros(F16, 4, 3).softmax(c),
-        lambda c: c.input().zeros(F16, 4, 3).cum_sum(c),
-        lambda c: c.input().zeros(F16, 3, 3).tri(c, 0),
-        lambda c: c.input().zeros(I32, 4, 3).neg(c),
-        lambda c: c.input().zeros(I32, 4).cast(c, F16),
-        lambda c: c.input().zeros(Q8_0, 32).cast(c, F16),
+        lambda c: _binop(c, "add", (4, 3), (4, 3), F32, F16),
+        lambda c: _binop(c, "sub", (4, 3), (4, 3), I32, I32),
+        lambda c: _binop(c, "mulmat", (32, 3), (32, 2), F32, F16),
+        lambda c: _binop(c, "rows", (4, 3), (2,), F32, F32),
+        _mulmat_id_f32_ids,
+        lambda c: _binop(c, "silu", (4, 3), (4, 3), F32, F16),
+        lambda c: _one(c, F16, (4, 3), "softmax"),
+        lambda c: _one(c, F16, (4, 3), "cum_sum"),
+        lambda c: _one(c, F16, (3, 3), "tri", 0),
+        lambda c: _one(c, I32, (4, 3), "neg"),
+        lambda c: _one(c, I32, (4,), "cast", F16),
+        lambda c: _one(c, Q8_0, (32,), "cast", F16),
     ],
     ids=[
         "add-f32-f16",

@@ -12,7 +12,6 @@ from . import reference as R
 from .case import Arg, Build, Case, Reference, Tolerance
 
 if TYPE_CHECKING:
-    from ..context import Context
     from ..tensor import Tensor
 
 F32, F16, BF16, I32 = DType.F32, DType.F16, DType.BF16, DType.I32
@@ -102,7 +101,7 @@ def f16_ref(fn: Callable[..., np.ndarray], round_args: Sequence[int]) -> Callabl
 
 
 def stride_check(
-    dim: int, expected: Callable[[Tensor], int]
+    dim: int, expected: Callable[..., int]
 ) -> Callable[[Sequence[Tensor]], str | None]:
     """Return a metadata check that output 0 has ``Stride(dim) == expected(output)``."""
 

@@ -10,7 +10,7 @@ arrays handed to references are numpy views, i.e. of shape ``reversed(ne)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +18,6 @@ import numpy as np
 from ..dtypes import DType
 
 if TYPE_CHECKING:
-    from ..context import Context
     from ..tensor import Tensor
 
 __all__ = [
@@ -84,7 +83,7 @@ class Tolerance:
             nmse=None if self.nmse is None else self.nmse * factor * factor,
             atol=self.atol * factor,
             rtol=self.rtol * factor,
-            ulp=None if self.ulp is None else int(np.ceil(max(self.ulp, 1) * factor)),
+            ulp=None if self.ulp is None else int(np.ceil(self.ulp * factor)),
         )
 
     def describe(self) -> str:
@@ -155,7 +154,6 @@ class Case:
     raw_ref: bool = False
     gold: tuple[tuple[float, ...], ...] | None = None
     gold_atol: float = 1e-6
-    tags: frozenset[str] = field(default_factory=frozenset)
 
     def with_id(self, new_id: str) -> Case:
         """Return a copy with another id."""

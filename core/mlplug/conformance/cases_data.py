@@ -11,7 +11,7 @@ from ..dtypes import DType, row_size
 from ..tensor import Tensor
 from . import reference as R
 from ._common import BF16, EXACT, F16, F32, I32, MXFP4, Q4_0, Q8_0, lbl, shape_check, sx
-from .case import Arg, Build, Case, Inputs
+from .case import Arg, Build, Case, Inputs, Tolerance
 from .data import rev
 
 __all__ = ["cases"]
@@ -161,23 +161,23 @@ def _constructor_cases() -> list[Case]:
 
         return build
 
-    fills: list[tuple[str, DType, tuple[int, ...], str, DType, str]] = [
-        ("from_floats", F32, (4, 3), "empty", F32, "uniform"),
-        ("from_ints", I32, (6,), "empty", I32, "int"),
-        ("from_bytes", F16, (5, 2), "empty", F16, "uniform"),
-        ("from_bytes", Q8_0, (32, 2), "empty", Q8_0, "uniform"),
-        ("from_bytes", DType.Q6_K, (256, 1), "zeros", DType.Q6_K, "uniform"),
-        ("Context.empty", F32, (3, 2, 2), "empty", F32, "uniform"),
-        ("Context.empty", MXFP4, (64, 1), "empty", MXFP4, "uniform"),
+    fills: list[tuple[str, DType, tuple[int, ...], str, str]] = [
+        ("from_floats", F32, (4, 3), "empty", "uniform"),
+        ("from_ints", I32, (6,), "empty", "int"),
+        ("from_bytes", F16, (5, 2), "empty", "uniform"),
+        ("from_bytes", Q8_0, (32, 2), "empty", "uniform"),
+        ("from_bytes", DType.Q6_K, (256, 1), "zeros", "uniform"),
+        ("Context.empty", F32, (3, 2, 2), "empty", "uniform"),
+        ("Context.empty", MXFP4, (64, 1), "empty", "uniform"),
     ]
-    for op, dt, ne, ctor, _, gen in fills:
+    for op, dt, shape, ctor, gen in fills:
         method = {F32: "from_floats", I32: "from_ints"}.get(dt, "from_bytes")
         out.append(
             Case(
-                f"{op}-{lbl(dt)}-{sx(ne)}",
+                f"{op}-{lbl(dt)}-{sx(shape)}",
                 op,
-                (Arg(ne, dt, gen=gen, lo=-99, hi=99, tensor=False),),
-                filled(ctor, dt, ne, method),
+                (Arg(shape, dt, gen=gen, lo=-99, hi=99, tensor=False),),
+                filled(ctor, dt, shape, method),
                 lambda a: a,
                 EXACT,
                 dtype=lbl(dt),
@@ -221,7 +221,7 @@ def _constructor_cases() -> list[Case]:
         ("empty-5-2-1", (5, 2, 1), I32, None),
     ]
     for tag, (a, b, s), dt, gold in arange:
-        ref: Callable[[], np.ndarray] = (
+        ref: Callable[..., np.ndarray] = (
             (lambda a=a, b=b, s=s: R.arange_f32(a, b, s))
             if dt == F32
             else (lambda a=a, b=b, s=s: R.arange_i32(a, b, s))
@@ -233,13 +233,23 @@ def _constructor_cases() -> list[Case]:
                 (),
                 lambda ctx, x, a=a, b=b, s=s, dt=dt: ctx.arange(a, b, s, dt),
                 ref,
-                EXACT,
+                EXACT if dt == I32 else Tolerance(),
                 dtype=lbl(dt),
                 out_dtype=dt,
+                bound=None if dt == I32 else (lambda a=a, b=b, s=s: _fma_slack(a, b, s)),
                 gold=None if gold is None else (gold,),
             )
         )
     return out
+
+
+def _fma_slack(start: float, stop: float, step: float) -> np.ndarray:
+    """The spec's ``f32(start + f32(step*i))`` and a fused multiply-add (what a compiler may
+    make of ggml's ``start + step*i``) differ by at most one ulp of ``step*i`` plus one ulp of
+    the result."""
+    ref = R.arange_f32(start, stop, step).astype(np.float32)
+    prod = np.float32(step) * np.arange(ref.size, dtype=np.float32)
+    return np.asarray(np.abs(np.spacing(prod)) + np.abs(np.spacing(ref)), np.float64)
 
 
 def _accessor_cases() -> list[Case]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def _row_sum_bound(factor: float) -> Callable[[np.ndarray], np.ndarray]:
 
 def _simple(
     op: str,
-    fn: Callable[[Context, Tensor], Tensor],
+    fn: Callable[..., Tensor],
     ref: Callable[..., np.ndarray],
     tol: Tolerance,
     *,
@@ -76,7 +77,7 @@ def _simple(
 
 def _gold(
     op: str,
-    fn: Callable[[Context, Tensor], Tensor],
+    fn: Callable[..., Tensor],
     ref: Callable[..., np.ndarray],
     tol: Tolerance,
     values: tuple[float, ...],

@@ -17,6 +17,7 @@ from .._tensorbase import LEAF
 from ..ops import CONTEXT_CONSTRUCTORS, PRIMITIVES, TENSOR_METHODS
 from .case import Case, Inputs
 from .data import case_rng, draw, make_tensor
+from .runner import as_list
 
 if TYPE_CHECKING:
     from ..backend import Backend
@@ -104,10 +105,9 @@ def primitives_without_cases(backend: Backend, cases: Iterable[Case] | None = No
                     make_tensor(ctx.input(), a, r) if a.tensor else None
                     for a, r in zip(case.args, raw, strict=True)
                 ]
-                built = case.build(ctx, Inputs(tensors, raw))
+                outs = as_list(case.build(ctx, Inputs(tensors, raw)))
             except NotSupportedError:
                 continue
-            outs = built if isinstance(built, (list, tuple)) else [built]
             used |= graph_ops(outs)
     return sorted(set(PRIMITIVES) - used)
 

@@ -114,7 +114,9 @@ def _values(rng: np.random.Generator, a: Arg) -> np.ndarray:
     shape = rev(a.ne)
     n = int(np.prod(shape, dtype=np.int64))
     if a.gen == "fixed":
-        assert a.values is not None, "fixed inputs need values"
+        if a.values is None:
+            msg = "Arg(gen='fixed') needs values"
+            raise ValueError(msg)
         return np.asarray(a.values, np.float64).reshape(shape)
     if a.gen == "zeros":
         return np.zeros(shape)

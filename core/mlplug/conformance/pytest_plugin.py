@@ -65,19 +65,33 @@ def backend_names(config: pytest.Config) -> list[str]:
     return [b.name for b in manager().backends()]
 
 
+def _parametrized(metafunc: pytest.Metafunc) -> set[str]:
+    names: set[str] = set()
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        arg = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        names.update(a.strip() for a in (arg.split(",") if isinstance(arg, str) else arg))
+    return names
+
+
 def _backend_is_ours(metafunc: pytest.Metafunc) -> bool:
     defs = getattr(metafunc, "_arg2fixturedefs", {}).get("backend")
     return not defs or defs[-1].func is _backend
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise ``backend`` (session-scoped, by name) and ``case`` (the catalogue)."""
-    if "backend" in metafunc.fixturenames and _backend_is_ours(metafunc):
+    """Parametrise ``backend`` (session-scoped, by name) and, with it, ``case`` (the catalogue).
+
+    Tests that parametrise these names themselves, or bring their own ``backend`` fixture, are
+    left alone.
+    """
+    taken = _parametrized(metafunc)
+    ours = "backend" not in taken and _backend_is_ours(metafunc)
+    if "backend" in metafunc.fixturenames and ours:
         names = backend_names(metafunc.config)
         metafunc.parametrize("backend", names, indirect=True, ids=names, scope="session")
-    if "case" in metafunc.fixturenames:
-        cases = select(all_cases(), metafunc.config.getoption("mlplug_op", default=None))
-        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+        if "case" in metafunc.fixturenames and "case" not in taken:
+            cases = select(all_cases(), metafunc.config.getoption("mlplug_op", default=None))
+            metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
 def _backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
@@ -119,11 +133,13 @@ def pytest_runtest_makereport(
                 else ("xfail" if hasattr(report, "wasxfail") else "skipped")
             )
         stash = item.config.stash
-        stash.setdefault(_TALLY, defaultdict(Counter))[backend][status] += 1
+        if _TALLY not in stash:
+            tally: dict[str, Counter[str]] = defaultdict(Counter)
+            ops: dict[str, set[str]] = defaultdict(set)
+            stash[_TALLY], stash[_UNSUPPORTED_OPS] = tally, ops
+        stash[_TALLY][backend][status] += 1
         if status == "unsupported":
-            stash.setdefault(_UNSUPPORTED_OPS, defaultdict(set))[backend].add(
-                getattr(case, "op", str(case))
-            )
+            stash[_UNSUPPORTED_OPS][backend].add(getattr(case, "op", str(case)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ reproduced with numpy float32. Nothing here imports a backend.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -119,7 +119,7 @@ def _softplus(x: np.ndarray) -> np.ndarray:
 
 
 #: The unary functions (also the activations of the gated forms), by public method name.
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sin": np.sin,
     "cos": np.cos,
     "tanh": np.tanh,

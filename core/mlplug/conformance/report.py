@@ -30,7 +30,7 @@ _MARK = {
     "pass": "ok",
     "fail": "FAIL",
     "xpass": "XPASS",
-    "xfail": "xfail",
+    "xfail": "FAIL(known)",
     "unsupported": "unsup",
     "partial": "part",
 }
@@ -141,7 +141,8 @@ class ConformanceReport(BaseModel):
         """Return the terminal matrix: one row per op and dtype, one column per backend.
 
         A cell reads ``ok 3e-07`` (every case passed; the worst max-abs error), ``FAIL 2/5``,
-        ``xfail``, ``XPASS``, ``unsup`` or ``part`` (some cases unsupported, the rest passed).
+        ``FAIL(known) 1/5`` (declared known failures), ``XPASS 1/5``, ``unsup`` or ``part 3e-07``
+        (some cases unsupported, the rest passed).
         """
         cells = self._cells("op dtype")
         rows = sorted({k[0] for k in cells})
@@ -154,8 +155,8 @@ class ConformanceReport(BaseModel):
             body.append(line)
         widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-        lines += [fmt.format(*line) for line in body]
+        lines = [fmt.format(*head).rstrip(), fmt.format(*("-" * w for w in widths))]
+        lines += [fmt.format(*line).rstrip() for line in body]
         lines.append("")
         lines += self.summary_lines()
         return "\n".join(lines)
@@ -259,8 +260,8 @@ def _cell_text(rs: list[CaseResult]) -> str:
     if not rs:
         return "-"
     agg = _aggregate(rs)
-    if agg in ("fail", "xpass"):
-        n = sum(1 for r in rs if r.status in ("fail", "xpass"))
+    if agg in ("fail", "xpass", "xfail"):
+        n = sum(1 for r in rs if r.status == agg)
         return f"{_MARK[agg]} {n}/{len(rs)}"
     if agg in ("pass", "partial"):
         return f"{_MARK[agg]} {_fmt(_worst(rs))}".rstrip()
@@ -280,5 +281,5 @@ def _md_cell(rs: list[CaseResult]) -> str:
     if agg == "unsupported":
         return "unsupported"
     bad = sum(1 for r in rs if r.status == agg)
-    word = {"fail": "**fail**", "xpass": "**xpass**", "xfail": "known failure"}[agg]
+    word = {"fail": "**fail**", "xpass": "**xpass**", "xfail": "**fail** (known)"}[agg]
     return f"{word} ({bad}/{n})"

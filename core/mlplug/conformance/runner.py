@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -33,14 +33,24 @@ from ..errors import NotSupportedError
 from .case import Case, Inputs
 from .data import case_rng, dequant, draw, make_tensor, operand, rev
 from .metrics import Comparison, bf16_float, compare, max_abs_err, nmse
-from .report import CaseResult, ConformanceReport, Disagreement
+from .report import CaseResult, ConformanceReport, Disagreement, Status
 from .xfails import known_failures
 
 if TYPE_CHECKING:
     from ..backend import Backend
     from ..tensor import Tensor
 
-__all__ = ["Outcome", "Prepared", "prepare", "run", "run_case", "select"]
+__all__ = [
+    "Outcome",
+    "Prepared",
+    "ReadError",
+    "ReferenceFailure",
+    "as_list",
+    "prepare",
+    "run",
+    "run_case",
+    "select",
+]
 
 _READ_DTYPES: dict[DType, str] = {
     DType.F32: "<f4",
@@ -61,8 +71,12 @@ _BY_NUMPY = {
 }
 
 
-class ReferenceError(Exception):
-    """The case's reference could not be computed or contradicts the spec's worked example."""
+class ReferenceFailure(Exception):
+    """A case's reference could not be computed or contradicts the spec's worked example."""
+
+
+class ReadError(RuntimeError):
+    """A computed result could not be read back (a backend bug, reported as a failure)."""
 
 
 @dataclass(frozen=True)
@@ -79,12 +93,19 @@ class Prepared:
 class Outcome:
     """The result of one case on one backend."""
 
-    status: str
+    status: Status
     max_abs_err: float | None = None
     nmse: float | None = None
     error: str | None = None
     outputs: list[np.ndarray] = field(default_factory=list)
     dtypes: list[DType] = field(default_factory=list)
+
+
+def as_list(built: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """Return a build's result as a list of tensors."""
+    from ..tensor import Tensor
+
+    return [built] if isinstance(built, Tensor) else list(built)
 
 
 def select(cases: Sequence[Case], pattern: str | None) -> list[Case]:
@@ -108,7 +129,7 @@ def select(cases: Sequence[Case], pattern: str | None) -> list[Case]:
 def prepare(case: Case, seed: int = 0) -> Prepared:
     """Draw a case's inputs for ``seed`` and compute its reference (cached).
 
-    :raises ReferenceError: if the reference fails or disagrees with the case's gold values.
+    :raises ReferenceFailure: if the reference fails or disagrees with the case's gold values.
     """
     rng = case_rng(seed, case.id)
     raw = tuple(draw(rng, a) for a in case.args)
@@ -126,11 +147,11 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
             )
     except Exception as exc:  # a bug in the suite, reported on every backend
         msg = f"reference of {case.id} failed: {type(exc).__name__}: {exc}"
-        raise ReferenceError(msg) from exc
+        raise ReferenceFailure(msg) from exc
     if case.gold is not None:
         if len(case.gold) != len(expected):
             msg = f"{case.id}: {len(case.gold)} gold outputs for {len(expected)} results"
-            raise ReferenceError(msg)
+            raise ReferenceFailure(msg)
         for i, (e, g) in enumerate(zip(expected, case.gold, strict=True)):
             ok = e.size == len(g) and np.allclose(
                 np.asarray(e, np.float64).reshape(-1),
@@ -144,7 +165,7 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
                     f"reference of {case.id} output {i} is {e.reshape(-1).tolist()}, "
                     f"but the spec's worked example gives {list(g)}"
                 )
-                raise ReferenceError(msg)
+                raise ReferenceFailure(msg)
     return Prepared(raw, ops, expected, bounds)
 
 
@@ -153,19 +174,19 @@ def _read(t: Tensor, case: Case) -> tuple[np.ndarray, DType]:
         got = case.read(t)
         if got is None:
             msg = f"reading {t!r} returned None after compute"
-            raise AssertionError(msg)
+            raise ReadError(msg)
         arr = np.asarray(got)
         return arr.reshape(-1), _BY_NUMPY.get(arr.dtype, DType.F32)
     raw = t.bytes()
     if raw is None:
         msg = f"{t!r}: bytes() is None after compute"
-        raise AssertionError(msg)
+        raise ReadError(msg)
     if t.dtype.is_quantized:
         return np.frombuffer(raw, np.uint8).copy(), t.dtype
     np_dtype = _READ_DTYPES.get(t.dtype)
     if np_dtype is None:
         msg = f"no reader for {t.dtype.name} results"
-        raise AssertionError(msg)
+        raise ReadError(msg)
     return np.frombuffer(raw, np_dtype).copy(), t.dtype
 
 
@@ -219,7 +240,7 @@ def run_case(
 def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
     try:
         prep = prepare(case, seed)
-    except ReferenceError as exc:
+    except ReferenceFailure as exc:
         return Outcome("fail", error=str(exc))
     try:
         with backend.new_context() as ctx:
@@ -228,8 +249,7 @@ def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
                 make_tensor(inp, a, r) if a.tensor else None
                 for a, r in zip(case.args, prep.raw, strict=True)
             ]
-            built = case.build(ctx, Inputs(tensors, prep.raw))
-            outs = [built] if not isinstance(built, (list, tuple)) else list(built)
+            outs = as_list(case.build(ctx, Inputs(tensors, prep.raw)))
             if len(outs) != len(prep.expected):
                 return Outcome(
                     "fail",
@@ -267,7 +287,7 @@ def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
         worst_nmse = max(worst_nmse, cmp.nmse)
         if not cmp.passed:
             problems.append(f"output {i}: {cmp.detail}" if len(results) > 1 else cmp.detail)
-    status = "fail" if problems else "pass"
+    status: Status = "fail" if problems else "pass"
     error = "; ".join(problems) + f" (tolerance {case.tol.describe()})" if problems else None
     return Outcome(
         status, worst_abs, worst_nmse, error, [g for g, _ in results], [d for _, d in results]
@@ -367,6 +387,7 @@ def run(
             failed = {"fail", "xfail"}
             if cmp.passed and not (oa.status in failed and ob.status in failed):
                 continue
+            status: Literal["disagree", "fail", "suspect-reference"]
             if cmp.passed:
                 status, note = "suspect-reference", "both fail the reference but agree"
             elif oa.status == "pass" and ob.status == "pass":

@@ -146,7 +146,7 @@ class NNOps(TensorBase):
         require(sx.ne[1] == kernel.ne[1], op, "input dim 1 must equal kernel dim 1", sx, kernel)
         n_t = sx.ne[0] - kernel.ne[0] + 1
         require(n_t >= 1, op, "input is shorter than the kernel", sx, kernel)
-        sx, kernel = rows_contiguous(ctx, sx), contiguous(ctx, kernel)
+        sx, kernel = contiguous(ctx, sx), contiguous(ctx, kernel)  # ggml reads dense rows
         return node(ctx, "ssm_conv", (sx, kernel), DType.F32, (sx.ne[1], n_t, sx.ne[2], 1))
 
     def ssm_scan(self, ctx: Context, x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor,

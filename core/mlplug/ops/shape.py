@@ -353,6 +353,7 @@ class ShapeOps(TensorBase):
         ok = all(d >= 1 and d % e == 0 for d, e in zip(ne, t.ne))
         require(ok, "repeat_4d", f"target {list(ne)} must be a multiple of each extent", t)
         require_dtype("repeat_4d", t, frozenset({DType.F32, DType.F16, DType.BF16, DType.I32, DType.I16}))
+        t = packed_dim0(ctx, t)  # ggml copies whole dim-0 rows
         return node(ctx, "repeat", (t,), t.dtype, ne)
 
     # -- gather / scatter ---------------------------------------------------------------------

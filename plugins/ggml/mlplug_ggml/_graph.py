@@ -104,9 +104,9 @@ class Entry:
         self.host_checks: list[IdCheck] = []
         #: Leaves owned by other contexts: the entry is stale once one of them is closed.
         self.foreign: list[Tensor] = []
-        #: ``id(requested tensor)`` -> its handle: (this entry, the ggml tensor owning its
-        #: storage, its byte offset there).
-        self.handles: dict[int, tuple[Entry, int, int]] = {}
+        #: Per requested tensor (in request order), its handle: (this entry, the ggml tensor
+        #: owning its storage, its byte offset there).
+        self.handles: list[tuple[Entry, int, int]] = []
         #: Tensors whose readable data lives in this entry's buffer.
         self.readers: list[weakref.ref[Tensor]] = []
         #: Bytes of the compute buffer.
@@ -288,7 +288,8 @@ def _plan_checks(
         ids, low, high = found
         if written is None:
             written = {
-                id(n.view_src) for n in graph
+                id(n.view_src)
+                for n in graph
                 if n.view_src is not None and n.op != LEAF and n.op not in VIEW_OPS
             }
         prov = _provenance(ids, written)
@@ -364,7 +365,7 @@ def build(
             set_output(ptr)
             if base != ptr:
                 set_output(base)
-            entry.handles[id(o)] = (entry, base, offs)
+            entry.handles.append((entry, base, offs))
         n_nodes = lib.ggml_graph_n_nodes(cgraph)
         if check_support:
             _check_support(lib, backend, cgraph, n_nodes)

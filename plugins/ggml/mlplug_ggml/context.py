@@ -150,9 +150,8 @@ class GGMLContext(Context):
         entry = self._entry(graph, outputs)
         be = self.backend
         entry.run(be.backend_ptr, self._read_leaf)
-        for o in outputs:
+        for o, handle in zip(outputs, entry.handles, strict=True):
             if o.root.op != LEAF:
-                handle = entry.handles[id(o)]
                 if o.handle is not handle:
                     o.handle = handle
                     entry.readers.append(weakref.ref(o))

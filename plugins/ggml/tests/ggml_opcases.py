@@ -107,8 +107,9 @@ def encode(values: np.ndarray, dtype: DType) -> bytes:
     if dtype == DType.F16:
         return np.ascontiguousarray(values, "<f2").tobytes()
     if dtype == DType.BF16:
-        bits = np.ascontiguousarray(values, "<f4").view("<u4")
-        return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()
+        bits = np.ascontiguousarray(values, "<f4").view(np.uint32)
+        rounded: np.ndarray = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return rounded.astype("<u2").tobytes()
     if dtype in (DType.I32, DType.I64, DType.I16, DType.I8):
         return np.ascontiguousarray(values, TRAITS[dtype].numpy).tobytes()
     return quantize(values, dtype)

@@ -7,11 +7,12 @@ results. Run with ``MLPLUG_GGML_VERIFY=1`` to also check every ggml node's layou
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 from ggml_opcases import Case, In, make_inputs, run
-from mlplug import BackendParams, DType, FlashAttentionType, new_backend
+from mlplug import Backend, BackendParams, DType, FlashAttentionType, new_backend
 from mlplug.registry import manager
 
 F, H, I32 = DType.F32, DType.F16, DType.I32
@@ -46,13 +47,14 @@ UNARY = (
     "silu",
     "relu",
 )
-_LOOSE = {"rtol": 2e-3, "atol": 2e-3}
+_LOOSE: dict[str, Any] = {"rtol": 2e-3, "atol": 2e-3}
+_EXACT: dict[str, Any] = {}
 
 
 def _unary_cases() -> Iterator[Case]:
     for name in UNARY:
         gen = "pos" if name == "sqrt" else "uniform"
-        for dt, tol in ((F, {}), (H, _LOOSE)):
+        for dt, tol in ((F, _EXACT), (H, _LOOSE)):
             yield Case(
                 f"{name}-{dt.name}",
                 (In((16, 3), dt, gen, -3, 3),),
@@ -106,7 +108,7 @@ def _misc_cases() -> Iterator[Case]:
     yield Case("fill-leaf", (In((8, 3)),), lambda c, a: a.fill(c, 2.5))
     yield Case("fill-node", (In((8, 3)),), lambda c, a: a.scale(c, 2).fill(c, -1.5))
     for kind in ("gelu", "quick_gelu", "silu", "relu"):
-        for dt, tol in ((F, {}), (H, _LOOSE)):
+        for dt, tol in ((F, _EXACT), (H, _LOOSE)):
             yield Case(
                 f"glu-{kind}-{dt.name}",
                 (In((8, 3), dt, lo=-3, hi=3), In((8, 3), dt)),
@@ -312,7 +314,7 @@ def _layout_cases() -> Iterator[Case]:
         (In((8, 10)), In((4, 3), I32, "int", 0, 10)),
         lambda c, a, i: a.rows(c, i.view(c, 4, 3)),
     )
-    for dt, tol in ((F, {}), (H, _LOOSE)):
+    for dt, tol in ((F, _EXACT), (H, _LOOSE)):
         yield Case(
             f"set_rows-{dt.name}",
             (In((8, 10), dt), In((8, 3)), In((3,), I32, "perm", 0, 10)),
@@ -457,7 +459,9 @@ def _rope_cases() -> Iterator[Case]:
 def _sdpa_cases() -> Iterator[Case]:
     for flash in (False, True):
         tag = "flash" if flash else "plain"
-        tol = {"rtol": 1e-4, "atol": 1e-4} if flash else {"rtol": 1e-5, "atol": 1e-5}
+        tol: dict[str, Any] = (
+            {"rtol": 1e-4, "atol": 1e-4} if flash else {"rtol": 1e-5, "atol": 1e-5}
+        )
         yield Case(
             f"sdpa-{tag}",
             (In((8, 4, 3)), In((8, 2, 6)), In((8, 2, 6))),
@@ -520,7 +524,7 @@ CASES: list[Case] = [
 
 
 @pytest.fixture(scope="module")
-def backends() -> Iterator[dict[str, object]]:
+def backends() -> Iterator[dict[str, Backend]]:
     """cpu_numpy and ggml (flash attention off and on), created once."""
     names = {e.name for e in manager().backends()}
     if "cpu_numpy" not in names:
@@ -534,11 +538,11 @@ def backends() -> Iterator[dict[str, object]]:
     }
     yield bes
     for be in bes.values():
-        be.close()  # type: ignore[attr-defined]
+        be.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_matches_cpu_numpy(case: Case, backends: dict[str, object]) -> None:
+def test_matches_cpu_numpy(case: Case, backends: dict[str, Backend]) -> None:
     """The ggml result equals cpu_numpy's within the case's tolerance."""
     data = make_inputs(case)
     if case.roundtrip:

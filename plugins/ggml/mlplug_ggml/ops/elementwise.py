@@ -37,10 +37,19 @@ _GLU: Final = {
 }
 
 
-@implements("add", needs=("add",))
+@implements("add", needs=("add", "repeat_4d"))
 def add(b: Builder, t: Tensor) -> int:
-    """``ggml_add(a, b)``: b tiled onto a."""
-    return b.lib.ggml_add(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
+    """``ggml_add(a, b)``: b tiled onto a.
+
+    ggml's CPU kernel for a quantised ``a`` needs ``b`` of the same shape: a smaller ``b`` is
+    tiled first with ``ggml_repeat_4d`` (the same values the broadcast would read).
+    """
+    a, y = t.src
+    other = b.src(t, 1)
+    if a.dtype.is_quantized and y.ne != a.ne:
+        ne = a.ne
+        other = b.lib.ggml_repeat_4d(b.ctx, other, ne[0], ne[1], ne[2], ne[3])
+    return b.lib.ggml_add(b.ctx, b.src(t, 0), other)  # type: ignore[no-any-return]
 
 
 @implements("sub", needs=("sub",))
