@@ -139,9 +139,7 @@ class Context(ABC):
         return self
 
     # -- constructors ---------------------------------------------------------------------------
-    def _leaf(
-        self, dtype: DType, shape: tuple[int, ...], data: bytes | None, zero: bool
-    ) -> Tensor:
+    def _leaf(self, dtype: DType, shape: tuple[int, ...], data: bytes | None, zero: bool) -> Tensor:
         from .tensor import Tensor
 
         self.check_open()
@@ -153,7 +151,9 @@ class Context(ABC):
             return Tensor(self, dtype, (0, 1, 1, 1))  # type: ignore[arg-type]
         block = TRAITS[dtype].block_size
         if ne[0] % block:
-            msg = f"invalid shape: {dtype.name} needs dim 0 to be a multiple of {block}, got {ne[0]}"
+            msg = (
+                f"invalid shape: {dtype.name} needs dim 0 to be a multiple of {block}, got {ne[0]}"
+            )
             raise ShapeError(msg, shapes=(tuple(shape),))
         if self.backend.name not in ("",) and dtype not in self.backend.dtypes:
             raise NotSupportedError(self.backend.name, "new tensor", f"dtype {dtype.name}")
@@ -260,7 +260,9 @@ class Context(ABC):
         if id(root) in in_graph:
             return
         if root.ctx.backend is not self.backend:
-            msg = f"{root!r} belongs to backend {root.ctx.backend.name!r}, not {self.backend.name!r}"
+            msg = (
+                f"{root!r} belongs to backend {root.ctx.backend.name!r}, not {self.backend.name!r}"
+            )
             raise GraphError(msg)
         stack: list[tuple[Tensor, int]] = [(root, 0)]
         graph = self._graph

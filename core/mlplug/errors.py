@@ -44,14 +44,16 @@ class ShapeError(MlplugError, ValueError):
 class DTypeError(MlplugError, TypeError):
     """An op got a dtype (or a combination of dtypes) it does not accept."""
 
-    def __init__(self, message: str, *, op: str | None = None, dtypes: tuple[Any, ...] = ()) -> None:
+    def __init__(
+        self, message: str, *, op: str | None = None, dtypes: tuple[Any, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.op = op
         self.dtypes = dtypes
 
 
 class NotSupportedError(MlplugError, NotImplementedError):
-    """A backend cannot run an op (or an op variant); the conformance report shows it as unsupported."""
+    """A backend cannot run an op (or op variant); conformance reports show it as unsupported."""
 
     def __init__(self, backend: str, op: str, reason: str) -> None:
         message = f"{backend}: {op} is not supported: {reason}"

@@ -211,7 +211,11 @@ class PluginManager:
         return entry.devices()
 
     def new_backend(
-        self, model_path: str | None, params: BackendParams | None = None, *, backend: str | None = None
+        self,
+        model_path: str | None,
+        params: BackendParams | None = None,
+        *,
+        backend: str | None = None,
     ) -> Backend:
         """Create a backend: ``backend``, else ``$MLPLUG_BACKEND``, else the best that loads."""
         from .params import BackendParams

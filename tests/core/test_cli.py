@@ -616,16 +616,7 @@ def test_conformance_unknown_backend() -> None:
     assert_one_line_error(proc, "'nope'")
 
 
-def _conformance_available() -> bool:
-    try:
-        from mlplug import conformance
-    except ImportError:
-        return False
-    return hasattr(conformance, "run")
-
-
 @needs_cpu_numpy
-@pytest.mark.skipif(not _conformance_available(), reason="mlplug.conformance not importable")
 def test_conformance_real_run_json_shape(tmp_path: Path) -> None:
     """A real run on cpu_numpy writes the JSON of DESIGN.md and exits 0 iff nothing failed."""
     out = tmp_path / "report.json"
@@ -669,6 +660,28 @@ def test_bench_json_shape() -> None:
         assert r["baseline"] == "numpy"
         assert r["seconds"] > 0 and r["baseline_seconds"] > 0
         assert r["ratio"] == pytest.approx(r["seconds"] / r["baseline_seconds"])
+
+
+def test_bench_measures_torch_backend_against_torch() -> None:
+    """The torch backend's plain library is torch (numpy is measured too)."""
+    pytest.importorskip("mlplug_torch")
+    pytest.importorskip("torch")
+    proc = mlplug("bench", "-b", "torch", "--quick", "--repeat", "1", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert results
+    for r in results:
+        assert r["baseline"] == "torch"
+        assert r["correct"] is True
+        assert r["numpy_seconds"] > 0 and r["baseline_seconds"] > 0
+
+
+@pytest.mark.parametrize("command", ["bench", "conformance"])
+def test_commands_need_a_backend(command: str) -> None:
+    """With no plugin installed, bench and conformance say so (exit 1, one line)."""
+    proc = mlplug(command, env={**os.environ, "MLPLUG_PLUGINS": ""})
+    assert proc.returncode == 1
+    assert_one_line_error(proc, "no backend plugin is installed")
 
 
 def test_bench_rejects_bad_repeat() -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+
 from mlplug.dtypes import DType
 from mlplug.dump import dump, format_array
 

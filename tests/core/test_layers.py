@@ -6,6 +6,7 @@ import sys
 
 import pydantic
 import pytest
+
 from mlplug.device import DeviceID
 from mlplug.layers import MAX_PARSED_LAYER, GPULayers, GPULayersList, parse_gpu_layers
 

@@ -6,6 +6,7 @@ import logging
 
 import pydantic
 import pytest
+
 from mlplug.device import DeviceID
 from mlplug.errors import ErrNoMem
 from mlplug.memory import BackendMemory, DeviceMemory, human_bytes2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pydantic
 import pytest
+
 from mlplug.dtypes import DType
 from mlplug.layers import GPULayers, GPULayersList
 from mlplug.params import (

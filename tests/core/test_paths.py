@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from mlplug.paths import LIB_PATH_ENV, find_lib_ollama_path, lib_path
 
 

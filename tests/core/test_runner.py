@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+
 from mlplug.device import DeviceID, DeviceInfo
 from mlplug.runner import (
     BaseRunner,

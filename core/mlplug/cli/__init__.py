@@ -152,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the op conformance suite and print the op x backend matrix; exit 1 on any failure.",
     )
     backend_flag(p, many=True)
-    p.add_argument("--op", metavar="PATTERN", help="only ops whose name matches PATTERN")
+    p.add_argument(
+        "--op",
+        metavar="PATTERN",
+        help="only cases whose op or case id matches PATTERN (an op name or a glob)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (0)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-': stdout)")
     p.add_argument("--markdown", metavar="FILE", help="write the matrix as Markdown ('-': stdout)")

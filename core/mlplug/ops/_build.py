@@ -36,15 +36,24 @@ def node(
     return t
 
 
-def inplace(ctx: Context, op: str, srcs: tuple[Tensor, ...], params: tuple[Any, ...] = ()) -> Tensor:
+def inplace(
+    ctx: Context, op: str, srcs: tuple[Tensor, ...], params: tuple[Any, ...] = ()
+) -> Tensor:
     """Create a node whose result overwrites (and aliases) ``srcs[0]``."""
     from ..tensor import Tensor
 
     a = srcs[0]
     _check_ctx(ctx, srcs, op)
     t = Tensor(
-        ctx, a.dtype, a.ne, nb=a.nb, op=op, src=srcs, params=params,
-        view_src=a.root, view_offs=a.view_offs,
+        ctx,
+        a.dtype,
+        a.ne,
+        nb=a.nb,
+        op=op,
+        src=srcs,
+        params=params,
+        view_src=a.root,
+        view_offs=a.view_offs,
     )
     ctx.backend.check_node(t)
     return t
@@ -66,8 +75,15 @@ def view(
 
     _check_ctx(ctx, (a,), op)
     t = Tensor(
-        ctx, dtype if dtype is not None else a.dtype, ne, nb=nb, op=op, src=(a,), params=params,
-        view_src=a.root, view_offs=a.view_offs + offs,
+        ctx,
+        dtype if dtype is not None else a.dtype,
+        ne,
+        nb=nb,
+        op=op,
+        src=(a,),
+        params=params,
+        view_src=a.root,
+        view_offs=a.view_offs + offs,
     )
     ctx.backend.check_node(t)
     return t

@@ -22,7 +22,9 @@ def arange(ctx: Context, start: float, stop: float, step: float, dtype: DType) -
     """Build ``[start, stop)`` by ``step``: an F32 graph op, or I32 values computed now."""
     f32 = np.float32
     if dtype not in (DType.F32, DType.I32):
-        raise NotSupportedError(ctx.backend.name, "arange", f"unsupported dtype for arange: {dtype!r}")
+        raise NotSupportedError(
+            ctx.backend.name, "arange", f"unsupported dtype for arange: {dtype!r}"
+        )
     if not all(math.isfinite(v) for v in (start, stop, step)):
         msg = f"arange: start, stop and step must be finite, got {start}, {stop}, {step}"
         raise ShapeError(msg, op="arange")
@@ -37,7 +39,9 @@ def arange(ctx: Context, start: float, stop: float, step: float, dtype: DType) -
         if n > _MAX_ARANGE:
             msg = f"arange: {n} values is too many"
             raise ShapeError(msg, op="arange")
-        return node(ctx, "arange", (), DType.F32, (n, 1, 1, 1), (float(start), float(stop), float(step)))
+        return node(
+            ctx, "arange", (), DType.F32, (n, 1, 1, 1), (float(start), float(stop), float(step))
+        )
     if stop <= start:
         return ctx.input().from_ints([], 0)
     if (stop - start) / step > _MAX_ARANGE:

@@ -101,7 +101,7 @@ class ElementwiseOps(TensorBase):
         t = contiguous(ctx, self)  # type: ignore[arg-type]
         return node(ctx, "scale", (t,), t.dtype, t.ne, (float(s),))
 
-    def clamp(self, ctx: Context, min: float, max: float) -> Tensor:  # noqa: A002
+    def clamp(self, ctx: Context, min: float, max: float) -> Tensor:
         """Clamp to ``[min, max]`` in place (NaN becomes ``max``); the result aliases self."""
         require_dtype("clamp", self, FLOATS)  # type: ignore[arg-type]
         t = packed_dim0(ctx, self)  # type: ignore[arg-type]

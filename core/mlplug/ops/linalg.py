@@ -42,7 +42,9 @@ def mulmat(ctx: Context, t: Tensor, t2: Tensor, prec: str) -> Tensor:
         t,
         t2,
     )
-    return node(ctx, "mul_mat", (t, t2), DType.F32, (t.ne[1], t2.ne[1], t2.ne[2], t2.ne[3]), (prec,))
+    return node(
+        ctx, "mul_mat", (t, t2), DType.F32, (t.ne[1], t2.ne[1], t2.ne[2], t2.ne[3]), (prec,)
+    )
 
 
 class LinalgOps(TensorBase):
@@ -75,8 +77,13 @@ class LinalgOps(TensorBase):
         require(t.ne[3] == 1 and x.ne[3] == 1, op, "experts and activations must be 3-D", t, x)
         require(ids.ne[2] == 1 and ids.ne[3] == 1, op, "ids must be 2-D [U, T]", ids)
         require(ids.ne[1] == x.ne[2], op, "ids dim 1 must equal activations dim 2 (tokens)", ids, x)
-        require(ids.ne[0] % x.ne[1] == 0, op, "ids dim 0 must be a multiple of activations dim 1",
-                ids, x)
+        require(
+            ids.ne[0] % x.ne[1] == 0,
+            op,
+            "ids dim 0 must be a multiple of activations dim 1",
+            ids,
+            x,
+        )
         return node(ctx, "mul_mat_id", (t, x, ids), DType.F32, (t.ne[1], ids.ne[0], x.ne[2], 1))
 
     def add_id(self, ctx: Context, t2: Tensor, ids: Tensor) -> Tensor:
@@ -86,13 +93,13 @@ class LinalgOps(TensorBase):
         require_dtype(op, t2, F32_ONLY, "bias")
         require_dtype(op, ids, frozenset({DType.I32}), "ids")
         require(self.ne[0] == t2.ne[0], op, "dim 0 of input and bias must match", self, t2)  # type: ignore[arg-type]
-        require(self.ne[1] == ids.ne[0] and self.ne[2] == ids.ne[1], op,
-                "ids must be [input dim 1, input dim 2]", self, ids)  # type: ignore[arg-type]
+        ok = self.ne[1] == ids.ne[0] and self.ne[2] == ids.ne[1]
+        require(ok, op, "ids must be [input dim 1, input dim 2]", self, ids)  # type: ignore[arg-type]
         t, b = packed_dim0(ctx, self), packed_dim0(ctx, t2)  # type: ignore[arg-type]
         return node(ctx, "add_id", (t, b, ids), DType.F32, t.ne)
 
     def diag(self, ctx: Context) -> Tensor:
-        """Return ``[n, n, ...]`` matrices with each dim-0 vector ``[n, 1, ...]`` on the diagonal."""
+        """Put each dim-0 vector ``[n, 1, ...]`` on a diagonal ``[n, n, ...]``."""
         require_dtype("diag", self, F32_ONLY)  # type: ignore[arg-type]
         require(self.ne[1] == 1, "diag", "input must have dim 1 of size 1", self)  # type: ignore[arg-type]
         t = packed_dim0(ctx, self)  # type: ignore[arg-type]

@@ -42,20 +42,37 @@ def _positive(op: str, **values: int) -> None:
             raise ShapeError(msg, op=op)
 
 
-def _im2col(ctx: Context, kernel: Tensor, image: Tensor, s0: int, s1: int, p0: int, p1: int,
-            d0: int, d1: int, dtype: DType, op: str) -> Tensor:
+def _im2col(
+    ctx: Context,
+    kernel: Tensor,
+    image: Tensor,
+    s0: int,
+    s1: int,
+    p0: int,
+    p1: int,
+    d0: int,
+    d1: int,
+    dtype: DType,
+    op: str,
+) -> Tensor:
     _positive(op, s0=s0, s1=s1, d0=d0, d1=d1)
     require(p0 >= 0 and p1 >= 0, op, "padding must be >= 0")
     require_dtype(op, image, F32_ONLY, "image")
-    require(kernel.ne[2] == image.ne[2], op, "kernel dim 2 (channels) must equal image dim 2",
-            kernel, image)
+    require(
+        kernel.ne[2] == image.ne[2],
+        op,
+        "kernel dim 2 (channels) must equal image dim 2",
+        kernel,
+        image,
+    )
     ow = conv_out(image.ne[0], kernel.ne[0], s0, p0, d0)
     oh = conv_out(image.ne[1], kernel.ne[1], s1, p1, d1)
     require(ow > 0 and oh > 0, op, f"the output would be empty ({ow} x {oh})", kernel, image)
     image = contiguous(ctx, image)
     k = kernel.ne[0] * kernel.ne[1] * kernel.ne[2]
-    return node(ctx, "im2col", (kernel, image), dtype, (k, ow, oh, image.ne[3]),
-                (s0, s1, p0, p1, d0, d1))
+    return node(
+        ctx, "im2col", (kernel, image), dtype, (k, ow, oh, image.ne[3]), (s0, s1, p0, p1, d0, d1)
+    )
 
 
 class NNOps(TensorBase):
@@ -76,19 +93,22 @@ class NNOps(TensorBase):
         oh = math.trunc((t.ne[1] + 2 * p - k) / s + 1)
         require(ow > 0 and oh > 0, "avg_pool_2d", "the window is larger than the input", t)
         t = contiguous(ctx, t)
-        return node(ctx, "pool_2d", (t,), DType.F32, (ow, oh, t.ne[2], t.ne[3]),
-                    ("avg", k, s, float(p)))
+        return node(
+            ctx, "pool_2d", (t,), DType.F32, (ow, oh, t.ne[2], t.ne[3]), ("avg", k, s, float(p))
+        )
 
-    def im2col(self, ctx: Context, input: Tensor, s0: int, s1: int, p0: int, p1: int,  # noqa: A002
-               d0: int, d1: int) -> Tensor:
+    def im2col(
+        self, ctx: Context, input: Tensor, s0: int, s1: int, p0: int, p1: int, d0: int, d1: int
+    ) -> Tensor:
         """Unfold ``input`` image patches for this kernel's shape: ``[C*KH*KW, OW, OH, N]``.
 
         The receiver is the kernel (only its shape is used); ``input`` is the F32 image.
         """
         return _im2col(ctx, self, input, s0, s1, p0, p1, d0, d1, DType.F32, "im2col")  # type: ignore[arg-type]
 
-    def conv_2d(self, ctx: Context, input: Tensor, s0: int, s1: int, p0: int, p1: int,  # noqa: A002
-                d0: int, d1: int) -> Tensor:
+    def conv_2d(
+        self, ctx: Context, input: Tensor, s0: int, s1: int, p0: int, p1: int, d0: int, d1: int
+    ) -> Tensor:
         """Cross-correlate ``input`` ``[IW, IH, IC, N]`` with this weight ``[KW, KH, IC, OC]``.
 
         Returns ``[OW, OH, OC, N]`` F32. Index 0 of s/p/d is the width (dim 0).
@@ -101,9 +121,22 @@ class NNOps(TensorBase):
         y = col.reshape(ctx, k, ow * oh * n).mulmat(ctx, w.reshape(ctx, k, oc))
         return y.reshape(ctx, ow, oh, n, oc).permute(ctx, 0, 1, 3, 2).contiguous(ctx)
 
-    def conv_3d(self, ctx: Context, input: Tensor, c: int, s0: int, s1: int, s2: int,  # noqa: A002
-                p0: int, p1: int, p2: int, d0: int, d1: int, d2: int) -> Tensor:
-        """3-D convolution of ``input`` ``[IW, IH, ID, N*IC]`` by this weight ``[KW, KH, KD, OC*IC]``.
+    def conv_3d(
+        self,
+        ctx: Context,
+        input: Tensor,
+        c: int,
+        s0: int,
+        s1: int,
+        s2: int,
+        p0: int,
+        p1: int,
+        p2: int,
+        d0: int,
+        d1: int,
+        d2: int,
+    ) -> Tensor:
+        """Convolve ``input`` ``[IW, IH, ID, N*IC]`` with this weight ``[KW, KH, KD, OC*IC]``.
 
         As in the seed the result is reshaped to ``[OC, N]``, which needs a 1x1x1 output.
 
@@ -115,8 +148,13 @@ class NNOps(TensorBase):
         require(min(p0, p1, p2) >= 0, op, "padding must be >= 0")
         require_dtype(op, w, FLOATS, "weight")
         require_dtype(op, input, F32_ONLY, "input")
-        require(w.ne[3] % c == 0 and input.ne[3] % c == 0, op,
-                f"dim 3 of weight and input must be multiples of c={c}", w, input)
+        require(
+            w.ne[3] % c == 0 and input.ne[3] % c == 0,
+            op,
+            f"dim 3 of weight and input must be multiples of c={c}",
+            w,
+            input,
+        )
         ow = conv_out(input.ne[0], w.ne[0], s0, p0, d0)
         oh = conv_out(input.ne[1], w.ne[1], s1, p1, d1)
         od = conv_out(input.ne[2], w.ne[2], s2, p2, d2)
@@ -128,8 +166,14 @@ class NNOps(TensorBase):
             )
             raise ShapeError(msg, op=op, shapes=(w.shape, input.shape))
         w, x = contiguous(ctx, w), contiguous(ctx, input)
-        y = node(ctx, "conv_3d", (w, x), DType.F32, (ow, oh, od, oc * n),
-                 (c, s0, s1, s2, p0, p1, p2, d0, d1, d2))
+        y = node(
+            ctx,
+            "conv_3d",
+            (w, x),
+            DType.F32,
+            (ow, oh, od, oc * n),
+            (c, s0, s1, s2, p0, p1, p2, d0, d1, d2),
+        )
         return y.reshape(ctx, oc, n)
 
     def ssm_conv(self, ctx: Context, kernel: Tensor) -> Tensor:
@@ -141,17 +185,23 @@ class NNOps(TensorBase):
         op = "ssm_conv"
         require_dtype(op, sx, F32_ONLY)
         require_dtype(op, kernel, F32_ONLY, "kernel")
-        require(sx.ne[3] == 1 and kernel.ne[2] == 1 and kernel.ne[3] == 1, op,
-                "input must be at most 3-D and kernel 2-D", sx, kernel)
+        require(
+            sx.ne[3] == 1 and kernel.ne[2] == 1 and kernel.ne[3] == 1,
+            op,
+            "input must be at most 3-D and kernel 2-D",
+            sx,
+            kernel,
+        )
         require(sx.ne[1] == kernel.ne[1], op, "input dim 1 must equal kernel dim 1", sx, kernel)
         n_t = sx.ne[0] - kernel.ne[0] + 1
         require(n_t >= 1, op, "input is shorter than the kernel", sx, kernel)
         sx, kernel = contiguous(ctx, sx), contiguous(ctx, kernel)  # ggml reads dense rows
         return node(ctx, "ssm_conv", (sx, kernel), DType.F32, (sx.ne[1], n_t, sx.ne[2], 1))
 
-    def ssm_scan(self, ctx: Context, x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor,
-                 ids: Tensor) -> Tensor:
-        """Run the Mamba selective scan from state pool self; return ``y`` then final states, 1-D."""
+    def ssm_scan(
+        self, ctx: Context, x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, ids: Tensor
+    ) -> Tensor:
+        """Run the Mamba selective scan from state pool self; return ``y`` then final states."""
         s: Tensor = self  # type: ignore[assignment]
         op = "ssm_scan"
         for name, t in (("s", s), ("x", x), ("dt", dt), ("A", a), ("B", b), ("C", c)):
@@ -159,16 +209,38 @@ class NNOps(TensorBase):
         require_dtype(op, ids, frozenset({DType.I32}), "ids")
         d_state, head_dim, n_head = s.ne[0], s.ne[1], s.ne[2]
         n_tok, n_seq = x.ne[2], x.ne[3]
-        require(x.ne[0] == head_dim and x.ne[1] == n_head, op,
-                "x must be [head_dim, n_head, tokens, seqs] matching s", s, x)
-        require(dt.ne[:3] == (n_head, n_tok, n_seq) and dt.ne[3] == 1, op,
-                "dt must be [n_head, tokens, seqs]", dt, x)
-        require(a.ne[0] in (1, d_state) and a.ne[1] == n_head and a.ne[2:] == (1, 1), op,
-                "A must be [1 or d_state, n_head]", a, s)
+        require(
+            x.ne[0] == head_dim and x.ne[1] == n_head,
+            op,
+            "x must be [head_dim, n_head, tokens, seqs] matching s",
+            s,
+            x,
+        )
+        require(
+            dt.ne[:3] == (n_head, n_tok, n_seq) and dt.ne[3] == 1,
+            op,
+            "dt must be [n_head, tokens, seqs]",
+            dt,
+            x,
+        )
+        require(
+            a.ne[0] in (1, d_state) and a.ne[1] == n_head and a.ne[2:] == (1, 1),
+            op,
+            "A must be [1 or d_state, n_head]",
+            a,
+            s,
+        )
         require(b.ne == c.ne, op, "B and C must have the same shape", b, c)
-        require(b.ne[0] == d_state and b.ne[2] == n_tok and b.ne[3] == n_seq, op,
-                "B must be [d_state, n_group, tokens, seqs]", b, x)
-        require(b.ne[1] >= 1 and n_head % b.ne[1] == 0, op, "n_head must be a multiple of n_group", b)
+        require(
+            b.ne[0] == d_state and b.ne[2] == n_tok and b.ne[3] == n_seq,
+            op,
+            "B must be [d_state, n_group, tokens, seqs]",
+            b,
+            x,
+        )
+        require(
+            b.ne[1] >= 1 and n_head % b.ne[1] == 0, op, "n_head must be a multiple of n_group", b
+        )
         require(ids.ne[0] == n_seq and ids.nelements == n_seq, op, "ids must be [seqs]", ids, x)
         srcs = tuple(contiguous(ctx, t) for t in (s, x, dt, a, b, c)) + (ids,)
         n = x.nelements + d_state * head_dim * n_head * n_seq
@@ -218,11 +290,19 @@ class NNOps(TensorBase):
         require_dtype(op, x, FLOATS)
         require_dtype(op, positions, frozenset({DType.I32}), "positions")
         n_pos = x.ne[2] * (4 if rope_type in _MROPE else 1)
-        require(positions.nelements == n_pos, op,
-                f"positions must hold {n_pos} values (dim 2 of the input is the token axis)",
-                x, positions)
-        require(dim > 0 and dim % 2 == 0 and dim <= x.ne[0], op,
-                f"dim must be even and at most {x.ne[0]}, got {dim}", x)
+        require(
+            positions.nelements == n_pos,
+            op,
+            f"positions must hold {n_pos} values (dim 2 of the input is the token axis)",
+            x,
+            positions,
+        )
+        require(
+            dim > 0 and dim % 2 == 0 and dim <= x.ne[0],
+            op,
+            f"dim must be even and at most {x.ne[0]}, got {dim}",
+            x,
+        )
         if rope_type == 24:
             require(dim * 2 == x.ne[0], op, "vision rope needs dim == head_dim / 2", x)
         secs = (*tuple(int(s) for s in sections), 0, 0, 0, 0)[:4]
@@ -234,9 +314,16 @@ class NNOps(TensorBase):
             require(factors.nelements >= dim // 2, op, f"factors need {dim // 2} values", factors)
             srcs += (factors,)
         params = (
-            int(dim), int(rope_type), int(original_context_length or 131072), float(base),
-            float(scale), float(extrapolation_factor), float(attention_factor or 1.0),
-            float(beta_fast or 32.0), float(beta_slow or 1.0), secs,
+            int(dim),
+            int(rope_type),
+            int(original_context_length or 131072),
+            float(base),
+            float(scale),
+            float(extrapolation_factor),
+            float(attention_factor or 1.0),
+            float(beta_fast or 32.0),
+            float(beta_slow or 1.0),
+            secs,
         )
         return node(ctx, "rope", srcs, x.dtype, x.ne, params)
 
@@ -270,31 +357,67 @@ class NNOps(TensorBase):
             value = value.permute(ctx, 2, 0, 1, 3)  # back to [d_v, H_kv, L_k] as a view
         d_k, h, l_q, batch = q.ne
         require(key.ne[0] == d_k, op, "query and key dim 0 (d_k) must match", q, key)
-        require(key.ne[1] >= 1 and h % key.ne[1] == 0, op,
-                "query heads must be a multiple of key heads", q, key)
-        require(value.ne[1] == key.ne[1] and value.ne[2] == key.ne[2], op,
-                "key and value must agree in heads and length", key, value)
+        require(
+            key.ne[1] >= 1 and h % key.ne[1] == 0,
+            op,
+            "query heads must be a multiple of key heads",
+            q,
+            key,
+        )
+        require(
+            value.ne[1] == key.ne[1] and value.ne[2] == key.ne[2],
+            op,
+            "key and value must agree in heads and length",
+            key,
+            value,
+        )
         require(key.ne[3] == batch and value.ne[3] == batch, op, "batch (dim 3) must match", q, key)
         srcs = [q, key, value]
         if mask is not None:
             require_dtype(op, mask, FLOATS, "mask")
-            require(mask.ne[0] == key.ne[2] and mask.ne[1] >= l_q, op,
-                    "mask must be [L_k, >= L_q]", mask, key)
-            require(h % mask.ne[2] == 0 and batch % mask.ne[3] == 0, op,
-                    "mask dims 2, 3 must divide heads and batch", mask, q)
+            require(
+                mask.ne[0] == key.ne[2] and mask.ne[1] >= l_q,
+                op,
+                "mask must be [L_k, >= L_q]",
+                mask,
+                key,
+            )
+            require(
+                h % mask.ne[2] == 0 and batch % mask.ne[3] == 0,
+                op,
+                "mask dims 2, 3 must divide heads and batch",
+                mask,
+                q,
+            )
             if not cache_config_applied and cfg.mask_dtype not in (DType.OTHER, mask.dtype):
                 mask = mask.cast(ctx, cfg.mask_dtype)
             srcs.append(contiguous(ctx, mask))
         if sinks is not None:
             require_dtype(op, sinks, F32_ONLY, "sinks")
-            require(sinks.nelements == h, op, f"sinks must hold one value per query head ({h})",
-                    sinks, q)
+            require(
+                sinks.nelements == h,
+                op,
+                f"sinks must hold one value per query head ({h})",
+                sinks,
+                q,
+            )
             srcs.append(contiguous(ctx, sinks))
-        out = node(ctx, "sdpa", tuple(srcs), DType.F32, (value.ne[0], h, l_q, batch),
-                   (float(scale), mask is not None, sinks is not None))
+        out = node(
+            ctx,
+            "sdpa",
+            tuple(srcs),
+            DType.F32,
+            (value.ne[0], h, l_q, batch),
+            (float(scale), mask is not None, sinks is not None),
+        )
         if vmla is None:
             return out
-        require(vmla.ne[0] == value.ne[0] and h % vmla.ne[2] == 0, op,
-                "vmla must be [d_v, d_out, H_v] with H a multiple of H_v", vmla, value)
+        require(
+            vmla.ne[0] == value.ne[0] and h % vmla.ne[2] == 0,
+            op,
+            "vmla must be [d_v, d_out, H_v] with H a multiple of H_v",
+            vmla,
+            value,
+        )
         o = out.permute(ctx, 0, 2, 1, 3)
         return vmla.mulmat(ctx, o).permute(ctx, 0, 2, 1, 3).contiguous(ctx)

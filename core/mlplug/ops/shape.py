@@ -15,8 +15,8 @@ from ._build import (
     contiguous,
     fresh_nb,
     node,
-    pad4,
     packed_dim0,
+    pad4,
     require,
     require_dim,
     require_dtype,
@@ -66,7 +66,10 @@ def _target(op: str, t: Tensor, shape: tuple[int, ...]) -> Shape4:
             raise ShapeError(msg, op=op, shapes=(t.shape,))
         n *= d
     if n != t.nelements:
-        msg = f"{op}: shape {list(shape)} ({n} elements) does not match {list(t.shape)} ({t.nelements})"
+        msg = (
+            f"{op}: shape {list(shape)} ({n} elements) does not match "
+            f"{list(t.shape)} ({t.nelements})"
+        )
         raise ShapeError(msg, op=op, shapes=(t.shape, tuple(shape)))
     block = TRAITS[t.dtype].block_size
     if shape[0] % block:
@@ -283,8 +286,14 @@ class ShapeOps(TensorBase):
             msg = "copy: operands belong to another backend"
             raise GraphError(msg)
         out = Tensor(
-            ctx, t2.dtype, t2.ne, nb=t2.nb, op="cpy", src=(t, t2),
-            view_src=t2.root, view_offs=t2.view_offs,
+            ctx,
+            t2.dtype,
+            t2.ne,
+            nb=t2.nb,
+            op="cpy",
+            src=(t, t2),
+            view_src=t2.root,
+            view_offs=t2.view_offs,
         )
         ctx.backend.check_node(out)
         return out
@@ -321,7 +330,9 @@ class ShapeOps(TensorBase):
         t: Tensor = self  # type: ignore[assignment]
         require_dim("concat", dim)
         if t.dtype != t2.dtype or t.dtype.is_quantized:
-            msg = f"concat: dtypes {t.dtype.name} and {t2.dtype.name} (must be equal, not quantised)"
+            msg = (
+                f"concat: dtypes {t.dtype.name} and {t2.dtype.name} (must be equal, not quantised)"
+            )
             raise DTypeError(msg, op="concat", dtypes=(t.dtype, t2.dtype))
         same = all(a == b for i, (a, b) in enumerate(zip(t.ne, t2.ne)) if i != dim)
         require(same, "concat", f"extents other than dim {dim} must be equal", t, t2)
@@ -352,7 +363,9 @@ class ShapeOps(TensorBase):
         ne = tuple(as_int("repeat_4d", "dim", d) for d in (dim0, dim1, dim2, dim3))
         ok = all(d >= 1 and d % e == 0 for d, e in zip(ne, t.ne))
         require(ok, "repeat_4d", f"target {list(ne)} must be a multiple of each extent", t)
-        require_dtype("repeat_4d", t, frozenset({DType.F32, DType.F16, DType.BF16, DType.I32, DType.I16}))
+        require_dtype(
+            "repeat_4d", t, frozenset({DType.F32, DType.F16, DType.BF16, DType.I32, DType.I16})
+        )
         t = packed_dim0(ctx, t)  # ggml copies whole dim-0 rows
         return node(ctx, "repeat", (t,), t.dtype, ne)
 
@@ -362,8 +375,13 @@ class ShapeOps(TensorBase):
         t: Tensor = self  # type: ignore[assignment]
         require_dtype("rows", ids, frozenset({DType.I32}), "ids")
         require(ids.ne[3] == 1, "rows", "ids must have at most 3 dims", ids)
-        require(t.ne[2] == ids.ne[1] and t.ne[3] == ids.ne[2], "rows",
-                "table dims 2, 3 must equal ids dims 1, 2", t, ids)
+        require(
+            t.ne[2] == ids.ne[1] and t.ne[3] == ids.ne[2],
+            "rows",
+            "table dims 2, 3 must equal ids dims 1, 2",
+            t,
+            ids,
+        )
         out = DType.I32 if t.dtype == DType.I32 else DType.F32
         t = packed_dim0(ctx, t)
         return node(ctx, "get_rows", (t, ids), out, (t.ne[0], ids.ne[0], ids.ne[1], ids.ne[2]))
@@ -378,22 +396,40 @@ class ShapeOps(TensorBase):
         require_dtype(op, idxs, frozenset({DType.I32, DType.I64}), "idxs")
         allowed = _FLOAT_CONV | _QUANT
         require_dtype(op, dst, frozenset(allowed), "destination")
-        require(dst.ne[0] == src.ne[0] and dst.ne[2] == src.ne[2] and dst.ne[3] == src.ne[3], op,
-                "destination and src must agree in dims 0, 2, 3", dst, src)
+        require(
+            dst.ne[0] == src.ne[0] and dst.ne[2] == src.ne[2] and dst.ne[3] == src.ne[3],
+            op,
+            "destination and src must agree in dims 0, 2, 3",
+            dst,
+            src,
+        )
         require(src.ne[1] == idxs.ne[0], op, "src dim 1 must equal idxs dim 0", src, idxs)
-        require(idxs.ne[3] == 1 and src.ne[2] % idxs.ne[1] == 0 and src.ne[3] % idxs.ne[2] == 0,
-                op, "idxs dims 1, 2 must divide src dims 2, 3", src, idxs)
+        require(
+            idxs.ne[3] == 1 and src.ne[2] % idxs.ne[1] == 0 and src.ne[3] % idxs.ne[2] == 0,
+            op,
+            "idxs dims 1, 2 must divide src dims 2, 3",
+            src,
+            idxs,
+        )
         require(dst._dim0_packed(), op, "destination rows must be contiguous", dst)
         src = packed_dim0(ctx, src)
-        out = Tensor(ctx, dst.dtype, dst.ne, nb=dst.nb, op="set_rows", src=(dst, src, idxs),
-                     view_src=dst.root, view_offs=dst.view_offs)
+        out = Tensor(
+            ctx,
+            dst.dtype,
+            dst.ne,
+            nb=dst.nb,
+            op="set_rows",
+            src=(dst, src, idxs),
+            view_src=dst.root,
+            view_offs=dst.view_offs,
+        )
         ctx.backend.check_node(out)
         return out
 
     def set_inplace(
         self, ctx: Context, src: Tensor, nb1: int, nb2: int, nb3: int, offset: int
     ) -> Tensor:
-        """Copy ``src`` into a strided window of self (byte strides and offset); return self's alias."""
+        """Copy ``src`` into a byte-strided window of self; return self's alias."""
         from ..tensor import Tensor
 
         dst: Tensor = self  # type: ignore[assignment]
@@ -403,19 +439,33 @@ class ShapeOps(TensorBase):
             msg = f"{op}: src is {src.dtype.name}, destination {dst.dtype.name}; they must match"
             raise DTypeError(msg, op=op, dtypes=(dst.dtype, src.dtype))
         require(dst.is_contiguous(), op, "destination must be contiguous", dst)
-        require(src.nelements <= dst.nelements, op, "src has more elements than destination",
-                dst, src)
+        require(
+            src.nelements <= dst.nelements, op, "src has more elements than destination", dst, src
+        )
         strides = (TRAITS[dst.dtype].type_size, nb1, nb2, nb3)
         if min(nb1, nb2, nb3, offset) < 0 or offset >= 1 << 30:
             msg = f"{op}: invalid strides {list(strides)} or offset {offset}"
             raise ShapeError(msg, op=op, shapes=(dst.shape, src.shape))
         last = offset + sum((n - 1) * s for n, s in zip(src.ne, strides)) + strides[0]
-        require(last <= dst.nbytes, op,
-                f"the window (offset {offset}, strides {list(strides)}) ends past the destination",
-                dst, src)
+        require(
+            last <= dst.nbytes,
+            op,
+            f"the window (offset {offset}, strides {list(strides)}) ends past the destination",
+            dst,
+            src,
+        )
         src = rows_contiguous(ctx, src)
-        out = Tensor(ctx, dst.dtype, dst.ne, nb=dst.nb, op="set", src=(dst, src),
-                     params=(nb1, nb2, nb3, offset), view_src=dst.root, view_offs=dst.view_offs)
+        out = Tensor(
+            ctx,
+            dst.dtype,
+            dst.ne,
+            nb=dst.nb,
+            op="set",
+            src=(dst, src),
+            params=(nb1, nb2, nb3, offset),
+            view_src=dst.root,
+            view_offs=dst.view_offs,
+        )
         ctx.backend.check_node(out)
         return out
 

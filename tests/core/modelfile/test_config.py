@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGUFValueType, GGUFWriter
-from mlplug.modelfile import KV, Config, GGUFFile
 from modelfile_fixtures import LlamaModel, RawGGUF
+
+from mlplug.modelfile import KV, Config, GGUFFile
 
 V = GGUFValueType
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from modelfile_fixtures import LlamaModel, RawGGUF, retype_tensor
+
 from mlplug.dtypes import DType, from_ggml_type, nbytes_of
 from mlplug.errors import ModelFileError
 from mlplug.modelfile import (
@@ -22,7 +24,6 @@ from mlplug.modelfile import (
     plan_placement,
 )
 from mlplug.modelfile.reader import tensor_type_size
-from modelfile_fixtures import LlamaModel, RawGGUF, retype_tensor
 
 Q = GGMLQuantizationType
 V = GGUFValueType

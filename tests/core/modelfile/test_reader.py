@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import dequantize
+from modelfile_fixtures import ALL_TYPES, K_TYPES, LlamaModel, RawGGUF, retype_tensor
+
 from mlplug.dtypes import DType
 from mlplug.errors import ModelFileError
 from mlplug.modelfile import KV, GGUFFile, TensorInfo, tensor_type_size
-from modelfile_fixtures import ALL_TYPES, K_TYPES, LlamaModel, RawGGUF, retype_tensor
 
 Q = GGMLQuantizationType
 V = GGUFValueType

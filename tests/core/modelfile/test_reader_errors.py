@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFValueType
+from modelfile_fixtures import RawGGUF, gguf_string
+
 from mlplug.errors import ModelFileError
 from mlplug.modelfile import GGUFFile
-from modelfile_fixtures import RawGGUF, gguf_string
 
 V = GGUFValueType
 HEADER = 24  # magic, version, tensor count, kv count

@@ -9,9 +9,10 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modelfile_fixtures import RawGGUF, gguf_string, write_llama_gguf
+
 from mlplug.errors import ModelFileError
 from mlplug.modelfile import Config, GGUFFile, plan_placement
-from modelfile_fixtures import RawGGUF, gguf_string, write_llama_gguf
 
 Q = GGMLQuantizationType
 V = GGUFValueType

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._registry import KERNELS, implements
 from . import elementwise, layout, linalg, nn, reduce  # noqa: F401  (register kernels)
+from ._registry import KERNELS, implements
 
 __all__ = ["KERNELS", "implements"]

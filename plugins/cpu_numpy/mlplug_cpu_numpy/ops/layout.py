@@ -99,8 +99,13 @@ def set_(ctx: NumpyContext, t: Tensor) -> None:
     dst, src = t.src
     nb1, nb2, nb3, offset = t.params
     esize = TRAITS[dst.dtype].type_size
-    window = np.ndarray(_rev(src.ne), _UNIT[dst.dtype], buffer=t.root.data,
-                        offset=t.view_offs + offset, strides=_rev((esize, nb1, nb2, nb3)))
+    window = np.ndarray(
+        _rev(src.ne),
+        _UNIT[dst.dtype],
+        buffer=t.root.data,
+        offset=t.view_offs + offset,
+        strides=_rev((esize, nb1, nb2, nb3)),
+    )
     window[...] = ctx.arr(src)
 
 

@@ -86,8 +86,12 @@ def tri(ctx: NumpyContext, t: Tensor) -> None:
     """Keep one triangle (column = dim 0, row = dim 1)."""
     x = ctx.values(t.src[0])
     kind = t.params[0]
-    fn = {0: lambda m: np.triu(m), 1: lambda m: np.triu(m, 1),
-          2: lambda m: np.tril(m), 3: lambda m: np.tril(m, -1)}[kind]
+    fn = {
+        0: lambda m: np.triu(m),
+        1: lambda m: np.triu(m, 1),
+        2: lambda m: np.tril(m),
+        3: lambda m: np.tril(m, -1),
+    }[kind]
     ctx.put(t, fn(x))
 
 

@@ -32,25 +32,41 @@ def pool_2d(ctx: NumpyContext, t: Tensor) -> None:
     acc = np.zeros((x.shape[0], x.shape[1], oh, ow), F32)
     for ky in range(k):
         for kx in range(k):
-            acc += xp[:, :, ky: ky + s * oh: s, kx: kx + s * ow: s][:, :, :oh, :ow]
+            acc += xp[:, :, ky : ky + s * oh : s, kx : kx + s * ow : s][:, :, :oh, :ow]
     ctx.put(t, acc / F32(k * k))
 
 
-def _patches(x: np.ndarray, kh: int, kw: int, oh: int, ow: int, s: tuple[int, int],
-             p: tuple[int, int], d: tuple[int, int]) -> np.ndarray:
+def _patches(
+    x: np.ndarray,
+    kh: int,
+    kw: int,
+    oh: int,
+    ow: int,
+    s: tuple[int, int],
+    p: tuple[int, int],
+    d: tuple[int, int],
+) -> np.ndarray:
     """Return ``(KH, KW, N, C, OH, OW)`` patches of ``x`` ``(N, C, H, W)`` (zero padded)."""
     s1, s0 = s
     p1, p0 = p
     d1, d0 = d
     need_h = (oh - 1) * s1 + (kh - 1) * d1 + 1
     need_w = (ow - 1) * s0 + (kw - 1) * d0 + 1
-    xp = np.pad(x, ((0, 0), (0, 0), (p1, max(0, need_h - x.shape[2] - p1)),
-                    (p0, max(0, need_w - x.shape[3] - p0))))
+    xp = np.pad(
+        x,
+        (
+            (0, 0),
+            (0, 0),
+            (p1, max(0, need_h - x.shape[2] - p1)),
+            (p0, max(0, need_w - x.shape[3] - p0)),
+        ),
+    )
     out = np.empty((kh, kw, x.shape[0], x.shape[1], oh, ow), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            out[i, j] = xp[:, :, i * d1: i * d1 + s1 * oh: s1, j * d0: j * d0 + s0 * ow: s0][
-                :, :, :oh, :ow]
+            out[i, j] = xp[:, :, i * d1 : i * d1 + s1 * oh : s1, j * d0 : j * d0 + s0 * ow : s0][
+                :, :, :oh, :ow
+            ]
     return out
 
 
@@ -86,8 +102,13 @@ def conv_3d(ctx: NumpyContext, t: Tensor) -> None:
     for a in range(kd):
         for b in range(kh):
             for e in range(kw):
-                patch = xp[:, :, a * d2: a * d2 + s2 * od: s2, b * d1: b * d1 + s1 * oh: s1,
-                           e * d0: e * d0 + s0 * ow: s0][:, :, :od, :oh, :ow]
+                patch = xp[
+                    :,
+                    :,
+                    a * d2 : a * d2 + s2 * od : s2,
+                    b * d1 : b * d1 + s1 * oh : s1,
+                    e * d0 : e * d0 + s0 * ow : s0,
+                ][:, :, :od, :oh, :ow]
                 out += np.einsum("ncdhw,oc->nodhw", patch, wv[:, :, a, b, e])
     ctx.put(t, out.reshape(n * oc, od, oh, ow).astype(F32))
 
@@ -133,7 +154,7 @@ def ssm_scan(ctx: NumpyContext, t: Tensor) -> None:
             states[q] = st
     flat = ctx.arr(t).reshape(-1)
     flat[: ys.size] = ys.reshape(-1)
-    flat[ys.size:] = states.reshape(-1)
+    flat[ys.size :] = states.reshape(-1)
 
 
 def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
@@ -171,14 +192,30 @@ def interpolate(ctx: NumpyContext, t: Tensor) -> None:
     d = x[:, :, y1][..., x1]
     fy_, fx_ = fy[:, None], fx[None, :]
     one = F32(1)
-    out = a * (one - fx_) * (one - fy_) + b * fx_ * (one - fy_) + c * (one - fx_) * fy_ + d * fx_ * fy_
+    out = (
+        a * (one - fx_) * (one - fy_)
+        + b * fx_ * (one - fy_)
+        + c * (one - fx_) * fy_
+        + d * fx_ * fy_
+    )
     ctx.put(t, out)
 
 
-def rope_angles(pos: np.ndarray, n_pairs: int, n_dims: int, base: float, freq_scale: float,
-                ext_factor: float, attn_factor: float, beta_fast: float, beta_slow: float,
-                n_ctx_orig: int, factors: np.ndarray | None, mode: int,
-                sections: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def rope_angles(
+    pos: np.ndarray,
+    n_pairs: int,
+    n_dims: int,
+    base: float,
+    freq_scale: float,
+    ext_factor: float,
+    attn_factor: float,
+    beta_fast: float,
+    beta_slow: float,
+    n_ctx_orig: int,
+    factors: np.ndarray | None,
+    mode: int,
+    sections: tuple[int, int, int, int],
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``cos``/``sin`` ``(n_tokens, n_pairs)`` (float32), as ggml's CPU computes them."""
     theta_scale = F32(base) ** F32(-2.0 / n_dims)
     mrope = mode in (8, 24, 40)
@@ -224,6 +261,7 @@ def rope_angles(pos: np.ndarray, n_pairs: int, n_dims: int, base: float, freq_sc
     mscale = F32(attn_factor)
     ang = F32(freq_scale) * theta
     if ext_factor != 0.0:
+
         def corr(beta: float) -> float:
             return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
 
@@ -246,8 +284,21 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
     x = ctx.values(x_t)  # (B, T, H, D)
     head_dim = x.shape[-1]
     n_pairs = n_dims if mode == 24 else n_dims // 2
-    cos, sin = rope_angles(ctx.arr(pos_t).reshape(-1), n_pairs, n_dims, base, fscale, ext, attn,
-                           bfast, bslow, n_ctx, factors, mode, secs)
+    cos, sin = rope_angles(
+        ctx.arr(pos_t).reshape(-1),
+        n_pairs,
+        n_dims,
+        base,
+        fscale,
+        ext,
+        attn,
+        bfast,
+        bslow,
+        n_ctx,
+        factors,
+        mode,
+        secs,
+    )
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     y = x.copy()
     if mode == 0:
@@ -256,9 +307,9 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
         y[..., 1:n_dims:2] = u * sin + v * cos
     else:
         half = n_dims if mode == 24 else n_dims // 2
-        u, v = x[..., :half], x[..., half: 2 * half]
+        u, v = x[..., :half], x[..., half : 2 * half]
         y[..., :half] = u * cos - v * sin
-        y[..., half: 2 * half] = u * sin + v * cos
+        y[..., half : 2 * half] = u * sin + v * cos
     del head_dim
     ctx.put(t, y)
 
