@@ -23,6 +23,7 @@ Importing this package does not import pytest: the plugin's hooks (``pytest_addo
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .case import Arg, Case, Inputs, Tolerance
@@ -69,4 +70,24 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_PYTEST_PLUGIN_NAMES])
+    return sorted({*globals(), *_PYTEST_PLUGIN_NAMES})
+
+
+# pluggy >= 1.7 reads hooks statically (a module __getattr__ is not seen): when pytest is
+# already imported (``-p mlplug.conformance``, ``pytest_plugins``), bind the hooks for real.
+if "pytest" in sys.modules:
+    from .pytest_plugin import (
+        backend_fixture as backend_fixture,
+    )
+    from .pytest_plugin import (
+        pytest_addoption as pytest_addoption,
+    )
+    from .pytest_plugin import (
+        pytest_generate_tests as pytest_generate_tests,
+    )
+    from .pytest_plugin import (
+        pytest_runtest_makereport as pytest_runtest_makereport,
+    )
+    from .pytest_plugin import (
+        pytest_terminal_summary as pytest_terminal_summary,
+    )

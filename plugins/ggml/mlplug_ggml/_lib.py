@@ -320,6 +320,7 @@ _OPS: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "ggml_mul_mat_set_prec": (None, (_p, c_int)),
     "ggml_mul_mat_id": (_p, (_p, _p, _p, _p)),
     "ggml_scale": (_p, (_p, _p, _F)),
+    "ggml_scale_bias": (_p, (_p, _p, _F, _F)),
     "ggml_clamp": (_p, (_p, _p, _F, _F)),
     **_unary_decls(
         "sin",

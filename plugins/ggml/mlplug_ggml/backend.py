@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from mlplug.modelfile.loader import WeightWriter
 
     from ._lib import Lib
+    from .context import _State
 
 __all__ = ["GGMLBackend"]
 
@@ -70,14 +72,17 @@ class GGMLBackend(Backend):
         self.device = compute_device()
         threads = params.num_threads or os.cpu_count() or 1
         self._stream = rt.Backend(self.device, n_threads=threads)
+        weakref.finalize(self, self._stream.free)  # also when dropped without close()
         self.backend_ptr: int = self._stream._require()
         self.buffer_type: int = self._stream.buffer_type
         self.is_cpu = self.device.type == "CPU"
         self.threads = threads if self._stream.supports_threads else 0
         self.flash = params.flash_attention == FlashAttentionType.ENABLED
-        #: Largest and latest compute-buffer sizes measured by :meth:`reserve_graph`.
+        #: Largest and latest compute-buffer sizes measured by :meth:`measure_graph`.
         self.reserved_graph_size = 0
         self.last_graph_size = 0
+        #: The ggml state of every context made (for :meth:`held_bytes`).
+        self.states: weakref.WeakSet[_State] = weakref.WeakSet()
         self._missing = {
             op: [fn for fn in fns if not self.lib.has(fn)] for op, fns in REQUIRES.items()
         }
@@ -154,6 +159,13 @@ class GGMLBackend(Backend):
             n = int(self.lib.ggml_backend_buft_get_alloc_size(self.buffer_type, t.handle))
         align = self.alignment(-1)
         return n + (-n % align)
+
+    def held_bytes(self) -> dict[int, int]:
+        """Return the bytes held now on the compute device: every open context's constructor
+        tensors (padded as ggml allocates them) and the compute buffers of its cached graphs."""
+        held = {-1: 0, self.device_index: 0}
+        held[self.device_index] = sum(st.held_bytes() for st in list(self.states))
+        return held
 
     def host_buffer(self, t: Tensor) -> memoryview | None:
         """Return a writable view of ``t``'s storage when it is in host memory (the CPU)."""

@@ -49,11 +49,17 @@ _VERIFY: Final = os.environ.get("MLPLUG_GGML_VERIFY", "") not in ("", "0")
 class _State:
     """ggml resources shared by a root context and its ``input()``/``layer(i)`` views."""
 
-    __slots__ = ("arena", "entries")
+    __slots__ = ("__weakref__", "arena", "entries", "leaf_bytes")
 
     def __init__(self, backend: GGMLBackend) -> None:
         self.arena = LeafArena(backend.lib, backend.buffer_type)
         self.entries: OrderedDict[Any, _graph.Entry] = OrderedDict()
+        #: Bytes the backend accounts for the leaves (``Backend.allocation_size``).
+        self.leaf_bytes = 0
+
+    def held_bytes(self) -> int:
+        """Leaf storage plus the compute buffers of the cached graphs."""
+        return self.leaf_bytes + sum(e.nbytes for e in self.entries.values())
 
     def put(self, key: Any, entry: _graph.Entry) -> None:
         old = self.entries.pop(key, None)
@@ -65,11 +71,17 @@ class _State:
             evicted.free(snapshot=True)
 
     def free(self) -> None:
-        entries = list(self.entries.values())
-        self.entries.clear()
-        for e in entries:
-            e.free(snapshot=False)
-        self.arena.free()
+        _free(self.arena, self.entries)
+        self.leaf_bytes = 0
+
+
+def _free(arena: LeafArena, entries: OrderedDict[Any, _graph.Entry]) -> None:
+    """Free a context's graphs and leaf storage (idempotent; also its GC finalizer)."""
+    cached = list(entries.values())
+    entries.clear()
+    for e in cached:
+        e.free(snapshot=False)
+    arena.free()
 
 
 class GGMLContext(Context):
@@ -80,7 +92,10 @@ class GGMLContext(Context):
     def __init__(self, backend: GGMLBackend, max_nodes: int) -> None:
         """Create an empty context of ``backend`` whose graph may hold ``max_nodes`` ops."""
         super().__init__(backend, max_nodes)
-        self._gg = _State(backend)
+        self._gg = st = _State(backend)
+        backend.states.add(st)
+        # A context dropped without close() still gives its native memory back.
+        weakref.finalize(st, _free, st.arena, st.entries)
         self._outputs: tuple[Tensor, ...] = ()
         #: (graph list, its length, ids of the outputs, cache key, entry) of the last compute.
         self._memo: tuple[Sequence[Tensor], int, tuple[int, ...], Any, _graph.Entry] | None = None
@@ -93,6 +108,7 @@ class GGMLContext(Context):
         t.handle = ptr
         arena.allocate(ptr)
         t.data = ptr
+        self._gg.leaf_bytes += self.backend.allocation_size(t)
         n = t.nbytes
         if data is not None and n:
             lib.ggml_backend_tensor_set(ptr, data, 0, n)

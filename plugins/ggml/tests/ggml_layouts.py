@@ -94,7 +94,8 @@ def _child(start: int) -> int:
     ref = new_backend(None, p, backend="cpu_numpy")
     ggml = new_backend(None, p, backend="ggml")
     flash = new_backend(
-        None, BackendParams(num_threads=2, flash_attention=FlashAttentionType.ENABLED),
+        None,
+        BackendParams(num_threads=2, flash_attention=FlashAttentionType.ENABLED),
         backend="ggml",
     )
     items = list(variants(CASES))
@@ -110,13 +111,13 @@ def _child(start: int) -> int:
                 if g.dtype.kind in "iuV" or case.raw:
                     np.testing.assert_array_equal(g, r)
                 else:
-                    np.testing.assert_allclose(g, r, rtol=case.rtol, atol=case.atol,
-                                               equal_nan=True)
+                    np.testing.assert_allclose(g, r, rtol=case.rtol, atol=case.atol, equal_nan=True)
             print(f"ok {n} {label}", flush=True)
-        except Exception as exc:  # noqa: BLE001 - report and go on
+        except Exception as exc:  # report and go on
             first = str(exc).strip().splitlines()
-            print(f"diff {n} {label}: {type(exc).__name__}: {first[0] if first else ''}",
-                  flush=True)
+            print(
+                f"diff {n} {label}: {type(exc).__name__}: {first[0] if first else ''}", flush=True
+            )
     print("done", flush=True)
     return 0
 
@@ -126,8 +127,11 @@ def main() -> int:
     start, crashes = 0, []
     while True:
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(start)], capture_output=True, text=True,
-            cwd=HERE, check=False,
+            [sys.executable, __file__, "--child", str(start)],
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            check=False,
         )
         lines = proc.stdout.splitlines()
         for line in lines:

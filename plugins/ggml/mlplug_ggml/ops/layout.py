@@ -3,15 +3,20 @@ matrix constructors (arange, diag, tri)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from mlplug.dtypes import TRAITS
 
 from .._lib import GGMLTensor
+from ._layout import canonical_strides, packed_src
 from ._registry import Builder, implements
 
 if TYPE_CHECKING:
     from mlplug import Tensor
+
+
+#: Integers up to this magnitude are exact in F32.
+_F32_EXACT: Final = 1 << 24
 
 
 def ggml_type(t: Tensor) -> int:
@@ -26,23 +31,37 @@ def reshape(b: Builder, t: Tensor) -> int:
     return b.lib.ggml_reshape_4d(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3])  # type: ignore[no-any-return]
 
 
+def _set_strides(ptr: int, t: Tensor) -> int:
+    """Give the ggml view the node's strides, with size-1 dims' strides made canonical."""
+    nb = canonical_strides(t)
+    s = GGMLTensor.at(ptr)
+    if tuple(s.nb) != nb:
+        s.nb[0], s.nb[1], s.nb[2], s.nb[3] = nb
+    return ptr
+
+
 @implements("view", needs=("view_4d",))
 def view(b: Builder, t: Tensor) -> int:
-    """``ggml_view_4d``; ``nb[0]`` is patched in the struct when it is not the element size."""
+    """``ggml_view_4d`` (``nb[0]``, which ggml always sets to the element size, is patched when
+    the node's differs; strides of size-1 dims are made canonical)."""
     ne, nb, offset = t.params
     ptr: int = b.lib.ggml_view_4d(
         b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], nb[1], nb[2], nb[3], offset
     )
-    if nb[0] != TRAITS[t.dtype].type_size:
-        GGMLTensor.at(ptr).nb[0] = nb[0]
+    if nb != canonical_strides(t) or nb[0] != TRAITS[t.dtype].type_size:
+        _set_strides(ptr, t)
     return ptr
 
 
 @implements("permute", needs=("permute",))
 def permute(b: Builder, t: Tensor) -> int:
-    """``ggml_permute``: input axis i goes to position ``axes[i]``."""
+    """``ggml_permute``: input axis i goes to position ``axes[i]`` (size-1 dims' strides made
+    canonical)."""
     a = t.params[0]
-    return b.lib.ggml_permute(b.ctx, b.src(t, 0), a[0], a[1], a[2], a[3])  # type: ignore[no-any-return]
+    ptr: int = b.lib.ggml_permute(b.ctx, b.src(t, 0), a[0], a[1], a[2], a[3])
+    if t.nb != canonical_strides(t):
+        _set_strides(ptr, t)
+    return ptr
 
 
 @implements("cont", needs=("cont_4d",))
@@ -93,21 +112,35 @@ def concat(b: Builder, t: Tensor) -> int:
 def repeat(b: Builder, t: Tensor) -> int:
     """``ggml_repeat_4d`` to the node's shape (tiling)."""
     ne = t.ne
-    return b.lib.ggml_repeat_4d(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3])  # type: ignore[no-any-return]
+    a = packed_src(b, t, 0)  # the CPU kernel reads rows with dim 0 packed
+    return b.lib.ggml_repeat_4d(b.ctx, a, ne[0], ne[1], ne[2], ne[3])  # type: ignore[no-any-return]
 
 
 @implements("pad", needs=("pad",))
 def pad(b: Builder, t: Tensor) -> int:
     """``ggml_pad(a, p0, p1, p2, p3)``: zeros at the end (negative amounts crop)."""
     p = t.params
-    return b.lib.ggml_pad(b.ctx, b.src(t, 0), p[0], p[1], p[2], p[3])  # type: ignore[no-any-return]
+    a = packed_src(b, t, 0)  # the CPU kernel needs dim 0 packed
+    return b.lib.ggml_pad(b.ctx, a, p[0], p[1], p[2], p[3])  # type: ignore[no-any-return]
 
 
-@implements("arange", needs=("arange",))
+@implements("arange", needs=("arange", "scale", "scale_bias"))
 def arange(b: Builder, t: Tensor) -> int:
-    """``ggml_arange(start, stop, step)`` (F32)."""
+    """``f32(start + f32(step * i))``, as the seed's ``ggml_arange`` computed it.
+
+    Today's CPU build evaluates ``start + step * i`` with a fused multiply-add (one rounding
+    instead of two: ``arange(-2, 2, 0.1)[20]`` is ``2.98e-08``, not ``0``). The two roundings
+    are kept by building it as ``ggml_arange(0, n, 1)`` (exact integers), ``ggml_scale(step)``
+    and ``ggml_scale_bias(1, start)``. Beyond 2**24 values (integers no longer exact in F32)
+    plain ``ggml_arange`` is used.
+    """
     start, stop, step = t.params
-    return b.lib.ggml_arange(b.ctx, start, stop, step)  # type: ignore[no-any-return]
+    lib, ctx = b.lib, b.ctx
+    n = t.ne[0]
+    if n > _F32_EXACT:
+        return lib.ggml_arange(ctx, start, stop, step)  # type: ignore[no-any-return]
+    i = lib.ggml_arange(ctx, 0.0, float(n), 1.0)
+    return lib.ggml_scale_bias(ctx, lib.ggml_scale(ctx, i, step), 1.0, start)  # type: ignore[no-any-return]
 
 
 @implements("diag", needs=("diag",))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Final
 
 from mlplug.dtypes import TRAITS, DType
 
+from ._layout import dim0_packed, packed_src
 from ._registry import Builder, implements
 from .layout import ggml_type
 from .linalg import GGML_PREC_F32
@@ -67,8 +68,9 @@ def conv_3d(b: Builder, t: Tensor) -> int:
 
 @implements("ssm_conv", needs=("ssm_conv",))
 def ssm_conv(b: Builder, t: Tensor) -> int:
-    """``ggml_ssm_conv(sx, kernel)``."""
-    return b.lib.ggml_ssm_conv(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
+    """``ggml_ssm_conv(sx, kernel)`` (the CPU kernel needs ``sx``'s rows packed)."""
+    sx = packed_src(b, t, 0, rows=True)
+    return b.lib.ggml_ssm_conv(b.ctx, sx, b.src(t, 1))  # type: ignore[no-any-return]
 
 
 @implements("ssm_scan", needs=("ssm_scan",))
@@ -135,8 +137,13 @@ def sdpa(b: Builder, t: Tensor) -> int:
     permuted to ``[L_k, d_v, H_kv]``, then permute + cont to ``[d_v, H, L_q]``."""
     scale, has_mask, has_sinks = t.params
     lib, ctx = b.lib, b.ctx
-    q = lib.ggml_permute(ctx, b.src(t, 0), 0, 2, 1, 3)  # [d_k, L_q, H, B]
-    k = lib.ggml_permute(ctx, b.src(t, 1), 0, 2, 1, 3)  # [d_k, L_k, H_kv, B]
+    # Both paths need dim 0 of Q, K and V packed; mul_mat also a K that is not transposed.
+    q = lib.ggml_permute(ctx, packed_src(b, t, 0), 0, 2, 1, 3)  # [d_k, L_q, H, B]
+    k_node = t.src[1]
+    k = b.src(t, 1)
+    if not dim0_packed(k_node) or k_node.nb[0] > k_node.nb[2]:
+        k = lib.ggml_cont(ctx, k)
+    k = lib.ggml_permute(ctx, k, 0, 2, 1, 3)  # [d_k, L_k, H_kv, B]
     v_node = t.src[2]
     i = 3
     mask = None
@@ -148,7 +155,7 @@ def sdpa(b: Builder, t: Tensor) -> int:
     if b.flash:
         if mask is not None and mask_dtype != DType.F16:
             mask = lib.ggml_cast(ctx, mask, _GGML_F16)  # the flash kernel reads an F16 mask
-        v = lib.ggml_permute(ctx, b.src(t, 2), 0, 2, 1, 3)  # [d_v, L_k, H_kv, B]
+        v = lib.ggml_permute(ctx, packed_src(b, t, 2), 0, 2, 1, 3)  # [d_v, L_k, H_kv, B]
         out: int = lib.ggml_flash_attn_ext(ctx, q, k, v, mask, scale, 0.0, 0.0)
         if sinks is not None:
             lib.ggml_flash_attn_ext_add_sinks(out, sinks)

@@ -1,0 +1,60 @@
+"""Layout helpers for kernels: ggml's stride predicates and the copies that satisfy them.
+
+mlplug's op builders already make operands as contiguous as ggml's graph builders demand, but
+several ggml CPU kernels assert more (dim 0 packed, rows packed, canonical strides) at compute
+time, where a failed assertion aborts the process. Kernels use these helpers to hand ggml an
+operand it accepts: the same values, copied with ``ggml_cont`` only when needed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlplug.dtypes import TRAITS
+
+from ._registry import Builder
+
+if TYPE_CHECKING:
+    from mlplug import Tensor
+
+__all__ = ["canonical_strides", "dim0_packed", "packed_src", "rows_packed"]
+
+Shape4 = tuple[int, int, int, int]
+
+
+def dim0_packed(t: Tensor) -> bool:
+    """Whether dim 0 is packed (``nb[0]`` is the element/block size, or one block only)."""
+    tr = TRAITS[t.dtype]
+    return t.ne[0] == tr.block_size or t.nb[0] == tr.type_size
+
+
+def rows_packed(t: Tensor) -> bool:
+    """Whether dims 0 and 1 are packed (``nb[1] == row size``): what row kernels index with."""
+    tr = TRAITS[t.dtype]
+    return dim0_packed(t) and (t.ne[1] == 1 or t.nb[1] == tr.type_size * (t.ne[0] // tr.block_size))
+
+
+def canonical_strides(t: Tensor) -> Shape4:
+    """Return ``t``'s strides with those of size-1 dims replaced by packed values.
+
+    A size-1 dim is never stepped over, so its stride does not change which bytes a tensor
+    covers; ggml's kernels and predicates (``ggml_is_padded_1d``, ``nb[1] == ne[0]*nb[0]``)
+    read it all the same.
+    """
+    tr = TRAITS[t.dtype]
+    ne, nb = t.ne, list(t.nb)
+    if ne[0] == tr.block_size:
+        nb[0] = tr.type_size
+    for i in range(1, 4):
+        if ne[i] == 1:
+            nb[i] = nb[i - 1] * (ne[i - 1] // tr.block_size if i == 1 else ne[i - 1])
+    return nb[0], nb[1], nb[2], nb[3]
+
+
+def packed_src(b: Builder, t: Tensor, i: int, rows: bool = False) -> int:
+    """Return source ``i``'s ggml tensor, copied contiguous unless dim 0 (and, with ``rows``,
+    dim 1) is packed already."""
+    s = t.src[i]
+    ptr = b.src(t, i)
+    ok = rows_packed(s) if rows else dim0_packed(s)
+    return ptr if ok else int(b.lib.ggml_cont(b.ctx, ptr))
