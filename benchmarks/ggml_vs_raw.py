@@ -82,14 +82,24 @@ def matmul_pair(
                 ctx.compute(y)
             t_raw, t_ours = [], []
             clock = time.perf_counter
-            for _ in range(reps):
-                t0 = clock()
-                raw.run()
-                t1 = clock()
-                ctx.compute(y)
-                t2 = clock()
-                t_raw.append(t1 - t0)
-                t_ours.append(t2 - t1)
+            for i in range(reps):
+                # alternate which side goes first (caches, frequency ramps affect both alike)
+                if i % 2:
+                    t0 = clock()
+                    ctx.compute(y)
+                    t1 = clock()
+                    raw.run()
+                    t2 = clock()
+                    t_ours.append(t1 - t0)
+                    t_raw.append(t2 - t1)
+                else:
+                    t0 = clock()
+                    raw.run()
+                    t1 = clock()
+                    ctx.compute(y)
+                    t2 = clock()
+                    t_raw.append(t1 - t0)
+                    t_ours.append(t2 - t1)
             got = y.floats()
         raw_err = raw.rel_err()
     finally:

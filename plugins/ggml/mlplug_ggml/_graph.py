@@ -239,11 +239,7 @@ def _check_layout(ptr: int, t: Tensor) -> None:
     block = TRAITS[t.dtype].block_size
     # strides of size-1 dims address nothing (kernels may have made them canonical)
     steps = [i for i in range(4) if ne[i] > (block if i == 0 else 1)]
-    if (
-        s.type != TRAITS[t.dtype].ggml_type
-        or ne != t.ne
-        or any(nb[i] != t.nb[i] for i in steps)
-    ):
+    if s.type != TRAITS[t.dtype].ggml_type or ne != t.ne or any(nb[i] != t.nb[i] for i in steps):
         msg = (
             f"ggml built {t.op} as type {s.type} shape {list(ne)} strides {list(nb)}, mlplug "
             f"expects {t.dtype.name} {list(t.ne)} {list(t.nb)}"

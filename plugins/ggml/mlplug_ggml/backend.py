@@ -20,6 +20,7 @@ from mlplug._tensorbase import LEAF
 from mlplug.dtypes import DType
 from mlplug.errors import GraphError
 from mlplug.modelfile.loader import HostWriter
+from mlplug.ops import VIEW_OPS
 from mlplug.params import BackendParams, CacheConfig, FlashAttentionType
 
 from . import _runtime as rt
@@ -107,11 +108,15 @@ class GGMLBackend(Backend):
         return CacheConfig(cache_padding=256, permuted_v=True, mask_dtype=DType.OTHER)
 
     def unsupported_reason(self, node: Tensor) -> str | None:
-        """Declare what this ggml build cannot do: missing functions, k-quant outputs on
-        devices without a quantiser."""
+        """Declare what this ggml backend cannot do: ops whose ggml function the build lacks,
+        quantising to types that need an importance matrix, zero-element operands."""
         missing = self._missing.get(node.op)
         if missing:
             return f"this ggml build lacks {', '.join(missing)}"
+        if node.op not in VIEW_OPS and (
+            node.nelements == 0 or any(s.nelements == 0 for s in node.src)
+        ):
+            return "zero-element operands or results (ggml's allocator cannot place them)"
         if node.op in ("cast", "cpy", "set_rows") and node.dtype.is_quantized:
             ggml_type = node.dtype.traits.ggml_type
             if node.dtype not in _QUANT_TARGETS or self.lib.ggml_quantize_requires_imatrix(

@@ -159,6 +159,7 @@ class GGMLContext(Context):
             self._outputs = ()
 
     def _execute(self, graph: Sequence[Tensor]) -> None:
+        self.backend._check_open()  # its ggml stream is freed on close
         if not self.allocates:
             msg = "a dry-run backend (alloc_memory=False) cannot compute"
             raise GraphError(msg)

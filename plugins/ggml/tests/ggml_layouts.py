@@ -126,8 +126,11 @@ def main() -> int:
     """Run every variant, restarting the child after a crash; print a summary."""
     start, crashes = 0, []
     while True:
+        # no gdb backtrace on abort: its fork can hang a multi-threaded child
+        env = {**os.environ, "GGML_NO_BACKTRACE": "1"}
         proc = subprocess.run(
             [sys.executable, __file__, "--child", str(start)],
+            env=env,
             capture_output=True,
             text=True,
             cwd=HERE,

@@ -345,6 +345,24 @@ def test_missing_ggml_function_makes_the_op_unsupported() -> None:
                 ctx.from_floats([1.0]).sin(ctx)
 
 
+def test_zero_element_operands_are_unsupported(be: GGMLBackend) -> None:
+    """ggml's allocator cannot place zero-element tensors: declared, not aborted."""
+    with be.new_context() as ctx:
+        with pytest.raises(NotSupportedError, match="zero-element"):
+            ctx.from_floats([]).cast(ctx, DType.F16)
+
+
+def test_compute_after_backend_close_raises() -> None:
+    """A context outliving its backend refuses to compute (its ggml stream is gone)."""
+    b = new_backend(None, BackendParams(num_threads=1), backend="ggml")
+    ctx = b.new_context()
+    y = ctx.from_floats([1.0]).scale(ctx, 2.0)
+    b.close()
+    with pytest.raises(GraphError):
+        ctx.compute(y)
+    ctx.close()
+
+
 def test_measure_graph_without_running(be: GGMLBackend) -> None:
     """The compute buffer of a graph is measured by ggml's allocator, nothing computed."""
     with be.new_context() as ctx:

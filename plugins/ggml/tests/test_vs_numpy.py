@@ -223,13 +223,15 @@ def _matmul_cases() -> Iterator[Case]:
         rtol=1e-4,
         atol=1e-4,
     )
-    yield Case(
-        "mulmat_id-q8_0",
-        (In((32, 6, 4), DType.Q8_0), In((32, 2, 5)), In((2, 5), I32, "int", 0, 4)),
-        lambda c, w, x, i: w.mulmat_id(c, x, i),
-        rtol=0.05,
-        atol=0.2,
-    )
+    for q in (DType.Q8_0, DType.Q4_K, DType.MXFP4, DType.BF16):
+        k = 256 if q.name.endswith("_K") else 64
+        yield Case(
+            f"mulmat_id-{q.name}",
+            (In((k, 6, 4), q), In((k, 2, 5)), In((2, 5), I32, "int", 0, 4)),
+            lambda c, w, x, i: w.mulmat_id(c, x, i),
+            rtol=0.05,
+            atol=0.2,
+        )
     yield Case(
         "mulmat_id-topk",
         (In((32, 6, 4)), In((32, 2, 5)), In((4, 5), gen="distinct")),
@@ -255,7 +257,17 @@ def _layout_cases() -> Iterator[Case]:
     yield Case("chunk", (In((4, 9)),), lambda c, a: [t.contiguous(c) for t in a.chunk(c, 1, 4)])
     yield Case("duplicate-f16", (In((8, 3), H),), lambda c, a: a.duplicate(c))
     yield Case("cont-q8_0", (In((32, 3), DType.Q8_0),), lambda c, a: a.contiguous(c), raw=True)
-    for src, dst in ((F, H), (H, F), (F, I32), (I32, F), (F, DType.BF16), (DType.BF16, F)):
+    for src, dst in (
+        (F, H),
+        (H, F),
+        (F, I32),
+        (I32, F),
+        (F, DType.BF16),
+        (DType.BF16, F),
+        (H, I32),
+        (DType.BF16, I32),
+        (H, DType.BF16),
+    ):
         yield Case(
             f"cast-{src.name}-{dst.name}",
             (In((8, 3), src, "int" if src == I32 else "uniform", -50, 50),),
@@ -448,6 +460,15 @@ def _rope_cases() -> Iterator[Case]:
     yield _rope(8, 8, (2, 1, 1, 0))
     yield _rope(40, 8, (2, 1, 1, 0))
     yield _rope(24, 4, (1, 1, 0, 0))
+    yield Case(
+        "rope-mrope-2d-positions",
+        (In((8, 2, 5)), In((5, 4), I32, "int", 0, 300), In((1, 4), gen="pos", lo=0.5, hi=2)),
+        lambda c, x, p, f: x.rope(
+            c, p, 8, 10000.0, 1.0, rope_type=8, sections=(2, 1, 1, 0), factors=f
+        ),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     yield Case(
         "rope-f16",
         (In((8, 2, 5), H), In((5,), I32, "int", 0, 300)),

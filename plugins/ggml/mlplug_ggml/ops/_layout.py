@@ -17,7 +17,7 @@ from ._registry import Builder
 if TYPE_CHECKING:
     from mlplug import Tensor
 
-__all__ = ["canonical_strides", "dim0_packed", "packed_src", "rows_packed"]
+__all__ = ["canonical_strides", "contiguous_1", "dim0_packed", "packed_src", "rows_packed"]
 
 Shape4 = tuple[int, int, int, int]
 
@@ -32,6 +32,23 @@ def rows_packed(t: Tensor) -> bool:
     """Whether dims 0 and 1 are packed (``nb[1] == row size``): what row kernels index with."""
     tr = TRAITS[t.dtype]
     return dim0_packed(t) and (t.ne[1] == 1 or t.nb[1] == tr.type_size * (t.ne[0] // tr.block_size))
+
+
+def contiguous_1(t: Tensor) -> bool:
+    """ggml's ``ggml_is_contiguous_1``: dim 0 packed, dims 2 and 3 packed after dim 1's
+    extent, size-1 dims skipped (what GLUs assert)."""
+    if not dim0_packed(t):
+        return False
+    ne, nb = t.ne, t.nb
+    tr = TRAITS[t.dtype]
+    nxt = tr.type_size * (ne[0] // tr.block_size)
+    for i in range(1, 4):
+        if ne[i] == 1:
+            continue
+        if i > 1 and nb[i] != nxt:
+            return False
+        nxt = ne[i] * nb[i]
+    return True
 
 
 def canonical_strides(t: Tensor) -> Shape4:
@@ -51,10 +68,10 @@ def canonical_strides(t: Tensor) -> Shape4:
     return nb[0], nb[1], nb[2], nb[3]
 
 
-def packed_src(b: Builder, t: Tensor, i: int, rows: bool = False) -> int:
+def packed_src(b: Builder, t: Tensor, i: int, rows: bool = False, c1: bool = False) -> int:
     """Return source ``i``'s ggml tensor, copied contiguous unless dim 0 (and, with ``rows``,
-    dim 1) is packed already."""
+    dim 1; with ``c1``, ``contiguous_1``) is packed already."""
     s = t.src[i]
     ptr = b.src(t, i)
-    ok = rows_packed(s) if rows else dim0_packed(s)
+    ok = rows_packed(s) if rows else contiguous_1(s) if c1 else dim0_packed(s)
     return ptr if ok else int(b.lib.ggml_cont(b.ctx, ptr))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Final
 
 from mlplug.errors import NotSupportedError
 
+from ._layout import packed_src
 from ._registry import Builder, implements
 
 if TYPE_CHECKING:
@@ -97,14 +98,16 @@ def glu(b: Builder, t: Tensor) -> int:
     if fn is None:
         reason = f"gate kind {kind!r}"
         raise NotSupportedError(b.BACKEND, "glu", reason)
-    return getattr(b.lib, f"ggml_{fn}")(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
+    gate, up = packed_src(b, t, 0, c1=True), packed_src(b, t, 1, c1=True)
+    return getattr(b.lib, f"ggml_{fn}")(b.ctx, gate, up)  # type: ignore[no-any-return]
 
 
 @implements("swiglu_oai", needs=("swiglu_oai",))
 def swiglu_oai(b: Builder, t: Tensor) -> int:
     """``ggml_swiglu_oai(gate, up, alpha, limit)``."""
     alpha, limit = t.params
-    return b.lib.ggml_swiglu_oai(b.ctx, b.src(t, 0), b.src(t, 1), alpha, limit)  # type: ignore[no-any-return]
+    gate, up = packed_src(b, t, 0, c1=True), packed_src(b, t, 1, c1=True)
+    return b.lib.ggml_swiglu_oai(b.ctx, gate, up, alpha, limit)  # type: ignore[no-any-return]
 
 
 @implements("scale", needs=("scale",))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mlplug.dtypes import TRAITS
+from mlplug.dtypes import TRAITS, DType
 
 from .._lib import GGMLTensor
 from ._layout import canonical_strides, packed_src
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 #: Integers up to this magnitude are exact in F32.
 _F32_EXACT: Final = 1 << 24
+_GGML_F32: Final = TRAITS[DType.F32].ggml_type
 
 
 def ggml_type(t: Tensor) -> int:
@@ -71,16 +72,28 @@ def cont(b: Builder, t: Tensor) -> int:
     return b.lib.ggml_cont_4d(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3])  # type: ignore[no-any-return]
 
 
+def _convertible(b: Builder, t: Tensor) -> int:
+    """Source 0 of a cast/copy, widened to F32 first when ggml has no direct conversion.
+
+    Today's CPU copy kernel has no F16/BF16 -> I32 path (it crashes): going through F32 is
+    exact and truncates toward zero as the direct conversion does.
+    """
+    a = b.src(t, 0)
+    if t.dtype == DType.I32 and t.src[0].dtype in (DType.F16, DType.BF16):
+        a = b.lib.ggml_cast(b.ctx, a, _GGML_F32)
+    return a
+
+
 @implements("cast", needs=("cast",))
 def cast(b: Builder, t: Tensor) -> int:
     """``ggml_cast(a, type)``."""
-    return b.lib.ggml_cast(b.ctx, b.src(t, 0), ggml_type(t))  # type: ignore[no-any-return]
+    return b.lib.ggml_cast(b.ctx, _convertible(b, t), ggml_type(t))  # type: ignore[no-any-return]
 
 
-@implements("cpy", needs=("cpy",))
+@implements("cpy", needs=("cpy", "cast"))
 def cpy(b: Builder, t: Tensor) -> int:
     """``ggml_cpy(src, dst)``: writes into the destination's storage (a view of it)."""
-    return b.lib.ggml_cpy(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
+    return b.lib.ggml_cpy(b.ctx, _convertible(b, t), b.src(t, 1))  # type: ignore[no-any-return]
 
 
 @implements("get_rows", needs=("get_rows",))

@@ -87,12 +87,25 @@ def interpolate(b: Builder, t: Tensor) -> int:
     return b.lib.ggml_interpolate(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], t.params[0])  # type: ignore[no-any-return]
 
 
-@implements("rope", needs=("rope_ext", "rope_multi"))
+@implements("rope", needs=("rope_ext", "rope_multi", "reshape_4d", "cont"))
 def rope(b: Builder, t: Tensor) -> int:
     """``ggml_rope_ext`` (normal, neox) or ``ggml_rope_multi`` (mrope, vision, imrope)."""
     n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = t.params
-    x, pos = b.src(t, 0), b.src(t, 1)
-    factors = b.src(t, 2) if len(t.src) > 2 else None
+    lib, ctx = b.lib, b.ctx
+    x = b.src(t, 0)
+    # ggml wants positions as a vector and the factors' values along dim 0
+    p = t.src[1]
+    pos = b.src(t, 1)
+    if p.ne[0] != p.nelements:
+        pos = lib.ggml_reshape_4d(ctx, pos, p.nelements, 1, 1, 1)  # contiguous (the core's)
+    factors = None
+    if len(t.src) > 2:
+        f = t.src[2]
+        factors = b.src(t, 2)
+        if f.ne[0] != f.nelements or not dim0_packed(f):
+            if not f.is_contiguous():
+                factors = lib.ggml_cont(ctx, factors)
+            factors = lib.ggml_reshape_4d(ctx, factors, f.nelements, 1, 1, 1)
     if mode in _MULTI_ROPE:
         sections = (ctypes.c_int * 4)(*secs)
         return b.lib.ggml_rope_multi(  # type: ignore[no-any-return]
