@@ -123,9 +123,13 @@ def device_records(probes: dict[str, ProbeResult]) -> list[dict[str, Any]]:
     return out
 
 
-def _memory(info: DeviceInfo) -> tuple[str, str]:
-    free = human_bytes2(info.free_memory) if info.free_memory else "-"
-    total = human_bytes2(info.total_memory) if info.total_memory else "-"
+def _memory(dev: PhysicalDevice) -> tuple[str, str]:
+    """Free and total memory of a physical device: the most conservative figure any plugin gave
+    (ggml, for one, reports the whole of host memory as free)."""
+    frees = [i.free_memory for _, i in dev.records if i.free_memory]
+    totals = [i.total_memory for _, i in dev.records if i.total_memory]
+    free = human_bytes2(min(frees)) if frees else "-"
+    total = human_bytes2(min(totals)) if totals else "-"
     return free, total
 
 
@@ -149,7 +153,7 @@ def _print_devices(physical: list[PhysicalDevice]) -> None:
         rows = []
         for dev in devs:
             info = dev.first
-            free, total = _memory(info)
+            free, total = _memory(dev)
             rows.append(
                 [info.name or info.id, info.description, free, total, _reached_by(dev, library)]
             )

@@ -5,7 +5,7 @@ through the abstract API (so it runs on any backend) and has a plain-library twi
 everyone, and torch for a backend whose plain library is torch. The plain library of a backend
 is its class attribute ``plain_library`` when it has one, else ``torch`` when its distribution
 depends on torch, else numpy. Times are medians of ``repeat`` runs after one warm-up, with the
-backend and the baseline interleaved so drifting clocks hit both alike.
+backend and the baseline measured in alternating blocks so drifting clocks hit both alike.
 
 >>> from mlplug.cli.bench import CASES
 >>> [c.name for c in CASES]
@@ -268,13 +268,18 @@ def _time(fn: Callable[[], object]) -> float:
 
 
 def _interleaved(fns: Sequence[Callable[[], object]], repeat: int) -> list[float]:
-    """Run each function once to warm up, then ``repeat`` rounds; return each one's median."""
-    for fn in fns:
-        fn()
+    """Time each function ``repeat`` times in two alternating blocks; return each one's median.
+
+    Blocks, not single alternating runs: a library that spins its worker threads after a call
+    (OpenBLAS does) would otherwise slow the next library's run. The first run of every block
+    is a warm-up and is not counted.
+    """
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
+    halves = (repeat - repeat // 2, repeat // 2)
+    for count in halves:
         for i, fn in enumerate(fns):
-            times[i].append(_time(fn))
+            fn()
+            times[i].extend(_time(fn) for _ in range(count))
     return [statistics.median(t) for t in times]
 
 
