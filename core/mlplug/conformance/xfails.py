@@ -1,8 +1,8 @@
 """A backend's declared known failures: ``xfails.txt`` and ``Backend.known_failures()``.
 
-``xfails.txt`` lives in the plugin's root (the folder holding its ``pyproject.toml`` and its
-package), or inside the package itself for installs without the source tree; a backend may
-also name the file with an ``xfails_path`` attribute. Format, one entry per line::
+``xfails.txt`` ships inside the plugin's package (declare it as package data so installed
+plugins keep it); one in the plugin's root, beside its ``pyproject.toml``, is read too, and a
+backend may also name the file with an ``xfails_path`` attribute. Format, one entry per line::
 
     # comments and blank lines are ignored
     mulmat-q4_k-256x3x2   k-quant dot product not implemented exactly (issue 12)
