@@ -94,7 +94,13 @@ class TensorBase:
     # -- shape and layout -------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
-        """The extents in ggml order (dim 0 fastest), trailing size-1 dims dropped."""
+        """The extents in ggml order (dim 0 fastest), trailing size-1 dims dropped.
+
+        >>> ctx.zeros(DType.F32, 4, 1, 5, 1).shape
+        (4, 1, 5)
+        >>> ctx.zeros(DType.F32, 3, 1).shape
+        (3,)
+        """
         ne = self.ne
         n = 4
         while n > 1 and ne[n - 1] == 1:
@@ -103,6 +109,10 @@ class TensorBase:
 
     def dim(self, n: int) -> int:
         """Return the extent of dimension ``n`` (0..3; dims never given are 1).
+
+        >>> t = ctx.zeros(DType.F32, 3, 2)
+        >>> t.dim(0), t.dim(1), t.dim(3)
+        (3, 2, 1)
 
         :raises IndexError: if ``n`` is outside 0..3.
         """
@@ -113,6 +123,13 @@ class TensorBase:
 
     def stride(self, n: int) -> int:
         """Return the stride of dimension ``n`` in bytes.
+
+        >>> t = ctx.zeros(DType.F32, 3, 2)
+        >>> t.stride(0), t.stride(1), t.stride(2)
+        (4, 12, 24)
+        >>> q = ctx.zeros(DType.Q8_0, 64, 2)
+        >>> q.stride(0), q.stride(1)
+        (34, 68)
 
         :raises IndexError: if ``n`` is outside 0..3.
         """
@@ -163,6 +180,13 @@ class TensorBase:
         """Return the tensor's data packed in ggml order, or None if it was not computed.
 
         Only tensors passed to ``Context.compute`` are readable (the seed's rule).
+
+        >>> t = ctx.from_ints([1, 258], 2)
+        >>> t.bytes() is None
+        True
+        >>> ctx.compute(t)
+        >>> list(t.bytes())
+        [1, 0, 0, 0, 2, 1, 0, 0]
         """
         if not self.readable or self.nelements == 0:
             return None
@@ -174,6 +198,12 @@ class TensorBase:
 
         F32 is returned as is, F16/BF16 converted; I32 data is reinterpreted bit for bit as
         float32, as the seed does (use :meth:`to_numpy` for integers).
+
+        >>> t = ctx.from_floats([1.5, 2], 2)
+        >>> i = ctx.from_ints([1], 1)
+        >>> ctx.compute(t, i)
+        >>> t.floats().tolist(), i.floats().tolist()
+        ([1.5, 2.0], [1.401298464324817e-45])
 
         :raises DTypeError: for block-quantised tensors (read them after ``cast`` to F32).
         """
@@ -195,6 +225,12 @@ class TensorBase:
         """Return the computed data as an array of shape ``reversed(t.shape)``, or None.
 
         F32/F16/BF16 come back as float32, integer types keep their numpy integer type.
+
+        >>> t = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2)
+        >>> ctx.compute(t)
+        >>> a = t.to_numpy()
+        >>> a.shape, a.dtype, a.tolist()
+        ((2, 3), dtype('float32'), [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
         """
         raw = self.bytes()
         if raw is None:
@@ -209,6 +245,16 @@ class TensorBase:
 
     def from_bytes(self, data: builtins.bytes | bytearray | memoryview | np.ndarray) -> None:
         """Overwrite this tensor's storage now with raw bytes (no dtype check).
+
+        >>> t = ctx.zeros(DType.F32, 2)
+        >>> t.from_bytes(np.float32([5, 6]).tobytes())
+        >>> ctx.compute(t)
+        >>> t.floats().tolist()
+        [5.0, 6.0]
+        >>> t.from_bytes(bytes(4))
+        Traceback (most recent call last):
+            ...
+        mlplug.errors.ShapeError: data size does not match tensor size: got 4 bytes ...
 
         :raises ShapeError: if the byte length differs from the tensor's byte size.
         :raises GraphError: if the tensor is a graph node without its own storage.
@@ -233,11 +279,25 @@ class TensorBase:
             self.ctx.write_bytes(self, buf.tobytes())  # type: ignore[arg-type]
 
     def from_floats(self, values: Any) -> None:
-        """Overwrite this tensor's storage now with float32 values (raw bit copy)."""
+        """Overwrite this tensor's storage now with float32 values (raw bit copy).
+
+        >>> t = ctx.empty(DType.F32, 3)
+        >>> t.from_floats([1, 2, 3])
+        >>> ctx.compute(t)
+        >>> t.floats().tolist()
+        [1.0, 2.0, 3.0]
+        """
         self.from_bytes(np.asarray(values, dtype="<f4"))
 
     def from_ints(self, values: Any) -> None:
-        """Overwrite this tensor's storage now with int32 values (raw bit copy)."""
+        """Overwrite this tensor's storage now with int32 values (raw bit copy).
+
+        >>> t = ctx.empty(DType.I32, 2)
+        >>> t.from_ints([7, -1])
+        >>> ctx.compute(t)
+        >>> t.to_numpy().tolist()
+        [7, -1]
+        """
         self.from_bytes(np.asarray(values, dtype="<i4"))
 
     def __repr__(self) -> str:

@@ -180,13 +180,27 @@ class Context(ABC):
     def empty(self, dtype: DType, *shape: int) -> Tensor:
         """Create an uninitialised tensor of ``dtype`` and ggml ``shape`` (dim 0 first).
 
+        >>> t = ctx.empty(DType.F16, 4, 2)
+        >>> t.shape, t.dtype, t.stride(1), t.floats() is None
+        ((4, 2), <DType.F16: 2>, 8, True)
+        >>> ctx.empty(DType.F32, 2, 3, 4, 5, 6)
+        Traceback (most recent call last):
+            ...
+        mlplug.errors.ShapeError: unsupported number of dimensions: shape [2, 3, 4, 5, 6] ...
+
         :raises ShapeError: for more than 4 dims or extents < 1.
         :raises DTypeError: for ``DType.OTHER``.
         """
         return self._leaf(dtype, shape, None, zero=False)
 
     def zeros(self, dtype: DType, *shape: int) -> Tensor:
-        """Create a zero-filled tensor of ``dtype`` and ggml ``shape``."""
+        """Create a zero-filled tensor of ``dtype`` and ggml ``shape``.
+
+        >>> t = ctx.zeros(DType.I32, 3)
+        >>> ctx.compute(t)
+        >>> t.to_numpy().tolist()
+        [0, 0, 0]
+        """
         return self._leaf(dtype, shape, None, zero=True)
 
     def from_bytes(
@@ -195,6 +209,15 @@ class Context(ABC):
         """Create a tensor of ``dtype`` and ``shape`` holding raw little-endian ``data``.
 
         Empty ``data`` leaves the tensor uninitialised.
+
+        >>> t = ctx.from_bytes(DType.F16, np.float16([1.5, -2]).tobytes(), 2)
+        >>> ctx.compute(t)
+        >>> t.dtype, t.floats().tolist()
+        (<DType.F16: 2>, [1.5, -2.0])
+        >>> ctx.from_bytes(DType.F32, bytes(6), 2)
+        Traceback (most recent call last):
+            ...
+        mlplug.errors.ShapeError: data size does not match tensor size: got 6 bytes ...
 
         :raises ShapeError: if ``len(data)`` differs from the tensor's byte size.
         """
@@ -206,12 +229,27 @@ class Context(ABC):
 
         With no ``shape``, an array's shape is taken reversed: ``(2, 3)`` becomes ggml ``[3, 2]``.
 
+        >>> t = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2)
+        >>> t.shape, t.dim(0)
+        ((3, 2), 3)
+        >>> ctx.compute(t)
+        >>> t.to_numpy().tolist()
+        [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+        >>> ctx.from_floats(np.zeros((2, 3))).shape
+        (3, 2)
+
         :raises ShapeError: if the number of values does not match ``shape``.
         """
         return self._from_values(values, shape, DType.F32, "<f4", "from_floats")
 
     def from_ints(self, values: Any, *shape: int) -> Tensor:
-        """Create an I32 tensor from values in ggml order (see :meth:`from_floats`)."""
+        """Create an I32 tensor from values in ggml order (see :meth:`from_floats`).
+
+        >>> t = ctx.from_ints([1, -2, 3], 3)
+        >>> ctx.compute(t)
+        >>> t.dtype, t.to_numpy().tolist()
+        (<DType.I32: 5>, [1, -2, 3])
+        """
         return self._from_values(values, shape, DType.I32, "<i4", "from_ints")
 
     def _from_values(
@@ -239,6 +277,12 @@ class Context(ABC):
 
         F32 is a graph op (values exist after compute); I32 is computed now on the host with
         float32 accumulation and truncation toward zero, as the seed does.
+
+        >>> f = ctx.arange(0.5, 5, 1.5, DType.F32)
+        >>> i = ctx.arange(0.5, 5, 1.5, DType.I32)
+        >>> ctx.compute(f, i)
+        >>> f.floats().tolist(), i.to_numpy().tolist()
+        ([0.5, 2.0, 3.5], [0, 2, 3])
 
         :raises NotSupportedError: for dtypes other than F32 and I32.
         :raises ShapeError: for a non-positive step or ``stop <= start`` (F32).

@@ -58,18 +58,41 @@ class LinalgOps(TensorBase):
         ``self`` is ``[K, M, A2, A3]`` (the weight), ``t2`` is ``[K, N, B2, B3]``; the F32 result
         is ``[M, N, B2, B3]``. Batches of ``self`` serve consecutive groups of ``t2``'s.
 
+        >>> w = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2)
+        >>> x = ctx.from_floats([1, 0, 1, 0, 1, 0], 3, 2)
+        >>> y = w.mulmat(ctx, x)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((2, 2), [4.0, 10.0, 2.0, 5.0])
+
         :raises ShapeError: if dim 0 differs or the batch dims do not divide.
         """
         return mulmat(ctx, self, t2, "default")  # type: ignore[arg-type]
 
     def mulmat_full_prec(self, ctx: Context, t2: Tensor) -> Tensor:
-        """Like :meth:`mulmat`, accumulating in at least float32 on every device."""
+        """Like :meth:`mulmat`, accumulating in at least float32 on every device.
+
+        >>> a = ctx.arange(0, 4, 1, DType.F32)
+        >>> b = ctx.arange(0, 12, 1, DType.F32).reshape(ctx, 4, 3)
+        >>> y = a.mulmat_full_prec(ctx, b)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((1, 3), [14.0, 38.0, 62.0])
+        """
         return mulmat(ctx, self, t2, "f32")  # type: ignore[arg-type]
 
     def mulmat_id(self, ctx: Context, t2: Tensor, ids: Tensor) -> Tensor:
         """Return per-token expert products: ``out[r,u,t] = sum_k self[k,r,ids[u,t]] t2[k,u%B1,t]``.
 
         ``self`` is ``[K, R, E]`` (experts), ``t2`` is ``[K, B1, T]`` and ``ids`` I32 ``[U, T]``.
+
+        >>> experts = ctx.from_floats([1, 0, 0, 1, 1, 1], 2, 1, 3)
+        >>> x = ctx.from_floats([2, 3, 5, 7], 2, 1, 2)
+        >>> ids = ctx.from_ints([2, 0, 1, 2], 2, 2)
+        >>> y = experts.mulmat_id(ctx, x, ids)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((1, 2, 2), [5.0, 2.0, 7.0, 12.0])
         """
         op = "mulmat_id"
         t, x = _mulmat_operands(op, ctx, self, t2)  # type: ignore[arg-type]
@@ -87,7 +110,17 @@ class LinalgOps(TensorBase):
         return node(ctx, "mul_mat_id", (t, x, ids), DType.F32, (t.ne[1], ids.ne[0], x.ne[2], 1))
 
     def add_id(self, ctx: Context, t2: Tensor, ids: Tensor) -> Tensor:
-        """Return ``self[i,u,t] + t2[i, ids[u,t]]`` (a per-expert bias)."""
+        """Return ``self[i,u,t] + t2[i, ids[u,t]]`` (a per-expert bias).
+
+        >>> experts = ctx.from_floats([1, 0, 0, 1, 1, 1], 2, 1, 3)
+        >>> x = ctx.from_floats([2, 3, 5, 7], 2, 1, 2)
+        >>> ids = ctx.from_ints([2, 0, 1, 2], 2, 2)
+        >>> bias = ctx.from_floats([100, 200, 300], 1, 3)
+        >>> y = experts.mulmat_id(ctx, x, ids).add_id(ctx, bias, ids)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((1, 2, 2), [305.0, 102.0, 207.0, 312.0])
+        """
         op = "add_id"
         require_dtype(op, self, F32_ONLY)  # type: ignore[arg-type]
         require_dtype(op, t2, F32_ONLY, "bias")
@@ -99,14 +132,29 @@ class LinalgOps(TensorBase):
         return node(ctx, "add_id", (t, b, ids), DType.F32, t.ne)
 
     def diag(self, ctx: Context) -> Tensor:
-        """Put each dim-0 vector ``[n, 1, ...]`` on a diagonal ``[n, n, ...]``."""
+        """Put each dim-0 vector ``[n, 1, ...]`` on a diagonal ``[n, n, ...]``.
+
+        >>> y = ctx.from_floats([1, 2, 3], 3).diag(ctx)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((3, 3), [1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0])
+        """
         require_dtype("diag", self, F32_ONLY)  # type: ignore[arg-type]
         require(self.ne[1] == 1, "diag", "input must have dim 1 of size 1", self)  # type: ignore[arg-type]
         t = packed_dim0(ctx, self)  # type: ignore[arg-type]
         return node(ctx, "diag", (t,), t.dtype, (t.ne[0], t.ne[0], t.ne[2], t.ne[3]))
 
     def tri(self, ctx: Context, tri_type: int) -> Tensor:
-        """Keep one triangle of each square matrix: 0 upper+diag, 1 upper, 2 lower+diag, 3 lower."""
+        """Keep one triangle of each square matrix: 0 upper+diag, 1 upper, 2 lower+diag, 3 lower.
+
+        >>> a = ctx.from_floats([1, 2, 3, 4, 5, 6, 7, 8, 9], 3, 3)
+        >>> upper, strict_lower = a.tri(ctx, 0), a.tri(ctx, 3)
+        >>> ctx.compute(upper, strict_lower)
+        >>> upper.to_numpy().tolist()
+        [[1.0, 2.0, 3.0], [0.0, 5.0, 6.0], [0.0, 0.0, 9.0]]
+        >>> strict_lower.to_numpy().tolist()
+        [[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [7.0, 8.0, 0.0]]
+        """
         require_dtype("tri", self, F32_ONLY)  # type: ignore[arg-type]
         require(self.ne[0] == self.ne[1], "tri", "matrices must be square (dim 0 == dim 1)", self)  # type: ignore[arg-type]
         if tri_type not in (0, 1, 2, 3):
@@ -118,6 +166,13 @@ class LinalgOps(TensorBase):
         self, ctx: Context, b: Tensor, lower: bool, left: bool, unit_diag: bool
     ) -> Tensor:
         """Solve ``self @ X = b`` for lower-triangular ``self`` ``[n, n]``; ``b`` is ``[k, n]``.
+
+        >>> a = ctx.from_floats([2, 0, 1, 4], 2, 2)
+        >>> b = ctx.from_floats([4, 2, 6, 9], 2, 2)
+        >>> x = a.solve_tri(ctx, b, True, True, False)
+        >>> ctx.compute(x)
+        >>> x.shape, x.floats().tolist()
+        ((2, 2), [2.0, 1.0, 1.0, 2.0])
 
         :raises NotSupportedError: unless ``lower and left and not unit_diag``.
         """

@@ -84,6 +84,12 @@ class NNOps(TensorBase):
         """Average-pool dims 0 and 1 with a ``k x k`` window, stride ``s``, padding ``p``.
 
         The divisor is always ``k * k`` (padding counts as zeros).
+
+        >>> t = ctx.from_floats(np.arange(16), 4, 4)
+        >>> y = t.avg_pool_2d(ctx, 2, 2, 0)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((2, 2), [2.5, 4.5, 10.5, 12.5])
         """
         t: Tensor = self  # type: ignore[assignment]
         _positive("avg_pool_2d", k=k, s=s)
@@ -103,6 +109,14 @@ class NNOps(TensorBase):
         """Unfold ``input`` image patches for this kernel's shape: ``[C*KH*KW, OW, OH, N]``.
 
         The receiver is the kernel (only its shape is used); ``input`` is the F32 image.
+
+        >>> kernel = ctx.empty(DType.F32, 2, 2, 1)
+        >>> image = ctx.from_floats(np.arange(9), 3, 3, 1)
+        >>> y = kernel.im2col(ctx, image, 1, 1, 0, 0, 1, 1)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().reshape(-1, 4).tolist()
+        ((4, 2, 2), [[0.0, 1.0, 3.0, 4.0], [1.0, 2.0, 4.0, 5.0],
+                     [3.0, 4.0, 6.0, 7.0], [4.0, 5.0, 7.0, 8.0]])
         """
         return _im2col(ctx, self, input, s0, s1, p0, p1, d0, d1, DType.F32, "im2col")  # type: ignore[arg-type]
 
@@ -112,6 +126,13 @@ class NNOps(TensorBase):
         """Cross-correlate ``input`` ``[IW, IH, IC, N]`` with this weight ``[KW, KH, IC, OC]``.
 
         Returns ``[OW, OH, OC, N]`` F32. Index 0 of s/p/d is the width (dim 0).
+
+        >>> w = ctx.from_floats(np.ones(4), 2, 2, 1, 1)
+        >>> x = ctx.from_floats(np.arange(9), 3, 3, 1, 1)
+        >>> y = w.conv_2d(ctx, x, 1, 1, 0, 0, 1, 1)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((2, 2), [8.0, 12.0, 20.0, 24.0])
         """
         w: Tensor = self  # type: ignore[assignment]
         require_dtype("conv_2d", w, FLOATS, "weight")
@@ -139,6 +160,13 @@ class NNOps(TensorBase):
         """Convolve ``input`` ``[IW, IH, ID, N*IC]`` with this weight ``[KW, KH, KD, OC*IC]``.
 
         As in the seed the result is reshaped to ``[OC, N]``, which needs a 1x1x1 output.
+
+        >>> w = ctx.from_floats(np.repeat([1, 2], 8), 2, 2, 2, 2)
+        >>> x = ctx.from_floats(np.concatenate([np.arange(8), np.ones(8)]), 2, 2, 2, 2)
+        >>> y = w.conv_3d(ctx, x, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((2, 2), [28.0, 56.0, 8.0, 16.0])
 
         :raises ShapeError: when the output is not 1x1x1 or channels do not divide.
         """
@@ -180,6 +208,12 @@ class NNOps(TensorBase):
         """Depthwise causal conv of ``[d_conv-1+n_t, d_inner, n_s]`` by ``[d_conv, d_inner]``.
 
         Returns channel-major ``[d_inner, n_t, n_s]``.
+
+        >>> sx = ctx.from_floats([1, 2, 3, 4], 4, 1, 1)
+        >>> y = sx.ssm_conv(ctx, ctx.from_floats([1, 0, -1], 3, 1))
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((1, 2), [-2.0, -2.0])
         """
         sx: Tensor = self  # type: ignore[assignment]
         op = "ssm_conv"
@@ -201,7 +235,18 @@ class NNOps(TensorBase):
     def ssm_scan(
         self, ctx: Context, x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, ids: Tensor
     ) -> Tensor:
-        """Run the Mamba selective scan from state pool self; return ``y`` then final states."""
+        """Run the Mamba selective scan from state pool self; return ``y`` then final states.
+
+        >>> s = ctx.zeros(DType.F32, 1, 1, 1, 1)
+        >>> x = ctx.from_floats([1, 2], 1, 1, 2, 1)
+        >>> dt = ctx.from_floats([0, 0], 1, 2, 1)
+        >>> a = ctx.from_floats([-1], 1, 1)
+        >>> b = c = ctx.from_floats([1, 1], 1, 1, 2, 1)
+        >>> y = s.ssm_scan(ctx, x, dt, a, b, c, ctx.from_ints([0], 1))
+        >>> ctx.compute(y)
+        >>> y.shape, [round(v, 4) for v in y.floats().tolist()]
+        ((3,), [0.6931, 1.7329, 1.7329])
+        """
         s: Tensor = self  # type: ignore[assignment]
         op = "ssm_scan"
         for name, t in (("s", s), ("x", x), ("dt", dt), ("A", a), ("B", b), ("C", c)):
@@ -247,7 +292,15 @@ class NNOps(TensorBase):
         return node(ctx, "ssm_scan", srcs, DType.F32, (n, 1, 1, 1))
 
     def interpolate(self, ctx: Context, dims: Sequence[int], mode: int) -> Tensor:
-        """Resize to exactly ``dims`` (4 extents): nearest (0) or bilinear on dims 0, 1 (1)."""
+        """Resize to exactly ``dims`` (4 extents): nearest (0) or bilinear on dims 0, 1 (1).
+
+        >>> t = ctx.from_floats([0, 10], 2)
+        >>> near = t.interpolate(ctx, (4, 1, 1, 1), ml.SamplingMode.NEAREST)
+        >>> bilinear = t.interpolate(ctx, (4, 1, 1, 1), ml.SamplingMode.BILINEAR)
+        >>> ctx.compute(near, bilinear)
+        >>> near.floats().tolist(), bilinear.floats().tolist()
+        ([0.0, 0.0, 10.0, 10.0], [0.0, 2.5, 7.5, 10.0])
+        """
         t: Tensor = self  # type: ignore[assignment]
         if len(dims) != 4:
             msg = f"interpolate: dims must have 4 extents, got {list(dims)}"
@@ -280,6 +333,16 @@ class NNOps(TensorBase):
 
         ``rope_type`` is 0 (normal), 2 (neox), 8 (mrope), 24 (vision) or 40 (imrope);
         ``scale`` is the frequency scale; zero YaRN values take the seed's defaults.
+
+        >>> x = ctx.from_floats([1, 2, 3, 4], 4, 1, 1)
+        >>> pos = ctx.from_ints([1], 1)
+        >>> normal = x.rope(ctx, pos, 4, 10000.0, 1.0)
+        >>> neox = x.rope(ctx, pos, 4, 10000.0, 1.0, rope_type=2)
+        >>> ctx.compute(normal, neox)
+        >>> [round(v, 4) for v in normal.floats().tolist()]
+        [-1.1426, 1.9221, 2.9599, 4.0298]
+        >>> [round(v, 4) for v in neox.floats().tolist()]
+        [-1.9841, 1.9599, 2.4624, 4.0198]
         """
         x: Tensor = self  # type: ignore[assignment]
         op = "rope"
@@ -344,6 +407,18 @@ class NNOps(TensorBase):
         scaled logits; ``sinks`` ``[H]`` join the softmax denominator only; ``vmla`` maps each
         head's output through ``[d_v, d_out, H_v]``. With ``cache_config_applied`` and a
         backend whose cache config has ``permuted_v``, ``value`` is ``[L_k, d_v, H_kv]``.
+
+        >>> q = ctx.from_floats([1, 2], 1, 2, 1)
+        >>> k = ctx.from_floats([1, 0], 1, 1, 2)
+        >>> v = ctx.from_floats([10, 20], 1, 1, 2)
+        >>> sinks = ctx.from_floats([0.5, -1], 2)
+        >>> y = q.scaled_dot_product_attention(ctx, k, v, None, None, None, 1.0, False)
+        >>> ys = q.scaled_dot_product_attention(ctx, k, v, None, sinks, None, 1.0, False)
+        >>> ctx.compute(y, ys)
+        >>> y.shape, [round(v, 4) for v in y.floats().tolist()]
+        ((1, 2), [12.6894, 11.192])
+        >>> [round(v, 4) for v in ys.floats().tolist()]
+        [8.7913, 10.7219]
         """
         q: Tensor = self  # type: ignore[assignment]
         op = "scaled_dot_product_attention"

@@ -30,17 +30,35 @@ class ReduceOps(TensorBase):
     __slots__ = ()
 
     def softmax(self, ctx: Context) -> Tensor:
-        """Return the softmax of each row (numerically stable)."""
+        """Return the softmax of each row (numerically stable).
+
+        >>> y = ctx.from_floats([1, 2, 3, 1, 1, 1], 3, 2).softmax(ctx)
+        >>> ctx.compute(y)
+        >>> [round(v, 4) for v in y.floats().tolist()]
+        [0.09, 0.2447, 0.6652, 0.3333, 0.3333, 0.3333]
+        """
         require_dtype("softmax", self, F32_ONLY)  # type: ignore[arg-type]
         t = contiguous(ctx, self)  # type: ignore[arg-type]
         return node(ctx, "soft_max", (t,), DType.F32, t.ne)
 
     def l2_norm(self, ctx: Context, eps: float) -> Tensor:
-        """Return each row divided by ``max(||row||, eps)``."""
+        """Return each row divided by ``max(||row||, eps)``.
+
+        >>> y = ctx.from_floats([3, 4], 2).l2_norm(ctx, 1e-12)
+        >>> ctx.compute(y)
+        >>> [round(v, 4) for v in y.floats().tolist()]
+        [0.6, 0.8]
+        """
         return _row_op("l2_norm", ctx, self, (_eps("l2_norm", eps),))  # type: ignore[arg-type]
 
     def rms_norm(self, ctx: Context, weight: Tensor | None, eps: float) -> Tensor:
-        """Return ``x / sqrt(mean(x^2) + eps)``, times ``weight`` (tiled) when given."""
+        """Return ``x / sqrt(mean(x^2) + eps)``, times ``weight`` (tiled) when given.
+
+        >>> y = ctx.from_floats([1, 2, 3, 4], 4).rms_norm(ctx, None, 1e-6)
+        >>> ctx.compute(y)
+        >>> [round(v, 4) for v in y.floats().tolist()]
+        [0.3651, 0.7303, 1.0954, 1.4606]
+        """
         y = _row_op("rms_norm", ctx, self, (_eps("rms_norm", eps),))  # type: ignore[arg-type]
         return y if weight is None else y.mul(ctx, weight)
 
@@ -50,6 +68,11 @@ class ReduceOps(TensorBase):
         """Return ``(x - mean) / sqrt(var + eps)`` per row, then ``* weight + bias``.
 
         As in the seed, ``bias`` is applied only when ``weight`` is given too.
+
+        >>> y = ctx.from_floats([1, 2, 3, 4], 4).layer_norm(ctx, None, None, 0.0)
+        >>> ctx.compute(y)
+        >>> [round(v, 4) for v in y.floats().tolist()]
+        [-1.3416, -0.4472, 0.4472, 1.3416]
         """
         y = _row_op("norm", ctx, self, (_eps("layer_norm", eps),))  # type: ignore[arg-type]
         if weight is not None:
@@ -59,33 +82,69 @@ class ReduceOps(TensorBase):
         return y
 
     def sum_rows(self, ctx: Context) -> Tensor:
-        """Return the sum of each row: shape ``[1, ne1, ne2, ne3]``."""
+        """Return the sum of each row: shape ``[1, ne1, ne2, ne3]``.
+
+        >>> y = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2).sum_rows(ctx)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((1, 2), [6.0, 15.0])
+        """
         require_dtype("sum_rows", self, F32_ONLY)  # type: ignore[arg-type]
         t = packed_dim0(ctx, self)  # type: ignore[arg-type]
         return node(ctx, "sum_rows", (t,), t.dtype, (1, *t.ne[1:]))
 
     def mean(self, ctx: Context) -> Tensor:
-        """Return the mean of each row: shape ``[1, ne1, ne2, ne3]``, F32."""
+        """Return the mean of each row: shape ``[1, ne1, ne2, ne3]``, F32.
+
+        >>> y = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2).mean(ctx)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((1, 2), [2.0, 5.0])
+        """
         require_dtype("mean", self, F32_ONLY)  # type: ignore[arg-type]
         t = packed_dim0(ctx, self)  # type: ignore[arg-type]
         return node(ctx, "mean", (t,), DType.F32, (1, *t.ne[1:]))
 
     def variance(self, ctx: Context) -> Tensor:
-        """Return the population variance of each row (divide by n), shape ``[1, ...]``."""
+        """Return the population variance of each row (divide by n), shape ``[1, ...]``.
+
+        >>> y = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2).variance(ctx)
+        >>> ctx.compute(y)
+        >>> y.shape, [round(v, 4) for v in y.floats().tolist()]
+        ((1, 2), [0.6667, 0.6667])
+        """
         m = self.mean(ctx).scale(ctx, -1.0)
         d = self.add(ctx, m)  # type: ignore[attr-defined]
         return d.sqr(ctx).sum_rows(ctx).scale(ctx, 1.0 / self.ne[0])  # type: ignore[no-any-return]
 
     def stddev(self, ctx: Context) -> Tensor:
-        """Return the population standard deviation of each row."""
+        """Return the population standard deviation of each row.
+
+        >>> y = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2).stddev(ctx)
+        >>> ctx.compute(y)
+        >>> [round(v, 4) for v in y.floats().tolist()]
+        [0.8165, 0.8165]
+        """
         return self.variance(ctx).sqrt(ctx)
 
     def cum_sum(self, ctx: Context) -> Tensor:
-        """Return the inclusive prefix sum along dim 0 (accumulated in float32)."""
+        """Return the inclusive prefix sum along dim 0 (accumulated in float32).
+
+        >>> y = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2).cum_sum(ctx)
+        >>> ctx.compute(y)
+        >>> y.floats().tolist()
+        [1.0, 3.0, 6.0, 4.0, 9.0, 15.0]
+        """
         return _row_op("cumsum", ctx, self)  # type: ignore[arg-type]
 
     def argsort(self, ctx: Context) -> Tensor:
-        """Return I32 indices sorting each row ascending (tie order unspecified)."""
+        """Return I32 indices sorting each row ascending (tie order unspecified).
+
+        >>> y = ctx.from_floats([0.1, 0.9, 0.5, 0.3], 4).argsort(ctx)
+        >>> ctx.compute(y)
+        >>> y.dtype.name, y.to_numpy().tolist()
+        ('I32', [0, 3, 2, 1])
+        """
         require_dtype("argsort", self, frozenset({DType.F32, DType.I32}))  # type: ignore[arg-type]
         t = contiguous(ctx, self)  # type: ignore[arg-type]
         return node(ctx, "argsort", (t,), DType.I32, t.ne, ("asc",))
@@ -94,6 +153,15 @@ class ReduceOps(TensorBase):
         """Return the indices of each row's ``k`` largest values, by value descending.
 
         The result is an I32 view ``[k, ne1, ne2, ne3]`` of a full descending argsort.
+
+        >>> t = ctx.from_floats([0.1, 0.9, 0.5, 0.3, 4, 3, 2, 1], 4, 2)
+        >>> k = t.top_k(ctx, 2)
+        >>> k.shape, k.stride(1), k.is_contiguous()
+        ((2, 2), 16, False)
+        >>> y = k.contiguous(ctx)
+        >>> ctx.compute(y)
+        >>> y.to_numpy().tolist()
+        [[1, 2], [0, 1]]
         """
         k = as_int("top_k", "k", k)
         require(1 <= k <= self.ne[0], "top_k", f"k must be in 1..{self.ne[0]}, got {k}", self)  # type: ignore[arg-type]

@@ -125,6 +125,14 @@ class ShapeOps(TensorBase):
         """Return the data with a new shape (one extent may be -1).
 
         A view of a contiguous tensor; a contiguous copy of a non-contiguous one.
+
+        >>> t = ctx.zeros(DType.F32, 2, 3, 4)
+        >>> t.reshape(ctx, -1, 4).shape, t.reshape(ctx, 2, -1).shape
+        ((6, 4), (2, 12))
+        >>> t.reshape(ctx, 2, -1, 2, 4)
+        Traceback (most recent call last):
+            ...
+        mlplug.errors.ShapeError: reshape: cannot infer dimension for [2, -1, 2, 4] ...
         """
         t: Tensor = self  # type: ignore[assignment]
         if not t.is_contiguous():
@@ -139,6 +147,13 @@ class ShapeOps(TensorBase):
         ``shape`` interleaves extents and byte strides: ``ne0``, ``ne0, nb1, ne1``,
         ``ne0, nb1, ne1, nb2, ne2`` or ``ne0, nb1, ne1, nb2, ne2, nb3, ne3``; ``offset`` is in
         bytes from this tensor's first element.
+
+        >>> t = ctx.from_floats(np.arange(12), 4, 3)
+        >>> v = t.view(ctx, 4, 2, t.stride(1), 3)
+        >>> y = v.contiguous(ctx)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((2, 3), [1.0, 2.0, 5.0, 6.0, 9.0, 10.0])
 
         :raises ShapeError: for another number of values, or a window past the storage's end.
         """
@@ -169,6 +184,15 @@ class ShapeOps(TensorBase):
         """Return a view where input axis ``i`` moves to output position ``order[i]``.
 
         ``order`` has as many entries as ``shape`` or 4 (padded with the identity).
+
+        >>> x = ctx.from_ints(np.arange(24), 2, 3, 4)
+        >>> y = x.permute(ctx, 1, 2, 0)
+        >>> y.shape
+        (4, 2, 3)
+        >>> c = y.contiguous(ctx)
+        >>> ctx.compute(c)
+        >>> c.to_numpy().ravel().tolist()
+        [0, 6, 12, 18, 1, 7, 13, 19, 2, 8, 14, 20, 3, 9, 15, 21, 4, 10, 16, 22, 5, 11, 17, 23]
         """
         t: Tensor = self  # type: ignore[assignment]
         order_ = tuple(as_int("permute", "order", o) for o in order)
@@ -192,6 +216,14 @@ class ShapeOps(TensorBase):
 
         The length is ``high - low`` for step 1, else ``(high - low + 1) // step`` (the seed's
         rule). A view, except along dim 0 with a step > 1, which copies.
+
+        >>> t = ctx.from_floats([0, 1, 2, 3, 4, 5, 6], 7)
+        >>> y = t.slice(ctx, 0, 0, 7, 3)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((2,), [0.0, 3.0])
+        >>> t.slice(ctx, 0, 0, 4, 3).shape, t.slice(ctx, 0, 0, 1, 3).shape
+        ((1,), (0,))
         """
         t: Tensor = self  # type: ignore[assignment]
         if not isinstance(dim, int) or not 0 <= dim < 4:
@@ -224,7 +256,17 @@ class ShapeOps(TensorBase):
         return view(ctx, "view", t, ne4, nb4, offs, (ne4, nb4, offs))
 
     def chunk(self, ctx: Context, dim: int, size: int) -> list[Tensor]:
-        """Split ``dim`` into views of ``size`` (the last one holds the remainder)."""
+        """Split ``dim`` into views of ``size`` (the last one holds the remainder).
+
+        >>> t = ctx.from_floats(np.arange(12), 3, 4)
+        >>> a, b = t.chunk(ctx, 0, 2)
+        >>> a.shape, b.shape
+        ((2, 4), (1, 4))
+        >>> y = b.contiguous(ctx)
+        >>> ctx.compute(y)
+        >>> y.floats().tolist()
+        [2.0, 5.0, 8.0, 11.0]
+        """
         t: Tensor = self  # type: ignore[assignment]
         require_dim("chunk", dim)
         if size <= 0:
@@ -235,7 +277,17 @@ class ShapeOps(TensorBase):
         return t.chunk_sections(ctx, dim, *sections)
 
     def chunk_sections(self, ctx: Context, dim: int, *sections: int) -> list[Tensor]:
-        """Split ``dim`` into consecutive views of the given sizes (which must sum to it)."""
+        """Split ``dim`` into consecutive views of the given sizes (which must sum to it).
+
+        >>> t = ctx.from_floats(np.arange(12), 6, 2)
+        >>> a, b = t.chunk_sections(ctx, 0, 4, 2)
+        >>> a.shape, b.shape
+        ((4, 2), (2, 2))
+        >>> y = b.contiguous(ctx)
+        >>> ctx.compute(y)
+        >>> y.floats().tolist()
+        [4.0, 5.0, 10.0, 11.0]
+        """
         t: Tensor = self  # type: ignore[assignment]
         require_dim("chunk_sections", dim)
         out, o = [], 0
@@ -249,7 +301,17 @@ class ShapeOps(TensorBase):
 
     # -- copies -------------------------------------------------------------------------------
     def contiguous(self, ctx: Context, *shape: int) -> Tensor:
-        """Return a contiguous copy, optionally with a new shape (one extent may be -1)."""
+        """Return a contiguous copy, optionally with a new shape (one extent may be -1).
+
+        >>> t = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2)
+        >>> p = t.permute(ctx, 1, 0)
+        >>> y = p.contiguous(ctx)
+        >>> p.is_contiguous(), y.is_contiguous(), y.shape
+        (False, True, (2, 3))
+        >>> ctx.compute(y)
+        >>> y.floats().tolist()
+        [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        """
         t: Tensor = self  # type: ignore[assignment]
         if len(shape) > 4:
             msg = f"contiguous: unsupported number of dimensions: {len(shape)}"
@@ -261,13 +323,27 @@ class ShapeOps(TensorBase):
         return node(ctx, "cont", (t,), t.dtype, ne)
 
     def duplicate(self, ctx: Context) -> Tensor:
-        """Return a contiguous copy with the same shape and dtype."""
+        """Return a contiguous copy with the same shape and dtype.
+
+        >>> t = ctx.from_floats([1, 2, 3], 3)
+        >>> y = t.duplicate(ctx)
+        >>> ctx.compute(y)
+        >>> y.floats().tolist(), y.root is t
+        ([1.0, 2.0, 3.0], False)
+        """
         return self.contiguous(ctx)
 
     def copy(self, ctx: Context, t2: Tensor) -> Tensor:
         """Write this tensor's values into ``t2`` (converted to its dtype); return ``t2``'s alias.
 
         Element k of self in logical order goes to element k of ``t2``.
+
+        >>> h = ctx.zeros(DType.F32, 2, 3)
+        >>> img = ctx.from_floats([7, 8], 2)
+        >>> y = img.copy(ctx, h.view(ctx, 1 * h.stride(1), 2))
+        >>> ctx.compute(y, h)
+        >>> h.floats().tolist()
+        [0.0, 0.0, 7.0, 8.0, 0.0, 0.0]
         """
         from ..tensor import Tensor
 
@@ -299,7 +375,14 @@ class ShapeOps(TensorBase):
         return out
 
     def cast(self, ctx: Context, dtype: DType) -> Tensor:
-        """Return a contiguous copy converted to ``dtype`` (F32->I32 truncates toward zero)."""
+        """Return a contiguous copy converted to ``dtype`` (F32->I32 truncates toward zero).
+
+        >>> t = ctx.from_floats([3.7, -3.7, 1.5], 3)
+        >>> i, h = t.cast(ctx, DType.I32), t.cast(ctx, DType.F16)
+        >>> ctx.compute(i, h)
+        >>> i.to_numpy().tolist(), h.floats().tolist()
+        ([3, -3, 1], [3.69921875, -3.69921875, 1.5])
+        """
         t: Tensor = self  # type: ignore[assignment]
         _check_cast("cast", t.dtype, dtype)
         if dtype.is_quantized and dtype != t.dtype:
@@ -309,7 +392,18 @@ class ShapeOps(TensorBase):
         return node(ctx, "cast", (t,), dtype, t.ne, (dtype,))
 
     def pad(self, ctx: Context, *shape: int) -> Tensor:
-        """Append ``shape[i]`` zeros at the end of dim i (negative values crop from the end)."""
+        """Append ``shape[i]`` zeros at the end of dim i (negative values crop from the end).
+
+        >>> t = ctx.from_floats([1, 2], 2, 1)
+        >>> y = t.pad(ctx, 1, 2, 0, 0)
+        >>> ctx.compute(y)
+        >>> y.shape, y.to_numpy().tolist()
+        ((3, 3), [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        >>> z = y.pad(ctx, -1, -2, 0, 0)
+        >>> ctx.compute(z)
+        >>> z.shape, z.floats().tolist()
+        ((2,), [1.0, 2.0])
+        """
         t: Tensor = self  # type: ignore[assignment]
         if len(shape) != 4:
             msg = f"pad: expected 4 dimensions, got {len(shape)}"
@@ -326,7 +420,15 @@ class ShapeOps(TensorBase):
         return node(ctx, "pad", (t,), t.dtype, ne, p)
 
     def concat(self, ctx: Context, t2: Tensor, dim: int) -> Tensor:
-        """Return ``self`` followed by ``t2`` along ``dim`` (other extents must be equal)."""
+        """Return ``self`` followed by ``t2`` along ``dim`` (other extents must be equal).
+
+        >>> a = ctx.from_floats([1, 2, 3, 4], 2, 2)
+        >>> b = ctx.from_floats([9, 9], 1, 2)
+        >>> y = a.concat(ctx, b, 0)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((3, 2), [1.0, 2.0, 9.0, 3.0, 4.0, 9.0])
+        """
         t: Tensor = self  # type: ignore[assignment]
         require_dim("concat", dim)
         if t.dtype != t2.dtype or t.dtype.is_quantized:
@@ -341,13 +443,26 @@ class ShapeOps(TensorBase):
         return node(ctx, "concat", (t, t2), t.dtype, ne, (dim,))
 
     def stack(self, ctx: Context, dim: int, *s: Tensor) -> Tensor:
-        """Concatenate self and ``s`` along the existing ``dim`` (no new axis, as the seed)."""
+        """Concatenate self and ``s`` along the existing ``dim`` (no new axis, as the seed).
+
+        >>> a, b, c = (ctx.from_floats([i, i + 1], 2) for i in (1, 3, 5))
+        >>> y = a.stack(ctx, 0, b, c)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((6,), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        """
         if not s:
             return self  # type: ignore[return-value]
         return self.concat(ctx, s[0].stack(ctx, dim, *s[1:]), dim)
 
     def repeat(self, ctx: Context, dim: int, n: int) -> Tensor:
-        """Tile the whole tensor ``n`` times along ``dim`` (``np.tile``, not element repeat)."""
+        """Tile the whole tensor ``n`` times along ``dim`` (``np.tile``, not element repeat).
+
+        >>> y = ctx.from_floats([1, 2], 2).repeat(ctx, 0, 3)
+        >>> ctx.compute(y)
+        >>> y.floats().tolist()
+        [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
+        """
         t: Tensor = self  # type: ignore[assignment]
         if not isinstance(dim, int) or not 0 <= dim < 4:
             msg = f"repeat: invalid dimension {dim!r}"
@@ -358,7 +473,14 @@ class ShapeOps(TensorBase):
         return t.repeat_4d(ctx, *ne)
 
     def repeat_4d(self, ctx: Context, dim0: int, dim1: int, dim2: int, dim3: int) -> Tensor:
-        """Tile to exactly ``[dim0, dim1, dim2, dim3]`` (each a multiple of the input's extent)."""
+        """Tile to exactly ``[dim0, dim1, dim2, dim3]`` (each a multiple of the input's extent).
+
+        >>> t = ctx.from_floats([1, 2], 1, 2)
+        >>> y = t.repeat_4d(ctx, 2, 4, 1, 1)
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((2, 4), [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0])
+        """
         t: Tensor = self  # type: ignore[assignment]
         ne = tuple(as_int("repeat_4d", "dim", d) for d in (dim0, dim1, dim2, dim3))
         ok = all(d >= 1 and d % e == 0 for d, e in zip(ne, t.ne))
@@ -371,7 +493,14 @@ class ShapeOps(TensorBase):
 
     # -- gather / scatter ---------------------------------------------------------------------
     def rows(self, ctx: Context, ids: Tensor) -> Tensor:
-        """Gather rows: ``out[:, i, j, k] = self[:, ids[i, j, k], j, k]`` (F32, or I32 for I32)."""
+        """Gather rows: ``out[:, i, j, k] = self[:, ids[i, j, k], j, k]`` (F32, or I32 for I32).
+
+        >>> table = ctx.from_floats(np.arange(1, 13), 3, 4)
+        >>> y = table.rows(ctx, ctx.from_ints([2, 0], 2))
+        >>> ctx.compute(y)
+        >>> y.shape, y.floats().tolist()
+        ((3, 2), [7.0, 8.0, 9.0, 1.0, 2.0, 3.0])
+        """
         t: Tensor = self  # type: ignore[assignment]
         require_dtype("rows", ids, frozenset({DType.I32}), "ids")
         require(ids.ne[3] == 1, "rows", "ids must have at most 3 dims", ids)
@@ -387,7 +516,15 @@ class ShapeOps(TensorBase):
         return node(ctx, "get_rows", (t, ids), out, (t.ne[0], ids.ne[0], ids.ne[1], ids.ne[2]))
 
     def set_rows(self, ctx: Context, src: Tensor, idxs: Tensor) -> Tensor:
-        """Write row i of ``src`` to row ``idxs[i]`` of self; return self's alias."""
+        """Write row i of ``src`` to row ``idxs[i]`` of self; return self's alias.
+
+        >>> dst = ctx.zeros(DType.F32, 3, 4)
+        >>> src = ctx.from_floats([1, 2, 3, 4, 5, 6], 3, 2)
+        >>> y = dst.set_rows(ctx, src, ctx.from_ints([3, 1], 2))
+        >>> ctx.compute(y)
+        >>> y.to_numpy().tolist()
+        [[0.0, 0.0, 0.0], [4.0, 5.0, 6.0], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]
+        """
         from ..tensor import Tensor
 
         dst: Tensor = self  # type: ignore[assignment]
@@ -429,7 +566,16 @@ class ShapeOps(TensorBase):
     def set_inplace(
         self, ctx: Context, src: Tensor, nb1: int, nb2: int, nb3: int, offset: int
     ) -> Tensor:
-        """Copy ``src`` into a byte-strided window of self; return self's alias."""
+        """Copy ``src`` into a byte-strided window of self; return self's alias.
+
+        >>> dst = ctx.zeros(DType.F32, 3, 2)
+        >>> src = ctx.from_floats([7, 8], 2)
+        >>> offset = 1 * dst.stride(1) + 1 * dst.stride(0)
+        >>> y = dst.set_inplace(ctx, src, dst.stride(1), dst.stride(2), dst.stride(3), offset)
+        >>> ctx.compute(y)
+        >>> y.to_numpy().tolist()
+        [[0.0, 0.0, 0.0], [0.0, 7.0, 8.0]]
+        """
         from ..tensor import Tensor
 
         dst: Tensor = self  # type: ignore[assignment]
