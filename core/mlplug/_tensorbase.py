@@ -116,9 +116,7 @@ class TensorBase:
 
         :raises IndexError: if ``n`` is outside 0..3.
         """
-        if not 0 <= n < 4:
-            msg = f"dimension {n} out of range 0..3"
-            raise IndexError(msg)
+        _check_dim(n)
         return self.ne[n]
 
     def stride(self, n: int) -> int:
@@ -133,9 +131,7 @@ class TensorBase:
 
         :raises IndexError: if ``n`` is outside 0..3.
         """
-        if not 0 <= n < 4:
-            msg = f"dimension {n} out of range 0..3"
-            raise IndexError(msg)
+        _check_dim(n)
         return self.nb[n]
 
     @property
@@ -156,7 +152,17 @@ class TensorBase:
 
     def is_contiguous(self) -> bool:
         """Whether strides equal the fresh-tensor strides (size-1 dims ignored)."""
-        return _packed_from(self, 1)
+        tr = TRAITS[self.dtype]
+        ne, nb = self.ne, self.nb
+        if not self._dim0_packed():
+            return False
+        expected = tr.type_size * (ne[0] // tr.block_size)
+        for i in range(1, 4):
+            if ne[i] != 1:
+                if nb[i] != expected:
+                    return False
+                expected *= ne[i]
+        return True
 
     def is_rows_contiguous(self) -> bool:
         """Whether dim 0 is packed and dims 2, 3 are packed relative to dim 1's stride."""
@@ -305,20 +311,10 @@ class TensorBase:
         return f"<Tensor {self.dtype.name} {list(self.shape)}{kind}>"
 
 
-def _packed_from(t: TensorBase, first: int) -> bool:
-    """Whether ``t`` is contiguous (size-1 dims skipped), as ggml's ``is_contiguous``."""
-    tr = TRAITS[t.dtype]
-    ne, nb = t.ne, t.nb
-    expected = tr.type_size
-    if ne[0] != tr.block_size and nb[0] != expected:
-        return False
-    expected = tr.type_size * (ne[0] // tr.block_size)
-    for i in range(first, 4):
-        if ne[i] != 1:
-            if nb[i] != expected:
-                return False
-            expected *= ne[i]
-    return True
+def _check_dim(n: int) -> None:
+    if not 0 <= n < 4:
+        msg = f"dimension {n} out of range 0..3"
+        raise IndexError(msg)
 
 
 def check_shape(shape: tuple[int, ...], what: str = "shape") -> Shape4 | None:

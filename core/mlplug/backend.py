@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._tensorbase import LEAF
-from .dtypes import DType
+from .dtypes import DType, align_up
 from .errors import GraphError, NotSupportedError
 from .params import BackendParams, CacheConfig
 
@@ -256,8 +256,7 @@ class Backend(ABC):
         n = getattr(t.data, "nbytes", None) if t.data is not None else None
         if not isinstance(n, int):
             n = t.nbytes
-        align = self.alignment(getattr(t.ctx, "device_index", -1))
-        return n + (-n % align)
+        return align_up(n, self.alignment(getattr(t.ctx, "device_index", -1)))
 
     def host_buffer(self, t: Tensor) -> memoryview | None:
         """Return a writable byte view of root tensor ``t``'s storage in host memory, or None.

@@ -394,6 +394,4 @@ class Context(ABC):
 def _as_bytes(data: bytes | bytearray | memoryview | np.ndarray | Iterable[int]) -> bytes:
     if isinstance(data, np.ndarray):
         return np.ascontiguousarray(data).tobytes()
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
     return bytes(data)

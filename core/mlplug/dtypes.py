@@ -7,7 +7,7 @@ from typing import Final, NamedTuple
 
 import numpy as np
 
-__all__ = ["DType", "TypeTraits", "TRAITS", "from_ggml_type", "row_size", "nbytes_of"]
+__all__ = ["DType", "TypeTraits", "TRAITS", "align_up", "from_ggml_type", "row_size", "nbytes_of"]
 
 
 class DType(enum.IntEnum):
@@ -100,6 +100,11 @@ def row_size(dtype: DType, ne0: int) -> int:
     """Bytes of one row of ``ne0`` elements (``ne0`` must be a multiple of the block size)."""
     t = TRAITS[dtype]
     return t.type_size * (ne0 // t.block_size)
+
+
+def align_up(n: int, alignment: int) -> int:
+    """Return ``n`` rounded up to a multiple of ``alignment``."""
+    return n + (-n % alignment)
 
 
 def nbytes_of(dtype: DType, ne: tuple[int, ...]) -> int:

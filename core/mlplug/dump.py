@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from .dtypes import DType
+from .errors import GraphError
 
 if TYPE_CHECKING:
     from .context import Context
@@ -108,14 +109,6 @@ def format_array(
     return "".join(out)
 
 
-def _shape(t: Tensor) -> tuple[int, ...]:
-    """Return ``t.shape`` without trailing size-1 dims (at least one dim), as the reference has."""
-    shape = tuple(t.shape)
-    while len(shape) > 1 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
-
-
 def dump(
     ctx: Context, t: Tensor, *, precision: int = 4, threshold: int = 1000, edge_items: int = 3
 ) -> str:
@@ -132,7 +125,7 @@ def dump(
     :param edge_items: values printed at each end of an elided dimension.
     :returns: the text, e.g. ``[ 1.0000, -2.5000,  0.3333]``.
     """
-    shape = _shape(t)
+    shape = t.shape  # trailing size-1 dims already dropped, as the reference prints them
     if t.dtype == DType.F32 or t.dtype == DType.I32:
         src = t
     elif t.dtype in _CONVERTED:
@@ -145,7 +138,7 @@ def dump(
         data = src.bytes()
     if data is None:
         msg = "dump: the tensor has no data after compute"
-        raise RuntimeError(msg)
+        raise GraphError(msg)
     is_int = src.dtype == DType.I32
     count = math.prod(shape)
     values = np.frombuffer(data, dtype="<i4" if is_int else "<f4", count=count)

@@ -73,6 +73,7 @@ class PluginRecord:
     status: str = "ok"
     error: str = ""
     backends: list[str] = field(default_factory=list)
+    traceback: str = field(default="", repr=False)
 
 
 class PluginManager:
@@ -173,13 +174,14 @@ class PluginManager:
                 raise
             rec.status = "error"
             rec.error = f"{type(exc).__name__}: {exc}"
-            rec.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            rec.traceback = traceback.format_exc()
 
     # -- queries --------------------------------------------------------------------------------
     def plugins(self) -> list[PluginRecord]:
         """Return every discovered plugin with its status."""
         self.load()
-        return list(self._plugins.values())
+        with self._lock:
+            return list(self._plugins.values())
 
     def backends(self) -> list[BackendEntry]:
         """Return every registered backend, highest priority first."""
@@ -194,11 +196,12 @@ class PluginManager:
             error of a plugin that failed to provide it).
         """
         self.load()
-        entry = self._backends.get(name)
-        if entry is not None:
-            return entry
-        known = ", ".join(sorted(self._backends)) or "none"
-        failed = [p for p in self._plugins.values() if p.status == "error"]
+        with self._lock:
+            entry = self._backends.get(name)
+            if entry is not None:
+                return entry
+            known = ", ".join(sorted(self._backends)) or "none"
+            failed = [p for p in self._plugins.values() if p.status == "error"]
         hint = "".join(f"; plugin {p.name!r} failed: {p.error}" for p in failed)
         msg = f"unsupported backend {name!r} (installed: {known}){hint}"
         raise BackendLoadError(msg, backend=name)
@@ -238,8 +241,6 @@ class PluginManager:
     def _create(entry: BackendEntry, model_path: str | None, params: BackendParams) -> Backend:
         try:
             return entry.factory(model_path, params)
-        except (BackendLoadError, OSError, ValueError, MemoryError):
-            raise
         except ImportError as exc:
             msg = f"backend {entry.name!r} could not be loaded: {exc}"
             raise BackendLoadError(msg, backend=entry.name) from exc

@@ -711,11 +711,11 @@ def test_plain_library_from_requirements(monkeypatch: pytest.MonkeyPatch) -> Non
 # -- run ---------------------------------------------------------------------------------------
 
 
-def test_run_exits_2_no_architecture(tmp_path: Path) -> None:
-    """``run`` is registered but says no model architecture is implemented yet (exit 2)."""
+def test_run_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
+    """``run`` on a missing file exits 1 with the model-file error, no traceback."""
     proc = mlplug("run", str(tmp_path / "m.gguf"), "--prompt-tokens", "1,2,3", "-n", "4")
-    assert proc.returncode == 2
-    assert_one_line_error(proc, "no model architecture is implemented")
+    assert proc.returncode == 1
+    assert_one_line_error(proc, "cannot open model file")
 
 
 def test_run_validates_prompt_tokens() -> None:

@@ -16,15 +16,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Final
 
 from ..errors import MlplugError
 from ._common import CommandError, UsageError
 
 __all__ = ["build_parser", "main", "version_text"]
-
-#: Exit code of ``mlplug run`` while no model architecture is implemented.
-EXIT_NOT_IMPLEMENTED: Final = 2
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -60,13 +56,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    print(
-        "mlplug: error: mlplug run is not available yet: no model architecture is implemented "
-        "in mlplug (the backends, ops and model loading are; `mlplug inspect MODEL` describes "
-        "a model and its memory needs)",
-        file=sys.stderr,
-    )
-    return EXIT_NOT_IMPLEMENTED
+    from ._run import cmd_run
+
+    return cmd_run(args)
 
 
 def version_text() -> str:
@@ -192,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "run",
         _cmd_run,
-        "Run a model on prompt tokens and print the generated tokens and speed "
-        "(not available yet: no model architecture is implemented).",
+        "Run a model (a supported architecture: llama) on prompt tokens; print the greedily "
+        "generated token ids, and the speed on stderr.",
     )
     p.add_argument("model", metavar="MODEL.gguf", help="the model file")
     backend_flag(p, many=False)

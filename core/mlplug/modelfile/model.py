@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from .._tensorbase import LEAF
+from ..dtypes import align_up
 from ..errors import ErrNoMem, GraphError, ModelFileError
 from ..memory import BackendMemory, DeviceMemory
 from .config import Config
@@ -35,10 +36,6 @@ __all__ = ["Model", "estimate_graph", "node_devices", "result_owners"]
 _log = logging.getLogger("mlplug.modelfile")
 _FIRST_OPEN = threading.Event()
 _NOT_LOADABLE: Final = "cannot load model without memory allocation"
-
-
-def _align(n: int, alignment: int) -> int:
-    return n + (-n % alignment)
 
 
 def node_devices(graph: Sequence[Tensor]) -> dict[int, int]:
@@ -273,7 +270,7 @@ class Model:
         if not 0 <= layer < self.block_count:
             return
         device = self.plan.layer_devices[layer]
-        size = _align(t.nbytes, self.backend.alignment(device))
+        size = align_up(t.nbytes, self.backend.alignment(device))
         with self._lock:
             self.device_memory(device).cache[layer] += size
 
@@ -290,7 +287,7 @@ class Model:
         if sizes is None:
             sizes = estimate_graph(
                 graph,
-                lambda t, d: _align(t.nbytes, backend.alignment(d)),
+                lambda t, d: align_up(t.nbytes, backend.alignment(d)),
                 type(ctx).reuses_scratch,
             )
         with self._lock:

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeAlias
 
-from ..dtypes import TRAITS, DType, nbytes_of
+from ..dtypes import TRAITS, DType, align_up, nbytes_of
 from ..errors import ModelFileError
-from .reader import TensorInfo
+from .reader import _MXFP4_OLLAMA_ID, TensorInfo
 
 __all__ = [
     "CPU",
@@ -52,7 +52,6 @@ _OUTPUT_PARTS: Final = frozenset(
 _ROPE_PARTS: Final = frozenset({"rope_freqs", "rope_factors_long", "rope_factors_short"})
 _VISION_PREFIXES: Final = ("v.", "mm.", "s.")
 _DIGITS: Final = re.compile(r"[0-9]+")
-_MXFP4_OLLAMA_ID: Final = 4
 
 
 class DeviceRef(Protocol):
@@ -230,7 +229,7 @@ def plan_placement(
         dtype = _target_dtype(src)
         nbytes = nbytes_of(dtype, src.ne) if src.ne else TRAITS[dtype].type_size
         align = alignment if device == CPU else aligns.get(device, alignment)
-        size = nbytes + (-nbytes % align)
+        size = align_up(nbytes, align)
         planned = PlannedTensor(src, name, dtype, src.ne, device, layer, nbytes, size)
         plan.tensors.append(planned)
         plan.names[name] = planned

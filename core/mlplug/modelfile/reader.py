@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from gguf import GGML_QUANT_SIZES, GGUFValueType
 
-from ..dtypes import TRAITS, DType, from_ggml_type
+from ..dtypes import TRAITS, DType, align_up, from_ggml_type
 from ..errors import ModelFileError
 
 __all__ = [
@@ -237,10 +237,6 @@ def _value_type(raw: int) -> GGUFValueType | None:
         return None
 
 
-def _align(n: int, alignment: int) -> int:
-    return n + (-n % alignment)
-
-
 class GGUFFile:
     """A GGUF model file opened read-only, decoded and validated.
 
@@ -379,7 +375,7 @@ class GGUFFile:
 
         seen: set[str] = set()
         raw_infos = [self._tensor_info(w, seen) for _ in range(n_tensors)]
-        self.data_start = _align(w.pos, alignment)
+        self.data_start = align_up(w.pos, alignment)
 
         tensors: list[TensorInfo] = []
         by_name: dict[str, TensorInfo] = {}
@@ -402,7 +398,7 @@ class GGUFFile:
             )
             tensors.append(info)
             by_name[name] = info
-            pos = _align(pos, alignment) + nbytes
+            pos = align_up(pos, alignment) + nbytes
         self.data_end = pos
         self.tensors = tuple(tensors)
         self._by_name = by_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._tensorbase import contiguous_strides
+from .._tensorbase import Shape4
 from ..dtypes import DType
 from ..errors import DTypeError, GraphError, ShapeError
 
@@ -13,10 +13,10 @@ if TYPE_CHECKING:
     from ..context import Context
     from ..tensor import Tensor
 
-Shape4 = tuple[int, int, int, int]
 
 FLOATS = frozenset({DType.F32, DType.F16})
 F32_ONLY = frozenset({DType.F32})
+I32_ONLY = frozenset({DType.I32})
 
 
 def node(
@@ -37,12 +37,17 @@ def node(
 
 
 def inplace(
-    ctx: Context, op: str, srcs: tuple[Tensor, ...], params: tuple[Any, ...] = ()
+    ctx: Context,
+    op: str,
+    srcs: tuple[Tensor, ...],
+    params: tuple[Any, ...] = (),
+    *,
+    into: Tensor | None = None,
 ) -> Tensor:
-    """Create a node whose result overwrites (and aliases) ``srcs[0]``."""
+    """Create a node whose result overwrites (and aliases) ``into`` (default ``srcs[0]``)."""
     from ..tensor import Tensor
 
-    a = srcs[0]
+    a = srcs[0] if into is None else into
     _check_ctx(ctx, srcs, op)
     t = Tensor(
         ctx,
@@ -102,11 +107,6 @@ def _check_ctx(ctx: Context, srcs: tuple[Tensor, ...], op: str) -> None:
         if s.ctx.closed:
             msg = f"{op}: operand {s!r} belongs to a closed context"
             raise GraphError(msg)
-
-
-def fresh_nb(dtype: DType, ne: Shape4) -> Shape4:
-    """Contiguous byte strides for ``dtype`` and ``ne``."""
-    return contiguous_strides(dtype, ne)
 
 
 # -- validation -------------------------------------------------------------------------------

@@ -26,14 +26,13 @@ if TYPE_CHECKING:
 
 #: Unary ops whose result overwrites (aliases) the input when computed, as in the seed.
 INPLACE_UNARY = frozenset({"tanh", "sigmoid", "gelu", "gelu_erf", "gelu_quick", "silu", "relu"})
+_BINARY_DTYPES = frozenset({(DType.F32, DType.F32), (DType.F16, DType.F16), (DType.F16, DType.F32)})
 
 
 def _binary(op: str, ctx: Context, t: Tensor, t2: Tensor) -> Tensor:
-    ok = (t.dtype, t2.dtype) in {
-        (DType.F32, DType.F32),
-        (DType.F16, DType.F16),
-        (DType.F16, DType.F32),
-    } or (op == "add" and t.dtype.is_quantized and t2.dtype == DType.F32)
+    ok = (t.dtype, t2.dtype) in _BINARY_DTYPES or (
+        op == "add" and t.dtype.is_quantized and t2.dtype == DType.F32
+    )
     if not ok:
         msg = (
             f"{op}: no kernel for dtypes ({t.dtype.name}, {t2.dtype.name}); accepted: "
@@ -41,9 +40,7 @@ def _binary(op: str, ctx: Context, t: Tensor, t2: Tensor) -> Tensor:
         )
         raise DTypeError(msg, op=op, dtypes=(t.dtype, t2.dtype))
     require_repeatable(op, t, t2)
-    t = packed_dim0(ctx, t)
-    if not t2._dim0_packed():
-        t2 = t2.contiguous(ctx)
+    t, t2 = packed_dim0(ctx, t), packed_dim0(ctx, t2)
     return node(ctx, op, (t, t2), t.dtype, t.ne)
 
 

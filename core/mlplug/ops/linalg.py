@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .._tensorbase import TensorBase
 from ..dtypes import DType
 from ..errors import DTypeError, NotSupportedError
-from ._build import F32_ONLY, contiguous, node, packed_dim0, require, require_dtype
+from ._build import F32_ONLY, I32_ONLY, contiguous, node, packed_dim0, require, require_dtype
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -96,7 +96,7 @@ class LinalgOps(TensorBase):
         """
         op = "mulmat_id"
         t, x = _mulmat_operands(op, ctx, self, t2)  # type: ignore[arg-type]
-        require_dtype(op, ids, frozenset({DType.I32}), "ids")
+        require_dtype(op, ids, I32_ONLY, "ids")
         require(t.ne[3] == 1 and x.ne[3] == 1, op, "experts and activations must be 3-D", t, x)
         require(ids.ne[2] == 1 and ids.ne[3] == 1, op, "ids must be 2-D [U, T]", ids)
         require(ids.ne[1] == x.ne[2], op, "ids dim 1 must equal activations dim 2 (tokens)", ids, x)
@@ -124,7 +124,7 @@ class LinalgOps(TensorBase):
         op = "add_id"
         require_dtype(op, self, F32_ONLY)  # type: ignore[arg-type]
         require_dtype(op, t2, F32_ONLY, "bias")
-        require_dtype(op, ids, frozenset({DType.I32}), "ids")
+        require_dtype(op, ids, I32_ONLY, "ids")
         require(self.ne[0] == t2.ne[0], op, "dim 0 of input and bias must match", self, t2)  # type: ignore[arg-type]
         ok = self.ne[1] == ids.ne[0] and self.ne[2] == ids.ne[1]
         require(ok, op, "ids must be [input dim 1, input dim 2]", self, ids)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from ..errors import NotSupportedError, ShapeError
 from ._build import (
     F32_ONLY,
     FLOATS,
+    I32_ONLY,
     as_int,
     contiguous,
     node,
@@ -251,7 +252,7 @@ class NNOps(TensorBase):
         op = "ssm_scan"
         for name, t in (("s", s), ("x", x), ("dt", dt), ("A", a), ("B", b), ("C", c)):
             require_dtype(op, t, F32_ONLY, name)
-        require_dtype(op, ids, frozenset({DType.I32}), "ids")
+        require_dtype(op, ids, I32_ONLY, "ids")
         d_state, head_dim, n_head = s.ne[0], s.ne[1], s.ne[2]
         n_tok, n_seq = x.ne[2], x.ne[3]
         require(
@@ -351,7 +352,7 @@ class NNOps(TensorBase):
         if x.dtype.is_quantized:
             x = x.cast(ctx, DType.F32)
         require_dtype(op, x, FLOATS)
-        require_dtype(op, positions, frozenset({DType.I32}), "positions")
+        require_dtype(op, positions, I32_ONLY, "positions")
         n_pos = x.ne[2] * (4 if rope_type in _MROPE else 1)
         require(
             positions.nelements == n_pos,

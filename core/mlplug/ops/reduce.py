@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from ..context import Context
     from ..tensor import Tensor
 
+#: Dtypes argsort and top_k accept.
+_SORTABLE = frozenset({DType.F32, DType.I32})
+
 
 def _row_op(op: str, ctx: Context, t: Tensor, params: tuple[float, ...] = ()) -> Tensor:
     require_dtype(op, t, F32_ONLY)
@@ -145,7 +148,7 @@ class ReduceOps(TensorBase):
         >>> y.dtype.name, y.to_numpy().tolist()
         ('I32', [0, 3, 2, 1])
         """
-        require_dtype("argsort", self, frozenset({DType.F32, DType.I32}))  # type: ignore[arg-type]
+        require_dtype("argsort", self, _SORTABLE)  # type: ignore[arg-type]
         t = contiguous(ctx, self)  # type: ignore[arg-type]
         return node(ctx, "argsort", (t,), DType.I32, t.ne, ("asc",))
 
@@ -165,7 +168,7 @@ class ReduceOps(TensorBase):
         """
         k = as_int("top_k", "k", k)
         require(1 <= k <= self.ne[0], "top_k", f"k must be in 1..{self.ne[0]}, got {k}", self)  # type: ignore[arg-type]
-        require_dtype("top_k", self, frozenset({DType.F32, DType.I32}))  # type: ignore[arg-type]
+        require_dtype("top_k", self, _SORTABLE)  # type: ignore[arg-type]
         t = contiguous(ctx, self)  # type: ignore[arg-type]
         s = node(ctx, "argsort", (t,), DType.I32, t.ne, ("desc",))
         ne = (k, s.ne[1], s.ne[2], s.ne[3])

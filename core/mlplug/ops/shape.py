@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._tensorbase import TensorBase
+from .._tensorbase import Shape4, TensorBase, contiguous_strides
 from ..dtypes import TRAITS, DType
 from ..errors import DTypeError, ShapeError
 from ._build import (
     F32_ONLY,
-    Shape4,
+    I32_ONLY,
     as_int,
     contiguous,
-    fresh_nb,
+    inplace,
     node,
     packed_dim0,
     pad4,
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 _FLOAT_CONV = frozenset({DType.F32, DType.F16, DType.BF16})
 _QUANT = frozenset(d for d in DType if d.is_quantized)
+_REPEATABLE = frozenset({DType.F32, DType.F16, DType.BF16, DType.I32, DType.I16})
+_SET_ROWS_DST = _FLOAT_CONV | _QUANT
 
 
 def infer_shape(op: str, nelements: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -138,7 +140,7 @@ class ShapeOps(TensorBase):
         if not t.is_contiguous():
             return t.contiguous(ctx, *shape)
         ne = _target("reshape", t, shape)
-        nb = fresh_nb(t.dtype, ne)
+        nb = contiguous_strides(t.dtype, ne)
         return view(ctx, "reshape", t, ne, nb, 0, (ne,))
 
     def view(self, ctx: Context, offset: int, *shape: int) -> Tensor:
@@ -345,8 +347,6 @@ class ShapeOps(TensorBase):
         >>> h.floats().tolist()
         [0.0, 0.0, 7.0, 8.0, 0.0, 0.0]
         """
-        from ..tensor import Tensor
-
         t: Tensor = self  # type: ignore[assignment]
         if t.nelements != t2.nelements:
             msg = f"copy: {t.nelements} elements cannot be copied into {t2.nelements}"
@@ -356,23 +356,7 @@ class ShapeOps(TensorBase):
             require(t2.is_contiguous(), "copy", "a quantised destination must be contiguous", t2)
         if t.dtype.is_quantized:
             t = packed_dim0(ctx, t)
-        if t.ctx.backend is not ctx.backend or t2.ctx.backend is not ctx.backend:
-            from ..errors import GraphError
-
-            msg = "copy: operands belong to another backend"
-            raise GraphError(msg)
-        out = Tensor(
-            ctx,
-            t2.dtype,
-            t2.ne,
-            nb=t2.nb,
-            op="cpy",
-            src=(t, t2),
-            view_src=t2.root,
-            view_offs=t2.view_offs,
-        )
-        ctx.backend.check_node(out)
-        return out
+        return inplace(ctx, "cpy", (t, t2), into=t2)
 
     def cast(self, ctx: Context, dtype: DType) -> Tensor:
         """Return a contiguous copy converted to ``dtype`` (F32->I32 truncates toward zero).
@@ -485,9 +469,7 @@ class ShapeOps(TensorBase):
         ne = tuple(as_int("repeat_4d", "dim", d) for d in (dim0, dim1, dim2, dim3))
         ok = all(d >= 1 and d % e == 0 for d, e in zip(ne, t.ne))
         require(ok, "repeat_4d", f"target {list(ne)} must be a multiple of each extent", t)
-        require_dtype(
-            "repeat_4d", t, frozenset({DType.F32, DType.F16, DType.BF16, DType.I32, DType.I16})
-        )
+        require_dtype("repeat_4d", t, _REPEATABLE)
         t = packed_dim0(ctx, t)  # ggml copies whole dim-0 rows
         return node(ctx, "repeat", (t,), t.dtype, ne)
 
@@ -502,7 +484,7 @@ class ShapeOps(TensorBase):
         ((3, 2), [7.0, 8.0, 9.0, 1.0, 2.0, 3.0])
         """
         t: Tensor = self  # type: ignore[assignment]
-        require_dtype("rows", ids, frozenset({DType.I32}), "ids")
+        require_dtype("rows", ids, I32_ONLY, "ids")
         require(ids.ne[3] == 1, "rows", "ids must have at most 3 dims", ids)
         require(
             t.ne[2] == ids.ne[1] and t.ne[3] == ids.ne[2],
@@ -525,14 +507,11 @@ class ShapeOps(TensorBase):
         >>> y.to_numpy().tolist()
         [[0.0, 0.0, 0.0], [4.0, 5.0, 6.0], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]
         """
-        from ..tensor import Tensor
-
         dst: Tensor = self  # type: ignore[assignment]
         op = "set_rows"
         require_dtype(op, src, F32_ONLY, "src")
         require_dtype(op, idxs, frozenset({DType.I32, DType.I64}), "idxs")
-        allowed = _FLOAT_CONV | _QUANT
-        require_dtype(op, dst, frozenset(allowed), "destination")
+        require_dtype(op, dst, _SET_ROWS_DST, "destination")
         require(
             dst.ne[0] == src.ne[0] and dst.ne[2] == src.ne[2] and dst.ne[3] == src.ne[3],
             op,
@@ -550,18 +529,7 @@ class ShapeOps(TensorBase):
         )
         require(dst._dim0_packed(), op, "destination rows must be contiguous", dst)
         src = packed_dim0(ctx, src)
-        out = Tensor(
-            ctx,
-            dst.dtype,
-            dst.ne,
-            nb=dst.nb,
-            op="set_rows",
-            src=(dst, src, idxs),
-            view_src=dst.root,
-            view_offs=dst.view_offs,
-        )
-        ctx.backend.check_node(out)
-        return out
+        return inplace(ctx, "set_rows", (dst, src, idxs))
 
     def set_inplace(
         self, ctx: Context, src: Tensor, nb1: int, nb2: int, nb3: int, offset: int
@@ -576,8 +544,6 @@ class ShapeOps(TensorBase):
         >>> y.to_numpy().tolist()
         [[0.0, 0.0, 0.0], [0.0, 7.0, 8.0]]
         """
-        from ..tensor import Tensor
-
         dst: Tensor = self  # type: ignore[assignment]
         op = "set_inplace"
         require_dtype(op, dst, frozenset({DType.F32, DType.I32}))
@@ -601,19 +567,7 @@ class ShapeOps(TensorBase):
             src,
         )
         src = rows_contiguous(ctx, src)
-        out = Tensor(
-            ctx,
-            dst.dtype,
-            dst.ne,
-            nb=dst.nb,
-            op="set",
-            src=(dst, src),
-            params=(nb1, nb2, nb3, offset),
-            view_src=dst.root,
-            view_offs=dst.view_offs,
-        )
-        ctx.backend.check_node(out)
-        return out
+        return inplace(ctx, "set", (dst, src), (nb1, nb2, nb3, offset))
 
 
 __all__ = ["ShapeOps", "contiguous", "infer_shape"]

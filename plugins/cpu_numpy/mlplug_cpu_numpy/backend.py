@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from mlplug import Backend
 from mlplug.dtypes import DType
+from mlplug.host import can_quantize
 
 from .context import NumpyContext
 from .device import devices
@@ -13,8 +14,6 @@ from .ops import KERNELS
 
 if TYPE_CHECKING:
     from mlplug import DeviceInfo, Tensor
-
-_NO_QUANTISER = frozenset({DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K})
 
 
 class CpuNumpyBackend(Backend):
@@ -33,6 +32,7 @@ class CpuNumpyBackend(Backend):
 
     def unsupported_reason(self, node: Tensor) -> str | None:
         """Quantising to k-quant types needs a quantiser numpy does not have."""
-        if node.op in ("cast", "cpy", "set_rows") and node.dtype in _NO_QUANTISER:
+        d = node.dtype
+        if node.op in ("cast", "cpy", "set_rows") and d.is_quantized and not can_quantize(d):
             return f"quantising to {node.dtype.name} (no host quantiser for k-quants)"
         return None

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING
 
-from mlplug.device import DeviceInfo
-from mlplug.sysinfo import cpu_description, host_memory
+from mlplug.host import cpu_device_info
+
+if TYPE_CHECKING:
+    from mlplug.device import DeviceInfo
 
 
 def devices() -> list[DeviceInfo]:
     """Return the host CPU as a DeviceInfo with total and currently available memory."""
-    total, free = host_memory()
-    return [
-        DeviceInfo(
-            id="0",
-            library="cpu",
-            name="CPU",
-            description=cpu_description(),
-            total_memory=total,
-            free_memory=free,
-            compute_major=-1,
-            compute_minor=-1,
-        )
-    ]
-
-
-def thread_count() -> int:
-    """Number of CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return [cpu_device_info()]

@@ -1,6 +1,6 @@
 """Devices torch can use (the host CPU, CUDA/ROCm GPUs, Apple MPS) and the backend's choice.
 
-The CPU record uses :mod:`mlplug.sysinfo` exactly as the other plugins do, so every plugin's
+The CPU record is :func:`mlplug.host.cpu_device_info`, as in the other plugins, so every plugin's
 host CPU is recognised as one physical device. GPUs carry their PCI address where torch
 reports it, for the same reason.
 """
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlplug.device import DeviceInfo
 from mlplug.errors import BackendLoadError
-from mlplug.sysinfo import cpu_description, host_memory
+from mlplug.host import cpu_device_info
+from mlplug.sysinfo import host_memory
 
 if TYPE_CHECKING:
     import torch
@@ -25,20 +26,6 @@ _log = logging.getLogger(__name__)
 
 #: Environment variable naming the device the backend computes on (``cpu``, ``cuda:1``, ``mps``).
 DEVICE_ENV = "MLPLUG_TORCH_DEVICE"
-
-
-def _cpu() -> DeviceInfo:
-    total, free = host_memory()
-    return DeviceInfo(
-        id="0",
-        library="cpu",
-        name="CPU",
-        description=cpu_description(),
-        total_memory=total,
-        free_memory=free,
-        compute_major=-1,
-        compute_minor=-1,
-    )
 
 
 def _version_pair(text: str | None) -> tuple[int, int]:
@@ -132,7 +119,7 @@ def devices() -> list[DeviceInfo]:
     """
     import torch
 
-    out = [_cpu()]
+    out = [cpu_device_info()]
     if torch.cuda.is_available():
         hip = torch.version.hip is not None
         driver = _driver_version(hip)

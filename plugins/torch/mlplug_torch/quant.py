@@ -9,15 +9,13 @@ host. Quantising (``cast``/``cpy``/``set_rows`` into a quantised tensor) always 
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mlplug import quants
 from mlplug.dtypes import TRAITS, DType
-from mlplug.errors import DTypeError
+from mlplug.host import can_quantize
 
 __all__ = ["can_quantize", "dequantize", "quantize"]
 
@@ -85,14 +83,3 @@ def quantize(values: torch.Tensor, dtype: DType) -> torch.Tensor:
     raw = quants.quantize(host, dtype)
     out = torch.from_numpy(np.ascontiguousarray(raw)).to(values.device)
     return out.reshape(*values.shape[:-1], values.shape[-1] // tr.block_size, tr.type_size)
-
-
-@cache
-def can_quantize(dtype: DType) -> bool:
-    """Whether :func:`quantize` supports ``dtype`` (the host codecs lack the k-quants)."""
-    tr = TRAITS[dtype]
-    try:
-        quants.quantize(np.zeros((1, tr.block_size), np.float32), dtype)
-    except DTypeError:
-        return False
-    return True

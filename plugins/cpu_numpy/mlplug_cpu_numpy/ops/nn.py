@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlplug.dtypes import DType
+from mlplug.numerics import (
+    MROPE_MODES,
+    bilinear_axis,
+    nearest_index,
+    rope_n_pairs,
+    rope_rows,
+    rope_theta_scale,
+    yarn_mix,
+)
 
 from ._registry import implements
+from .linalg import check_ids
 
 if TYPE_CHECKING:
     from mlplug import Tensor
@@ -134,8 +143,6 @@ def ssm_scan(ctx: NumpyContext, t: Tensor) -> None:
     bm = ctx.values(b_t)  # (Q, T, G, N)
     cm = ctx.values(c_t)
     ids = ctx.arr(ids_t).reshape(-1)
-    from .linalg import check_ids
-
     check_ids(ids, s.shape[0], "ssm_scan")
     n_seq, n_tok, n_head, _hd = x.shape
     group = np.arange(n_head) // (n_head // bm.shape[2])
@@ -157,35 +164,20 @@ def ssm_scan(ctx: NumpyContext, t: Tensor) -> None:
     flat[ys.size :] = states.reshape(-1)
 
 
-def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
-    sf = F32(n_out) / F32(n_in)
-    return np.minimum(np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64), n_in - 1)
-
-
-def _bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sf = F32(n_out) / F32(n_in)
-    pos = (np.arange(n_out, dtype=F32) + F32(0.5)) / sf - F32(0.5)
-    i0 = np.floor(pos)
-    lo = np.clip(i0, 0, n_in - 1).astype(np.int64)
-    hi = np.clip(i0 + 1, 0, n_in - 1).astype(np.int64)
-    frac = np.clip(pos - lo.astype(F32), 0, 1).astype(F32)
-    return lo, hi, frac
-
-
 @implements("interpolate")
 def interpolate(ctx: NumpyContext, t: Tensor) -> None:
     """Nearest (float32 index rule) or half-pixel bilinear on dims 0, 1."""
     x = ctx.values(t.src[0])  # (n3, n2, n1, n0)
     ne_in, ne_out = t.src[0].ne, t.ne
-    i3 = _nearest_index(ne_out[3], ne_in[3])
-    i2 = _nearest_index(ne_out[2], ne_in[2])
+    i3 = nearest_index(ne_out[3], ne_in[3])
+    i2 = nearest_index(ne_out[2], ne_in[2])
     x = x[i3][:, i2]
     if t.params[0] == 0:
-        y = x[:, :, _nearest_index(ne_out[1], ne_in[1])][..., _nearest_index(ne_out[0], ne_in[0])]
+        y = x[:, :, nearest_index(ne_out[1], ne_in[1])][..., nearest_index(ne_out[0], ne_in[0])]
         ctx.put(t, y)
         return
-    y0, y1, fy = _bilinear_axis(ne_out[1], ne_in[1])
-    x0, x1, fx = _bilinear_axis(ne_out[0], ne_in[0])
+    y0, y1, fy = bilinear_axis(ne_out[1], ne_in[1])
+    x0, x1, fx = bilinear_axis(ne_out[0], ne_in[0])
     a = x[:, :, y0][..., x0]
     b = x[:, :, y0][..., x1]
     c = x[:, :, y1][..., x0]
@@ -217,61 +209,24 @@ def rope_angles(
     sections: tuple[int, int, int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``cos``/``sin`` ``(n_tokens, n_pairs)`` (float32), as ggml's CPU computes them."""
-    theta_scale = F32(base) ** F32(-2.0 / n_dims)
-    mrope = mode in (8, 24, 40)
+    theta_scale = rope_theta_scale(base, n_dims)
+    mrope = mode in MROPE_MODES
     n_tok = pos.shape[-1] // 4 if mrope else pos.shape[-1]  # m-rope: 4 blocks t, h, w, e
-    axes = pos.reshape(4, n_tok).astype(F32) if mrope else pos.reshape(1, n_tok).astype(F32)
+    axes = pos.reshape(4 if mrope else 1, n_tok).astype(F32)
     cur = axes.copy()
-    sect_dims = sum(sections) if mrope else 0
-    sec_w = sections[0] + sections[1]
     theta = np.empty((n_tok, n_pairs), F32)
-    for k in range(n_pairs):
-        if mrope:
-            sec = k % sect_dims
-            if mode == 24:  # vision: restart the power at each section
-                if sec == 0:
-                    cur[0] = axes[0]
-                elif sec == sections[0]:
-                    cur[1] = axes[1]
-                elif sec == sec_w:
-                    cur[2] = axes[2]
-                elif sec == sec_w + sections[2]:
-                    cur[3] = axes[3]
-            if mode == 40:
-                if sec % 3 == 1 and sec < 1 + 3 * sections[1]:
-                    row = 1
-                elif sec % 3 == 2 and sec < 2 + 3 * sections[2]:
-                    row = 2
-                else:
-                    row = 0
-            elif sec < sections[0]:
-                row = 0
-            elif sec < sec_w:
-                row = 1
-            elif sec < sec_w + sections[2]:
-                row = 2
-            else:
-                row = 3
-            th = cur[row]
-        else:
-            th = cur[0]
+    for k, (row, restart) in enumerate(rope_rows(n_pairs, mode, sections)):
+        if restart >= 0:  # vision: restart the power at each section
+            cur[restart] = axes[restart]
         ff = F32(1) if factors is None else F32(factors[k])
-        theta[:, k] = th / ff
+        theta[:, k] = cur[row] / ff
         cur = (cur * theta_scale).astype(F32)
-    mscale = F32(attn_factor)
+    mix, mscale = yarn_mix(
+        n_pairs, n_dims, n_ctx_orig, base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow
+    )
     ang = F32(freq_scale) * theta
-    if ext_factor != 0.0:
-
-        def corr(beta: float) -> float:
-            return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
-
-        lo = max(0.0, math.floor(corr(beta_fast)))
-        hi = min(n_dims - 1.0, math.ceil(corr(beta_slow)))
-        kk = np.arange(n_pairs, dtype=F32)
-        ramp = F32(1) - np.clip((kk - F32(lo)) / F32(max(0.001, hi - lo)), 0, 1)
-        mix = (ramp * F32(ext_factor)).astype(F32)
+    if mix is not None:
         ang = ang * (F32(1) - mix) + theta * mix
-        mscale = F32(mscale * (F32(1) + F32(0.1) * F32(math.log(1.0 / freq_scale))))
     return (np.cos(ang) * mscale).astype(F32), (np.sin(ang) * mscale).astype(F32)
 
 
@@ -282,8 +237,7 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
     factors = ctx.values(t.src[2]).reshape(-1) if len(t.src) > 2 else None
     n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = t.params
     x = ctx.values(x_t)  # (B, T, H, D)
-    head_dim = x.shape[-1]
-    n_pairs = n_dims if mode == 24 else n_dims // 2
+    n_pairs = rope_n_pairs(n_dims, mode)
     cos, sin = rope_angles(
         ctx.arr(pos_t).reshape(-1),
         n_pairs,
@@ -306,11 +260,10 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
         y[..., 0:n_dims:2] = u * cos - v * sin
         y[..., 1:n_dims:2] = u * sin + v * cos
     else:
-        half = n_dims if mode == 24 else n_dims // 2
+        half = n_pairs
         u, v = x[..., :half], x[..., half : 2 * half]
         y[..., :half] = u * cos - v * sin
         y[..., half : 2 * half] = u * sin + v * cos
-    del head_dim
     ctx.put(t, y)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from mlplug.ops import PRIMITIVES
+from mlplug.kernels import register
 
 if TYPE_CHECKING:
     from mlplug import Tensor
@@ -60,13 +60,12 @@ def implements(*names: str, needs: tuple[str, ...] = ()) -> Callable[[GGMLKernel
     :raises KeyError: a name is not a primitive of :mod:`mlplug.ops`.
     """
 
+    required = tuple(_PREFIX + n for n in needs)
+
     def deco(fn: GGMLKernel) -> GGMLKernel:
+        register(KERNELS, names, fn)
         for name in names:
-            if name not in PRIMITIVES:
-                msg = f"{name!r} is not a primitive op of mlplug.ops"
-                raise KeyError(msg)
-            KERNELS[name] = fn
-            REQUIRES[name] = tuple(_PREFIX + n for n in needs)
+            REQUIRES[name] = required
         return fn
 
     return deco

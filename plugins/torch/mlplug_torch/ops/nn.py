@@ -8,7 +8,6 @@ float32 index and angle arithmetic exactly.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from mlplug.dtypes import DType
+from mlplug.numerics import (
+    MROPE_MODES,
+    bilinear_axis,
+    nearest_index,
+    rope_n_pairs,
+    rope_rows,
+    rope_theta_scale,
+    yarn_mix,
+)
 
 from ._registry import implements
 from .elementwise import f16_round
@@ -121,25 +129,6 @@ def ssm_scan(ctx: TorchContext, t: Tensor) -> None:
     ctx.put(t, torch.cat((y.reshape(-1), st.reshape(-1))).reshape(1, 1, 1, -1))
 
 
-def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
-    """ggml's nearest source index: ``trunc(f32(i) / f32(out / in))`` in float32."""
-    sf = F32(n_out) / F32(n_in)
-    idx: np.ndarray = np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64)
-    out: np.ndarray = np.minimum(idx, n_in - 1)
-    return out
-
-
-def _bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Half-pixel source positions: low/high indices (clamped) and the weight of the high one."""
-    sf = F32(n_out) / F32(n_in)
-    pos = (np.arange(n_out, dtype=F32) + F32(0.5)) / sf - F32(0.5)
-    i0 = np.floor(pos)
-    lo = np.clip(i0, 0, n_in - 1).astype(np.int64)
-    hi = np.clip(i0 + 1, 0, n_in - 1).astype(np.int64)
-    frac = np.clip(pos - lo.astype(F32), 0, 1).astype(F32)
-    return lo, hi, frac
-
-
 @implements("interpolate")
 def interpolate(ctx: TorchContext, t: Tensor) -> None:
     """Nearest (float32 index rule, all dims) or half-pixel bilinear on dims 0, 1."""
@@ -150,24 +139,20 @@ def interpolate(ctx: TorchContext, t: Tensor) -> None:
     def idx(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(dev)
 
-    x = x.index_select(0, idx(_nearest_index(ne_out[3], ne_in[3])))
-    x = x.index_select(1, idx(_nearest_index(ne_out[2], ne_in[2])))
+    x = x.index_select(0, idx(nearest_index(ne_out[3], ne_in[3])))
+    x = x.index_select(1, idx(nearest_index(ne_out[2], ne_in[2])))
     if t.params[0] == 0:
-        x = x.index_select(2, idx(_nearest_index(ne_out[1], ne_in[1])))
-        ctx.put(t, x.index_select(3, idx(_nearest_index(ne_out[0], ne_in[0]))))
+        x = x.index_select(2, idx(nearest_index(ne_out[1], ne_in[1])))
+        ctx.put(t, x.index_select(3, idx(nearest_index(ne_out[0], ne_in[0]))))
         return
-    y0, y1, fy = (idx(v) for v in _bilinear_axis(ne_out[1], ne_in[1]))
-    x0, x1, fx = (idx(v) for v in _bilinear_axis(ne_out[0], ne_in[0]))
+    y0, y1, fy = (idx(v) for v in bilinear_axis(ne_out[1], ne_in[1]))
+    x0, x1, fx = (idx(v) for v in bilinear_axis(ne_out[0], ne_in[0]))
     r0, r1 = x.index_select(2, y0), x.index_select(2, y1)
     a, b = r0.index_select(3, x0), r0.index_select(3, x1)
     c, d = r1.index_select(3, x0), r1.index_select(3, x1)
     fy_, fx_ = fy[:, None], fx[None, :]
     gx, gy = 1.0 - fx_, 1.0 - fy_
     ctx.put(t, a * gx * gy + b * fx_ * gy + c * gx * fy_ + d * fx_ * fy_)
-
-
-def _yarn_corr(n_dims: int, n_ctx_orig: int, beta: float, base: float) -> float:
-    return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
 
 
 def rope_angles(
@@ -184,57 +169,24 @@ def rope_angles(
     """
     n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = params
     assert isinstance(n_dims, int) and isinstance(mode, int) and isinstance(secs, tuple)
-    theta_scale = float(F32(base) ** F32(-2.0 / n_dims))  # type: ignore[arg-type]
-    n_tok = pos.shape[-1] // (4 if mode in (8, 24, 40) else 1)
-    mrope = mode in (8, 24, 40)
+    theta_scale = float(rope_theta_scale(base, n_dims))  # type: ignore[arg-type]
+    mrope = mode in MROPE_MODES
+    n_tok = pos.shape[-1] // (4 if mrope else 1)
     axes = pos.reshape(4 if mrope else 1, n_tok).float()
     cur = axes
-    sect_dims = sum(secs) if mrope else 0
-    sec_w = secs[0] + secs[1]
     cols = []
-    for k in range(n_pairs):
-        row = 0
-        if mrope:
-            sec = k % sect_dims
-            if mode == 24:  # vision: the power restarts at each section
-                j = -1
-                if sec == 0:
-                    j = 0
-                elif sec == secs[0]:
-                    j = 1
-                elif sec == sec_w:
-                    j = 2
-                elif sec == sec_w + secs[2]:
-                    j = 3
-                if j >= 0:
-                    cur = torch.cat((cur[:j], axes[j : j + 1], cur[j + 1 :]))
-            if mode == 40:
-                if sec % 3 == 1 and sec < 1 + 3 * secs[1]:
-                    row = 1
-                elif sec % 3 == 2 and sec < 2 + 3 * secs[2]:
-                    row = 2
-            elif sec < secs[0]:
-                row = 0
-            elif sec < sec_w:
-                row = 1
-            elif sec < sec_w + secs[2]:
-                row = 2
-            else:
-                row = 3
+    for k, (row, j) in enumerate(rope_rows(n_pairs, mode, secs)):
+        if j >= 0:  # vision: the power restarts at each section
+            cur = torch.cat((cur[:j], axes[j : j + 1], cur[j + 1 :]))
         th = cur[row]
         cols.append(th if factors is None else th / factors[k])
         cur = cur * theta_scale
     theta = torch.stack(cols, dim=1)  # (n_tok, n_pairs)
     ang = theta * float(F32(fscale))  # type: ignore[arg-type]
-    mscale = F32(attn)  # type: ignore[arg-type]
-    if ext != 0.0:
-        lo = max(0.0, math.floor(_yarn_corr(n_dims, n_ctx, bfast, base)))  # type: ignore[arg-type]
-        hi = min(n_dims - 1.0, math.ceil(_yarn_corr(n_dims, n_ctx, bslow, base)))  # type: ignore[arg-type]
-        kk = torch.arange(n_pairs, dtype=torch.float32, device=ctx.device)
-        ramp = 1.0 - torch.clamp((kk - float(F32(lo))) / float(F32(max(0.001, hi - lo))), 0, 1)
-        mix = ramp * float(F32(ext))  # type: ignore[arg-type]
-        ang = ang * (1.0 - mix) + theta * mix
-        mscale = F32(mscale * (F32(1) + F32(0.1) * F32(math.log(1.0 / fscale))))  # type: ignore[operator]
+    mix, mscale = yarn_mix(n_pairs, n_dims, n_ctx, base, fscale, ext, attn, bfast, bslow)  # type: ignore[arg-type]
+    if mix is not None:
+        w = torch.from_numpy(mix).to(ctx.device)
+        ang = ang * (1.0 - w) + theta * w
     m = float(mscale)
     return torch.cos(ang) * m, torch.sin(ang) * m
 
@@ -245,7 +197,7 @@ def rope(ctx: TorchContext, t: Tensor) -> None:
     x_t, pos_t = t.src[0], t.src[1]
     fac_t = t.src[2] if len(t.src) > 2 else None
     n_dims, mode = t.params[0], t.params[1]
-    n_pairs = n_dims if mode == 24 else n_dims // 2
+    n_pairs = rope_n_pairs(n_dims, mode)
     key = ("rope", id(pos_t), None if fac_t is None else id(fac_t), n_pairs, t.params)
     cs = ctx.memo.get(key)
     if cs is None:

@@ -1,0 +1,151 @@
+"""ggml's index and angle arithmetic, shared by the backends that compute ops themselves.
+
+Interpolation indices and the RoPE schedule (which position row each pair rotates by, where
+the vision mode restarts its powers, YaRN's ramp and magnitude scale) are plain float32 numpy
+computations over small index ranges: cpu_numpy uses them as they are, torch moves the results
+to its device. The conformance references in :mod:`mlplug.conformance.reference` stay separate
+on purpose (they are the independent float64 check).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Final
+
+import numpy as np
+
+__all__ = [
+    "MROPE_MODES",
+    "bilinear_axis",
+    "nearest_index",
+    "rope_n_pairs",
+    "rope_rows",
+    "rope_theta_scale",
+    "yarn_mix",
+]
+
+F32: Final = np.float32
+#: RoPE modes whose positions come in four rows (t, h, w, e): mrope, vision, imrope.
+MROPE_MODES: Final = frozenset({8, 24, 40})
+_VISION: Final = 24
+_IMROPE: Final = 40
+
+
+def nearest_index(n_out: int, n_in: int) -> np.ndarray:
+    """Return ggml's nearest source index per output index: ``trunc(f32(i) / f32(out / in))``.
+
+    :returns: int64 array of ``n_out`` indices, clamped to ``n_in - 1``.
+    """
+    sf = F32(n_out) / F32(n_in)
+    idx = np.trunc(np.arange(n_out, dtype=F32) / sf).astype(np.int64)
+    out: np.ndarray = np.minimum(idx, n_in - 1)
+    return out
+
+
+def bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return half-pixel source positions along one axis, as ggml computes them in float32.
+
+    :returns: ``(lo, hi, frac)``: the low and high source indices (int64, clamped) and the
+        float32 weight of the high one.
+    """
+    sf = F32(n_out) / F32(n_in)
+    pos = (np.arange(n_out, dtype=F32) + F32(0.5)) / sf - F32(0.5)
+    i0 = np.floor(pos)
+    lo = np.clip(i0, 0, n_in - 1).astype(np.int64)
+    hi = np.clip(i0 + 1, 0, n_in - 1).astype(np.int64)
+    frac = np.clip(pos - lo.astype(F32), 0, 1).astype(F32)
+    return lo, hi, frac
+
+
+def rope_n_pairs(n_dims: int, mode: int) -> int:
+    """Return how many (u, v) pairs RoPE rotates: ``n_dims``, or half of it (vision: all)."""
+    return n_dims if mode == _VISION else n_dims // 2
+
+
+def rope_theta_scale(base: float, n_dims: int) -> np.float32:
+    """Return ``f32(base) ** f32(-2 / n_dims)``, the per-pair factor of ggml's angle recurrence."""
+    return F32(F32(base) ** F32(-2.0 / n_dims))
+
+
+@lru_cache(maxsize=64)
+def rope_rows(n_pairs: int, mode: int, sections: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Return, per pair ``k``, ``(row, restart)`` of ggml's RoPE schedule.
+
+    ``row`` is the position row (0..3; always 0 outside the m-rope modes) whose running power
+    gives the pair's angle; ``restart`` is the row whose power restarts from its position just
+    before pair ``k`` (vision mode), or -1.
+
+    :param sections: the four m-rope section sizes (ignored by the other modes).
+    """
+    if mode not in MROPE_MODES:
+        return ((0, -1),) * n_pairs
+    s0, s1, s2 = sections[0], sections[1], sections[2]
+    sect_dims = sum(sections)
+    sec_w = s0 + s1
+    out = []
+    for k in range(n_pairs):
+        sec = k % sect_dims
+        restart = -1
+        if mode == _VISION:
+            if sec == 0:
+                restart = 0
+            elif sec == s0:
+                restart = 1
+            elif sec == sec_w:
+                restart = 2
+            elif sec == sec_w + s2:
+                restart = 3
+        if mode == _IMROPE:
+            if sec % 3 == 1 and sec < 1 + 3 * s1:
+                row = 1
+            elif sec % 3 == 2 and sec < 2 + 3 * s2:
+                row = 2
+            else:
+                row = 0
+        elif sec < s0:
+            row = 0
+        elif sec < sec_w:
+            row = 1
+        elif sec < sec_w + s2:
+            row = 2
+        else:
+            row = 3
+        out.append((row, restart))
+    return tuple(out)
+
+
+def _yarn_corr(n_dims: int, n_ctx_orig: int, beta: float, base: float) -> float:
+    return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
+
+
+def yarn_mix(
+    n_pairs: int,
+    n_dims: int,
+    n_ctx_orig: int,
+    base: float,
+    freq_scale: float,
+    ext_factor: float,
+    attn_factor: float,
+    beta_fast: float,
+    beta_slow: float,
+) -> tuple[np.ndarray | None, np.float32]:
+    """Return YaRN's per-pair mix and the magnitude scale of RoPE's cos/sin, as ggml's CPU.
+
+    The angle of pair ``k`` is ``ang * (1 - mix[k]) + theta * mix[k]`` with
+    ``ang = f32(freq_scale) * theta``; cos and sin are then multiplied by the scale.
+
+    :returns: ``(mix, mscale)``: ``mix`` is float32 ``(n_pairs,)``, or None when
+        ``ext_factor`` is 0 (no extrapolation mix); ``mscale`` is ``f32(attn_factor)``, times
+        YaRN's ``1 + 0.1 ln(1 / freq_scale)`` when mixing.
+    """
+    mscale = F32(attn_factor)
+    if ext_factor == 0.0:
+        return None, mscale
+    lo = max(0.0, math.floor(_yarn_corr(n_dims, n_ctx_orig, beta_fast, base)))
+    hi = min(n_dims - 1.0, math.ceil(_yarn_corr(n_dims, n_ctx_orig, beta_slow, base)))
+    kk = np.arange(n_pairs, dtype=F32)
+    ramp = F32(1) - np.clip((kk - F32(lo)) / F32(max(0.001, hi - lo)), 0, 1)
+    mix = (ramp * F32(ext_factor)).astype(F32)
+    mscale = F32(mscale * (F32(1) + F32(0.1) * F32(math.log(1.0 / freq_scale))))
+    return mix, mscale
