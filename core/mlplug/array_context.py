@@ -30,7 +30,9 @@ class ArrayContext(Context):
     #: Every op result keeps its buffer until the context closes (see Context.reuses_scratch).
     reuses_scratch = False
 
-    _plan: tuple[tuple[int, int], list[tuple[Any, Tensor]]] | None = None
+    #: (graph list, its length when planned, the (kernel, node) steps). The list itself is held
+    #: so that a new list reusing a freed one's id can never pick up a stale plan.
+    _plan: tuple[Sequence[Tensor], int, list[tuple[Any, Tensor]]] | None = None
 
     @abstractmethod
     def new_storage(self, nbytes: int, zero: bool) -> Any:
@@ -51,11 +53,10 @@ class ArrayContext(Context):
 
     def _execute(self, graph: Sequence[Tensor]) -> None:
         plan = self._plan
-        key = (id(graph), len(graph))
-        if plan is None or plan[0] != key:
-            plan = (key, self._make_plan(graph))
+        if plan is None or plan[0] is not graph or plan[1] != len(graph):
+            plan = (graph, len(graph), self._make_plan(graph))
             self._plan = plan
-        for kernel, t in plan[1]:
+        for kernel, t in plan[2]:
             kernel(self, t)
 
     def _make_plan(self, graph: Sequence[Tensor]) -> list[tuple[Any, Tensor]]:

@@ -191,8 +191,17 @@ class Backend(ABC):
         return BackendMemory(cpu=DeviceMemory(name="CPU"))
 
     def backend_devices(self) -> list[DeviceInfo]:
-        """Return the GPU devices of this backend (never CPU or accelerators)."""
-        return [d for d in self.devices() if d.library.lower() != "cpu"]
+        """Return the GPU devices of this backend (never the CPU).
+
+        With a model loaded for real (``alloc_memory=True``), GPUs that received no weights are
+        left out, as the seed does to avoid waking them.
+        """
+        gpus = [d for d in self.devices() if d.library.lower() != "cpu"]
+        if self._model is None or not self.params.alloc_memory:
+            return gpus
+        placed = self.gpu_devices()
+        used = {_device_key(placed[i]) for i in self._model.plan.used_gpus if i < len(placed)}
+        return [d for d in gpus if _device_key(d) in used]
 
     def cache_config(self) -> CacheConfig:
         """Return how KV caches should be laid out for this backend."""
@@ -360,3 +369,7 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _device_key(d: DeviceInfo) -> tuple[str, str]:
+    return (d.library, d.id)

@@ -109,6 +109,14 @@ def format_array(
     return "".join(out)
 
 
+def _shape(t: Tensor) -> tuple[int, ...]:
+    """Return ``t.shape`` without trailing size-1 dims (at least one dim), as the reference has."""
+    shape = tuple(t.shape)
+    while len(shape) > 1 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
 def dump(
     ctx: Context, t: Tensor, *, precision: int = 4, threshold: int = 1000, edge_items: int = 3
 ) -> str:
@@ -125,7 +133,7 @@ def dump(
     :param edge_items: values printed at each end of an elided dimension.
     :returns: the text, e.g. ``[ 1.0000, -2.5000,  0.3333]``.
     """
-    shape = t.shape  # trailing size-1 dims already dropped, as the reference prints them
+    shape = _shape(t)
     if t.dtype == DType.F32 or t.dtype == DType.I32:
         src = t
     elif t.dtype in _CONVERTED:

@@ -65,7 +65,8 @@ def rope_n_pairs(n_dims: int, mode: int) -> int:
 
 def rope_theta_scale(base: float, n_dims: int) -> np.float32:
     """Return ``f32(base) ** f32(-2 / n_dims)``, the per-pair factor of ggml's angle recurrence."""
-    return F32(F32(base) ** F32(-2.0 / n_dims))
+    scale: np.float32 = F32(base) ** F32(-2.0 / n_dims)
+    return scale
 
 
 @lru_cache(maxsize=64)

@@ -81,6 +81,22 @@ def test_operands_from_a_closed_context_are_rejected(backend: Backend) -> None:
             b.add(ctx, a)
 
 
+def test_write_ops_reject_operands_from_a_closed_context(backend: Backend) -> None:
+    """copy, set_rows and set_inplace check their operands like every other op."""
+    old = backend.new_context()
+    a = old.input().from_floats([1.0, 2.0], 2, 1)
+    old.close()
+    with backend.new_context() as ctx:
+        dst = ctx.input().zeros(DType.F32, 2, 1)
+        idxs = ctx.input().from_ints([0], 1)
+        with pytest.raises(GraphError):
+            a.copy(ctx, dst)
+        with pytest.raises(GraphError):
+            dst.set_rows(ctx, a, idxs)
+        with pytest.raises(GraphError):
+            dst.set_inplace(ctx, a, dst.stride(1), dst.stride(2), dst.stride(3), 0)
+
+
 def test_thousand_contexts_keep_memory_flat(backend: Backend) -> None:
     """1,000 create/compute/close cycles do not grow the process (RSS within +20 MB).
 

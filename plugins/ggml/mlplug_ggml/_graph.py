@@ -427,6 +427,9 @@ def measure(
         if not lib.ggml_graph_n_nodes(cgraph):
             return 0
         galloc = lib.ggml_gallocr_new(buft)
+        if not galloc:
+            msg = "ggml_gallocr_new failed while measuring a graph"
+            raise MemoryError(msg)
         sizes = (ctypes.c_size_t * 1)()
         lib.ggml_gallocr_reserve_n_size(galloc, cgraph, None, None, sizes)
         return int(sizes[0])

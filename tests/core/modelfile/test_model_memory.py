@@ -247,3 +247,17 @@ def test_reserve_err_no_mem(make_llama: MakeLlama) -> None:
         with pytest.raises(ml.ErrNoMem) as err:
             ctx.reserve()
         assert err.value.backend_memory.gpus[0].graph == 2 * model.n_embd * 64 * 4
+
+
+@needs_cpu_numpy
+def test_backend_devices_skip_unused_gpus_when_allocated(make_llama: MakeLlama) -> None:
+    """backend_devices lists every GPU on a dry run, only the GPUs given weights when loaded."""
+    model = make_llama(block_count=2, n_embd=64, type_mix=(Q.F32,))
+    layers = gpu_layers({"1": [0, 1, 2]})
+    gpus = [FakeGPU("0"), FakeGPU("1")]
+    dry = ml.BackendParams(gpu_layers=layers, alloc_memory=False)
+    with FakeGPUBackend(model.path, dry, gpus=gpus) as be:
+        assert [d.id for d in be.backend_devices()] == ["0", "1"]
+    real = ml.BackendParams(gpu_layers=layers, alloc_memory=True)
+    with FakeGPUBackend(model.path, real, gpus=gpus) as be:
+        assert [d.id for d in be.backend_devices()] == ["1"]
