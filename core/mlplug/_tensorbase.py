@@ -245,7 +245,7 @@ class TensorBase:
         if np_dtype is not None and self.dtype != DType.F16:
             arr = np.frombuffer(raw, dtype=np_dtype).copy()
         else:
-            arr = self.floats()  # type: ignore[assignment]
+            arr = self.floats()
         shaped: np.ndarray = arr.reshape(tuple(reversed(self.shape)))
         return shaped
 

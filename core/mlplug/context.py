@@ -148,7 +148,7 @@ class Context(ABC):
             raise DTypeError(msg, op="new tensor", dtypes=(dtype,))
         ne = check_shape(tuple(shape))
         if ne is None:
-            return Tensor(self, dtype, (0, 1, 1, 1))  # type: ignore[arg-type]
+            return Tensor(self, dtype, (0, 1, 1, 1))
         block = TRAITS[dtype].block_size
         if ne[0] % block:
             msg = (
@@ -157,7 +157,7 @@ class Context(ABC):
             raise ShapeError(msg, shapes=(tuple(shape),))
         if self.backend.name not in ("",) and dtype not in self.backend.dtypes:
             raise NotSupportedError(self.backend.name, "new tensor", f"dtype {dtype.name}")
-        t = Tensor(self, dtype, ne)  # type: ignore[arg-type]
+        t = Tensor(self, dtype, ne)
         if data is not None and len(data) != t.nbytes:
             msg = (
                 f"data size does not match tensor size: got {len(data)} bytes for a "

@@ -50,7 +50,7 @@ class NumpyContext(ArrayContext):
         block = TRAITS[t.dtype].block_size
         ne = t.ne
         shape = (ne[3], ne[2], ne[1], ne[0] // block)
-        a = np.ndarray(
+        a: np.ndarray = np.ndarray(
             shape, _UNIT[t.dtype], buffer=root.data, offset=t.view_offs, strides=_rev(t.nb)
         )
         t.handle = a

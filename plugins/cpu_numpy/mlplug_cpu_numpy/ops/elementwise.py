@@ -58,7 +58,8 @@ def gelu_f32(x: np.ndarray) -> np.ndarray:
     """The tanh-form GELU evaluated in float32."""
     x = x.astype(F32, copy=False)
     inner = _SQRT_2_OVER_PI * x * (F32(1) + F32(0.044715) * x * x)
-    return F32(0.5) * x * (F32(1) + np.tanh(inner))
+    y: np.ndarray = F32(0.5) * x * (F32(1) + np.tanh(inner))
+    return y
 
 
 def gelu_ggml(x: np.ndarray, dtype: DType) -> np.ndarray:
@@ -73,7 +74,8 @@ def quick_f32(x: np.ndarray) -> np.ndarray:
     """``x * sigmoid(1.702 x)`` in float32."""
     x = x.astype(F32, copy=False)
     with np.errstate(over="ignore"):
-        return x * (F32(1) / (F32(1) + np.exp(F32(-1.702) * x)))
+        y: np.ndarray = x * (F32(1) / (F32(1) + np.exp(F32(-1.702) * x)))
+    return y
 
 
 def quick_ggml(x: np.ndarray, dtype: DType) -> np.ndarray:
@@ -86,13 +88,15 @@ def quick_ggml(x: np.ndarray, dtype: DType) -> np.ndarray:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-x))`` in float32."""
     with np.errstate(over="ignore"):
-        return F32(1) / (F32(1) + np.exp(-x))
+        y: np.ndarray = F32(1) / (F32(1) + np.exp(-x))
+    return y
 
 
 def silu(x: np.ndarray) -> np.ndarray:
     """``x / (1 + exp(-x))`` in float32."""
     with np.errstate(over="ignore"):
-        return x / (F32(1) + np.exp(-x))
+        y: np.ndarray = x / (F32(1) + np.exp(-x))
+    return y
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -106,7 +110,8 @@ def _softplus(x: np.ndarray) -> np.ndarray:
 
 
 def _gelu_erf(x: np.ndarray) -> np.ndarray:
-    return (0.5 * x * (1.0 + _erf(x.astype(np.float64) * 0.70710678))).astype(F32)
+    y: np.ndarray = (0.5 * x * (1.0 + _erf(x.astype(np.float64) * 0.70710678))).astype(F32)
+    return y
 
 
 _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {

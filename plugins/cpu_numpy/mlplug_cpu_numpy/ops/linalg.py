@@ -86,13 +86,11 @@ def tri(ctx: NumpyContext, t: Tensor) -> None:
     """Keep one triangle (column = dim 0, row = dim 1)."""
     x = ctx.values(t.src[0])
     kind = t.params[0]
-    fn = {
-        0: lambda m: np.triu(m),
-        1: lambda m: np.triu(m, 1),
-        2: lambda m: np.tril(m),
-        3: lambda m: np.tril(m, -1),
-    }[kind]
-    ctx.put(t, fn(x))
+    if kind in (0, 1):
+        y = np.triu(x, kind)
+    else:
+        y = np.tril(x, 0 if kind == 2 else -1)
+    ctx.put(t, y)
 
 
 @implements("solve_tri")
