@@ -8,6 +8,7 @@ import numpy as np
 
 from mlplug.dtypes import DType
 from mlplug.errors import OutOfRangeError
+from mlplug.quants import dequantize, quantize
 
 from ._registry import implements
 
@@ -19,10 +20,18 @@ if TYPE_CHECKING:
 F32 = np.float32
 
 
+#: Left-operand types whose dot product ggml's CPU takes against Q8_0-quantised activations
+#: (Q8_1 for Q4_1/Q5_1, whose values round the same way).
+_Q8_DOT = frozenset({DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4})
+
+
 def _right(ctx: NumpyContext, a: Tensor, b: Tensor) -> np.ndarray:
+    """The right operand as ggml's CPU sees it: rounded to a's dot type."""
     bv = ctx.values(b)
     if a.dtype == DType.F16 and b.dtype == DType.F32:
-        bv = bv.astype(np.float16).astype(F32)  # ggml rounds the right operand to f16
+        return bv.astype(np.float16).astype(F32)
+    if a.dtype in _Q8_DOT and b.dtype == DType.F32:
+        return dequantize(quantize(bv, DType.Q8_0), DType.Q8_0).reshape(bv.shape)
     return bv
 
 
