@@ -25,10 +25,28 @@ if TYPE_CHECKING:
     from ..context import TorchContext
 
 
+#: Left-operand types whose dot product ggml's CPU takes against Q8_0-quantised activations
+#: (Q8_1 for Q4_1/Q5_1, whose values round the same way).
+_Q8_DOT = frozenset({DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4})
+
+
+def q8_0_round(x: torch.Tensor) -> torch.Tensor:
+    """Round float32 rows (length a multiple of 32) through Q8_0: ``q * f16(amax / 127)``."""
+    blocks = x.reshape(*x.shape[:-1], -1, 32)
+    d = blocks.abs().amax(dim=-1, keepdim=True) / 127.0
+    inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+    v = blocks * inv
+    q = torch.sign(v) * torch.floor(v.abs() + 0.5)  # roundf: halves away from zero
+    return (q * f16_round(d)).reshape(x.shape)
+
+
 def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
+    """The right operand as ggml's CPU sees it: rounded to a's dot type."""
     bv = ctx.values(b)
     if a.dtype == DType.F16 and b.dtype == DType.F32:
-        bv = f16_round(bv)  # ggml converts the right operand to the left's dot type
+        return f16_round(bv)
+    if a.dtype in _Q8_DOT and b.dtype == DType.F32:
+        return q8_0_round(bv)
     return bv
 
 
