@@ -9,8 +9,9 @@ sources through ``ctx`` and write the node's own view.
 
 from __future__ import annotations
 
+import functools
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._tensorbase import LEAF
@@ -32,7 +33,7 @@ class ArrayContext(Context):
 
     #: (graph list, its length when planned, the (kernel, node) steps). The list itself is held
     #: so that a new list reusing a freed one's id can never pick up a stale plan.
-    _plan: tuple[Sequence[Tensor], int, list[tuple[Any, Tensor]]] | None = None
+    _plan: tuple[Sequence[Tensor], int, list[Callable[[], object]]] | None = None
 
     @abstractmethod
     def new_storage(self, nbytes: int, zero: bool) -> Any:
@@ -56,11 +57,17 @@ class ArrayContext(Context):
         if plan is None or plan[0] is not graph or plan[1] != len(graph):
             plan = (graph, len(graph), self._make_plan(graph))
             self._plan = plan
-        for kernel, t in plan[2]:
-            kernel(self, t)
+        for step in plan[2]:
+            step()
 
-    def _make_plan(self, graph: Sequence[Tensor]) -> list[tuple[Any, Tensor]]:
-        """Allocate op results and return the (kernel, node) pairs to run, in order."""
+    def _make_plan(self, graph: Sequence[Tensor]) -> list[Callable[[], object]]:
+        """Allocate op results and return the steps to run, in order.
+
+        A step is ``kernel(ctx, node)`` bound to its arguments, or, when the kernel has a
+        ``prepare(ctx, node)`` attribute that returns a callable, that callable: a kernel can
+        bind its arrays once there (they are views of storage that lives as long as the
+        context), so repeated computes of the same graph pay no per-node lookups.
+        """
         kernels = self.backend.kernels
         steps = []
         for t in graph:
@@ -73,7 +80,10 @@ class ArrayContext(Context):
                 if s.root.data is None and s.root.nelements:
                     msg = f"{t.op}: operand {s!r} has no data (was its context closed?)"
                     raise GraphError(msg)
-            steps.append((kernels[op], t))
+            kernel = kernels[op]
+            prepare = getattr(kernel, "prepare", None)
+            step = prepare(self, t) if prepare is not None else None
+            steps.append(step if step is not None else functools.partial(kernel, self, t))
         return steps
 
     def _release(self, tensors: Sequence[Tensor]) -> None:

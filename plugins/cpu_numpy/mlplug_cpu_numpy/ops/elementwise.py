@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -41,6 +42,17 @@ def _binary(ufunc: np.ufunc) -> Callable[[NumpyContext, Tensor], None]:
         av = ctx.values(a)
         ctx.put(t, ufunc(av, tile_to(ctx.values(b), av.shape)))
 
+    def prepare(ctx: NumpyContext, t: Tensor) -> Callable[[], object] | None:
+        # F32 with b broadcastable as is: bind the three views once (np.tile would copy b).
+        a, b = t.src
+        if a.dtype != DType.F32 or b.dtype != DType.F32:
+            return None
+        av, bv = ctx.arr(a), ctx.arr(b)
+        if any(m not in (1, n) for n, m in zip(av.shape, bv.shape)):
+            return None
+        return functools.partial(ufunc, av, bv, out=ctx.arr(t))
+
+    kernel.prepare = prepare  # type: ignore[attr-defined]
     return kernel
 
 
@@ -181,6 +193,13 @@ def swiglu_oai(ctx: NumpyContext, t: Tensor) -> None:
 def scale(ctx: NumpyContext, t: Tensor) -> None:
     """Multiply by ``f32(s)``."""
     np.multiply(ctx.arr(t.src[0]), F32(t.params[0]), out=ctx.arr(t))
+
+
+def _prepare_scale(ctx: NumpyContext, t: Tensor) -> Callable[[], object]:
+    return functools.partial(np.multiply, ctx.arr(t.src[0]), F32(t.params[0]), out=ctx.arr(t))
+
+
+scale.prepare = _prepare_scale  # type: ignore[attr-defined]
 
 
 @implements("clamp")
