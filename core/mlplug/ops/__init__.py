@@ -14,6 +14,8 @@ __all__ = [
     "CONTEXT_CONSTRUCTORS",
     "PRIMITIVES",
     "TENSOR_METHODS",
+    "UNARY_METHODS",
+    "UNARY_PRIMITIVES",
     "VIEW_OPS",
     "WRITE_OPS",
     "OpSpec",
@@ -100,6 +102,18 @@ _SPECS: Final[tuple[OpSpec, ...]] = (
 PRIMITIVES: Final[dict[str, OpSpec]] = {s.name: s for s in _SPECS}
 VIEW_OPS: Final[frozenset[str]] = frozenset(s.name for s in _SPECS if s.kind == "view")
 WRITE_OPS: Final[frozenset[str]] = frozenset(s.name for s in _SPECS if s.kind == "write")
+
+#: Element-wise unary primitives (one input, same shape and dtype out).
+UNARY_PRIMITIVES: Final[tuple[str, ...]] = (
+    "sin", "cos", "tanh", "sqr", "sqrt", "exp", "neg", "softplus", "sigmoid", "relu", "silu",
+    "gelu", "gelu_erf", "gelu_quick",
+)  # fmt: skip
+
+#: Public Tensor methods that are element-wise unary functions (F32 and F16).
+UNARY_METHODS: Final[tuple[str, ...]] = (
+    "sin", "cos", "tanh", "sqr", "sqrt", "exp", "neg", "softplus", "sigmoid", "sigmoid_out",
+    "gelu", "gelu_erf", "quick_gelu", "silu", "relu",
+)  # fmt: skip
 
 #: Public Tensor op methods (the seed's Tensor interface plus ``rope``), for completeness checks.
 TENSOR_METHODS: Final[tuple[str, ...]] = (

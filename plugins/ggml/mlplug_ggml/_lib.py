@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mlplug.errors import BackendLoadError
+from mlplug.ops import UNARY_PRIMITIVES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -322,22 +323,7 @@ _OPS: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "ggml_scale": (_p, (_p, _p, _F)),
     "ggml_scale_bias": (_p, (_p, _p, _F, _F)),
     "ggml_clamp": (_p, (_p, _p, _F, _F)),
-    **_unary_decls(
-        "sin",
-        "cos",
-        "tanh",
-        "sqr",
-        "sqrt",
-        "exp",
-        "neg",
-        "softplus",
-        "sigmoid",
-        "relu",
-        "silu",
-        "gelu",
-        "gelu_erf",
-        "gelu_quick",
-    ),
+    **_unary_decls(*UNARY_PRIMITIVES),
     "ggml_geglu_split": (_p, (_p, _p, _p)),
     "ggml_geglu_quick_split": (_p, (_p, _p, _p)),
     "ggml_swiglu_split": (_p, (_p, _p, _p)),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from ggml_opcases import Case, In, make_inputs, run
 from mlplug import Backend, BackendParams, DType, FlashAttentionType, new_backend
+from mlplug.ops import UNARY_METHODS
 from mlplug.registry import manager
 
 F, H, I32 = DType.F32, DType.F16, DType.I32
@@ -30,23 +31,7 @@ QUANTS = (
     DType.Q6_K,
     DType.BF16,
 )
-UNARY = (
-    "sin",
-    "cos",
-    "tanh",
-    "sqr",
-    "sqrt",
-    "exp",
-    "neg",
-    "softplus",
-    "sigmoid",
-    "sigmoid_out",
-    "gelu",
-    "gelu_erf",
-    "quick_gelu",
-    "silu",
-    "relu",
-)
+UNARY = UNARY_METHODS
 _LOOSE: dict[str, Any] = {"rtol": 2e-3, "atol": 2e-3}
 _EXACT: dict[str, Any] = {}
 

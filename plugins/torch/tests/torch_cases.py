@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mlplug import Context, DType, Tensor
+from mlplug.ops import UNARY_METHODS
 
 Builder = Callable[[Context, np.random.Generator], list[Tensor]]
 EXACT: tuple[float, float] = (0.0, 0.0)
@@ -96,23 +97,7 @@ def _add_quant(ctx: Context, r: np.random.Generator) -> list[Tensor]:
     return outs
 
 
-_UNARY = (
-    "sin",
-    "cos",
-    "tanh",
-    "sqr",
-    "sqrt",
-    "exp",
-    "neg",
-    "softplus",
-    "sigmoid",
-    "sigmoid_out",
-    "gelu",
-    "gelu_erf",
-    "quick_gelu",
-    "silu",
-    "relu",
-)
+_UNARY = UNARY_METHODS
 
 
 @case("unary_f32")

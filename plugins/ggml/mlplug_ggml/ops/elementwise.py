@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from mlplug.errors import NotSupportedError
+from mlplug.ops import UNARY_PRIMITIVES
 
 from ._layout import packed_src
 from ._registry import Builder, implements
@@ -13,22 +14,6 @@ from ._registry import Builder, implements
 if TYPE_CHECKING:
     from mlplug import Tensor
 
-_UNARY: Final = (
-    "sin",
-    "cos",
-    "tanh",
-    "sqr",
-    "sqrt",
-    "exp",
-    "neg",
-    "softplus",
-    "sigmoid",
-    "relu",
-    "silu",
-    "gelu",
-    "gelu_erf",
-    "gelu_quick",
-)
 #: mlplug's gate kind -> ggml's split GLU builder (gate ``a``, linear ``b``).
 _GLU: Final = {
     "gelu": "geglu_split",
@@ -86,7 +71,7 @@ def _unary(name: str) -> None:
     implements(name, needs=(name, f"{name}_inplace"))(kernel)
 
 
-for _name in _UNARY:
+for _name in UNARY_PRIMITIVES:
     _unary(_name)
 
 
