@@ -1,0 +1,108 @@
+"""Everything a backend plugin imports from mlplug, in one public module.
+
+A plugin (in-tree or third-party) imports from here and from the public top level
+(:mod:`mlplug`) only; every other module of the core is an implementation detail that may move.
+A test in the core's suite enforces that for the in-tree plugins.
+
+What is here, by job:
+
+- registration: :data:`hookimpl` (the pluggy marker for ``mlplug_register_backends``) and the
+  :class:`Register` callable's type;
+- the classes a backend derives from: :class:`Backend`, :class:`Context`,
+  :class:`ArrayContext` (the engine of backends holding tensors as strided views of flat
+  buffers) and the :class:`Tensor` nodes kernels receive;
+- the op contract: the primitive op table and its derived lists, the :data:`LEAF` op name of
+  constructor tensors, and the kernel-table helpers :func:`implementer` / :func:`register_kernel`;
+- the dtype table, host quantisation codecs and the numeric helpers several backends share;
+- weight writers (how the model loader hands file bytes to a backend's storage);
+- devices, parameters and the typed errors a backend raises.
+"""
+
+from __future__ import annotations
+
+from ._tensorbase import LEAF
+from .array_context import ArrayContext
+from .backend import Backend, Kernel
+from .context import Context
+from .device import DeviceInfo
+from .dtypes import TRAITS, DType, TypeTraits, align_up
+from .errors import (
+    BackendLoadError,
+    DTypeError,
+    ErrNoMem,
+    GraphError,
+    NotSupportedError,
+    OutOfRangeError,
+    ShapeError,
+)
+from .hookspecs import BackendFactory, DeviceEnumerator, Register, hookimpl
+from .host import can_quantize, cpu_device_info
+from .kernels import implementer
+from .kernels import register as register_kernel
+from .modelfile.loader import HostWriter, StagedWriter, WeightWriter
+from .numerics import (
+    MROPE_MODES,
+    bilinear_axis,
+    nearest_index,
+    rope_n_pairs,
+    rope_rows,
+    rope_theta_scale,
+    yarn_mix,
+)
+from .ops import PRIMITIVES, UNARY_PRIMITIVES, VIEW_OPS, WRITE_OPS, OpSpec
+from .params import BackendParams, CacheConfig, FlashAttentionType
+from .quants import bf16_to_f32, dequantize, f32_to_bf16, quantize
+from .sysinfo import host_memory
+from .tensor import Tensor
+
+__all__ = [
+    "LEAF",
+    "MROPE_MODES",
+    "PRIMITIVES",
+    "TRAITS",
+    "UNARY_PRIMITIVES",
+    "VIEW_OPS",
+    "WRITE_OPS",
+    "ArrayContext",
+    "Backend",
+    "BackendFactory",
+    "BackendLoadError",
+    "BackendParams",
+    "CacheConfig",
+    "Context",
+    "DType",
+    "DTypeError",
+    "TypeTraits",
+    "DeviceEnumerator",
+    "DeviceInfo",
+    "ErrNoMem",
+    "FlashAttentionType",
+    "GraphError",
+    "HostWriter",
+    "Kernel",
+    "NotSupportedError",
+    "OpSpec",
+    "OutOfRangeError",
+    "Register",
+    "ShapeError",
+    "StagedWriter",
+    "Tensor",
+    "WeightWriter",
+    "align_up",
+    "bf16_to_f32",
+    "bilinear_axis",
+    "can_quantize",
+    "cpu_device_info",
+    "dequantize",
+    "f32_to_bf16",
+    "hookimpl",
+    "host_memory",
+    "implementer",
+    "nearest_index",
+    "quantize",
+    "register_kernel",
+    "rope_n_pairs",
+    "rope_rows",
+    "rope_theta_scale",
+    "yarn_mix",
+]
