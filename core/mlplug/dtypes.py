@@ -1,4 +1,4 @@
-"""The DType enum (the seed's six types plus ggml extensions), block sizes and numpy mapping."""
+"""The DType enum (ollama's ``ml.DType`` members plus ggml extensions), block sizes and numpy mapping."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ __all__ = ["DType", "TypeTraits", "TRAITS", "align_up", "from_ggml_type", "row_s
 
 
 class DType(enum.IntEnum):
-    """Element type of a tensor. Values 0-6 are the seed's; the rest are ggml extensions."""
+    """Element type of a tensor.
+
+    Values 0-6 are the members of ollama's ``ml.DType``; the rest are further ggml types this
+    project supports as extensions (ollama reports them as OTHER; see :attr:`base`).
+    """
 
     OTHER = 0
     F32 = 1
@@ -20,7 +24,7 @@ class DType(enum.IntEnum):
     Q4_0 = 4
     I32 = 5
     MXFP4 = 6
-    # Extensions (ggml types the seed reports as OTHER).
+    # Extensions (ggml types ollama's ml.DType reports as OTHER).
     BF16 = 7
     Q4_1 = 8
     Q5_0 = 9
@@ -35,7 +39,7 @@ class DType(enum.IntEnum):
     I64 = 18
     F64 = 19
 
-    # Seed spellings.
+    # ollama's Go spellings (DTypeQ80, DTypeQ40).
     Q80 = 3
     Q40 = 4
 
@@ -50,8 +54,12 @@ class DType(enum.IntEnum):
         return TRAITS[self].block_size > 1
 
     @property
-    def seed(self) -> DType:
-        """The seed's view of this dtype: extensions report as OTHER."""
+    def base(self) -> DType:
+        """This dtype as ollama's ``ml.DType`` reports it: extensions are OTHER.
+
+        >>> DType.Q8_0.base, DType.Q4_K.base
+        (<DType.Q8_0: 3>, <DType.OTHER: 0>)
+        """
         return self if self <= DType.MXFP4 else DType.OTHER
 
 
