@@ -1,4 +1,4 @@
-"""The DType enum (ollama's ``ml.DType`` members plus ggml extensions), block sizes and numpy mapping."""
+"""The DType enum (ollama's ``ml.DType`` plus ggml extensions), block sizes, numpy mapping."""
 
 from __future__ import annotations
 
