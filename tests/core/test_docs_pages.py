@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
-LINK = re.compile(r"\]\((?P<target>[^)#\s]+\.md)(?:#[^)]*)?\)")
+LINK = re.compile(r"\]\((?P<target>[^)#\s]*\.md|)(?:#(?P<anchor>[^)\s]*))?\)")
+HEADING = re.compile(r"^#+ (?P<title>.+)$", re.MULTILINE)
 
 DRIVER = """
 import json, sys
@@ -44,6 +45,16 @@ def python_blocks(page: Path) -> list[tuple[int, str]]:
     return found
 
 
+def anchors(page: Path) -> set[str]:
+    """Return the anchors of ``page``'s headings, as GitHub makes them (outside code blocks)."""
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    found = set()
+    for m in HEADING.finditer(text):
+        title = m["title"].strip().lower()
+        found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
 def has_cpu_numpy() -> bool:
     """Whether the cpu_numpy plugin is installed."""
     try:
@@ -62,16 +73,16 @@ def test_docs_folder_has_the_pages() -> None:
 
 
 def test_every_page_is_linked_from_the_index_and_links_resolve() -> None:
-    """The index lists every page; every relative ``.md`` link of every page exists."""
+    """The index lists every page; every ``.md`` link (and its ``#anchor``) of every page exists."""
     index = (DOCS / "index.md").read_text(encoding="utf-8")
     for page in pages():
         if page.name != "index.md":
             assert f"({page.name})" in index, f"index.md does not link {page.name}"
         for m in LINK.finditer(page.read_text(encoding="utf-8")):
-            target = m["target"]
-            if "://" in target:
-                continue
-            assert (page.parent / target).resolve().exists(), f"{page.name}: broken link {target}"
+            target = page.parent / (m["target"] or page.name)
+            assert target.exists(), f"{page.name}: broken link {m['target']}"
+            if m["anchor"]:
+                assert m["anchor"] in anchors(target), f"{page.name}: no #{m['anchor']} there"
 
 
 @pytest.mark.skipif(not has_cpu_numpy(), reason="the pages' examples run on mlplug-cpu-numpy")
