@@ -573,6 +573,8 @@ def _fake_conformance(monkeypatch: pytest.MonkeyPatch, failed: bool) -> list[tup
 
     module = types.ModuleType("mlplug.conformance")
     module.run = run  # type: ignore[attr-defined]
+    module.all_cases = lambda: (types.SimpleNamespace(op="add", id="add-1"),)  # type: ignore[attr-defined]
+    module.select = lambda cases, pattern: [c for c in cases if pattern in (None, c.op)]  # type: ignore[attr-defined]
     monkeypatch.setattr(mlplug, "conformance", module, raising=False)
     monkeypatch.setitem(sys.modules, "mlplug.conformance", module)
     return calls

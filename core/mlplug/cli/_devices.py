@@ -17,8 +17,9 @@ __all__ = ["backend_rows", "cmd_backends", "cmd_devices", "device_records"]
 def backend_rows() -> list[dict[str, Any]]:
     """Return one row per installed backend (and per plugin that failed before registering one).
 
-    Keys: ``name``, ``distribution``, ``version``, ``status`` (``ok``/``error``), ``error``,
-    ``devices`` (the device count; 0 when ``status`` is ``error``).
+    Keys: ``name``, ``distribution``, ``version``, ``status`` (``ok``, ``error``, or
+    ``conflict``: a row per distribution claiming a name several plugins register), ``error``,
+    ``devices`` (the device count; 0 unless ``status`` is ``ok``).
     """
     from ..registry import manager
 
@@ -46,6 +47,24 @@ def backend_rows() -> list[dict[str, Any]]:
                 "devices": len(probe.devices) if status == "ok" else 0,
             }
         )
+    for name, claims in mgr.conflicts().items():
+        owners = " and ".join(c.owner for c in claims)
+        choose = next((c.plugin for c in reversed(claims) if c.distribution), "PLUGIN")
+        error = (
+            f"backend name {name!r} is claimed by {owners}; "
+            f"choose one with MLPLUG_DISABLE_PLUGINS={choose} or MLPLUG_PLUGINS"
+        )
+        for claim in claims:
+            rows.append(
+                {
+                    "name": name,
+                    "distribution": claim.distribution,
+                    "version": claim.version,
+                    "status": "conflict",
+                    "error": error,
+                    "devices": 0,
+                }
+            )
     for plugin in plugins.values():
         if plugin.backends:
             continue
