@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -66,6 +66,25 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Linux: a pre-exec hook having the kernel SIGKILL the child if mlplug itself dies (even by
+    SIGKILL). ``prctl`` is looked up here, in the parent, so the hook only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+
+    return hook
+
+
 def start_child(
     argv: Sequence[str], env: dict[str, str], *, stdin: int | None = subprocess.DEVNULL
 ) -> subprocess.Popen[str]:
@@ -82,6 +101,7 @@ def start_child(
         text=True,
         env=env,
         start_new_session=True,
+        preexec_fn=_parent_death_signal(),
     )
     with _lock:
         _children[proc.pid] = proc
