@@ -99,6 +99,9 @@ def test_hook_that_raises_registers_nothing(site: FakeSite) -> None:
     assert row["status"] == "error"
     assert row["error"] == "ValueError: the hook gave up half-way"
     assert_cpu_numpy_ok(site, rows, "cpu_numpy,hookraises")
+    proc = run_mlplug("--debug", "backends", env=site.env(MLPLUG_PLUGINS="cpu_numpy,hookraises"))
+    assert proc.returncode == 0
+    assert "Traceback" in proc.stderr and "the hook gave up half-way" in proc.stderr
 
 
 # -- plugins that take the interpreter down --------------------------------------------------

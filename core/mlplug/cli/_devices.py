@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,9 +84,20 @@ def backend_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _print_plugin_tracebacks() -> None:
+    """``--debug``: the traceback of every plugin that failed to load, on stderr."""
+    from ..registry import manager
+
+    for plugin in manager().plugins():
+        if plugin.traceback:
+            print(f"plugin {plugin.name!r} failed:\n{plugin.traceback}", file=sys.stderr)
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     """List installed backends with their status and device count."""
     rows = backend_rows()
+    if getattr(args, "debug", False):
+        _print_plugin_tracebacks()
     if args.json:
         dump_json(rows)
         return 0
