@@ -266,7 +266,7 @@ def _report_foreign(exc: BaseException, debug: bool) -> None:
     print(f"mlplug: error: {what}{hint}", file=sys.stderr)
 
 
-def _run(argv: Sequence[str] | None) -> int:
+def _dispatch(argv: Sequence[str] | None) -> int:
     from pydantic import ValidationError
 
     parser = build_parser()
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if in_main_thread:
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            return _run(argv)
+            return _dispatch(argv)
         finally:
             kill_all_children()
             if in_main_thread and previous is not None:
