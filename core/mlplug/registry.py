@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BackendEntry",
     "PluginManager",
+    "conflict_hint",
     "PluginRecord",
     "manager",
     "new_backend",
@@ -104,6 +105,17 @@ class PluginRecord:
     error: str = ""
     backends: list[str] = field(default_factory=list)
     traceback: str = field(default="", repr=False)
+
+
+def conflict_hint(claims: list[BackendEntry]) -> str:
+    """Say who claims a name in conflict and how the user keeps one of them."""
+    owners = [
+        f"{c.owner} (plugin {c.plugin})" if c.distribution and c.plugin else c.owner for c in claims
+    ]
+    return (
+        f"claimed by {' and '.join(owners)}; keep one by naming the others in "
+        "MLPLUG_DISABLE_PLUGINS (or only it in MLPLUG_PLUGINS)"
+    )
 
 
 def _check_registration(
@@ -324,17 +336,11 @@ class PluginManager:
         with self._lock:
             return {name: list(claims) for name, claims in sorted(self._conflicts.items())}
 
-    def _conflict_error(
-        self, name: str, claims: list[BackendEntry]
-    ) -> BackendAlreadyRegisteredError:
-        plugins = [c.plugin for c in claims if c.plugin != IN_PROCESS]
-        hint = (
-            f"{len(claims)} plugins claim it ({', '.join(c.owner for c in claims)}); "
-            "choose one with MLPLUG_DISABLE_PLUGINS="
-            + (plugins[-1] if plugins else "PLUGIN")
-            + " or MLPLUG_PLUGINS"
+    @staticmethod
+    def _conflict_error(name: str, claims: list[BackendEntry]) -> BackendAlreadyRegisteredError:
+        return BackendAlreadyRegisteredError(
+            name, claims[0].owner, claims[1].owner, hint=conflict_hint(claims)
         )
-        return BackendAlreadyRegisteredError(name, claims[0].owner, claims[1].owner, hint=hint)
 
     def get(self, name: str) -> BackendEntry:
         """Return the backend registered as ``name``.
@@ -388,8 +394,8 @@ class PluginManager:
             return self._create(self.get(name), model_path, params)
         errors = []
         for conflict, claims in self.conflicts().items():
-            reason = f"{conflict}: skipped, claimed by {', '.join(c.owner for c in claims)}"
-            warnings.warn(reason, BackendSkippedWarning, stacklevel=2)
+            reason = f"{conflict}: skipped, {conflict_hint(claims)}"
+            warnings.warn(f"backend {reason}", BackendSkippedWarning, stacklevel=3)
             errors.append(reason)
         for entry in self.backends():
             try:
@@ -399,7 +405,7 @@ class PluginManager:
             except BackendLoadError as exc:
                 cause = exc.__cause__ if exc.__cause__ is not None else exc
                 reason = f"{entry.name}: {_short(cause)}"
-                warnings.warn(f"skipped backend {reason}", BackendSkippedWarning, stacklevel=2)
+                warnings.warn(f"skipped backend {reason}", BackendSkippedWarning, stacklevel=3)
                 errors.append(reason)
         detail = "; ".join(errors) if errors else "no backend plugin is installed"
         msg = f"no backend could be created ({detail})"

@@ -22,7 +22,7 @@ def backend_rows() -> list[dict[str, Any]]:
     ``conflict``: a row per distribution claiming a name several plugins register), ``error``,
     ``devices`` (the device count; 0 unless ``status`` is ``ok``).
     """
-    from ..registry import manager
+    from ..registry import conflict_hint, manager
 
     mgr = manager()
     plugins = {p.name: p for p in mgr.plugins()}
@@ -49,12 +49,7 @@ def backend_rows() -> list[dict[str, Any]]:
             }
         )
     for name, claims in mgr.conflicts().items():
-        owners = " and ".join(c.owner for c in claims)
-        choose = next((c.plugin for c in reversed(claims) if c.distribution), "PLUGIN")
-        error = (
-            f"backend name {name!r} is claimed by {owners}; "
-            f"choose one with MLPLUG_DISABLE_PLUGINS={choose} or MLPLUG_PLUGINS"
-        )
+        error = f"backend name {name!r} is {conflict_hint(claims)}"
         for claim in claims:
             rows.append(
                 {
