@@ -122,6 +122,17 @@ def test_plugin_crashing_the_interpreter_is_an_error_row(site: FakeSite, source:
     assert [d["plugin"] for d in json.loads(proc.stdout)] == ["cpu_numpy"]
 
 
+def test_plugin_hanging_at_import_is_an_error_row(site: FakeSite) -> None:
+    """A plugin whose import never finishes is given up after MLPLUG_PROBE_TIMEOUT seconds
+    and reported; the others load."""
+    site.add("sleeper", src.HANG_AT_IMPORT)
+    rows = backends_json(site, "cpu_numpy,sleeper", MLPLUG_PROBE_TIMEOUT="2")
+    (row,) = rows["sleeper"]
+    assert row["status"] == "error"
+    assert "did not finish loading within 2 s" in str(row["error"])
+    assert [r["status"] for r in rows["cpu_numpy"]] == ["ok"]
+
+
 def test_crashing_plugin_named_by_the_user_is_a_one_line_error(site: FakeSite) -> None:
     """Asking for a backend whose plugin crashed says which plugin and why, in one line."""
     site.add("crasher", src.CRASH_AT_IMPORT)
@@ -158,11 +169,15 @@ def test_impostor_name_is_a_conflict_naming_both_distributions(site: FakeSite) -
     assert proc.returncode == 0, proc.stderr
     assert "mlplug-cpu-numpy" in proc.stdout and "fake-impostor" in proc.stdout
 
-    proc = run_mlplug(
-        "devices", "-b", "cpu_numpy", env=site.env(MLPLUG_PLUGINS="cpu_numpy,impostor")
-    )
+    env = site.env(MLPLUG_PLUGINS="cpu_numpy,impostor")
+    proc = run_mlplug("devices", "-b", "cpu_numpy", env=env)
     assert proc.returncode == 1
     assert "fake-impostor" in one_error_line(proc.stderr)
+
+    proc = run_mlplug("devices", env=env)  # every backend: the ambiguous name is skipped, said so
+    assert proc.returncode == 0
+    assert "mlplug: warning: backend 'cpu_numpy' skipped" in proc.stderr
+    assert "fake-impostor" in proc.stderr
 
 
 def test_user_resolves_a_conflict_by_disabling_the_impostor(site: FakeSite) -> None:

@@ -105,3 +105,10 @@ def _devices():
 def mlplug_register_backends(register):
     register("hang", _factory, devices=_devices)
 """
+
+#: Importing the module never finishes.
+HANG_AT_IMPORT = """
+import time
+while True:
+    time.sleep(1)
+"""

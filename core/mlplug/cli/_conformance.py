@@ -16,6 +16,7 @@ from ._common import (
     UsageError,
     check_backend_names,
     format_table,
+    warn_conflicts,
     write_text_file,
 )
 
@@ -41,6 +42,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         )
         raise UsageError(msg)
     backends = check_backend_names(args.backend) if args.backend else None
+    if backends is None:
+        warn_conflicts()
     if backends is None and not manager().backends():
         msg = "no backend plugin is installed; install one, e.g.: pip install mlplug-cpu-numpy"
         raise CommandError(msg)

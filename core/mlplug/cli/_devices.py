@@ -9,7 +9,7 @@ from typing import Any
 
 from ..device import DeviceInfo, physical_device_key
 from ..memory import human_bytes2
-from ._common import check_backend_names, dump_json, format_table, warn
+from ._common import check_backend_names, dump_json, format_table, warn, warn_conflicts
 from ._probe import ProbeResult, enumerate_devices
 
 __all__ = ["backend_rows", "cmd_backends", "cmd_devices", "device_records"]
@@ -194,6 +194,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from ..registry import manager
 
     explicit = bool(args.backend)
+    if not explicit:
+        warn_conflicts()
     names = (
         check_backend_names(args.backend) if explicit else [e.name for e in manager().backends()]
     )
