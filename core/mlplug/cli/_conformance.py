@@ -7,9 +7,6 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ..conformance import Case as conformance_case
-
 from ._common import (
     CommandError,
     Progress,
@@ -19,6 +16,9 @@ from ._common import (
     warn_conflicts,
     write_text_file,
 )
+
+if TYPE_CHECKING:
+    from ..conformance import Case
 
 __all__ = ["cmd_conformance"]
 
@@ -33,14 +33,14 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from ..registry import manager
 
     selected = conformance.select(conformance.all_cases(), args.op)
-    if getattr(args, "list", False):
-        return _list_ops(selected)
     if not selected:
         msg = (
             f"no conformance case matches --op {args.op!r}; "
             "'mlplug conformance --list' lists the ops"
         )
         raise UsageError(msg)
+    if getattr(args, "list", False):
+        return _list_ops(selected)
     backends = check_backend_names(args.backend) if args.backend else None
     if backends is None:
         warn_conflicts()
@@ -61,7 +61,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return 1 if report.failed() else 0
 
 
-def _list_ops(cases: list[conformance_case]) -> int:
+def _list_ops(cases: list[Case]) -> int:
     """Print each op with its number of cases; exit 0."""
     counts: dict[str, int] = {}
     for case in cases:
