@@ -10,6 +10,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BackendAlreadyRegisteredError",
     "BackendLoadError",
+    "BackendSkippedWarning",
+    "ConfigError",
     "DTypeError",
     "ErrNoMem",
     "GraphError",
@@ -18,6 +20,7 @@ __all__ = [
     "ModelFileError",
     "NotSupportedError",
     "OutOfRangeError",
+    "PluginError",
     "ShapeError",
 ]
 
@@ -82,15 +85,44 @@ class BackendLoadError(MlplugError, RuntimeError):
 class BackendAlreadyRegisteredError(MlplugError, ValueError):
     """A second backend was registered under a name that is already taken."""
 
-    def __init__(self, name: str, first: str = "", second: str = "") -> None:
+    def __init__(self, name: str, first: str = "", second: str = "", *, hint: str = "") -> None:
         where = ""
         if first or second:
             where = f" (first from {first or 'unknown'}, again from {second or 'unknown'})"
         message = f"backend: backend already registered: {name!r}{where}"
+        if hint:
+            message += f"; {hint}"
         super().__init__(message)
         self.name = name
         self.first = first
         self.second = second
+
+
+class PluginError(MlplugError, TypeError):
+    """A plugin (or an in-process registration) broke the plugin contract.
+
+    Raised for an unknown or misspelt hook, a hook with a bad signature, invalid arguments to
+    ``register``, or a plugin that crashed or hung the interpreter while loading.
+    """
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+
+class ConfigError(MlplugError, ValueError):
+    """An ``MLPLUG_*`` environment variable holds a value mlplug cannot use; names the variable."""
+
+    def __init__(self, variable: str, value: str, expected: str) -> None:
+        super().__init__(f"invalid {variable}={value!r}: expected {expected}")
+        self.variable = variable
+        self.value = value
+        self.expected = expected
+
+
+class BackendSkippedWarning(UserWarning):
+    """``new_backend`` with no backend named skipped a backend (it failed, or its name is
+    claimed by two plugins) and tried the next one."""
 
 
 class ModelFileError(MlplugError, ValueError):

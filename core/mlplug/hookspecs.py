@@ -8,6 +8,13 @@ decorated with :data:`hookimpl`::
     @hookimpl
     def mlplug_register_backends(register):
         register("mine", MyBackend, priority=10, devices=my_devices)
+
+mlplug calls the hook through pluggy, for one plugin at a time. A plugin whose ``@hookimpl``
+names a hook that does not exist here (a misspelt ``mlplug_register_backend``), whose hook
+asks for an argument other than ``register``, which raises, or which registers a malformed
+backend, is reported as an error with the reason, and whatever it registered is dropped; the
+other plugins are unaffected. A backend name belongs to one plugin: a name two plugins register
+is a conflict the user resolves (``MLPLUG_DISABLE_PLUGINS``), never won by load order.
 """
 
 from __future__ import annotations

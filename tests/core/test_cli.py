@@ -573,6 +573,8 @@ def _fake_conformance(monkeypatch: pytest.MonkeyPatch, failed: bool) -> list[tup
 
     module = types.ModuleType("mlplug.conformance")
     module.run = run  # type: ignore[attr-defined]
+    module.all_cases = lambda: (types.SimpleNamespace(op="add", id="add-1"),)  # type: ignore[attr-defined]
+    module.select = lambda cases, pattern: [c for c in cases if pattern in (None, c.op)]  # type: ignore[attr-defined]
     monkeypatch.setattr(mlplug, "conformance", module, raising=False)
     monkeypatch.setitem(sys.modules, "mlplug.conformance", module)
     return calls
@@ -607,6 +609,24 @@ def test_conformance_json_to_stdout_replaces_table(
     _fake_conformance(monkeypatch, failed=False)
     assert main(["conformance", "-b", "cpu_numpy", "--json", "-", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["results"] == []
+
+
+def test_conformance_op_matching_nothing_is_a_usage_error() -> None:
+    """``--op nosuchop`` runs nothing: exit 2, naming the pattern and how to list the ops."""
+    proc = mlplug("conformance", "--op", "nosuchop")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "'nosuchop'", "mlplug conformance --list")
+
+
+def test_conformance_list_shows_the_ops() -> None:
+    """``conformance --list`` prints each op with its number of cases (``--op`` filters)."""
+    proc = mlplug("conformance", "--list", "--op", "mul*")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["OP", "CASES"]
+    ops = {line.split()[0]: int(line.split()[1]) for line in lines[1:]}
+    assert "mulmat" in ops and all(op.startswith("mul") for op in ops)
+    assert all(n > 0 for n in ops.values())
 
 
 def test_conformance_unknown_backend() -> None:
@@ -718,11 +738,51 @@ def test_run_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
     assert_one_line_error(proc, "cannot open model file")
 
 
-def test_run_validates_prompt_tokens() -> None:
-    """``--prompt-tokens`` must be comma-separated integers."""
-    proc = mlplug("run", "m.gguf", "--prompt-tokens", "a,b")
-    assert proc.returncode == 2
-    assert "comma-separated token ids" in proc.stderr
+@pytest.mark.parametrize("tokens", ["a,b", "", "1,,2", "1,-2", "1.5"])
+def test_run_validates_prompt_tokens(tokens: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--prompt-tokens`` must be comma-separated token ids: anything else is a usage error."""
+    with pytest.raises(SystemExit) as info:
+        main(["run", "m.gguf", "--prompt-tokens", tokens])
+    assert info.value.code == 2
+    assert "comma-separated token ids" in capsys.readouterr().err
+
+
+# -- interruption and errors from plugin code -------------------------------------------------
+
+
+def test_ctrl_c_during_start_up_is_one_line_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the command line is still being set up exits 130 with one line."""
+    import mlplug.cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlplug.cli, "build_parser", interrupted)
+    assert main(["backends"]) == 130
+    assert capsys.readouterr().err == "mlplug: interrupted\n"
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_unexpected_exception_is_one_line_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], debug: bool
+) -> None:
+    """Any exception escaping a command is one ``mlplug: error:`` line, exit 1; ``--debug``
+    shows its traceback too."""
+    import mlplug.cli._devices
+
+    def broken(args: object) -> int:
+        msg = "plugin arithmetic"
+        raise ZeroDivisionError(msg)
+
+    monkeypatch.setattr(mlplug.cli._devices, "cmd_backends", broken)
+    monkeypatch.delenv("MLPLUG_STRICT_PLUGINS", raising=False)
+    assert main(["--debug", "backends"] if debug else ["backends"]) == 1
+    err = capsys.readouterr().err
+    assert ("Traceback" in err) is debug
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mlplug: error: ZeroDivisionError: plugin arithmetic")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -793,6 +853,8 @@ def test_parser_flags_match_design() -> None:
     """Each command accepts the flags DESIGN.md's CLI table gives it."""
     parser = build_parser()
     parser.parse_args(["backends", "--json"])
+    assert parser.parse_args(["--debug", "backends"]).debug is True
+    parser.parse_args(["conformance", "--list"])
     parser.parse_args(["devices", "--backend", "b", "--json"])
     args = parser.parse_args(["conformance", "--backend", "a", "--backend", "b", "--op", "mul*"])
     assert args.backend == ["a", "b"]

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from mlplug.errors import BackendAlreadyRegisteredError, BackendLoadError
+from mlplug.errors import (
+    BackendAlreadyRegisteredError,
+    BackendLoadError,
+    BackendSkippedWarning,
+    ModelFileError,
+    PluginError,
+)
 from mlplug.params import BackendParams
 from mlplug.registry import PluginManager
 
@@ -80,10 +86,10 @@ def _add_dist(site: Path, dist: str, module: str, backend: str) -> None:
     (info / "entry_points.txt").write_text(f"[mlplug]\n{module} = {module}\n")
 
 
-def test_duplicate_across_distributions_names_both(
+def test_duplicate_across_distributions_is_a_conflict_naming_both(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two distributions registering one name: the second plugin errors naming both."""
+    """Two distributions registering one name: neither wins; asking for it names both."""
     site = tmp_path / "site"
     site.mkdir()
     _add_dist(site, "dist-one", "regtest_dup_one", "clash")
@@ -92,16 +98,52 @@ def test_duplicate_across_distributions_names_both(
     monkeypatch.setenv("MLPLUG_PLUGINS", "regtest_dup_one,regtest_dup_two")
     monkeypatch.delenv("MLPLUG_STRICT_PLUGINS", raising=False)
     pm = PluginManager()
-    records = {p.name: p for p in pm.plugins()}
-    errors = [p for p in records.values() if p.status == "error"]
-    assert len(errors) == 1
-    assert "BackendAlreadyRegisteredError" in errors[0].error
-    assert "dist-one" in errors[0].error and "dist-two" in errors[0].error
-    assert [b.name for b in pm.backends()] == ["clash"]
+    assert [p.status for p in pm.plugins()] == ["ok", "ok"]
+    assert pm.backends() == []
+    assert [c.distribution for c in pm.conflicts()["clash"]] == ["dist-one", "dist-two"]
+    with pytest.raises(BackendAlreadyRegisteredError, match=r"dist-one.*dist-two") as info:
+        pm.new_backend(None, backend="clash")
+    assert "plugin regtest_dup_two" in str(info.value)
+    assert "MLPLUG_DISABLE_PLUGINS" in str(info.value)
+    with pytest.warns(BackendSkippedWarning, match="clash"), pytest.raises(BackendLoadError):
+        pm.new_backend(None)
 
-    monkeypatch.setenv("MLPLUG_STRICT_PLUGINS", "1")
+    monkeypatch.setenv("MLPLUG_DISABLE_PLUGINS", "regtest_dup_one")
+    assert PluginManager().new_backend(None, backend="clash") == "regtest_dup_two"
+
+
+def test_in_process_name_taken_by_a_plugin_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``register_backend`` of a name an installed plugin registered raises naming it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    _add_dist(site, "dist-one", "regtest_taken", "taken")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("MLPLUG_PLUGINS", "regtest_taken")
+    pm = PluginManager()
+    pm.load()
     with pytest.raises(BackendAlreadyRegisteredError, match="dist-one"):
-        PluginManager().plugins()
+        pm.register_backend("taken", factory("mine"))
+    assert pm.new_backend(None, backend="taken") == "regtest_taken"
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "priority", "devices", "what"),
+    [
+        ("", factory("x"), 0, None, "non-empty string"),
+        ("x", "not callable", 0, None, "factory"),
+        ("x", factory("x"), "high", None, "priority"),
+        ("x", factory("x"), 0, [], "devices"),
+    ],
+)
+def test_malformed_registration_is_a_plugin_error(
+    pm: PluginManager, name: object, make: object, priority: object, devices: object, what: str
+) -> None:
+    """Bad ``register`` arguments raise PluginError naming what was wrong; nothing is kept."""
+    with pytest.raises(PluginError, match=what):
+        pm.register_backend(name, make, priority=priority, devices=devices)  # type: ignore[arg-type]
+    assert pm.backends() == []
 
 
 def test_backends_sorted_by_priority_then_name(pm: PluginManager) -> None:
@@ -123,17 +165,58 @@ def test_default_backend_is_highest_priority(pm: PluginManager) -> None:
 
 
 def test_default_skips_backends_that_fail_to_load(pm: PluginManager) -> None:
-    """A higher-priority backend that raises BackendLoadError gives way to the next one."""
+    """A higher-priority backend that raises BackendLoadError gives way to the next one,
+    with a warning naming it and why."""
     pm.register_backend("broken", failing("no driver"), priority=99)
     pm.register_backend("fine", factory("fine"), priority=1)
-    assert pm.new_backend(None).name == "fine"  # type: ignore[attr-defined]
+    with pytest.warns(BackendSkippedWarning, match="broken: no driver"):
+        assert pm.new_backend(None).name == "fine"  # type: ignore[attr-defined]
+
+
+def raising(exc: Exception):  # type: ignore[no-untyped-def]
+    """Return a factory that raises ``exc``."""
+
+    def make(model_path: str | None, params: BackendParams) -> Made:
+        raise exc
+
+    return make
+
+
+def test_default_skips_a_factory_raising_any_exception(pm: PluginManager) -> None:
+    """A factory raising a plain exception (not BackendLoadError) is skipped too."""
+    pm.register_backend("plain", raising(RuntimeError("driver exploded")), priority=99)
+    pm.register_backend("fine", factory("fine"), priority=1)
+    with pytest.warns(BackendSkippedWarning, match="plain: RuntimeError: driver exploded"):
+        assert pm.new_backend(None).name == "fine"  # type: ignore[attr-defined]
+
+
+def test_named_factory_plain_exception_becomes_backend_load_error(pm: PluginManager) -> None:
+    """A named backend whose factory raises KeyError gives BackendLoadError naming it, with the
+    KeyError as its cause."""
+    original = KeyError("n_layers")
+    pm.register_backend("plain", raising(original))
+    with pytest.raises(BackendLoadError, match="backend 'plain' could not be loaded") as info:
+        pm.new_backend(None, backend="plain")
+    assert info.value.backend == "plain"
+    assert info.value.__cause__ is original
+
+
+def test_unreadable_model_is_not_retried_on_every_backend(pm: PluginManager) -> None:
+    """A ModelFileError is the model's fault: it propagates at once, no fallback."""
+    pm.register_backend("a", raising(ModelFileError("m.gguf", "not a GGUF file")), priority=2)
+    pm.register_backend("b", factory("b"), priority=1)
+    with pytest.raises(ModelFileError, match="not a GGUF file"):
+        pm.new_backend("m.gguf")
 
 
 def test_no_backend_loads_lists_every_reason(pm: PluginManager) -> None:
     """When every backend fails, the error lists each backend's reason."""
     pm.register_backend("a", failing("no driver"), priority=2)
-    pm.register_backend("b", failing("no library"), priority=1)
-    with pytest.raises(BackendLoadError, match="a: no driver; b: no library"):
+    pm.register_backend("b", raising(OSError("no library")), priority=1)
+    with (
+        pytest.warns(BackendSkippedWarning),
+        pytest.raises(BackendLoadError, match="a: no driver; b: OSError: no library"),
+    ):
         pm.new_backend(None)
 
 

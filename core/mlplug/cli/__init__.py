@@ -3,8 +3,10 @@
 Subcommands: ``backends``, ``devices``, ``conformance``, ``inspect``, ``bench`` and ``run``.
 Machine-readable output is behind ``--json``. Exit codes: 0 success, 1 a failure (a failed
 conformance case, an unreadable model, a broken backend that was asked for), 2 a usage error
-(bad flags, unknown backend, malformed ``--gpu-layers``), 130 interrupted. Errors are one line on
-stderr, ``mlplug: error: ...``; a traceback means a bug in mlplug or a plugin.
+(bad flags, unknown backend, malformed ``--gpu-layers`` or ``--prompt-tokens``, an invalid
+``MLPLUG_*`` variable), 130 interrupted, 143 terminated. Errors, including any exception from
+plugin code, are one line on stderr, ``mlplug: error: ...``; ``mlplug --debug COMMAND`` (or
+``MLPLUG_STRICT_PLUGINS=1``) adds the traceback.
 
 Importing this module (and ``mlplug backends``) loads no backend library: device counts come
 from child processes (see :mod:`mlplug.cli._probe`).
@@ -14,10 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import traceback
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from ..errors import MlplugError
+from ..errors import ConfigError, MlplugError
 from ._common import CommandError, UsageError
 
 __all__ = ["build_parser", "main", "version_text"]
@@ -82,11 +89,14 @@ def _positive_int(text: str) -> int:
 
 
 def _token_list(text: str) -> list[int]:
+    msg = f"expected comma-separated token ids such as 1,2,3, got {text!r}"
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        tokens = [int(t) for t in text.split(",")]
     except ValueError:
-        msg = f"expected comma-separated token ids such as 1,2,3, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
+    if any(t < 0 for t in tokens):
+        raise argparse.ArgumentTypeError(msg + " (token ids are not negative)")
+    return tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'mlplug COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error (also MLPLUG_STRICT_PLUGINS=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -148,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--op",
         metavar="PATTERN",
         help="only cases whose op or case id matches PATTERN (an op name or a glob)",
+    )
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list the ops (and how many cases each has) instead of running them",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (0)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-': stdout)")
@@ -207,32 +227,102 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``mlplug`` command line and return its exit code.
+def _strict_plugins() -> bool:
+    return os.environ.get("MLPLUG_STRICT_PLUGINS", "").lower() in ("1", "true", "yes")
 
-    :param argv: the arguments after the program name (default ``sys.argv[1:]``).
-    """
+
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM, so that ``finally`` blocks (probe cleanup) run."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    print(f"mlplug: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _report(exc: BaseException, debug: bool, prefix: str = "mlplug") -> None:
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
+
+
+def _report_foreign(exc: BaseException, debug: bool) -> None:
+    """One line for an exception mlplug does not know (from plugin code), with its type."""
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    text = " ".join(str(exc).split())
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    hint = "" if debug else " (run 'mlplug --debug ...' for the traceback)"
+    print(f"mlplug: error: {what}{hint}", file=sys.stderr)
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     from pydantic import ValidationError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or _strict_plugins()
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return handler(args)
     except CommandError as exc:
         prefix = f"mlplug {args.command}" if isinstance(exc, UsageError) else "mlplug"
-        print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
+        _report(exc, debug, prefix)
         return exc.exit_code
+    except ConfigError as exc:
+        _report(exc, False)
+        return 2
     except BrokenPipeError:  # e.g. `mlplug devices | head -1`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except (MlplugError, ValidationError, OSError) as exc:
-        print(f"mlplug: error: {_one_line(exc)}", file=sys.stderr)
+        _report(exc, debug)
         return 1
+    except Exception as exc:  # plugin code may raise anything: still one line
+        _report_foreign(exc, debug)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mlplug`` command line and return its exit code.
+
+    Errors are one line on stderr (``--debug`` or ``MLPLUG_STRICT_PLUGINS=1`` add the
+    traceback); Ctrl-C exits 130 and SIGTERM 143, after killing any device probe.
+
+    :param argv: the arguments after the program name (default ``sys.argv[1:]``).
+    """
+    from .._child_processes import kill_all_children
+
+    previous: Any = None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    try:
+        if in_main_thread:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return _dispatch(argv)
+        finally:
+            kill_all_children()
+            if in_main_thread and previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt:
         print("mlplug: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("mlplug: terminated", file=sys.stderr)
+        return 143

@@ -18,6 +18,7 @@ __all__ = [
     "dump_json",
     "format_table",
     "warn",
+    "warn_conflicts",
     "write_text_file",
 ]
 
@@ -41,6 +42,15 @@ class UsageError(CommandError):
 def warn(message: str) -> None:
     """Print ``mlplug: warning: <message>`` on stderr."""
     print(f"mlplug: warning: {message}", file=sys.stderr)
+
+
+def warn_conflicts() -> None:
+    """Warn about each backend name several plugins claim (a command over every backend skips
+    it)."""
+    from ..registry import conflict_hint, manager
+
+    for name, claims in manager().conflicts().items():
+        warn(f"backend {name!r} skipped: {conflict_hint(claims)}")
 
 
 def check_backend_names(names: Sequence[str]) -> list[str]:

@@ -5,8 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 import types
+from typing import TYPE_CHECKING
 
-from ._common import CommandError, Progress, check_backend_names, write_text_file
+from ._common import (
+    CommandError,
+    Progress,
+    UsageError,
+    check_backend_names,
+    format_table,
+    warn_conflicts,
+    write_text_file,
+)
+
+if TYPE_CHECKING:
+    from ..conformance import Case
 
 __all__ = ["cmd_conformance"]
 
@@ -20,7 +32,18 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         raise CommandError(msg) from exc
     from ..registry import manager
 
+    selected = conformance.select(conformance.all_cases(), args.op)
+    if not selected:
+        msg = (
+            f"no conformance case matches --op {args.op!r}; "
+            "'mlplug conformance --list' lists the ops"
+        )
+        raise UsageError(msg)
+    if getattr(args, "list", False):
+        return _list_ops(selected)
     backends = check_backend_names(args.backend) if args.backend else None
+    if backends is None:
+        warn_conflicts()
     if backends is None and not manager().backends():
         msg = "no backend plugin is installed; install one, e.g.: pip install mlplug-cpu-numpy"
         raise CommandError(msg)
@@ -36,6 +59,16 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if "-" not in (args.json, args.markdown):
         sys.stdout.write(report.table().rstrip("\n") + "\n")
     return 1 if report.failed() else 0
+
+
+def _list_ops(cases: list[Case]) -> int:
+    """Print each op with its number of cases; exit 0."""
+    counts: dict[str, int] = {}
+    for case in cases:
+        counts[case.op] = counts.get(case.op, 0) + 1
+    rows = [[op, str(n)] for op, n in sorted(counts.items())]
+    print(format_table(["OP", "CASES"], rows))
+    return 0
 
 
 def _count_runs(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..device import DeviceInfo, physical_device_key
 from ..memory import human_bytes2
-from ._common import check_backend_names, dump_json, format_table, warn
+from ._common import check_backend_names, dump_json, format_table, warn, warn_conflicts
 from ._probe import ProbeResult, enumerate_devices
 
 __all__ = ["backend_rows", "cmd_backends", "cmd_devices", "device_records"]
@@ -17,10 +18,11 @@ __all__ = ["backend_rows", "cmd_backends", "cmd_devices", "device_records"]
 def backend_rows() -> list[dict[str, Any]]:
     """Return one row per installed backend (and per plugin that failed before registering one).
 
-    Keys: ``name``, ``distribution``, ``version``, ``status`` (``ok``/``error``), ``error``,
-    ``devices`` (the device count; 0 when ``status`` is ``error``).
+    Keys: ``name``, ``distribution``, ``version``, ``status`` (``ok``, ``error``, or
+    ``conflict``: a row per distribution claiming a name several plugins register), ``error``,
+    ``devices`` (the device count; 0 unless ``status`` is ``ok``).
     """
-    from ..registry import manager
+    from ..registry import conflict_hint, manager
 
     mgr = manager()
     plugins = {p.name: p for p in mgr.plugins()}
@@ -46,6 +48,19 @@ def backend_rows() -> list[dict[str, Any]]:
                 "devices": len(probe.devices) if status == "ok" else 0,
             }
         )
+    for name, claims in mgr.conflicts().items():
+        error = f"backend name {name!r} is {conflict_hint(claims)}"
+        for claim in claims:
+            rows.append(
+                {
+                    "name": name,
+                    "distribution": claim.distribution,
+                    "version": claim.version,
+                    "status": "conflict",
+                    "error": error,
+                    "devices": 0,
+                }
+            )
     for plugin in plugins.values():
         if plugin.backends:
             continue
@@ -64,9 +79,20 @@ def backend_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _print_plugin_tracebacks() -> None:
+    """``--debug``: the traceback of every plugin that failed to load, on stderr."""
+    from ..registry import manager
+
+    for plugin in manager().plugins():
+        if plugin.traceback:
+            print(f"plugin {plugin.name!r} failed:\n{plugin.traceback}", file=sys.stderr)
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     """List installed backends with their status and device count."""
     rows = backend_rows()
+    if getattr(args, "debug", False):
+        _print_plugin_tracebacks()
     if args.json:
         dump_json(rows)
         return 0
@@ -168,6 +194,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from ..registry import manager
 
     explicit = bool(args.backend)
+    if not explicit:
+        warn_conflicts()
     names = (
         check_backend_names(args.backend) if explicit else [e.name for e in manager().backends()]
     )

@@ -4,7 +4,9 @@
 yet it reports how many devices each backend sees. Each entry-point backend is therefore
 enumerated by ``python -m mlplug.cli._probe NAME`` in a child process (all in parallel); the
 child prints one JSON object. A plugin that crashes the interpreter (a segfault in a native
-library) or hangs is reported as that backend's error instead of taking the CLI down.
+library) or hangs past ``MLPLUG_PROBE_TIMEOUT`` seconds (default 30) is reported as that
+backend's error instead of taking the CLI down. Each child runs in its own session and its
+process group is killed when the command is done with it, or interrupted.
 
 Backends registered in this process (``mlplug.register_backend``) are enumerated in process,
 and so is everything when ``MLPLUG_STRICT_PLUGINS`` is set, so that the original exception
@@ -17,16 +19,23 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from .._child_processes import (
+    ChildResult,
+    child_env,
+    finish_child,
+    kill_child,
+    probe_timeout,
+    start_child,
+)
 from ..device import DeviceInfo
 
 __all__ = ["ProbeResult", "enumerate_devices", "main"]
 
-#: Seconds a child may take to enumerate the devices of one backend.
-PROBE_TIMEOUT: Final = 180.0
 _IN_PROCESS: Final = "<in-process>"
 
 
@@ -59,77 +68,71 @@ def _in_process(name: str) -> ProbeResult:
         return ProbeResult(name, error=f"{type(exc).__name__}: {exc}")
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The child must find exactly the plugins this process finds, even if sys.path was changed
-    # after start-up.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
-
-
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
-def _collect(name: str, proc: subprocess.Popen[str], timeout: float) -> ProbeResult:
+def _parse(name: str, result: ChildResult, timeout: float) -> ProbeResult:
+    if result.timed_out:
+        return ProbeResult(
+            name, error=f"device enumeration timed out after {timeout:g} s (MLPLUG_PROBE_TIMEOUT)"
+        )
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return ProbeResult(name, error=f"device enumeration timed out after {timeout:.0f} s")
-    try:
-        data = json.loads(out)
+        data = json.loads(result.stdout)
         if data.get("ok"):
             devices = [DeviceInfo.from_json_dict(d) for d in data["devices"]]
             return ProbeResult(name, devices=devices)
         return ProbeResult(name, error=str(data["error"]))
     except (ValueError, KeyError, TypeError, AttributeError):
-        detail = _last_line(err) or _last_line(out) or "no output"
+        detail = _last_line(result.stderr) or _last_line(result.stdout) or "no output"
         return ProbeResult(
-            name, error=f"device enumeration crashed (exit code {proc.returncode}): {detail}"
+            name,
+            error=f"device enumeration crashed (exit code {result.returncode}): {detail}",
         )
 
 
-def enumerate_devices(
-    names: Sequence[str], timeout: float = PROBE_TIMEOUT
-) -> dict[str, ProbeResult]:
+def enumerate_devices(names: Sequence[str], timeout: float | None = None) -> dict[str, ProbeResult]:
     """Return the devices of each backend in ``names``, keyed by name, in the order given.
 
-    Entry-point backends are enumerated in child processes in parallel; in-process
-    registrations (and everything under ``MLPLUG_STRICT_PLUGINS``) in this process.
+    Entry-point backends are enumerated in child processes in parallel, each child loading only
+    the plugin that owns the backend; in-process registrations (and everything under
+    ``MLPLUG_STRICT_PLUGINS``) in this process. Every child runs in its own process group, which
+    is killed when this call returns, however it returns (timeout, exception, Ctrl-C).
 
     :param names: registered backend names.
-    :param timeout: seconds each child may take.
+    :param timeout: seconds the children may take (default ``$MLPLUG_PROBE_TIMEOUT``, else 30).
+    :raises ConfigError: if ``MLPLUG_PROBE_TIMEOUT`` is invalid.
     """
     from ..registry import manager
 
+    limit = probe_timeout() if timeout is None else timeout
     entries = {e.name: e for e in manager().backends()}
     children: dict[str, subprocess.Popen[str]] = {}
     results: dict[str, ProbeResult] = {}
     local = _strict()
-    env = _child_env() if not local else {}
-    for name in names:
-        entry = entries.get(name)
-        if local or entry is None or entry.plugin == _IN_PROCESS or entry.devices is None:
-            continue
-        try:
-            children[name] = subprocess.Popen(
-                [sys.executable, "-m", "mlplug.cli._probe", name],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        except OSError as exc:
-            results[name] = ProbeResult(name, error=f"cannot start device probe: {exc}")
-    for name in names:
-        if name in children:
-            results[name] = _collect(name, children[name], timeout)
-        elif name not in results:
-            results[name] = _in_process(name)
+    try:
+        for name in names:
+            entry = entries.get(name)
+            if local or entry is None or entry.plugin == _IN_PROCESS or entry.devices is None:
+                continue
+            # The child loads only this backend's plugin; the parent has screened it already.
+            env = child_env(MLPLUG_PLUGINS=entry.plugin, MLPLUG_SCREEN_PLUGINS="0")
+            env.pop("MLPLUG_DISABLE_PLUGINS", None)
+            try:
+                children[name] = start_child([sys.executable, "-m", "mlplug.cli._probe", name], env)
+            except OSError as exc:
+                results[name] = ProbeResult(name, error=f"cannot start device probe: {exc}")
+        deadline = time.monotonic() + limit
+        for name in names:
+            if name in children:
+                result = finish_child(children.pop(name), deadline - time.monotonic())
+                results[name] = _parse(name, result, limit)
+            elif name not in results:
+                results[name] = _in_process(name)
+    finally:
+        for proc in children.values():
+            kill_child(proc)
     return {name: results[name] for name in names}
 
 

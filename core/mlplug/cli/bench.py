@@ -458,8 +458,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark each chosen (default: every installed) backend; exit 1 if one fails."""
     from ..errors import MlplugError
     from ..registry import manager
-    from ._common import CommandError, Progress, check_backend_names, dump_json, warn
+    from ._common import (
+        CommandError,
+        Progress,
+        check_backend_names,
+        dump_json,
+        warn,
+        warn_conflicts,
+    )
 
+    if not args.backend:
+        warn_conflicts()
     names = (
         check_backend_names(args.backend)
         if args.backend
