@@ -4,6 +4,11 @@ Pure and backend-neutral: :func:`plan_placement` decides, for every tensor of a 
 tensors to create (name, dtype, shape), on which device and for which layer, and sums the weight
 bytes per device and layer. A backend then allocates what the plan says. Device index ``-1`` is
 the CPU (inputs always go there); ``0..n-1`` index the ``gpus`` sequence.
+
+The plan is sized by counts from the file, so they are checked first and the plan stays linear
+in the file's size: ``block_count`` may not exceed the number of tensors, every layer index in a
+tensor name must be below it, and rope tensors (copied once per block) get at most three copies
+per tensor in the file.
 """
 
 from __future__ import annotations
