@@ -51,20 +51,22 @@ class Config:
     def __init__(self, metadata: Mapping[str, KV]) -> None:
         self._kv = metadata
 
-    def _key(self, key: str) -> str:
+    def key(self, key: str) -> str:
+        """Return the stored key the getters read for ``key`` (``block_count`` ->
+        ``llama.block_count``; ``general.`` and ``tokenizer.`` keys are not prefixed)."""
         if key.startswith(_UNPREFIXED):
             return key
         return f"{self.architecture()}.{key}"
 
     def _scalar(self, key: str, vtype: GGUFValueType) -> object:
-        kv = self._kv.get(self._key(key))
+        kv = self._kv.get(self.key(key))
         if kv is None or kv.type is not vtype:
             _log.debug("key with type not found: key=%s type=%s", key, vtype.name.lower())
             return _MISSING
         return kv.value
 
     def _array(self, key: str, etype: GGUFValueType) -> list[object] | None:
-        kv = self._kv.get(self._key(key))
+        kv = self._kv.get(self.key(key))
         if kv is None or kv.type is not GGUFValueType.ARRAY or kv.elem_type is not etype:
             _log.debug("key with type not found: key=%s type=[]%s", key, etype.name.lower())
             return None

@@ -192,6 +192,7 @@ class Model:
                 gguf.tensors,
                 config.block_count(),
                 path=spath,
+                block_count_key=config.key("block_count"),
                 gpus=gpus,
                 gpu_layers=backend.params.gpu_layers,
                 alignment=backend.alignment(CPU),

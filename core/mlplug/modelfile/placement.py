@@ -4,6 +4,11 @@ Pure and backend-neutral: :func:`plan_placement` decides, for every tensor of a 
 tensors to create (name, dtype, shape), on which device and for which layer, and sums the weight
 bytes per device and layer. A backend then allocates what the plan says. Device index ``-1`` is
 the CPU (inputs always go there); ``0..n-1`` index the ``gpus`` sequence.
+
+The plan is sized by counts from the file, so they are checked first and the plan stays linear
+in the file's size: ``block_count`` may not exceed the number of tensors, every layer index in a
+tensor name must be below it, and rope tensors (copied once per block) get at most three copies
+per tensor in the file.
 """
 
 from __future__ import annotations
@@ -191,11 +196,74 @@ def _target_dtype(t: TensorInfo) -> DType:
     return t.dtype
 
 
+_Rule: TypeAlias = "tuple[Literal['input', 'output', 'rope', 'layer', 'other'], int]"
+
+
+def _rule(t: TensorInfo, block_count: int, path: str) -> _Rule:
+    """Classify one tensor by the placement rules; ``(kind, layer index or -1)``.
+
+    :raises ModelFileError: a type no backend can create, or a layer index >= ``block_count``.
+    """
+    if t.dtype is DType.OTHER:
+        message = f'tensor "{t.name}" has type {t.ggml_type}, which mlplug cannot create'
+        raise ModelFileError(path, message, offset=t.info_offset)
+    parts = t.name.split(".")
+    if any(p in _INPUT_PARTS for p in parts):  # rule a
+        return "input", -1
+    if any(p in _OUTPUT_PARTS for p in parts) or t.name.startswith(_VISION_PREFIXES):
+        return "output", -1  # rules b, c
+    if any(p in _ROPE_PARTS for p in parts):  # rule d
+        return "rope", -1
+    m = _DIGITS.search(t.name)
+    if m is None:  # rule f
+        return "other", -1
+    digits = m.group().lstrip("0") or "0"  # rule e
+    index = int(digits) if len(digits) < 19 else -1  # -1: too long to be a layer
+    if not 0 <= index < block_count:
+        message = (
+            f'tensor "{t.name}" has layer index {digits[:30]} but block_count is {block_count}'
+        )
+        raise ModelFileError(path, message, offset=t.info_offset)
+    return "layer", index
+
+
+def _classify(tensors: Sequence[TensorInfo], block_count: int, path: str, key: str) -> list[_Rule]:
+    """Check every count the plan is sized by, then classify each tensor (nothing sized yet).
+
+    ``block_count`` sizes the per-layer lists, so it may not exceed the number of tensors (each
+    block holds at least one). Rope tensors are copied once per block; their copies may not
+    exceed three times the tensor count (one of each of the three rope kinds per block always
+    fits), which keeps the plan linear in the file's size.
+    """
+    n = len(tensors)
+    if block_count > n:
+        message = (
+            f"{key} = {block_count} exceeds the number of tensors in the file ({n}); "
+            "every block holds at least one tensor"
+        )
+        raise ModelFileError(path, message, key=key)
+    rules = [_rule(t, block_count, path) for t in tensors]
+    budget = len(_ROPE_PARTS) * n
+    copies = 0
+    for t, (kind, _) in zip(tensors, rules):
+        if kind == "rope":
+            copies += block_count
+            if copies > budget:
+                message = (
+                    f'rope tensor "{t.name}" brings the per-block copies of rope tensors to '
+                    f"{copies} ({key} = {block_count}), more than {budget} "
+                    f"({len(_ROPE_PARTS)} per tensor in the file, {n} tensors)"
+                )
+                raise ModelFileError(path, message, offset=t.info_offset, key=key)
+    return rules
+
+
 def plan_placement(
     tensors: Sequence[TensorInfo],
     block_count: int,
     *,
     path: str = "<model>",
+    block_count_key: str = "block_count",
     gpus: Sequence[DeviceRef] = (),
     gpu_layers: Sequence[LayerAssignment] = (),
     alignment: int = 32,
@@ -203,16 +271,25 @@ def plan_placement(
 ) -> PlacementPlan:
     """Decide the device and layer of every tensor and sum weight bytes (spec 6.4 rules a-f).
 
+    Every count the plan is sized by is checked against the file first: ``block_count`` may not
+    exceed the number of tensors, a tensor's layer index (the first run of digits in its name,
+    e.g. ``blk.7.`` -> 7) must be below ``block_count``, and the per-block copies of rope tensors
+    may not exceed three per tensor in the file. A layer index out of range is an error, not a
+    tensor placed elsewhere, because no layer exists to hold it.
+
     :param tensors: the file's tensor infos in file order.
     :param block_count: the number of repeating layers (``Config.block_count()``).
     :param path: the model path, for error messages.
+    :param block_count_key: the metadata key ``block_count`` was read from, for error messages.
     :param gpus: the backend's GPUs in enumeration order; their positions are device indices.
     :param gpu_layers: the requested assignment (GPULayers-like entries), first match wins.
     :param alignment: CPU buffer alignment; sizes are rounded up to it.
     :param gpu_alignment: alignment per GPU index where it differs from ``alignment``.
     :returns: the plan.
-    :raises ModelFileError: a layer index >= ``block_count``, or a type no backend can create.
+    :raises ModelFileError: ``block_count`` beyond the tensor count, a layer index >=
+        ``block_count``, too many rope copies, or a type no backend can create.
     """
+    rules = _classify(tensors, block_count, path, block_count_key)
     plan = PlacementPlan(block_count=block_count)
     plan.cpu_weights = [0] * (block_count + 1)
     plan.gpu_weights = [[0] * (block_count + 1) for _ in gpus]
@@ -240,30 +317,18 @@ def plan_placement(
             plan.weights(device)[index] += size
 
     output_device = plan.layer_devices[block_count]
-    for t in tensors:
-        if t.dtype is DType.OTHER:
-            message = f'tensor "{t.name}" has type {t.ggml_type}, which mlplug cannot create'
-            raise ModelFileError(path, message, offset=t.info_offset)
-        parts = t.name.split(".")
-        if any(p in _INPUT_PARTS for p in parts):  # rule a
+    for t, (kind, index) in zip(tensors, rules):
+        if kind == "input":  # rule a
             create(t, t.name, CPU, "input")
             if t.name == "token_embd.weight" and not has_output_group:  # rule a'
                 create(t, "output.weight", output_device, "output")
-        elif any(p in _OUTPUT_PARTS for p in parts) or t.name.startswith(_VISION_PREFIXES):
-            create(t, t.name, output_device, "output")  # rules b, c
-        elif any(p in _ROPE_PARTS for p in parts):  # rule d
+        elif kind == "output":  # rules b, c
+            create(t, t.name, output_device, "output")
+        elif kind == "rope":  # rule d
             for i in range(block_count):
                 create(t, f"blk.{i}.{t.name}", plan.layer_devices[i], i)
             plan.targets.setdefault(t.name, [])
-        elif (m := _DIGITS.search(t.name)) is not None:  # rule e
-            digits = m.group().lstrip("0") or "0"
-            index = int(digits) if len(digits) < 19 else -1  # -1: too long to be a layer
-            if not 0 <= index < block_count:
-                message = (
-                    f'tensor "{t.name}" has layer index {digits[:30]} '
-                    f"but block_count is {block_count}"
-                )
-                raise ModelFileError(path, message, offset=t.info_offset)
+        elif kind == "layer":  # rule e
             create(t, t.name, plan.layer_devices[index], index)
         else:  # rule f
             create(t, t.name, CPU, "input")

@@ -45,6 +45,8 @@ DEFAULT_ALIGNMENT: Final = 32
 
 MAX_DIMS: Final = 4
 _MAX_ELEMENTS: Final = 2**63 - 1
+_MIN_KV: Final = 13  # smallest key/value record: empty key (8), type (4), a uint8 (1)
+_MIN_TENSOR_INFO: Final = 24  # smallest tensor info: empty name (8), n_dims 0, type, offset
 _MAGIC_LE: Final = b"GGUF"  # what llama.cpp and the gguf package write, in either byte order
 _MAGIC_BE: Final = b"FUGG"  # ollama's big-endian magic (0x46554747 written big-endian)
 _MXFP4_OLLAMA_ID: Final = 4  # ollama's converter writes raw MXFP4 with the retired Q4_2 id
@@ -333,11 +335,11 @@ class GGUFFile:
         w.pos = 8
         n_tensors = w.u64("tensor count")
         n_kv = w.u64("metadata count")
-        # A key/value record takes at least 13 bytes, a tensor info at least 24.
-        if n_kv > (size - w.pos) // 13 or n_tensors > (size - w.pos - 13 * n_kv) // 24:
+        left = size - w.pos
+        if n_kv > left // _MIN_KV or n_tensors > (left - _MIN_KV * n_kv) // _MIN_TENSOR_INFO:
             message = (
                 f"tensor count {n_tensors} and metadata count {n_kv} cannot fit in "
-                f"{size - w.pos} remaining bytes (file size {size})"
+                f"{left} remaining bytes (file size {size})"
             )
             raise ModelFileError(self.path, message, offset=8)
 
@@ -373,6 +375,13 @@ class GGUFFile:
             alignment = align_kv.value
         self.alignment = alignment
 
+        if n_tensors > (size - w.pos) // _MIN_TENSOR_INFO:
+            message = (
+                f"tensor count {n_tensors} cannot fit in the {size - w.pos} bytes left after "
+                f"the metadata (a tensor info takes at least {_MIN_TENSOR_INFO} bytes; "
+                f"file size {size})"
+            )
+            raise ModelFileError(self.path, message, offset=8)
         seen: set[str] = set()
         raw_infos = [self._tensor_info(w, seen) for _ in range(n_tensors)]
         self.data_start = align_up(w.pos, alignment)

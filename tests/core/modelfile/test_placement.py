@@ -153,9 +153,9 @@ def test_rope_freqs_per_layer_copies() -> None:
 @pytest.mark.parametrize("name", ["rope_factors_long.weight", "rope_factors_short.weight"])
 def test_rope_factors_copied(name: str) -> None:
     """The other rope factor tensors are copied per layer too."""
-    p = plan([name], 3)
-    assert [t.name for t in p.tensors] == [f"blk.{i}.{name}" for i in range(3)]
-    assert [t.layer for t in p.tensors] == [0, 1, 2]
+    p = plan([name, "blk.0.w", "blk.1.w", "blk.2.w"], 3)
+    assert [t.name for t in p.tensors][:3] == [f"blk.{i}.{name}" for i in range(3)]
+    assert [t.layer for t in p.tensors] == [0, 1, 2, 0, 1, 2]
 
 
 def test_vision_and_projector_tensors_go_to_output() -> None:
@@ -202,18 +202,18 @@ def test_input_parts(name: str) -> None:
 
 def test_whole_part_matching() -> None:
     """blk.0.attn_output.weight is a layer tensor (part attn_output is not `output`)."""
-    p = plan(["blk.0.attn_output.weight", "enc.3.x", "foo.weight"], 4)
+    p = plan(["blk.0.attn_output.weight", "enc.3.x", "foo.weight", "blk.1.w"], 4)
     assert p.get("blk.0.attn_output.weight").layer == 0  # type: ignore[union-attr]
     assert p.get("enc.3.x").layer == 3  # type: ignore[union-attr]
     assert p.get("foo.weight").layer == "input"  # type: ignore[union-attr]
-    assert p.cpu_weights == [64, 0, 0, 64, 0] and p.input_weights == 64
+    assert p.cpu_weights == [64, 64, 0, 64, 0] and p.input_weights == 64
 
 
 @pytest.mark.parametrize("name", ["blk.2.attn_q.weight", "blk.99999999999999999999999.w", "x7"])
 def test_out_of_range_layer(name: str) -> None:
     """A layer index >= block_count raises ModelFileError naming the tensor."""
     with pytest.raises(ModelFileError, match=f'tensor "{name}" has layer index') as e:
-        plan([name], 2)
+        plan(["blk.0.w", name], 2)
     assert e.value.path == "m.gguf" and e.value.offset is not None
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import struct
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from model_helpers import CpuNumpyBackend
 from modelfile_fixtures import RawGGUF, gguf_string, write_llama_gguf
 
+import mlplug as ml
+from mlplug.dtypes import align_up
 from mlplug.errors import ModelFileError
 from mlplug.modelfile import Config, GGUFFile, plan_placement
 
@@ -113,7 +117,149 @@ def test_mutated_files_only_raise_model_file_error(
         cfg.block_count(), cfg.file_type(), cfg.strings("tokenizer.ggml.tokens"), cfg.ints("ids")
         for key in cfg.keys():
             f.metadata[key].to_python()
+        _plan(f)
+
+
+def _plan(f: GGUFFile) -> None:
+    """Plan placement with the file's own block count: a plan or ModelFileError, nothing else."""
+    cfg = Config(f.metadata)
+    key = cfg.key("block_count")
+    try:
+        plan = plan_placement(f.tensors, cfg.block_count(), path=f.path, block_count_key=key)
+    except ModelFileError as err:
+        assert err.path == f.path and (err.offset is not None or err.key is not None)
+        return
+    assert plan.block_count <= len(f.tensors)
+    assert len(plan.tensors) <= 4 * len(f.tensors) + 1  # tied output, rope copies bounded
+
+
+def count_fields(data: bytes) -> list[tuple[int, int]]:
+    """Return ``(offset, width)`` of every count, length, type and dimension field of a valid
+    little-endian GGUF file, and of the value of any ``*.block_count``."""
+    fields = [(8, 8), (16, 8)]
+    n_tensors, n_kv = struct.unpack_from("<QQ", data, 8)
+    pos = 24
+
+    def string() -> bytes:
+        nonlocal pos
+        fields.append((pos, 8))
+        (n,) = struct.unpack_from("<Q", data, pos)
+        pos += 8 + n
+        return data[pos - n : pos]
+
+    def u32() -> int:
+        nonlocal pos
+        fields.append((pos, 4))
+        pos += 4
+        return int(struct.unpack_from("<I", data, pos - 4)[0])
+
+    for _ in range(n_kv):
+        key = string()
+        vtype = V(u32())
+        if vtype is V.ARRAY:
+            etype = V(u32())
+            fields.append((pos, 8))
+            (count,) = struct.unpack_from("<Q", data, pos)
+            pos += 8
+            for _ in range(count if etype is V.STRING else 0):
+                string()
+            if etype is not V.STRING:
+                pos += count * struct.calcsize(_FORMATS[etype])
+        elif vtype is V.STRING:
+            string()
+        else:
+            size = struct.calcsize(_FORMATS[vtype])
+            if key.endswith(b".block_count"):
+                fields.append((pos, size))
+            pos += size
+    for _ in range(n_tensors):
+        string()
+        for _ in range(u32()):
+            fields.append((pos, 8))
+            pos += 8
+        u32()
+        fields.append((pos, 8))
+        pos += 8
+    return fields
+
+
+_FORMATS = {
+    V.UINT8: "B",
+    V.INT8: "b",
+    V.UINT16: "H",
+    V.INT16: "h",
+    V.UINT32: "I",
+    V.INT32: "i",
+    V.FLOAT32: "f",
+    V.BOOL: "B",
+    V.UINT64: "Q",
+    V.INT64: "q",
+    V.FLOAT64: "d",
+}
+
+
+@settings(
+    max_examples=300,
+    deadline=timedelta(seconds=5),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(which=st.integers(0, 1), data=st.data())
+def test_huge_counts_only_raise_model_file_error(
+    bases: list[tuple[bytes, int]],
+    tmp_path_factory: pytest.TempPathFactory,
+    which: int,
+    data: st.DataObject,
+) -> None:
+    """Any count, length, type or dimension field (block_count's value included) set to a huge
+    or just-too-large value gives ModelFileError or a consistent decode and a bounded plan; a
+    dry-run backend opens it or raises ModelFileError."""
+    raw, _ = bases[which]
+    fields = count_fields(raw)
+    buf = bytearray(raw)
+    n_tensors = struct.unpack_from("<Q", raw, 8)[0]
+    for _ in range(data.draw(st.integers(1, 3), label="fields")):
+        at, width = data.draw(st.sampled_from(fields), label="field")
+        top = 2 ** (8 * width) - 1
+        values = [*HUGE, len(raw), len(raw) // 8 + 1, len(raw) // 24 + 1, n_tensors + 1, 5]
+        value = data.draw(st.sampled_from(values), label="value") & top
+        struct.pack_into("<Q" if width == 8 else "<I", buf, at, value)
+    path = tmp_path_factory.getbasetemp() / "counts.gguf"
+    path.write_bytes(bytes(buf))
+    try:
+        f = GGUFFile(path)
+    except ModelFileError as err:
+        assert err.path == str(path) and (err.offset is not None or err.key is not None)
+        event("refused by the reader")
+        return
+    with f:
+        for t in f.tensors:
+            assert t.file_offset + t.nbytes <= f.file_size
+        for kv in f.metadata.values():
+            kv.to_python()
+        _plan(f)
+    if CpuNumpyBackend is not None:
+        params = ml.BackendParams(alloc_memory=False)
         try:
-            plan_placement(f.tensors, min(cfg.block_count(), 64), path=f.path)
-        except ModelFileError:
-            pass
+            be = ml.new_backend(str(path), params, backend="cpu_numpy")
+        except ModelFileError as err:
+            assert err.path == str(path)
+            event("refused at backend creation")
+        else:
+            event("opened by a dry-run backend")
+            with be:
+                assert be.block_count <= len(f.tensors)
+                assert len(be.backend_memory().cpu.weights) == be.block_count + 1
+
+
+def test_count_fields_cover_the_header(bases: list[tuple[bytes, int]], tmp_path: Path) -> None:
+    """The field locator the count fuzzing aims with walks the whole header of both bases."""
+    for i, (raw, _) in enumerate(bases):
+        fields = count_fields(raw)
+        path = tmp_path / f"base{i}.gguf"
+        path.write_bytes(raw)
+        with GGUFFile(path) as f:
+            at, width = fields[-1]  # the last tensor's data offset ends the tensor infos
+            assert align_up(at + width, f.alignment) == f.data_start
+            n_dims = sum(len(t.ne) for t in f.tensors)
+            assert len(fields) >= 2 + 2 * len(f.metadata) + 4 * len(f.tensors) + n_dims - 2
