@@ -56,9 +56,9 @@ class Context(ABC):
         #: Layer whose KV cache this context's allocations count as; -1 = inputs.
         self.layer_index = -1
         #: Device whose memory this context's constructor tensors take: -1 the CPU, else an
-        #: index into ``backend.gpu_devices()``. Set by ``layer(i)`` and model weight contexts.
+        #: index into ``backend.hook_gpu_devices()``. Set by ``layer(i)`` and model weight contexts.
         self.device_index = -1
-        backend.track_context(self)
+        backend._track_context(self)
 
     # -- backend hooks ----------------------------------------------------------------------
     @abstractmethod
@@ -121,8 +121,8 @@ class Context(ABC):
         child._n_ops = 0
         child._batch_size = 0
         child.layer_index = layer
-        child.device_index = -1 if layer < 0 else self.backend.layer_device(layer)
-        self.backend.track_context(child)
+        child.device_index = -1 if layer < 0 else self.backend._layer_device(layer)
+        self.backend._track_context(child)
         return child
 
     def input(self) -> Context:
@@ -164,7 +164,7 @@ class Context(ABC):
                 f"{dtype.name} tensor of shape {list(t.shape)} ({t.nbytes} bytes)"
             )
             raise ShapeError(msg, op="from_bytes", shapes=(t.shape,))
-        self.backend.account(self, t)
+        self.backend._account_cache(self, t)
         if self.allocates:
             try:
                 self._allocate(t, data, zero)
@@ -360,7 +360,7 @@ class Context(ABC):
         self.check_open()
         if self._batch_size > 0:
             self.backend.batch_size = self._batch_size
-        self.backend.reserve_graph(self, self._graph)
+        self.backend._reserve_graph(self, self._graph)
 
     @property
     def graph(self) -> Sequence[Tensor]:

@@ -39,7 +39,6 @@ from .hookspecs import BackendFactory, DeviceEnumerator, Register, hookimpl
 from .host import can_quantize, cpu_device_info
 from .kernels import implementer
 from .kernels import register as register_kernel
-from .modelfile.loader import HostWriter, StagedWriter, WeightWriter
 from .numerics import (
     MROPE_MODES,
     bilinear_axis,
@@ -54,6 +53,7 @@ from .params import BackendParams, CacheConfig, FlashAttentionType
 from .quants import bf16_to_f32, dequantize, f32_to_bf16, quantize
 from .sysinfo import host_memory
 from .tensor import Tensor
+from .writers import HostWriter, StagedWriter, WeightWriter
 
 __all__ = [
     "LEAF",

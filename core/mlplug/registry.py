@@ -240,10 +240,13 @@ class PluginManager:
     @staticmethod
     def _create(entry: BackendEntry, model_path: str | None, params: BackendParams) -> Backend:
         try:
-            return entry.factory(model_path, params)
+            backend = entry.factory(model_path, params)
         except ImportError as exc:
             msg = f"backend {entry.name!r} could not be loaded: {exc}"
             raise BackendLoadError(msg, backend=entry.name) from exc
+        from .modelfile.model import open_model  # opens the file and attaches it (if any)
+
+        return open_model(backend, model_path)
 
 
 _MANAGER = PluginManager()

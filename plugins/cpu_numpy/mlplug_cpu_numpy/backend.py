@@ -23,14 +23,14 @@ class CpuNumpyBackend(Backend):
     kernels = KERNELS
     dtypes = frozenset(d for d in DType if d not in (DType.OTHER, DType.F64))
 
-    def _make_context(self, max_nodes: int) -> NumpyContext:
+    def hook_make_context(self, max_nodes: int) -> NumpyContext:
         return NumpyContext(self, max_nodes)
 
     def devices(self) -> list[DeviceInfo]:
         """Return the host CPU."""
         return devices()
 
-    def unsupported_reason(self, node: Tensor) -> str | None:
+    def hook_unsupported_reason(self, node: Tensor) -> str | None:
         """Quantising to k-quant types needs a quantiser numpy does not have."""
         d = node.dtype
         if node.op in ("cast", "cpy", "set_rows") and d.is_quantized and not can_quantize(d):

@@ -94,7 +94,7 @@ class GGMLBackend(Backend):
             raise
 
     # -- Backend API --------------------------------------------------------------------------
-    def _make_context(self, max_nodes: int) -> GGMLContext:
+    def hook_make_context(self, max_nodes: int) -> GGMLContext:
         return GGMLContext(self, max_nodes)
 
     def devices(self) -> list[DeviceInfo]:
@@ -107,7 +107,7 @@ class GGMLBackend(Backend):
             return CacheConfig(cache_padding=256, permuted_v=False, mask_dtype=DType.F16)
         return CacheConfig(cache_padding=256, permuted_v=True, mask_dtype=DType.OTHER)
 
-    def unsupported_reason(self, node: Tensor) -> str | None:
+    def hook_unsupported_reason(self, node: Tensor) -> str | None:
         """Declare what this ggml backend cannot do: ops whose ggml function the build lacks,
         quantising to types that need an importance matrix, zero-element operands."""
         missing = self._missing.get(node.op)
@@ -125,7 +125,7 @@ class GGMLBackend(Backend):
                 return f"quantising to {node.dtype.name} needs an importance matrix"
         return None
 
-    def measure_graph(self, ctx: Context, graph: Sequence[Tensor]) -> dict[int, int] | None:
+    def hook_measure_graph(self, ctx: Context, graph: Sequence[Tensor]) -> dict[int, int] | None:
         """Return the compute buffer ggml's graph allocator needs for ``graph``, per device.
 
         Nothing is allocated or run (``ggml_gallocr_reserve_n_size``); on a dry run the
@@ -144,7 +144,7 @@ class GGMLBackend(Backend):
         """The compute device as the core numbers devices: -1 the CPU, else 0 (the GPU)."""
         return -1 if self.is_cpu else 0
 
-    def gpu_devices(self) -> list[DeviceInfo]:
+    def hook_gpu_devices(self) -> list[DeviceInfo]:
         """Return the GPU this backend computes on (empty when it computes on the CPU).
 
         Every tensor lives on the one compute device, so model layers are placed on it.
@@ -153,26 +153,26 @@ class GGMLBackend(Backend):
             return []
         return [to_device_info(self.device)]
 
-    def alignment(self, device: int) -> int:
+    def hook_alignment(self, device: int) -> int:
         """Return the alignment of the compute device's buffers."""
         return int(self.lib.ggml_backend_buft_get_alignment(self.buffer_type))
 
-    def allocation_size(self, t: Tensor) -> int:
+    def hook_allocation_size(self, t: Tensor) -> int:
         """Return the bytes ggml allocates for root tensor ``t`` (padding included)."""
         n = t.nbytes
         if t.handle is not None and t.op == LEAF:
             n = int(self.lib.ggml_backend_buft_get_alloc_size(self.buffer_type, t.handle))
-        align = self.alignment(-1)
+        align = self.hook_alignment(-1)
         return n + (-n % align)
 
-    def held_bytes(self) -> dict[int, int]:
+    def hook_held_bytes(self) -> dict[int, int]:
         """Return the bytes held now on the compute device: every open context's constructor
         tensors (padded as ggml allocates them) and the compute buffers of its cached graphs."""
         held = {-1: 0, self.device_index: 0}
         held[self.device_index] = sum(st.held_bytes() for st in list(self.states))
         return held
 
-    def host_buffer(self, t: Tensor) -> memoryview | None:
+    def hook_host_buffer(self, t: Tensor) -> memoryview | None:
         """Return a writable view of ``t``'s storage when it is in host memory (the CPU)."""
         if (
             t.op != LEAF
@@ -187,14 +187,14 @@ class GGMLBackend(Backend):
             return None
         return memoryview((ctypes.c_char * t.nbytes).from_address(data)).cast("B")
 
-    def weight_writer(self, t: Tensor) -> WeightWriter:
+    def hook_weight_writer(self, t: Tensor) -> WeightWriter:
         """Return a writer that puts pieces straight into ``t``'s storage (any device)."""
-        view = self.host_buffer(t)
+        view = self.hook_host_buffer(t)
         if view is not None:
             return HostWriter(view)
         return _TensorSetWriter(self.lib, t)
 
-    def _close(self) -> None:
+    def hook_close(self) -> None:
         self._stream.free()
 
     def __repr__(self) -> str:

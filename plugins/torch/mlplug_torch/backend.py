@@ -85,14 +85,14 @@ class TorchBackend(Backend):
         """Return self (the backend closes when the ``with`` block ends)."""
         return self
 
-    def _make_context(self, max_nodes: int) -> TorchContext:
+    def hook_make_context(self, max_nodes: int) -> TorchContext:
         return TorchContext(self, max_nodes)
 
     def devices(self) -> list[DeviceInfo]:
         """Return the host CPU and every GPU torch can use."""
         return devices()
 
-    def unsupported_reason(self, node: Tensor) -> str | None:
+    def hook_unsupported_reason(self, node: Tensor) -> str | None:
         """Say why ``node`` cannot run here: misaligned views, or quantising to a k-quant."""
         d = node.dtype
         es = _ELEMENT_SIZE.get(d)
@@ -108,7 +108,7 @@ class TorchBackend(Backend):
             return f"quantising to {d.name} (no host quantiser for k-quants)"
         return None
 
-    def gpu_devices(self) -> list[DeviceInfo]:
+    def hook_gpu_devices(self) -> list[DeviceInfo]:
         """Return the backend's compute device when it is a GPU (all layers run there)."""
         if self.device.type == "cpu":
             return []
@@ -117,7 +117,7 @@ class TorchBackend(Backend):
         gpus = [g for g in self.devices() if g.library in lib]
         return gpus[index : index + 1]
 
-    def host_buffer(self, t: Tensor) -> memoryview | None:
+    def hook_host_buffer(self, t: Tensor) -> memoryview | None:
         """Return a writable view of a CPU root tensor's storage, for zero-copy loading."""
         data = t.data
         if (
@@ -130,6 +130,6 @@ class TorchBackend(Backend):
             return None
         return memoryview(data.numpy()).cast("B")
 
-    def _close(self) -> None:
+    def hook_close(self) -> None:
         if self.compiler is not None:
             self.compiler.clear()
