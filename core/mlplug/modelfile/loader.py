@@ -1,12 +1,13 @@
 """Streaming a GGUF file's tensor data into a backend's weight tensors (spec 6.5).
 
-Data is read sequentially from one read-only file handle, straight into the tensor's host storage when the
-backend exposes it (:meth:`Backend.hook_host_buffer`: no copy besides the kernel's), otherwise
-chunk by chunk through a :class:`WeightWriter` (:meth:`Backend.hook_weight_writer`). Two tensors
-are converted on the way: ollama's raw MXFP4 (file type 4) is re-interleaved to ggml's nibble
-order, and BF16 ``*_exps.bias`` is widened to F32. Big-endian files have their non-quantised
-values byte-swapped. ``progress`` is called from the loading thread only, after every chunk,
-with a non-decreasing fraction of the file bytes that ends at exactly 1.0.
+Data is read sequentially from one read-only file handle, straight into the tensor's host
+storage when the backend exposes it (:meth:`Backend.hook_host_buffer`: no copy besides the
+kernel's), otherwise chunk by chunk through a :class:`WeightWriter`
+(:meth:`Backend.hook_weight_writer`). Two tensors are converted on the way: ollama's raw MXFP4
+(file type 4) is re-interleaved to ggml's nibble order, and BF16 ``*_exps.bias`` is widened to
+F32. Big-endian files have their non-quantised values byte-swapped. ``progress`` is called from
+the loading thread only, after every chunk, with a non-decreasing fraction of the file bytes
+that ends at exactly 1.0.
 """
 
 from __future__ import annotations
