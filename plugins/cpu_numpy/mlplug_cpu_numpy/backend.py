@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from mlplug import Backend
-from mlplug.dtypes import DType
-from mlplug.host import can_quantize
+from mlplug.plugin_api import DType, can_quantize
 
 from .context import NumpyContext
 from .device import devices

@@ -16,12 +16,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from mlplug import Backend
-from mlplug._tensorbase import LEAF
-from mlplug.dtypes import DType
-from mlplug.errors import GraphError
-from mlplug.modelfile.loader import HostWriter
-from mlplug.ops import VIEW_OPS
-from mlplug.params import BackendParams, CacheConfig, FlashAttentionType
+from mlplug.plugin_api import (
+    LEAF,
+    VIEW_OPS,
+    BackendParams,
+    CacheConfig,
+    DType,
+    FlashAttentionType,
+    GraphError,
+    HostWriter,
+)
 
 from . import _runtime as rt
 from ._lib import GGMLTensor
@@ -31,7 +35,7 @@ from .ops import KERNELS, REQUIRES
 
 if TYPE_CHECKING:
     from mlplug import Context, DeviceInfo, Tensor
-    from mlplug.modelfile.loader import WeightWriter
+    from mlplug.plugin_api import WeightWriter
 
     from ._lib import Lib
     from .context import _State

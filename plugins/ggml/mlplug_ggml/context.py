@@ -26,9 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from mlplug import Context
-from mlplug._tensorbase import LEAF
-from mlplug.dtypes import TRAITS
-from mlplug.errors import GraphError
+from mlplug.plugin_api import LEAF, TRAITS, GraphError
 
 from . import _graph
 from ._arena import LeafArena

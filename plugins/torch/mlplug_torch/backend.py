@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from mlplug import Backend
-from mlplug.dtypes import TRAITS, DType
+from mlplug.plugin_api import TRAITS, DType
 
 from . import quant
 from .compile import COMPILE_ENV, GraphCompiler, compile_backend_from_env

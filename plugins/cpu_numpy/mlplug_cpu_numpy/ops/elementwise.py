@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.dtypes import DType
+from mlplug.plugin_api import DType
 
 from ._registry import implements
 
