@@ -21,7 +21,7 @@ What is here, by job:
 from __future__ import annotations
 
 from ._tensorbase import LEAF
-from .array_context import ArrayContext
+from .array_context import ArrayContext, Preparer, Step
 from .backend import Backend, Kernel
 from .context import Context
 from .device import DeviceInfo
@@ -83,9 +83,11 @@ __all__ = [
     "NotSupportedError",
     "OpSpec",
     "OutOfRangeError",
+    "Preparer",
     "Register",
     "ShapeError",
     "StagedWriter",
+    "Step",
     "Tensor",
     "WeightWriter",
     "align_up",

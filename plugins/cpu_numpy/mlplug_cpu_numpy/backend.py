@@ -10,9 +10,13 @@ from mlplug.plugin_api import DType, can_quantize
 from .context import NumpyContext
 from .device import devices
 from .ops import KERNELS
+from .ops.elementwise import PREPARERS
 
 if TYPE_CHECKING:
     from mlplug import DeviceInfo, Tensor
+
+# The kernels import the context module, so the context's table is filled in here.
+NumpyContext.preparers = PREPARERS
 
 
 class CpuNumpyBackend(Backend):
