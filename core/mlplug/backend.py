@@ -54,7 +54,7 @@ class AttachedModel(Protocol):
 
     @property
     def used_gpus(self) -> Collection[int]:
-        """Indices into :meth:`Backend.gpu_devices` that received weights."""
+        """Indices into :meth:`Backend.hook_gpu_devices` that received weights."""
         ...
 
     def get(self, name: str) -> Tensor | None:

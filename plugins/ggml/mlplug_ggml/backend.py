@@ -68,11 +68,12 @@ class GGMLBackend(Backend):
     dtypes = frozenset(d for d in DType if d not in (DType.OTHER, DType.F64))
 
     def __init__(self, model_path: str | None, params: BackendParams | None = None) -> None:
-        """Load ggml, open a backend on the compute device, then (optionally) the model.
+        """Load ggml and open a backend on the compute device (``new_backend`` opens the model).
 
         :raises BackendLoadError: the ggml library cannot be loaded or the device initialised.
         """
-        params = params if params is not None else BackendParams()
+        super().__init__(model_path, params)
+        params = self.params
         self.lib = load_backends()
         self.device = compute_device()
         threads = params.num_threads or os.cpu_count() or 1
@@ -83,19 +84,14 @@ class GGMLBackend(Backend):
         self.is_cpu = self.device.type == "CPU"
         self.threads = threads if self._stream.supports_threads else 0
         self.flash = params.flash_attention == FlashAttentionType.ENABLED
-        #: Largest and latest compute-buffer sizes measured by :meth:`measure_graph`.
+        #: Largest and latest compute-buffer sizes measured by :meth:`hook_measure_graph`.
         self.reserved_graph_size = 0
         self.last_graph_size = 0
-        #: The ggml state of every context made (for :meth:`held_bytes`).
+        #: The ggml state of every context made (for :meth:`hook_held_bytes`).
         self.states: weakref.WeakSet[_State] = weakref.WeakSet()
         self._missing = {
             op: [fn for fn in fns if not self.lib.has(fn)] for op, fns in REQUIRES.items()
         }
-        try:
-            super().__init__(model_path, params)
-        except BaseException:
-            self._stream.free()
-            raise
 
     # -- Backend API --------------------------------------------------------------------------
     def hook_make_context(self, max_nodes: int) -> GGMLContext:

@@ -67,6 +67,7 @@ class TorchBackend(Backend):
         device: str | None = None,
         compile: bool | str | None = None,
     ) -> None:
+        super().__init__(model_path, params)
         #: The torch device every tensor of this backend lives on.
         self.device: torch.device = select_device(device)
         if compile is None:
@@ -77,7 +78,6 @@ class TorchBackend(Backend):
             backend = "inductor" if compile else None
         #: The graph compiler, or None when graphs always run eagerly.
         self.compiler: GraphCompiler | None = GraphCompiler(backend) if backend else None
-        super().__init__(model_path, params)
         if self.params.num_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(self.params.num_threads)
 
