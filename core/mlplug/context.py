@@ -45,6 +45,13 @@ class Context(ABC):
     #: graph-memory estimate (``Context.reserve``) follows it.
     reuses_scratch: ClassVar[bool] = True
 
+    #: Layer whose KV cache this context's allocations count as; -1 = inputs.
+    layer_index: int
+    #: Device whose memory this context's constructor tensors take: -1 the CPU, else an index
+    #: into ``backend.hook_gpu_devices()``. Set by ``layer(i)`` and model weight contexts; the
+    #: core reads it (graph placement, memory accounting) for every context.
+    device_index: int
+
     def __init__(self, backend: Backend, max_nodes: int) -> None:
         self.backend = backend
         self._max_nodes = max_nodes
@@ -53,10 +60,7 @@ class Context(ABC):
         self._in_graph: set[int] = set()
         self._n_ops = 0
         self._batch_size = 0
-        #: Layer whose KV cache this context's allocations count as; -1 = inputs.
         self.layer_index = -1
-        #: Device whose memory this context's constructor tensors take: -1 the CPU, else an
-        #: index into ``backend.hook_gpu_devices()``. Set by ``layer(i)`` and model weight contexts.
         self.device_index = -1
         backend._track_context(self)
 

@@ -27,7 +27,7 @@ from modelfile_fixtures import LlamaModel
 
 import mlplug as ml
 from mlplug.dtypes import DType
-from mlplug.modelfile.model import estimate_graph, node_devices
+from mlplug.graph import estimate_graph, node_devices
 
 Q = GGMLQuantizationType
 MakeLlama = Callable[..., LlamaModel]
