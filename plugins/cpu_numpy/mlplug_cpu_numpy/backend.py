@@ -24,6 +24,7 @@ class CpuNumpyBackend(Backend):
 
     name: ClassVar[str] = "cpu_numpy"
     kernels = KERNELS
+    plain_library = "numpy"
     dtypes = frozenset(d for d in DType if d not in (DType.OTHER, DType.F64))
 
     def hook_make_context(self, max_nodes: int) -> NumpyContext:

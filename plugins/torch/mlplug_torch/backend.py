@@ -57,6 +57,7 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     kernels = KERNELS
+    plain_library = "torch"
     dtypes = frozenset(d for d in DType if d not in (DType.OTHER, DType.F64))
 
     def __init__(
