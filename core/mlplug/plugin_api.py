@@ -8,13 +8,16 @@ What is here, by job:
 
 - registration: :data:`hookimpl` (the pluggy marker for ``mlplug_register_backends``) and the
   :class:`Register` callable's type;
-- the classes a backend derives from: :class:`Backend`, :class:`Context`,
+- the classes a backend derives from: :class:`Backend` (it overrides the ``hook_*`` methods
+  and declares its capabilities as class attributes; see its docstring), :class:`Context`,
   :class:`ArrayContext` (the engine of backends holding tensors as strided views of flat
-  buffers) and the :class:`Tensor` nodes kernels receive;
+  buffers, with its :data:`Preparer` / :data:`Step` table of kernels that bind their arrays once
+  per plan) and the :class:`Tensor` nodes kernels receive;
 - the op contract: the primitive op table and its derived lists, the :data:`LEAF` op name of
   constructor tensors, and the kernel-table helpers :func:`implementer` / :func:`register_kernel`;
 - the dtype table, host quantisation codecs and the numeric helpers several backends share;
-- weight writers (how the model loader hands file bytes to a backend's storage);
+- weight writers (what :meth:`Backend.hook_weight_writer` returns: how the model loader hands
+  file bytes to a backend's storage);
 - devices, parameters and the typed errors a backend raises.
 """
 
