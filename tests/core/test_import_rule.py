@@ -1,4 +1,9 @@
-"""The import rule (STYLE section 2): ``import mlplug`` and ``mlplug backends`` load no runtime.
+"""Import rules: no runtime on import, one-way core layers, one plugin interface.
+
+``import mlplug`` and ``mlplug backends`` load no runtime (STYLE section 2). The core's modules
+import only their own layer and lower ones at run time (:data:`LAYERS`; parsed with ``ast``,
+function-local imports included, ``if TYPE_CHECKING:`` imports allowed). The in-tree plugin
+packages import the core through ``mlplug`` and ``mlplug.plugin_api`` only.
 
 Each check runs in a fresh interpreter and then inspects that process: ``sys.modules`` must not
 hold ``torch`` and ``/proc/self/maps`` must not show a ggml shared library (the ggml plugin
