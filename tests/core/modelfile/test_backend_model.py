@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -52,29 +53,35 @@ def callable_or_property(name: str) -> bool:
 
 
 @pytest.fixture
-def late_devices() -> Iterator[str]:
+def late_devices() -> Iterator[type[ml.Backend]]:
     """Register a cpu_numpy backend that sets up its devices only after super().__init__."""
 
     class LateDevices(cpu_numpy.CpuNumpyBackend):  # type: ignore[misc,name-defined]
+        name = "late_devices"
+        closed: ClassVar[list[str | None]] = []
+
         def __init__(self, model_path: str | None, params: ml.BackendParams | None) -> None:
             super().__init__(model_path, params)
             self.ready = True
+
+        def hook_close(self) -> None:
+            LateDevices.closed.append(self.model_path)
 
         def devices(self) -> list[ml.DeviceInfo]:
             assert self.ready, "devices() called before the backend finished __init__"
             return list(super().devices())
 
     ml.register_backend("late_devices", LateDevices)
-    yield "late_devices"
+    yield LateDevices
     manager().unregister_backend("late_devices")
 
 
 def test_new_backend_opens_the_model_after_the_backend_is_built(
-    llama: LlamaModel, late_devices: str
+    llama: LlamaModel, late_devices: type[ml.Backend]
 ) -> None:
     """A backend may set up its devices after ``super().__init__``: the model opens later."""
     params = ml.BackendParams(alloc_memory=True)
-    with ml.new_backend(str(llama.path), params, backend=late_devices) as be:
+    with ml.new_backend(str(llama.path), params, backend=late_devices.name) as be:
         be.load()
         assert be.config().architecture() == "llama"
         assert be.get("token_embd.weight") is not None
@@ -90,10 +97,11 @@ def test_direct_construction_with_a_model_path_says_to_use_new_backend(
                 call()
 
 
-def test_a_failed_open_closes_the_backend(late_devices: str) -> None:
+def test_a_failed_open_closes_the_backend(late_devices: type[ml.Backend]) -> None:
     """A missing file raises ModelFileError from new_backend; the created backend is closed."""
     with pytest.raises(ml.ModelFileError):
-        ml.new_backend("/nonexistent/model.gguf", backend=late_devices)
+        ml.new_backend("/nonexistent/model.gguf", backend=late_devices.name)
+    assert late_devices.closed == ["/nonexistent/model.gguf"]  # type: ignore[attr-defined]
 
 
 def test_config_without_a_model_file_is_a_typed_error() -> None:
