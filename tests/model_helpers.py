@@ -17,6 +17,7 @@ import pytest
 
 import mlplug as ml
 from mlplug.dtypes import DType
+from mlplug.modelfile.model import open_model
 from mlplug.registry import manager
 
 BACKENDS: list[str] = [entry.name for entry in manager().backends()]
@@ -105,9 +106,12 @@ if CpuNumpyBackend is not None:
         ) -> None:
             self.fake_gpus = list(gpus)
             self.tracker = tracker if tracker is not None else Tracker()
-            super().__init__(None if model_path is None else str(model_path), params)
+            path = None if model_path is None else str(model_path)
+            super().__init__(path, params)
+            # Not created by a registered factory, so it opens its model file itself.
+            open_model(self, path)
 
-        def _make_context(self, max_nodes: int) -> FakeGPUContext:
+        def hook_make_context(self, max_nodes: int) -> FakeGPUContext:
             return FakeGPUContext(self, max_nodes)
 
         def devices(self) -> list[ml.DeviceInfo]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._tensorbase import LEAF
 from .context import Context
@@ -22,7 +22,14 @@ from .ops import VIEW_OPS
 if TYPE_CHECKING:
     from .tensor import Tensor
 
-__all__ = ["ArrayContext"]
+__all__ = ["ArrayContext", "Preparer", "Step"]
+
+#: One bound, ready-to-run computation of a node: called with no arguments on every compute.
+Step = Callable[[], object]
+
+#: ``preparer(ctx, node)``: bind a kernel's work for ``node`` once per plan and return the
+#: :data:`Step` that repeats it, or None to run the kernel itself for this node.
+Preparer = Callable[[Any, "Tensor"], "Step | None"]
 
 
 class ArrayContext(Context):
@@ -31,9 +38,15 @@ class ArrayContext(Context):
     #: Every op result keeps its buffer until the context closes (see Context.reuses_scratch).
     reuses_scratch = False
 
+    #: Kernel -> its :data:`Preparer`. A subclass lists the kernels that can bind their arrays
+    #: once per plan (views of storage that lives as long as the context), so repeated computes
+    #: of the same graph pay no per-node lookups. Keyed by the kernel itself, so a backend that
+    #: replaces an op's kernel never gets the old kernel's preparer. Default: none.
+    preparers: ClassVar[Mapping[Callable[..., Any], Preparer]] = {}
+
     #: (graph list, its length when planned, the (kernel, node) steps). The list itself is held
     #: so that a new list reusing a freed one's id can never pick up a stale plan.
-    _plan: tuple[Sequence[Tensor], int, list[Callable[[], object]]] | None = None
+    _plan: tuple[Sequence[Tensor], int, list[Step]] | None = None
 
     @abstractmethod
     def new_storage(self, nbytes: int, zero: bool) -> Any:
@@ -60,16 +73,15 @@ class ArrayContext(Context):
         for step in plan[2]:
             step()
 
-    def _make_plan(self, graph: Sequence[Tensor]) -> list[Callable[[], object]]:
+    def _make_plan(self, graph: Sequence[Tensor]) -> list[Step]:
         """Allocate op results and return the steps to run, in order.
 
-        A step is ``kernel(ctx, node)`` bound to its arguments, or, when the kernel has a
-        ``prepare(ctx, node)`` attribute that returns a callable, that callable: a kernel can
-        bind its arrays once there (they are views of storage that lives as long as the
-        context), so repeated computes of the same graph pay no per-node lookups.
+        A step is what the kernel's :attr:`preparers` entry returns for the node, when there is
+        one and it returns a step; else ``kernel(ctx, node)`` bound to its arguments.
         """
         kernels = self.backend.kernels
-        steps = []
+        preparers = self.preparers
+        steps: list[Step] = []
         for t in graph:
             op = t.op
             if op == LEAF or op in VIEW_OPS:
@@ -81,7 +93,7 @@ class ArrayContext(Context):
                     msg = f"{t.op}: operand {s!r} has no data (was its context closed?)"
                     raise GraphError(msg)
             kernel = kernels[op]
-            prepare = getattr(kernel, "prepare", None)
+            prepare = preparers.get(kernel)
             step = prepare(self, t) if prepare is not None else None
             steps.append(step if step is not None else functools.partial(kernel, self, t))
         return steps

@@ -45,6 +45,13 @@ class Context(ABC):
     #: graph-memory estimate (``Context.reserve``) follows it.
     reuses_scratch: ClassVar[bool] = True
 
+    #: Layer whose KV cache this context's allocations count as; -1 = inputs.
+    layer_index: int
+    #: Device whose memory this context's constructor tensors take: -1 the CPU, else an index
+    #: into ``backend.hook_gpu_devices()``. Set by ``layer(i)`` and model weight contexts; the
+    #: core reads it (graph placement, memory accounting) for every context.
+    device_index: int
+
     def __init__(self, backend: Backend, max_nodes: int) -> None:
         self.backend = backend
         self._max_nodes = max_nodes
@@ -53,12 +60,9 @@ class Context(ABC):
         self._in_graph: set[int] = set()
         self._n_ops = 0
         self._batch_size = 0
-        #: Layer whose KV cache this context's allocations count as; -1 = inputs.
         self.layer_index = -1
-        #: Device whose memory this context's constructor tensors take: -1 the CPU, else an
-        #: index into ``backend.gpu_devices()``. Set by ``layer(i)`` and model weight contexts.
         self.device_index = -1
-        backend.track_context(self)
+        backend._track_context(self)
 
     # -- backend hooks ----------------------------------------------------------------------
     @abstractmethod
@@ -121,8 +125,8 @@ class Context(ABC):
         child._n_ops = 0
         child._batch_size = 0
         child.layer_index = layer
-        child.device_index = -1 if layer < 0 else self.backend.layer_device(layer)
-        self.backend.track_context(child)
+        child.device_index = -1 if layer < 0 else self.backend._layer_device(layer)
+        self.backend._track_context(child)
         return child
 
     def input(self) -> Context:
@@ -164,7 +168,7 @@ class Context(ABC):
                 f"{dtype.name} tensor of shape {list(t.shape)} ({t.nbytes} bytes)"
             )
             raise ShapeError(msg, op="from_bytes", shapes=(t.shape,))
-        self.backend.account(self, t)
+        self.backend._account_cache(self, t)
         if self.allocates:
             try:
                 self._allocate(t, data, zero)
@@ -360,7 +364,7 @@ class Context(ABC):
         self.check_open()
         if self._batch_size > 0:
             self.backend.batch_size = self._batch_size
-        self.backend.reserve_graph(self, self._graph)
+        self.backend._reserve_graph(self, self._graph)
 
     @property
     def graph(self) -> Sequence[Tensor]:

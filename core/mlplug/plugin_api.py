@@ -8,20 +8,23 @@ What is here, by job:
 
 - registration: :data:`hookimpl` (the pluggy marker for ``mlplug_register_backends``) and the
   :class:`Register` callable's type;
-- the classes a backend derives from: :class:`Backend`, :class:`Context`,
+- the classes a backend derives from: :class:`Backend` (it overrides the ``hook_*`` methods
+  and declares its capabilities as class attributes; see its docstring), :class:`Context`,
   :class:`ArrayContext` (the engine of backends holding tensors as strided views of flat
-  buffers) and the :class:`Tensor` nodes kernels receive;
+  buffers, with its :data:`Preparer` / :data:`Step` table of kernels that bind their arrays once
+  per plan) and the :class:`Tensor` nodes kernels receive;
 - the op contract: the primitive op table and its derived lists, the :data:`LEAF` op name of
   constructor tensors, and the kernel-table helpers :func:`implementer` / :func:`register_kernel`;
 - the dtype table, host quantisation codecs and the numeric helpers several backends share;
-- weight writers (how the model loader hands file bytes to a backend's storage);
+- weight writers (what :meth:`Backend.hook_weight_writer` returns: how the model loader hands
+  file bytes to a backend's storage);
 - devices, parameters and the typed errors a backend raises.
 """
 
 from __future__ import annotations
 
 from ._tensorbase import LEAF
-from .array_context import ArrayContext
+from .array_context import ArrayContext, Preparer, Step
 from .backend import Backend, Kernel
 from .context import Context
 from .device import DeviceInfo
@@ -39,7 +42,6 @@ from .hookspecs import BackendFactory, DeviceEnumerator, Register, hookimpl
 from .host import can_quantize, cpu_device_info
 from .kernels import implementer
 from .kernels import register as register_kernel
-from .modelfile.loader import HostWriter, StagedWriter, WeightWriter
 from .numerics import (
     MROPE_MODES,
     bilinear_axis,
@@ -54,6 +56,7 @@ from .params import BackendParams, CacheConfig, FlashAttentionType
 from .quants import bf16_to_f32, dequantize, f32_to_bf16, quantize
 from .sysinfo import host_memory
 from .tensor import Tensor
+from .writers import HostWriter, StagedWriter, WeightWriter
 
 __all__ = [
     "LEAF",
@@ -83,9 +86,11 @@ __all__ = [
     "NotSupportedError",
     "OpSpec",
     "OutOfRangeError",
+    "Preparer",
     "Register",
     "ShapeError",
     "StagedWriter",
+    "Step",
     "Tensor",
     "WeightWriter",
     "align_up",

@@ -414,7 +414,7 @@ class PluginManager:
     @staticmethod
     def _create(entry: BackendEntry, model_path: str | None, params: BackendParams) -> Backend:
         try:
-            return entry.factory(model_path, params)
+            backend = entry.factory(model_path, params)
         except BackendLoadError:
             raise
         except ModelFileError:
@@ -422,6 +422,9 @@ class PluginManager:
         except Exception as exc:
             msg = f"backend {entry.name!r} could not be loaded: {_describe(exc)}"
             raise BackendLoadError(msg, backend=entry.name) from exc
+        from .modelfile.model import open_model  # opens the file and attaches it (if any)
+
+        return open_model(backend, model_path)
 
 
 def _short(exc: BaseException) -> str:

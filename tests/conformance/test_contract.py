@@ -46,7 +46,7 @@ class _ThrowawayBackend(Backend):
     name: ClassVar[str] = "throwaway"
     kernels: ClassVar[dict[str, Any]] = {}
 
-    def _make_context(self, max_nodes: int) -> _HostContext:
+    def hook_make_context(self, max_nodes: int) -> _HostContext:
         return _HostContext(self, max_nodes)
 
     def devices(self) -> list[DeviceInfo]:

@@ -230,7 +230,7 @@ def plain_library(entry: BackendEntry | None, backend: Backend | None = None) ->
     :param entry: the registry entry (its distribution's requirements are read).
     :param backend: the backend instance (its ``plain_library`` attribute wins).
     """
-    declared = getattr(type(backend), "plain_library", None) if backend is not None else None
+    declared = type(backend).plain_library if backend is not None else None
     if isinstance(declared, str) and declared in PLAIN_LIBRARIES:
         return declared
     if entry is not None and entry.distribution:

@@ -2,14 +2,15 @@
 
 ``xfails.txt`` ships inside the plugin's package (declare it as package data so installed
 plugins keep it); one in the plugin's root, beside its ``pyproject.toml``, is read too, and a
-backend may also name the file with an ``xfails_path`` attribute. Format, one entry per line::
+backend class may name the file instead with its :attr:`Backend.xfails_path` class attribute.
+Format, one entry per line::
 
     # comments and blank lines are ignored
     mulmat-q4_k-256x3x2   k-quant dot product not implemented exactly (issue 12)
     rope-f16-*            F16 rope rounds the angle too early
 
 The first field is a case id or a glob over case ids; the rest of the line is the reason.
-A backend may also define ``known_failures() -> dict[str, str]`` (id or glob -> reason).
+A backend may also override :meth:`Backend.known_failures` (id or glob -> reason).
 Known failures are strict: a declared case that passes is reported as ``xpass``, a failure.
 """
 
@@ -42,7 +43,7 @@ def parse_xfails(text: str) -> dict[str, str]:
 
 def xfails_file(backend: Backend) -> Path | None:
     """Return the ``xfails.txt`` of ``backend``'s plugin, or None if it has none."""
-    explicit = getattr(backend, "xfails_path", None)
+    explicit = backend.xfails_path
     if explicit is not None:
         path = Path(explicit)
         return path if path.is_file() else None
@@ -69,11 +70,9 @@ def declared(backend: Backend) -> dict[str, str]:
     path = xfails_file(backend)
     if path is not None:
         out.update(parse_xfails(path.read_text(encoding="utf-8")))
-    method = getattr(backend, "known_failures", None)
-    if callable(method):
-        extra = method()
-        if isinstance(extra, Mapping):
-            out.update({str(k): str(v) for k, v in extra.items()})
+    extra = backend.known_failures()
+    if isinstance(extra, Mapping):
+        out.update({str(k): str(v) for k, v in extra.items()})
     return out
 
 

@@ -1,12 +1,13 @@
 """Streaming a GGUF file's tensor data into a backend's weight tensors (spec 6.5).
 
 Data is read sequentially from one read-only file handle, straight into the tensor's host
-storage when the backend exposes it (:meth:`Backend.host_buffer`: no copy besides the kernel's),
-otherwise chunk by chunk through a :class:`WeightWriter` (:meth:`Backend.weight_writer`). Two
-tensors are converted on the way: ollama's raw MXFP4 (file type 4) is re-interleaved to ggml's
-nibble order, and BF16 ``*_exps.bias`` is widened to F32. Big-endian files have their
-non-quantised values byte-swapped. ``progress`` is called from the loading thread only, after
-every chunk, with a non-decreasing fraction of the file bytes that ends at exactly 1.0.
+storage when the backend exposes it (:meth:`Backend.hook_host_buffer`: no copy besides the
+kernel's), otherwise chunk by chunk through a :class:`WeightWriter`
+(:meth:`Backend.hook_weight_writer`). Two tensors are converted on the way: ollama's raw MXFP4
+(file type 4) is re-interleaved to ggml's nibble order, and BF16 ``*_exps.bias`` is widened to
+F32. Big-endian files have their non-quantised values byte-swapped. ``progress`` is called from
+the loading thread only, after every chunk, with a non-decreasing fraction of the file bytes
+that ends at exactly 1.0.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..dtypes import TRAITS, DType
 from ..errors import LoadCancelledError, ModelFileError
+from ..writers import HostWriter, StagedWriter, WeightWriter
 
 if TYPE_CHECKING:
     from ..backend import Backend
@@ -49,52 +51,6 @@ MXFP4_CHUNK_BYTES: Final = 8 * 17 * 1024
 """MXFP4 step: a whole number of 17-byte blocks (the reference's)."""
 
 Conversion = Literal["mxfp4_reorder", "bf16_to_f32"]
-
-
-class WeightWriter(Protocol):
-    """Writes one weight tensor's bytes in pieces; :meth:`finish` is called once at the end."""
-
-    def write(self, offset: int, data: memoryview) -> None:
-        """Write ``data`` at byte ``offset`` of the tensor's storage."""
-        ...
-
-    def finish(self) -> None:
-        """Complete the tensor (flush a staging buffer); called after the last write."""
-        ...
-
-
-class HostWriter:
-    """Writes into a writable host view of the tensor's storage (numpy-like backends)."""
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-
-    def write(self, offset: int, data: memoryview) -> None:
-        """Copy ``data`` into the storage at ``offset``."""
-        self._view[offset : offset + len(data)] = data
-
-    def finish(self) -> None:
-        """Nothing to do: the data is already in place."""
-
-
-class StagedWriter:
-    """Collects the whole tensor in host memory, then hands it over with ``Tensor.from_bytes``.
-
-    The fallback for backends that expose neither host storage nor partial writes.
-    """
-
-    def __init__(self, t: Tensor) -> None:
-        self._t = t
-        self._stage = bytearray(t.nbytes)
-
-    def write(self, offset: int, data: memoryview) -> None:
-        """Copy ``data`` into the staging buffer at ``offset``."""
-        self._stage[offset : offset + len(data)] = data
-
-    def finish(self) -> None:
-        """Write the staged bytes to the tensor and drop the staging buffer."""
-        stage, self._stage = self._stage, bytearray()
-        self._t.from_bytes(memoryview(stage))
 
 
 def mxfp4_reorder(raw: np.ndarray) -> np.ndarray:
@@ -227,7 +183,7 @@ class _Loader:
         info = job.info
         self.seek(info.file_offset)
         first = job.targets[0]
-        host = self.backend.host_buffer(first) if job.conversion is None else None
+        host = self.backend.hook_host_buffer(first) if job.conversion is None else None
         if host is not None and len(host) == info.nbytes:
             self._load_direct(job, host)
         else:
@@ -245,7 +201,7 @@ class _Loader:
                 np.frombuffer(piece, dtype=f"u{job.swap}").byteswap(inplace=True)
             self.progress.advance(len(piece))
         for t in job.targets[1:]:
-            writer = self.backend.weight_writer(t)
+            writer = self.backend.hook_weight_writer(t)
             writer.write(0, host)
             writer.finish()
 
@@ -255,7 +211,7 @@ class _Loader:
         total = job.info.nbytes
         chunk = MXFP4_CHUNK_BYTES if job.conversion == "mxfp4_reorder" else CONVERT_CHUNK_BYTES
         buf = memoryview(bytearray(min(chunk, total)))
-        writers = [self.backend.weight_writer(t) for t in job.targets]
+        writers = [self.backend.hook_weight_writer(t) for t in job.targets]
         for off in range(0, total, chunk):
             self.check_cancel()
             n = min(chunk, total - off)

@@ -14,11 +14,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
-from .._tensorbase import LEAF
+from ..backend import Backend as _Backend
 from ..dtypes import align_up
 from ..errors import ErrNoMem, GraphError, ModelFileError
+from ..graph import estimate_graph, node_devices, result_owners
 from ..memory import BackendMemory, DeviceMemory
 from .config import Config
 from .loader import FileIdentity, LoadJob, load_weights, swap_size
@@ -31,94 +32,12 @@ if TYPE_CHECKING:
     from ..device import DeviceInfo
     from ..tensor import Tensor
 
-__all__ = ["Model", "estimate_graph", "node_devices", "result_owners"]
+__all__ = ["Model", "estimate_graph", "node_devices", "open_model", "result_owners"]
 
 _log = logging.getLogger("mlplug.modelfile")
+B = TypeVar("B", bound="Backend")
 _FIRST_OPEN = threading.Event()
 _NOT_LOADABLE: Final = "cannot load model without memory allocation"
-
-
-def node_devices(graph: Sequence[Tensor]) -> dict[int, int]:
-    """Return the device each graph node runs on, keyed by ``id(node)``.
-
-    A constructor tensor is on its context's ``device_index``; a view or in-place result is where
-    its root is; any other op runs on the device of its first source that is on a GPU (its weight,
-    as the reference's scheduler places ops next to their weights), else on the CPU.
-    """
-    devices: dict[int, int] = {}
-    for t in graph:
-        if t.op == LEAF:
-            d = getattr(t.ctx, "device_index", CPU)
-        elif t.view_src is not None:
-            root = t.view_src
-            d = devices.get(id(root), getattr(root.ctx, "device_index", CPU))
-        else:
-            d = CPU
-            for s in t.src:
-                sd = devices.get(id(s), getattr(s.root.ctx, "device_index", CPU))
-                if sd != CPU:
-                    d = sd
-                    break
-        devices[id(t)] = d
-    return devices
-
-
-def result_owners(graph: Sequence[Tensor]) -> list[Tensor]:
-    """Return the op results of ``graph`` that own storage (neither constructors nor views)."""
-    return [t for t in graph if t.op != LEAF and t.view_src is None]
-
-
-def estimate_graph(
-    graph: Sequence[Tensor], size_of: Callable[[Tensor, int], int], reuses_scratch: bool
-) -> dict[int, int]:
-    """Estimate the scratch bytes per device that computing ``graph`` needs.
-
-    With ``reuses_scratch`` this is a liveness walk in execution order: a result's buffer is
-    taken when its op runs and given back after the last op reading it (directly or through a
-    view); results nobody reads (the outputs) stay to the end. The estimate is the peak of the
-    live bytes on each device. Without it every result keeps its buffer: the sum.
-
-    :param graph: nodes in execution order (leaves included).
-    :param size_of: bytes of a result's buffer on a device.
-    :param reuses_scratch: whether buffers are given back after their last use.
-    :returns: device index -> bytes (devices with results only).
-    """
-    devices = node_devices(graph)
-    owners = result_owners(graph)
-    sizes = {id(t): size_of(t, devices[id(t)]) for t in owners}
-    if not reuses_scratch:
-        total: dict[int, int] = {}
-        for t in owners:
-            d = devices[id(t)]
-            total[d] = total.get(d, 0) + sizes[id(t)]
-        return total
-    # A result's buffer lives from its op to the last op reading it or any view of it; a
-    # result (or view of it) that no op reads is an output and lives to the end.
-    end_of_graph = len(graph)
-    read_at: dict[int, int] = {}
-    for i, t in enumerate(graph):
-        for s in t.src:
-            read_at[id(s)] = i
-    last: dict[int, int] = {}
-    for i, t in enumerate(graph):
-        root = t.root
-        if id(root) in sizes:
-            end = read_at.get(id(t), end_of_graph)
-            last[id(root)] = max(last.get(id(root), i), end)
-    dying: dict[int, list[int]] = {}
-    for key, end in last.items():
-        dying.setdefault(end, []).append(key)
-    live: dict[int, int] = {}
-    peak: dict[int, int] = {}
-    for i, t in enumerate(graph):
-        key = id(t)
-        if key in sizes:
-            d = devices[key]
-            live[d] = live.get(d, 0) + sizes[key]
-            peak[d] = max(peak.get(d, 0), live[d])
-        for gone in dying.get(i, ()):
-            live[devices[gone]] -= sizes[gone]
-    return peak
 
 
 class Model:
@@ -160,6 +79,9 @@ class Model:
     def open(cls, backend: Backend, path: str | os.PathLike[str]) -> Model:
         """Open ``path`` for ``backend``: plan placement, fill memory, create the weight tensors.
 
+        The model is attached to the backend (``Backend._attach_model``) before its weights are
+        created, so memory errors raised meanwhile carry its record.
+
         :raises ModelFileError: the file is missing, not GGUF, malformed, or has a tensor the
             placement rules reject (a layer index >= block_count, an uncreatable type).
         :raises ErrNoMem: a device cannot hold its weights (``alloc_memory=True`` only); the
@@ -187,7 +109,7 @@ class Model:
                 )
             infos = backend.devices()
             cpu_info = next((d for d in infos if d.library.lower() == "cpu"), None)
-            gpus = backend.gpu_devices()
+            gpus = backend.hook_gpu_devices()
             plan = plan_placement(
                 gguf.tensors,
                 config.block_count(),
@@ -195,11 +117,12 @@ class Model:
                 block_count_key=config.key("block_count"),
                 gpus=gpus,
                 gpu_layers=backend.params.gpu_layers,
-                alignment=backend.alignment(CPU),
-                gpu_alignment={g: backend.alignment(g) for g in range(len(gpus))},
+                alignment=backend.hook_alignment(CPU),
+                gpu_alignment={g: backend.hook_alignment(g) for g in range(len(gpus))},
             )
             memory = _memory_record(plan, cpu_info, gpus)
             model = cls(backend, spath, gguf, identity, plan, memory, (cpu_info, gpus))
+        backend._attach_model(model)
         model._create_weights()
         return model
 
@@ -211,7 +134,7 @@ class Model:
             self._check_fits(by_device)
         try:
             for device, planned in by_device.items():
-                ctx = self.backend.weights_context(device, len(planned))
+                ctx = self.backend.hook_weights_context(device, len(planned))
                 ctx.device_index = device
                 self._contexts.append(ctx)
                 for p in planned:
@@ -219,7 +142,7 @@ class Model:
                     t.name = p.name
                     self._by_name[p.name] = t
                     self._by_created.setdefault(p.name, []).append(t)
-                self.backend.commit_weights(ctx)
+                self.backend.hook_commit_weights(ctx)
         except MemoryError as exc:
             self.close()
             raise ErrNoMem(self.memory_copy()) from exc
@@ -245,6 +168,11 @@ class Model:
                 raise ErrNoMem(self.memory_copy())
 
     # -- queries -------------------------------------------------------------------------------
+    @property
+    def used_gpus(self) -> list[int]:
+        """Indices into the backend's GPUs that received weights."""
+        return self.plan.used_gpus
+
     def device_memory(self, device: int) -> DeviceMemory:
         """Return the memory entry of ``device`` (``-1``: the CPU)."""
         return self.memory.cpu if device == CPU else self.memory.gpus[device]
@@ -271,24 +199,24 @@ class Model:
         if not 0 <= layer < self.block_count:
             return
         device = self.plan.layer_devices[layer]
-        size = align_up(t.nbytes, self.backend.alignment(device))
+        size = align_up(t.nbytes, self.backend.hook_alignment(device))
         with self._lock:
             self.device_memory(device).cache[layer] += size
 
     def reserve_graph(self, ctx: Context, graph: Sequence[Tensor]) -> None:
         """Record the scratch memory ``graph`` needs on each device (the last call wins).
 
-        Uses :meth:`Backend.measure_graph` when the backend measures it, else
+        Uses :meth:`Backend.hook_measure_graph` when the backend measures it, else
         :func:`estimate_graph`.
 
         :raises ErrNoMem: with ``alloc_memory=True``, a device's graph exceeds its free memory.
         """
         backend = self.backend
-        sizes = backend.measure_graph(ctx, graph)
+        sizes = backend.hook_measure_graph(ctx, graph)
         if sizes is None:
             sizes = estimate_graph(
                 graph,
-                lambda t, d: align_up(t.nbytes, backend.alignment(d)),
+                lambda t, d: align_up(t.nbytes, backend.hook_alignment(d)),
                 type(ctx).reuses_scratch,
             )
         with self._lock:
@@ -363,6 +291,29 @@ class Model:
         self._by_created = {}
         for ctx in contexts:
             ctx.close()
+
+
+def open_model(backend: B, model_path: str | os.PathLike[str] | None) -> B:
+    """Open ``model_path`` for a freshly created ``backend`` and attach it; return the backend.
+
+    :func:`mlplug.new_backend` calls this on what the plugin's factory returned. With no path
+    it does nothing (also for an object that is not a :class:`~mlplug.Backend`, such as a test
+    double). If opening fails the backend is closed and the error propagates.
+
+    :raises ModelFileError: the model file is missing or malformed.
+    :raises ErrNoMem: a device cannot hold its weights (``alloc_memory=True``).
+    """
+    if model_path is None or not isinstance(backend, _Backend):
+        return backend
+    try:
+        Model.open(backend, model_path)
+    except BaseException:
+        try:
+            backend.close()
+        except Exception:  # the open error is the one to report
+            _log.debug("closing the backend after a failed open raised", exc_info=True)
+        raise
+    return backend
 
 
 def _memory_record(

@@ -7,9 +7,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.array_context import ArrayContext
-from mlplug.dtypes import TRAITS, DType
-from mlplug.quants import bf16_to_f32, dequantize, f32_to_bf16, quantize
+from mlplug.plugin_api import (
+    TRAITS,
+    ArrayContext,
+    DType,
+    bf16_to_f32,
+    dequantize,
+    f32_to_bf16,
+    quantize,
+)
 
 if TYPE_CHECKING:
     from mlplug import Tensor

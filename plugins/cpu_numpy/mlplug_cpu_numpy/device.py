@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlplug.host import cpu_device_info
+from mlplug.plugin_api import cpu_device_info
 
 if TYPE_CHECKING:
-    from mlplug.device import DeviceInfo
+    from mlplug.plugin_api import DeviceInfo
 
 
 def devices() -> list[DeviceInfo]:

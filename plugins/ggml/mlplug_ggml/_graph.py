@@ -22,10 +22,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
-from mlplug._tensorbase import LEAF
-from mlplug.dtypes import TRAITS, DType
-from mlplug.errors import GraphError, NotSupportedError, OutOfRangeError
-from mlplug.ops import VIEW_OPS
+from mlplug.plugin_api import (
+    LEAF,
+    TRAITS,
+    VIEW_OPS,
+    DType,
+    GraphError,
+    NotSupportedError,
+    OutOfRangeError,
+)
 
 from . import _lib
 from ._lib import GGMLTensor

@@ -41,8 +41,7 @@ from ctypes import (
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from mlplug.errors import BackendLoadError
-from mlplug.ops import UNARY_PRIMITIVES
+from mlplug.plugin_api import UNARY_PRIMITIVES, BackendLoadError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

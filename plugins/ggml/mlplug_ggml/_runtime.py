@@ -15,7 +15,7 @@ import ctypes
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mlplug.errors import BackendLoadError
+from mlplug.plugin_api import BackendLoadError
 
 from . import _lib
 from .device import GGMLDevice, cpu_device, load_backends

@@ -16,12 +16,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from mlplug import Backend
-from mlplug._tensorbase import LEAF
-from mlplug.dtypes import DType
-from mlplug.errors import GraphError
-from mlplug.modelfile.loader import HostWriter
-from mlplug.ops import VIEW_OPS
-from mlplug.params import BackendParams, CacheConfig, FlashAttentionType
+from mlplug.plugin_api import (
+    LEAF,
+    VIEW_OPS,
+    BackendParams,
+    CacheConfig,
+    DType,
+    FlashAttentionType,
+    GraphError,
+    HostWriter,
+)
 
 from . import _runtime as rt
 from ._lib import GGMLTensor
@@ -31,7 +35,7 @@ from .ops import KERNELS, REQUIRES
 
 if TYPE_CHECKING:
     from mlplug import Context, DeviceInfo, Tensor
-    from mlplug.modelfile.loader import WeightWriter
+    from mlplug.plugin_api import WeightWriter
 
     from ._lib import Lib
     from .context import _State
@@ -64,11 +68,12 @@ class GGMLBackend(Backend):
     dtypes = frozenset(d for d in DType if d not in (DType.OTHER, DType.F64))
 
     def __init__(self, model_path: str | None, params: BackendParams | None = None) -> None:
-        """Load ggml, open a backend on the compute device, then (optionally) the model.
+        """Load ggml and open a backend on the compute device (``new_backend`` opens the model).
 
         :raises BackendLoadError: the ggml library cannot be loaded or the device initialised.
         """
-        params = params if params is not None else BackendParams()
+        super().__init__(model_path, params)
+        params = self.params
         self.lib = load_backends()
         self.device = compute_device()
         threads = params.num_threads or os.cpu_count() or 1
@@ -79,22 +84,17 @@ class GGMLBackend(Backend):
         self.is_cpu = self.device.type == "CPU"
         self.threads = threads if self._stream.supports_threads else 0
         self.flash = params.flash_attention == FlashAttentionType.ENABLED
-        #: Largest and latest compute-buffer sizes measured by :meth:`measure_graph`.
+        #: Largest and latest compute-buffer sizes measured by :meth:`hook_measure_graph`.
         self.reserved_graph_size = 0
         self.last_graph_size = 0
-        #: The ggml state of every context made (for :meth:`held_bytes`).
+        #: The ggml state of every context made (for :meth:`hook_held_bytes`).
         self.states: weakref.WeakSet[_State] = weakref.WeakSet()
         self._missing = {
             op: [fn for fn in fns if not self.lib.has(fn)] for op, fns in REQUIRES.items()
         }
-        try:
-            super().__init__(model_path, params)
-        except BaseException:
-            self._stream.free()
-            raise
 
     # -- Backend API --------------------------------------------------------------------------
-    def _make_context(self, max_nodes: int) -> GGMLContext:
+    def hook_make_context(self, max_nodes: int) -> GGMLContext:
         return GGMLContext(self, max_nodes)
 
     def devices(self) -> list[DeviceInfo]:
@@ -107,7 +107,7 @@ class GGMLBackend(Backend):
             return CacheConfig(cache_padding=256, permuted_v=False, mask_dtype=DType.F16)
         return CacheConfig(cache_padding=256, permuted_v=True, mask_dtype=DType.OTHER)
 
-    def unsupported_reason(self, node: Tensor) -> str | None:
+    def hook_unsupported_reason(self, node: Tensor) -> str | None:
         """Declare what this ggml backend cannot do: ops whose ggml function the build lacks,
         quantising to types that need an importance matrix, zero-element operands."""
         missing = self._missing.get(node.op)
@@ -125,7 +125,7 @@ class GGMLBackend(Backend):
                 return f"quantising to {node.dtype.name} needs an importance matrix"
         return None
 
-    def measure_graph(self, ctx: Context, graph: Sequence[Tensor]) -> dict[int, int] | None:
+    def hook_measure_graph(self, ctx: Context, graph: Sequence[Tensor]) -> dict[int, int] | None:
         """Return the compute buffer ggml's graph allocator needs for ``graph``, per device.
 
         Nothing is allocated or run (``ggml_gallocr_reserve_n_size``); on a dry run the
@@ -144,7 +144,7 @@ class GGMLBackend(Backend):
         """The compute device as the core numbers devices: -1 the CPU, else 0 (the GPU)."""
         return -1 if self.is_cpu else 0
 
-    def gpu_devices(self) -> list[DeviceInfo]:
+    def hook_gpu_devices(self) -> list[DeviceInfo]:
         """Return the GPU this backend computes on (empty when it computes on the CPU).
 
         Every tensor lives on the one compute device, so model layers are placed on it.
@@ -153,26 +153,26 @@ class GGMLBackend(Backend):
             return []
         return [to_device_info(self.device)]
 
-    def alignment(self, device: int) -> int:
+    def hook_alignment(self, device: int) -> int:
         """Return the alignment of the compute device's buffers."""
         return int(self.lib.ggml_backend_buft_get_alignment(self.buffer_type))
 
-    def allocation_size(self, t: Tensor) -> int:
+    def hook_allocation_size(self, t: Tensor) -> int:
         """Return the bytes ggml allocates for root tensor ``t`` (padding included)."""
         n = t.nbytes
         if t.handle is not None and t.op == LEAF:
             n = int(self.lib.ggml_backend_buft_get_alloc_size(self.buffer_type, t.handle))
-        align = self.alignment(-1)
+        align = self.hook_alignment(-1)
         return n + (-n % align)
 
-    def held_bytes(self) -> dict[int, int]:
+    def hook_held_bytes(self) -> dict[int, int]:
         """Return the bytes held now on the compute device: every open context's constructor
         tensors (padded as ggml allocates them) and the compute buffers of its cached graphs."""
         held = {-1: 0, self.device_index: 0}
         held[self.device_index] = sum(st.held_bytes() for st in list(self.states))
         return held
 
-    def host_buffer(self, t: Tensor) -> memoryview | None:
+    def hook_host_buffer(self, t: Tensor) -> memoryview | None:
         """Return a writable view of ``t``'s storage when it is in host memory (the CPU)."""
         if (
             t.op != LEAF
@@ -187,14 +187,14 @@ class GGMLBackend(Backend):
             return None
         return memoryview((ctypes.c_char * t.nbytes).from_address(data)).cast("B")
 
-    def weight_writer(self, t: Tensor) -> WeightWriter:
+    def hook_weight_writer(self, t: Tensor) -> WeightWriter:
         """Return a writer that puts pieces straight into ``t``'s storage (any device)."""
-        view = self.host_buffer(t)
+        view = self.hook_host_buffer(t)
         if view is not None:
             return HostWriter(view)
         return _TensorSetWriter(self.lib, t)
 
-    def _close(self) -> None:
+    def hook_close(self) -> None:
         self._stream.free()
 
     def __repr__(self) -> str:

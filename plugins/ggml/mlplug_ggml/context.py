@@ -26,9 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from mlplug import Context
-from mlplug._tensorbase import LEAF
-from mlplug.dtypes import TRAITS
-from mlplug.errors import GraphError
+from mlplug.plugin_api import LEAF, TRAITS, GraphError
 
 from . import _graph
 from ._arena import LeafArena
@@ -54,7 +52,7 @@ class _State:
     def __init__(self, backend: GGMLBackend) -> None:
         self.arena = LeafArena(backend.lib, backend.buffer_type)
         self.entries: OrderedDict[Any, _graph.Entry] = OrderedDict()
-        #: Bytes the backend accounts for the leaves (``Backend.allocation_size``).
+        #: Bytes the backend accounts for the leaves (``Backend.hook_allocation_size``).
         self.leaf_bytes = 0
 
     def held_bytes(self) -> int:
@@ -108,7 +106,7 @@ class GGMLContext(Context):
         t.handle = ptr
         arena.allocate(ptr)
         t.data = ptr
-        self._gg.leaf_bytes += self.backend.allocation_size(t)
+        self._gg.leaf_bytes += self.backend.hook_allocation_size(t)
         n = t.nbytes
         if data is not None and n:
             lib.ggml_backend_tensor_set(ptr, data, 0, n)

@@ -13,9 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from mlplug.device import DeviceInfo
-from mlplug.errors import BackendLoadError
-from mlplug.sysinfo import host_memory
+from mlplug.plugin_api import BackendLoadError, DeviceInfo, host_memory
 
 from . import _lib
 

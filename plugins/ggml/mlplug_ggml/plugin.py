@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlplug.hookspecs import hookimpl
+from mlplug.plugin_api import hookimpl
 
 if TYPE_CHECKING:
     from mlplug import Backend, BackendParams, DeviceInfo
-    from mlplug.hookspecs import Register
+    from mlplug.plugin_api import Register
 
 __all__ = ["mlplug_register_backends"]
 

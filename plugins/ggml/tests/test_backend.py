@@ -70,7 +70,7 @@ def test_backend_devices_and_threads(be: GGMLBackend) -> None:
     assert any(d.library == "cpu" for d in be.devices())
     if be.is_cpu:
         assert be.threads == 2
-        assert be.gpu_devices() == []
+        assert be.hook_gpu_devices() == []
     with new_backend(None, BackendParams(), backend="ggml") as b0:
         assert b0.threads in (0, os.cpu_count())  # type: ignore[attr-defined]
 
@@ -369,7 +369,7 @@ def test_measure_graph_without_running(be: GGMLBackend) -> None:
         a = ctx.zeros(F32, 256, 64)
         y = a.mulmat(ctx, a).softmax(ctx)
         ctx.forward(y)
-        sizes = be.measure_graph(ctx, ctx.graph)
+        sizes = be.hook_measure_graph(ctx, ctx.graph)
         assert sizes is not None
         assert sizes[be.device_index] >= 64 * 64 * 4
         assert not y.readable

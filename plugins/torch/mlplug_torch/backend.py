@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from mlplug import Backend
-from mlplug.dtypes import TRAITS, DType
+from mlplug.plugin_api import TRAITS, DType
 
 from . import quant
 from .compile import COMPILE_ENV, GraphCompiler, compile_backend_from_env
@@ -57,6 +57,7 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     kernels = KERNELS
+    plain_library = "torch"
     dtypes = frozenset(d for d in DType if d not in (DType.OTHER, DType.F64))
 
     def __init__(
@@ -67,6 +68,7 @@ class TorchBackend(Backend):
         device: str | None = None,
         compile: bool | str | None = None,
     ) -> None:
+        super().__init__(model_path, params)
         #: The torch device every tensor of this backend lives on.
         self.device: torch.device = select_device(device)
         if compile is None:
@@ -77,7 +79,6 @@ class TorchBackend(Backend):
             backend = "inductor" if compile else None
         #: The graph compiler, or None when graphs always run eagerly.
         self.compiler: GraphCompiler | None = GraphCompiler(backend) if backend else None
-        super().__init__(model_path, params)
         if self.params.num_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(self.params.num_threads)
 
@@ -85,14 +86,14 @@ class TorchBackend(Backend):
         """Return self (the backend closes when the ``with`` block ends)."""
         return self
 
-    def _make_context(self, max_nodes: int) -> TorchContext:
+    def hook_make_context(self, max_nodes: int) -> TorchContext:
         return TorchContext(self, max_nodes)
 
     def devices(self) -> list[DeviceInfo]:
         """Return the host CPU and every GPU torch can use."""
         return devices()
 
-    def unsupported_reason(self, node: Tensor) -> str | None:
+    def hook_unsupported_reason(self, node: Tensor) -> str | None:
         """Say why ``node`` cannot run here: misaligned views, or quantising to a k-quant."""
         d = node.dtype
         es = _ELEMENT_SIZE.get(d)
@@ -108,7 +109,7 @@ class TorchBackend(Backend):
             return f"quantising to {d.name} (no host quantiser for k-quants)"
         return None
 
-    def gpu_devices(self) -> list[DeviceInfo]:
+    def hook_gpu_devices(self) -> list[DeviceInfo]:
         """Return the backend's compute device when it is a GPU (all layers run there)."""
         if self.device.type == "cpu":
             return []
@@ -117,7 +118,7 @@ class TorchBackend(Backend):
         gpus = [g for g in self.devices() if g.library in lib]
         return gpus[index : index + 1]
 
-    def host_buffer(self, t: Tensor) -> memoryview | None:
+    def hook_host_buffer(self, t: Tensor) -> memoryview | None:
         """Return a writable view of a CPU root tensor's storage, for zero-copy loading."""
         data = t.data
         if (
@@ -130,6 +131,6 @@ class TorchBackend(Backend):
             return None
         return memoryview(data.numpy()).cast("B")
 
-    def _close(self) -> None:
+    def hook_close(self) -> None:
         if self.compiler is not None:
             self.compiler.clear()

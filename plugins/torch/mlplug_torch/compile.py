@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import torch
 
-from mlplug._tensorbase import LEAF
-from mlplug.ops import VIEW_OPS
+from mlplug.plugin_api import LEAF, VIEW_OPS
 
 from .context import storage_dtype
 

@@ -20,11 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlplug._tensorbase import LEAF
-from mlplug.array_context import ArrayContext
-from mlplug.dtypes import TRAITS, DType
-from mlplug.errors import GraphError, OutOfRangeError
-from mlplug.ops import VIEW_OPS
+from mlplug.plugin_api import (
+    LEAF,
+    TRAITS,
+    VIEW_OPS,
+    ArrayContext,
+    DType,
+    GraphError,
+    OutOfRangeError,
+)
 
 from . import quant
 

@@ -12,10 +12,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from mlplug.device import DeviceInfo
-from mlplug.errors import BackendLoadError
-from mlplug.host import cpu_device_info
-from mlplug.sysinfo import host_memory
+from mlplug.plugin_api import BackendLoadError, DeviceInfo, cpu_device_info, host_memory
 
 if TYPE_CHECKING:
     import torch

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlplug.hookspecs import hookimpl
+from mlplug.plugin_api import hookimpl
 
 if TYPE_CHECKING:
     from mlplug import Backend, BackendParams, DeviceInfo
-    from mlplug.hookspecs import Register
+    from mlplug.plugin_api import Register
 
 
 def _factory(model_path: str | None, params: BackendParams) -> Backend:

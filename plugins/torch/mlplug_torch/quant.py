@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mlplug import quants
-from mlplug.dtypes import TRAITS, DType
-from mlplug.host import can_quantize
+from mlplug.plugin_api import TRAITS, DType, can_quantize
 
 __all__ = ["can_quantize", "dequantize", "quantize"]
 

@@ -164,7 +164,7 @@ def test_weights_survive_a_closed_compute_context(be: TorchBackend) -> None:
 def test_host_buffer_is_zero_copy_on_cpu(ctx: TorchContext, be: TorchBackend) -> None:
     """The loader can write a CPU tensor's storage directly."""
     t = ctx.input().zeros(DType.F32, 4)
-    view = be.host_buffer(t)
+    view = be.hook_host_buffer(t)
     assert view is not None and view.nbytes == 16
     view[:4] = np.float32(3.5).tobytes()
     assert ctx.values(t).reshape(-1).tolist() == [3.5, 0, 0, 0]
@@ -180,4 +180,4 @@ def test_compute_only_backend_via_new_backend() -> None:
     """``new_backend(backend="torch")`` gives a TorchBackend computing on its device."""
     with ml.new_backend(None, backend="torch") as be:
         assert isinstance(be, TorchBackend)
-        assert be.gpu_devices() == [] or be.device.type != "cpu"
+        assert be.hook_gpu_devices() == [] or be.device.type != "cpu"

@@ -19,6 +19,7 @@ from mlplug.dtypes import DType
 from mlplug.errors import GraphError, LoadCancelledError, ModelFileError
 from mlplug.modelfile import GGUFFile
 from mlplug.modelfile.loader import CHUNK_BYTES, bf16_to_f32_bytes, mxfp4_reorder
+from mlplug.modelfile.model import open_model
 
 Q = GGMLQuantizationType
 MakeLlama = Callable[..., LlamaModel]
@@ -174,7 +175,7 @@ def test_cancel_before_load(llama: LlamaModel, backend_name: str) -> None:
     with pytest.raises(LoadCancelledError) as err:
         be.load(cancel=cancel)
     assert err.value.done == 0
-    assert be.held_bytes() == {-1: 0}
+    assert be.hook_held_bytes() == {-1: 0}
     assert be.get("token_embd.weight") is None
     with pytest.raises(GraphError, match="closed"):
         be.load()
@@ -195,7 +196,7 @@ def test_cancel_midway(make_llama: MakeLlama, backend_name: str) -> None:
         be.load(progress, cancel=cancel)
     assert len(calls) == 1 and calls[0] < 1.0
     assert 0 < err.value.done < err.value.total
-    assert be.held_bytes() == {-1: 0}
+    assert be.hook_held_bytes() == {-1: 0}
     be.close()
 
 
@@ -206,7 +207,7 @@ def test_file_changed_after_open(llama: LlamaModel, backend_name: str) -> None:
     llama.path.write_bytes(data[: len(data) - 100])
     with pytest.raises(ModelFileError, match="changed since it was opened"):
         be.load()
-    assert be.held_bytes() == {-1: 0}
+    assert be.hook_held_bytes() == {-1: 0}
 
 
 def test_file_unchanged_by_load(llama: LlamaModel, backend_name: str) -> None:
@@ -224,11 +225,12 @@ def test_staged_writer_fallback(make_llama: MakeLlama) -> None:
     cpu_numpy = pytest.importorskip("mlplug_cpu_numpy")
 
     class NoHostView(cpu_numpy.CpuNumpyBackend):  # type: ignore[misc,name-defined]
-        def host_buffer(self, t: ml.Tensor) -> memoryview | None:
+        def hook_host_buffer(self, t: ml.Tensor) -> memoryview | None:
             return None
 
     model = make_llama(type_mix=(Q.Q8_0, Q.F16), n_vocab=4096)
-    with NoHostView(str(model.path), ml.BackendParams(alloc_memory=True)) as be:
+    path = str(model.path)
+    with open_model(NoHostView(path, ml.BackendParams(alloc_memory=True)), path) as be:
         calls: list[float] = []
         be.load(calls.append)
         assert calls[-1] == 1.0 and calls == sorted(calls)

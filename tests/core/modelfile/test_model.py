@@ -170,7 +170,7 @@ def test_missing_gpu_falls_back_to_cpu(llama: LlamaModel, backend_name: str) -> 
         open_backend(llama.path, backend_name) as plain,
     ):
         assert be.backend_memory() == plain.backend_memory()
-        assert be.layer_device(0) == -1 and be.layer_device(2) == -1
+        assert be._layer_device(0) == -1 and be._layer_device(2) == -1
 
 
 # -- bad files ----------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_dry_run_allocates_nothing(make_llama: MakeLlama, backend_name: str) -> 
         with open_backend(model.path, backend_name, alloc_memory=False) as be:
             cache = build_cache(be, 512, 4096, DType.F16)  # 4 MiB per layer, measured only
             _, peak = tracemalloc.get_traced_memory()
-            assert be.held_bytes() == {-1: 0}
+            assert be.hook_held_bytes() == {-1: 0}
             t = be.get("blk.0.ffn_up.weight")
             assert t is not None and t.data is None
             mem = be.backend_memory()
@@ -243,10 +243,10 @@ def test_close_frees_everything(llama: LlamaModel, backend_name: str) -> None:
     """After close no storage is held and get() finds nothing."""
     be = open_backend(llama.path, backend_name, alloc_memory=True)
     be.load()
-    assert be.held_bytes()[-1] > 0
+    assert be.hook_held_bytes()[-1] > 0
     be.close()
     be.close()
-    assert be.held_bytes() == {-1: 0}
+    assert be.hook_held_bytes() == {-1: 0}
     assert be.get("token_embd.weight") is None
 
 
@@ -267,7 +267,7 @@ def test_fake_gpu_placement(llama: LlamaModel) -> None:
         assert mem.cpu.weights == [0, 0, 0]
         assert mem.input_weights == file_size(llama, "token_embd.weight")
         be.load()
-        held = be.held_bytes()
+        held = be.hook_held_bytes()
         assert held == {
             -1: mem.input_weights,
             0: sum(mem.gpus[0].weights),
@@ -280,9 +280,9 @@ def test_fake_gpu_placement(llama: LlamaModel) -> None:
         ctx.layer(1).empty(DType.F32, 32)
         mem = be.backend_memory()
         assert mem.gpus[0].cache == [256, 0, 0] and mem.gpus[1].cache == [0, 128, 0]
-        assert be.held_bytes()[1] == held[1] + 128
+        assert be.hook_held_bytes()[1] == held[1] + 128
         ctx.close()
-        assert be.held_bytes() == held
+        assert be.hook_held_bytes() == held
 
 
 @needs_cpu_numpy
@@ -335,7 +335,7 @@ def test_err_no_mem_for_cache(llama: LlamaModel) -> None:
         with pytest.raises(ErrNoMem) as err:
             ctx.zeros(DType.F32, 100, 10)
         assert err.value.backend_memory.gpus[0].cache == [0, 4096 + 4000, 0]
-        assert be.held_bytes()[0] == need + 4096
+        assert be.hook_held_bytes()[0] == need + 4096
         ctx.close()
 
 
@@ -345,7 +345,7 @@ def test_open_error_closes_backend(tmp_path: Path) -> None:
     closed: list[bool] = []
 
     class Probe(FakeGPUBackend):  # type: ignore[misc,valid-type]
-        def _close(self) -> None:
+        def hook_close(self) -> None:
             closed.append(True)
 
     with pytest.raises(ModelFileError):

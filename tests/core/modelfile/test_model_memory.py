@@ -27,7 +27,7 @@ from modelfile_fixtures import LlamaModel
 
 import mlplug as ml
 from mlplug.dtypes import DType
-from mlplug.modelfile.model import estimate_graph, node_devices
+from mlplug.graph import estimate_graph, node_devices
 
 Q = GGMLQuantizationType
 MakeLlama = Callable[..., LlamaModel]
@@ -82,26 +82,26 @@ def compare(make: BackendMaker, model: LlamaModel, **params: Any) -> dict[str, A
         fwd = build_forward(dry, cache, N_TOKENS, n_vocab)
         fwd.ctx.reserve()
         estimate = dry.backend_memory()
-        assert dry.held_bytes() == {-1: 0}
+        assert dry.hook_held_bytes() == {-1: 0}
         fwd.close()
         cache.close()
     n_gpus = len(estimate.gpus)
     devices = [-1, *range(n_gpus)]
     with make(alloc_memory=True, **params) as real:
         real.load()
-        weights = real.held_bytes()
+        weights = real.hook_held_bytes()
         cache = build_cache(real, n_embd_kv, CTX_LEN, DType.F16)
-        with_cache = real.held_bytes()
+        with_cache = real.hook_held_bytes()
         fwd = build_forward(real, cache, N_TOKENS, n_vocab)
         fwd.ctx.reserve()
         assert real.backend_memory() == estimate  # a real backend records the same
-        before = real.held_bytes()
+        before = real.hook_held_bytes()
         fwd.ctx.compute(fwd.out)
-        after = real.held_bytes()
+        after = real.hook_held_bytes()
         logits = fwd.out.floats()
         assert logits is not None and logits.shape == (n_vocab * N_TOKENS,)
         assert np.all(np.isfinite(logits))
-        graph_visible = type(real).held_bytes is not ml.Backend.held_bytes or any(
+        graph_visible = type(real).hook_held_bytes is not ml.Backend.hook_held_bytes or any(
             t.data is not None for t in fwd.ctx.graph if t.op != "leaf" and t.view_src is None
         )
         fwd.close()
@@ -117,8 +117,9 @@ def compare(make: BackendMaker, model: LlamaModel, **params: Any) -> dict[str, A
         assert within(got_c, est_c, 0.01), (entry.name, "cache", est_c, got_c)
         if not graph_visible:
             pytest.xfail(
-                "graph memory is invisible to the default held_bytes (op results own no "
-                "`data`): the backend must override Backend.held_bytes (and measure_graph)"
+                "graph memory is invisible to the default hook_held_bytes (op results own no "
+                "`data`): the backend must override Backend.hook_held_bytes "
+                "(and hook_measure_graph)"
             )
         assert within(got_g, est_g, 0.10), (entry.name, "graph", est_g, got_g)
     assert sum(device_weights(estimate, d) for d in devices) > 0

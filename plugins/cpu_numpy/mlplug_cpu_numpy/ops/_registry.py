@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mlplug.kernels import implementer
+from mlplug.plugin_api import implementer
 
 #: Primitive op name -> ``kernel(ctx, node)``.
 KERNELS: dict[str, Callable[..., Any]] = {}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.dtypes import DType
+from mlplug.plugin_api import DType
 
 from ._registry import implements
 
@@ -29,6 +29,12 @@ def tile_to(b: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if all(r == 1 or m == 1 for r, m in zip(reps, b.shape)):
         return b
     return np.tile(b, reps)
+
+
+#: Kernel -> preparer binding its F32 arrays once per plan (``NumpyContext.preparers``).
+PREPARERS: dict[
+    Callable[..., object], Callable[[NumpyContext, Tensor], Callable[[], object] | None]
+] = {}
 
 
 def _binary(ufunc: np.ufunc) -> Callable[[NumpyContext, Tensor], None]:
@@ -52,7 +58,7 @@ def _binary(ufunc: np.ufunc) -> Callable[[NumpyContext, Tensor], None]:
             return None
         return functools.partial(ufunc, av, bv, out=ctx.arr(t))
 
-    kernel.prepare = prepare  # type: ignore[attr-defined]
+    PREPARERS[kernel] = prepare
     return kernel
 
 
@@ -199,7 +205,7 @@ def _prepare_scale(ctx: NumpyContext, t: Tensor) -> Callable[[], object]:
     return functools.partial(np.multiply, ctx.arr(t.src[0]), F32(t.params[0]), out=ctx.arr(t))
 
 
-scale.prepare = _prepare_scale  # type: ignore[attr-defined]
+PREPARERS[scale] = _prepare_scale
 
 
 @implements("clamp")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.dtypes import TRAITS, DType
+from mlplug.plugin_api import TRAITS, DType
 
 from ..context import _UNIT
 from ._registry import implements
@@ -64,7 +64,7 @@ def get_rows(ctx: NumpyContext, t: Tensor) -> None:
     if table.dtype == DType.I32:
         ctx.arr(t)[...] = rows
     elif table.dtype.is_quantized or table.dtype == DType.BF16:
-        from mlplug.quants import dequantize
+        from mlplug.plugin_api import dequantize
 
         ctx.arr(t)[...] = dequantize(rows, table.dtype).reshape(ctx.arr(t).shape)
     else:
@@ -87,7 +87,7 @@ def set_rows(ctx: NumpyContext, t: Tensor) -> None:
     elif dst.dtype == DType.F16:
         d[kk, jj, rows] = s.astype(np.float16)
     else:
-        from mlplug.quants import quantize
+        from mlplug.plugin_api import quantize
 
         q = quantize(s, dst.dtype)
         d[kk, jj, rows] = q.view(_UNIT[dst.dtype]).reshape(*s.shape[:3], -1)

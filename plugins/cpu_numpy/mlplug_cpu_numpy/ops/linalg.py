@@ -6,9 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.dtypes import DType
-from mlplug.errors import OutOfRangeError
-from mlplug.quants import dequantize, quantize
+from mlplug.plugin_api import DType, OutOfRangeError, dequantize, quantize
 
 from ._registry import implements
 

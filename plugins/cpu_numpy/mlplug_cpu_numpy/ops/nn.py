@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.dtypes import DType
-from mlplug.numerics import (
+from mlplug.plugin_api import (
     MROPE_MODES,
+    DType,
     bilinear_axis,
     nearest_index,
     rope_n_pairs,

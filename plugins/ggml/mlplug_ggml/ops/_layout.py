@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlplug.dtypes import TRAITS
+from mlplug.plugin_api import TRAITS
 
 from ._registry import Builder
 

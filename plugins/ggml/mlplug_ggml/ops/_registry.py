@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from mlplug.kernels import register
+from mlplug.plugin_api import register_kernel as register
 
 if TYPE_CHECKING:
     from mlplug import Tensor

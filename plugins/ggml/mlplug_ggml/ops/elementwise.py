@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mlplug.errors import NotSupportedError
-from mlplug.ops import UNARY_PRIMITIVES
+from mlplug.plugin_api import UNARY_PRIMITIVES, NotSupportedError
 
 from ._layout import packed_src
 from ._registry import Builder, implements

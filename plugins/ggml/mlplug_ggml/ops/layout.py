@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mlplug.dtypes import TRAITS, DType
+from mlplug.plugin_api import TRAITS, DType
 
 from .._lib import GGMLTensor
 from ._layout import canonical_strides, packed_src

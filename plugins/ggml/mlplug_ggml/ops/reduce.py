@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mlplug.dtypes import TRAITS, DType
+from mlplug.plugin_api import TRAITS, DType
 
 from ._registry import Builder, implements
 

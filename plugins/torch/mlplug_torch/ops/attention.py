@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from mlplug.dtypes import DType
+from mlplug.plugin_api import DType
 
 from ._registry import implements
 from .elementwise import f16_round, f32

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlplug.dtypes import DType
+from mlplug.plugin_api import DType
 
 from ._registry import implements
 

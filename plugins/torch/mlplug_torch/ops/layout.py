@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlplug.dtypes import TRAITS, DType
+from mlplug.plugin_api import TRAITS, DType
 
 from .. import quant
 from ..context import TORCH_DTYPES, geometry

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mlplug.dtypes import DType
+from mlplug.plugin_api import DType
 
 from .. import quant
 from ._registry import implements

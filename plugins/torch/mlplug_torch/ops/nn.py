@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlplug.dtypes import DType
-from mlplug.numerics import (
+from mlplug.plugin_api import (
     MROPE_MODES,
+    DType,
     bilinear_axis,
     nearest_index,
     rope_n_pairs,
