@@ -117,7 +117,10 @@ PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 #: below it; an import of a higher layer is allowed only under ``if TYPE_CHECKING:``. Each entry
 #: is a module name relative to ``mlplug`` or a package prefix ending in ``.``.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("errors", "dtypes", "numerics", "paths", "sysinfo", "quants")),
+    (
+        "foundation",
+        ("errors", "dtypes", "numerics", "paths", "sysinfo", "quants", "_child_processes"),
+    ),
     ("devices and records", ("device", "layers", "memory", "params", "runner", "host", "dump")),
     ("graph", ("_tensorbase", "graph")),
     ("ops and tensor", ("ops", "ops.", "tensor", "kernels")),
@@ -125,7 +128,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("backend base", ("backend", "writers")),
     ("model files", ("modelfile", "modelfile.")),
     ("models", ("models", "models.")),
-    ("plugin registry", ("hookspecs", "registry", "plugin_api", "")),
+    ("plugin registry", ("hookspecs", "_plugin_screen", "registry", "plugin_api", "")),
     ("conformance", ("conformance", "conformance.")),
     ("command line", ("cli", "cli.", "__main__")),
 )
