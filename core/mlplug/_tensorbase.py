@@ -17,6 +17,7 @@ import numpy as np
 
 from .dtypes import TRAITS, DType, nbytes_of
 from .errors import DTypeError, GraphError, ShapeError
+from .ops.records import NO_PARAMS, OpParams
 
 if TYPE_CHECKING:
     from .context import Context
@@ -68,7 +69,7 @@ class TensorBase:
         nb: Shape4 | None = None,
         op: str = LEAF,
         src: tuple[Tensor, ...] = (),
-        params: tuple[Any, ...] = (),
+        params: OpParams = NO_PARAMS,
         view_src: Tensor | None = None,
         view_offs: int = 0,
     ) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .._tensorbase import Shape4
 from ..dtypes import DType
 from ..errors import DTypeError, GraphError, ShapeError
+from .records import NO_PARAMS, OpParams
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -25,7 +26,7 @@ def node(
     srcs: tuple[Tensor, ...],
     dtype: DType,
     ne: Iterable[int],
-    params: tuple[Any, ...] = (),
+    params: OpParams = NO_PARAMS,
 ) -> Tensor:
     """Create a new op node with fresh contiguous storage and check the backend can run it."""
     from ..tensor import Tensor
@@ -40,7 +41,7 @@ def inplace(
     ctx: Context,
     op: str,
     srcs: tuple[Tensor, ...],
-    params: tuple[Any, ...] = (),
+    params: OpParams = NO_PARAMS,
     *,
     into: Tensor | None = None,
 ) -> Tensor:
@@ -71,7 +72,7 @@ def view(
     ne: Shape4,
     nb: Shape4,
     offs: int,
-    params: tuple[Any, ...] = (),
+    params: OpParams = NO_PARAMS,
     *,
     dtype: DType | None = None,
 ) -> Tensor:

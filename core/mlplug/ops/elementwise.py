@@ -19,6 +19,7 @@ from ._build import (
     require_same_shape,
     rows_contiguous,
 )
+from .records import ClampParams, FillParams, GluParams, ScaleParams, SwigluOaiParams
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -63,7 +64,7 @@ def _glu(kind: str, ctx: Context, t: Tensor, up: tuple[Tensor, ...]) -> Tensor:
         raise DTypeError(msg, op=op, dtypes=(t.dtype, u.dtype))
     require_same_shape(op, t, u)
     t, u = rows_contiguous(ctx, t), rows_contiguous(ctx, u)
-    return node(ctx, "glu", (t, u), t.dtype, t.ne, (kind,))
+    return node(ctx, "glu", (t, u), t.dtype, t.ne, GluParams(kind))
 
 
 class ElementwiseOps(TensorBase):
@@ -131,7 +132,7 @@ class ElementwiseOps(TensorBase):
         """
         require_dtype("scale", self, F32_ONLY)  # type: ignore[arg-type]
         t = contiguous(ctx, self)  # type: ignore[arg-type]
-        return node(ctx, "scale", (t,), t.dtype, t.ne, (float(s),))
+        return node(ctx, "scale", (t,), t.dtype, t.ne, ScaleParams(float(s)))
 
     def clamp(self, ctx: Context, min: float, max: float) -> Tensor:
         """Clamp to ``[min, max]`` in place (NaN becomes ``max``); the result aliases self.
@@ -144,7 +145,7 @@ class ElementwiseOps(TensorBase):
         """
         require_dtype("clamp", self, FLOATS)  # type: ignore[arg-type]
         t = packed_dim0(ctx, self)  # type: ignore[arg-type]
-        return inplace(ctx, "clamp", (t,), (float(min), float(max)))
+        return inplace(ctx, "clamp", (t,), ClampParams(float(min), float(max)))
 
     def fill(self, ctx: Context, value: float) -> Tensor:
         """Set every element to ``value`` in place; the result aliases self.
@@ -156,7 +157,7 @@ class ElementwiseOps(TensorBase):
         """
         require_dtype("fill", self, F32_ONLY)  # type: ignore[arg-type]
         t = contiguous(ctx, self)  # type: ignore[arg-type]
-        return inplace(ctx, "fill", (t,), (float(value),))
+        return inplace(ctx, "fill", (t,), FillParams(float(value)))
 
     # -- unary --------------------------------------------------------------------------------
     def sin(self, ctx: Context) -> Tensor:
@@ -346,4 +347,6 @@ class ElementwiseOps(TensorBase):
         require_dtype(op, up, F32_ONLY, "up")
         require_same_shape(op, self, up)  # type: ignore[arg-type]
         t, u = rows_contiguous(ctx, self), rows_contiguous(ctx, up)  # type: ignore[arg-type]
-        return node(ctx, "swiglu_oai", (t, u), t.dtype, t.ne, (float(alpha), float(limit)))
+        return node(
+            ctx, "swiglu_oai", (t, u), t.dtype, t.ne, SwigluOaiParams(float(alpha), float(limit))
+        )

@@ -8,6 +8,7 @@ from .._tensorbase import TensorBase
 from ..dtypes import DType
 from ..errors import DTypeError, NotSupportedError
 from ._build import F32_ONLY, I32_ONLY, contiguous, node, packed_dim0, require, require_dtype
+from .records import MulmatParams, TriParams
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -43,7 +44,12 @@ def mulmat(ctx: Context, t: Tensor, t2: Tensor, prec: str) -> Tensor:
         t2,
     )
     return node(
-        ctx, "mul_mat", (t, t2), DType.F32, (t.ne[1], t2.ne[1], t2.ne[2], t2.ne[3]), (prec,)
+        ctx,
+        "mulmat",
+        (t, t2),
+        DType.F32,
+        (t.ne[1], t2.ne[1], t2.ne[2], t2.ne[3]),
+        MulmatParams(prec),
     )
 
 
@@ -107,7 +113,7 @@ class LinalgOps(TensorBase):
             ids,
             x,
         )
-        return node(ctx, "mul_mat_id", (t, x, ids), DType.F32, (t.ne[1], ids.ne[0], x.ne[2], 1))
+        return node(ctx, "mulmat_id", (t, x, ids), DType.F32, (t.ne[1], ids.ne[0], x.ne[2], 1))
 
     def add_id(self, ctx: Context, t2: Tensor, ids: Tensor) -> Tensor:
         """Return ``self[i,u,t] + t2[i, ids[u,t]]`` (a per-expert bias).
@@ -160,7 +166,7 @@ class LinalgOps(TensorBase):
         if tri_type not in (0, 1, 2, 3):
             raise NotSupportedError(ctx.backend.name, "tri", f"triangle type {tri_type} (0..3)")
         t = contiguous(ctx, self)  # type: ignore[arg-type]
-        return node(ctx, "tri", (t,), t.dtype, t.ne, (int(tri_type),))
+        return node(ctx, "tri", (t,), t.dtype, t.ne, TriParams(int(tri_type)))
 
     def solve_tri(
         self, ctx: Context, b: Tensor, lower: bool, left: bool, unit_diag: bool

@@ -21,6 +21,14 @@ from ._build import (
     require_dtype,
     rows_contiguous,
 )
+from .records import (
+    AttentionParams,
+    Conv3dParams,
+    Im2colParams,
+    InterpolateParams,
+    Pool2dParams,
+    RopeParams,
+)
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -72,7 +80,12 @@ def _im2col(
     image = contiguous(ctx, image)
     k = kernel.ne[0] * kernel.ne[1] * kernel.ne[2]
     return node(
-        ctx, "im2col", (kernel, image), dtype, (k, ow, oh, image.ne[3]), (s0, s1, p0, p1, d0, d1)
+        ctx,
+        "im2col",
+        (kernel, image),
+        dtype,
+        (k, ow, oh, image.ne[3]),
+        Im2colParams(s0, s1, p0, p1, d0, d1),
     )
 
 
@@ -101,7 +114,12 @@ class NNOps(TensorBase):
         require(ow > 0 and oh > 0, "avg_pool_2d", "the window is larger than the input", t)
         t = contiguous(ctx, t)
         return node(
-            ctx, "pool_2d", (t,), DType.F32, (ow, oh, t.ne[2], t.ne[3]), ("avg", k, s, float(p))
+            ctx,
+            "pool_2d",
+            (t,),
+            DType.F32,
+            (ow, oh, t.ne[2], t.ne[3]),
+            Pool2dParams("avg", k, s, float(p)),
         )
 
     def im2col(
@@ -201,7 +219,7 @@ class NNOps(TensorBase):
             (w, x),
             DType.F32,
             (ow, oh, od, oc * n),
-            (c, s0, s1, s2, p0, p1, p2, d0, d1, d2),
+            Conv3dParams(c, s0, s1, s2, p0, p1, p2, d0, d1, d2),
         )
         return y.reshape(ctx, oc, n)
 
@@ -311,7 +329,7 @@ class NNOps(TensorBase):
         _positive("interpolate", **{f"dim{i}": d for i, d in enumerate(dims)})
         require_dtype("interpolate", t, F32_ONLY)
         t = contiguous(ctx, t)
-        return node(ctx, "interpolate", (t,), DType.F32, tuple(dims), (int(mode),))
+        return node(ctx, "interpolate", (t,), DType.F32, tuple(dims), InterpolateParams(int(mode)))
 
     def rope(
         self,
@@ -377,7 +395,7 @@ class NNOps(TensorBase):
             require_dtype(op, factors, F32_ONLY, "factors")
             require(factors.nelements >= dim // 2, op, f"factors need {dim // 2} values", factors)
             srcs += (factors,)
-        params = (
+        params = RopeParams(
             int(dim),
             int(rope_type),
             int(original_context_length or 131072),
@@ -480,11 +498,11 @@ class NNOps(TensorBase):
             srcs.append(contiguous(ctx, sinks))
         out = node(
             ctx,
-            "sdpa",
+            "scaled_dot_product_attention",
             tuple(srcs),
             DType.F32,
             (value.ne[0], h, l_q, batch),
-            (float(scale), mask is not None, sinks is not None),
+            AttentionParams(float(scale), mask is not None, sinks is not None),
         )
         if vmla is None:
             return out

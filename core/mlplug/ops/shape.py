@@ -23,6 +23,15 @@ from ._build import (
     rows_contiguous,
     view,
 )
+from .records import (
+    CastParams,
+    ConcatParams,
+    PadParams,
+    PermuteParams,
+    ReshapeParams,
+    SetParams,
+    ViewParams,
+)
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -141,7 +150,7 @@ class ShapeOps(TensorBase):
             return t.contiguous(ctx, *shape)
         ne = _target("reshape", t, shape)
         nb = contiguous_strides(t.dtype, ne)
-        return view(ctx, "reshape", t, ne, nb, 0, (ne,))
+        return view(ctx, "reshape", t, ne, nb, 0, ReshapeParams(ne))
 
     def view(self, ctx: Context, offset: int, *shape: int) -> Tensor:
         """Return a strided window on this tensor's memory.
@@ -180,7 +189,7 @@ class ShapeOps(TensorBase):
             raise ShapeError(msg, op="view", shapes=(t.shape,))
         ne4, nb4 = pad4(ne), pad4(nb)
         _check_view_bounds("view", t, ne4, nb4, offset)
-        return view(ctx, "view", t, ne4, nb4, offset, (ne4, nb4, offset))
+        return view(ctx, "view", t, ne4, nb4, offset, ViewParams(ne4, nb4, offset))
 
     def permute(self, ctx: Context, *order: int) -> Tensor:
         """Return a view where input axis ``i`` moves to output position ``order[i]``.
@@ -211,7 +220,7 @@ class ShapeOps(TensorBase):
         ne, nb = [0] * 4, [0] * 4
         for i, o in enumerate(full):
             ne[o], nb[o] = t.ne[i], t.nb[i]
-        return view(ctx, "permute", t, pad4(ne), pad4(nb), 0, (full,))
+        return view(ctx, "permute", t, pad4(ne), pad4(nb), 0, PermuteParams(full))
 
     def slice(self, ctx: Context, dim: int, low: int, high: int, step: int) -> Tensor:
         """Return indices ``low, low+step, ...`` below ``high`` of dimension ``dim``.
@@ -248,14 +257,14 @@ class ShapeOps(TensorBase):
         nb = list(t.nb)
         if dim == 0 and step > 1:
             if n == 0:
-                return view(ctx, "view", t, pad4(ne), t.nb, offs, (pad4(ne), t.nb, offs))
+                return view(ctx, "view", t, pad4(ne), t.nb, offs, ViewParams(pad4(ne), t.nb, offs))
             vne = (1, n, t.ne[1], t.ne[2] * t.ne[3])
             vnb = (t.nb[0], step * t.nb[0], t.nb[1], t.nb[2])
-            v = view(ctx, "view", t, vne, vnb, offs, (vne, vnb, offs))
+            v = view(ctx, "view", t, vne, vnb, offs, ViewParams(vne, vnb, offs))
             return v.contiguous(ctx, n, t.ne[1], t.ne[2], t.ne[3])
         nb[dim] = step * t.nb[dim]
         ne4, nb4 = pad4(ne), pad4(nb)
-        return view(ctx, "view", t, ne4, nb4, offs, (ne4, nb4, offs))
+        return view(ctx, "view", t, ne4, nb4, offs, ViewParams(ne4, nb4, offs))
 
     def chunk(self, ctx: Context, dim: int, size: int) -> list[Tensor]:
         """Split ``dim`` into views of ``size`` (the last one holds the remainder).
@@ -322,7 +331,7 @@ class ShapeOps(TensorBase):
         if t.dtype.is_quantized and not t._dim0_packed():
             msg = f"contiguous: dim 0 of a {t.dtype.name} tensor must be packed"
             raise ShapeError(msg, op="contiguous", shapes=(t.shape,))
-        return node(ctx, "cont", (t,), t.dtype, ne)
+        return node(ctx, "contiguous", (t,), t.dtype, ne)
 
     def duplicate(self, ctx: Context) -> Tensor:
         """Return a contiguous copy with the same shape and dtype.
@@ -356,7 +365,7 @@ class ShapeOps(TensorBase):
             require(t2.is_contiguous(), "copy", "a quantised destination must be contiguous", t2)
         if t.dtype.is_quantized:
             t = packed_dim0(ctx, t)
-        return inplace(ctx, "cpy", (t, t2), into=t2)
+        return inplace(ctx, "copy", (t, t2), into=t2)
 
     def cast(self, ctx: Context, dtype: DType) -> Tensor:
         """Return a contiguous copy converted to ``dtype`` (F32->I32 truncates toward zero).
@@ -373,7 +382,7 @@ class ShapeOps(TensorBase):
             block = TRAITS[dtype].block_size
             require(t.ne[0] % block == 0, "cast", f"dim 0 must be a multiple of {block}", t)
             t = packed_dim0(ctx, t)
-        return node(ctx, "cast", (t,), dtype, t.ne, (dtype,))
+        return node(ctx, "cast", (t,), dtype, t.ne, CastParams(dtype))
 
     def pad(self, ctx: Context, *shape: int) -> Tensor:
         """Append ``shape[i]`` zeros at the end of dim i (negative values crop from the end).
@@ -401,7 +410,7 @@ class ShapeOps(TensorBase):
         if min(ne) < 1:
             msg = f"pad: padding {list(p)} crops shape {list(t.shape)} to nothing"
             raise ShapeError(msg, op="pad", shapes=(t.shape,))
-        return node(ctx, "pad", (t,), t.dtype, ne, p)
+        return node(ctx, "pad", (t,), t.dtype, ne, PadParams(*p))
 
     def concat(self, ctx: Context, t2: Tensor, dim: int) -> Tensor:
         """Return ``self`` followed by ``t2`` along ``dim`` (other extents must be equal).
@@ -424,7 +433,7 @@ class ShapeOps(TensorBase):
         require(same, "concat", f"extents other than dim {dim} must be equal", t, t2)
         ne = list(t.ne)
         ne[dim] += t2.ne[dim]
-        return node(ctx, "concat", (t, t2), t.dtype, ne, (dim,))
+        return node(ctx, "concat", (t, t2), t.dtype, ne, ConcatParams(dim))
 
     def stack(self, ctx: Context, dim: int, *s: Tensor) -> Tensor:
         """Concatenate self and ``s`` along the existing ``dim`` (no new axis, as the seed).
@@ -495,7 +504,7 @@ class ShapeOps(TensorBase):
         )
         out = DType.I32 if t.dtype == DType.I32 else DType.F32
         t = packed_dim0(ctx, t)
-        return node(ctx, "get_rows", (t, ids), out, (t.ne[0], ids.ne[0], ids.ne[1], ids.ne[2]))
+        return node(ctx, "rows", (t, ids), out, (t.ne[0], ids.ne[0], ids.ne[1], ids.ne[2]))
 
     def set_rows(self, ctx: Context, src: Tensor, idxs: Tensor) -> Tensor:
         """Write row i of ``src`` to row ``idxs[i]`` of self; return self's alias.
@@ -567,7 +576,7 @@ class ShapeOps(TensorBase):
             src,
         )
         src = rows_contiguous(ctx, src)
-        return inplace(ctx, "set", (dst, src), (nb1, nb2, nb3, offset))
+        return inplace(ctx, "set_inplace", (dst, src), SetParams(nb1, nb2, nb3, offset))
 
 
 __all__ = ["ShapeOps", "contiguous", "infer_shape"]

@@ -8,6 +8,7 @@ import numpy as np
 
 from mlplug.dtypes import DType
 from mlplug.errors import OutOfRangeError
+from mlplug.plugin_api import TriParams
 from mlplug.quants import dequantize, quantize
 
 from ._registry import implements
@@ -43,7 +44,7 @@ def check_ids(ids: np.ndarray, n: int, op: str) -> None:
         raise OutOfRangeError(msg)
 
 
-@implements("mul_mat")
+@implements("mulmat")
 def mul_mat(ctx: NumpyContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
@@ -57,7 +58,7 @@ def mul_mat(ctx: NumpyContext, t: Tensor) -> None:
     np.matmul(bv, av.swapaxes(-1, -2), out=ctx.arr(t))
 
 
-@implements("mul_mat_id")
+@implements("mulmat_id")
 def mul_mat_id(ctx: NumpyContext, t: Tensor) -> None:
     """Per-token expert products."""
     a, b, ids = t.src
@@ -94,7 +95,7 @@ def diag(ctx: NumpyContext, t: Tensor) -> None:
 def tri(ctx: NumpyContext, t: Tensor) -> None:
     """Keep one triangle (column = dim 0, row = dim 1)."""
     x = ctx.values(t.src[0])
-    kind = t.params[0]
+    kind = TriParams.of(t).tri_type
     if kind in (0, 1):
         y = np.triu(x, kind)
     else:
