@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from mlplug.dtypes import DType
+from mlplug.plugin_api import AttentionParams
 
 from ._registry import implements
 from .elementwise import f16_round, f32
@@ -76,10 +77,11 @@ def _explicit(
     return torch.matmul(p.reshape(b, hkv, r * lq, lk), v).reshape(b, h, lq, v.shape[-1])
 
 
-@implements("sdpa")
+@implements("scaled_dot_product_attention")
 def sdpa(ctx: TorchContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks; ``[d_v, H, L_q, B]``."""
-    scale, has_mask, has_sinks = t.params
+    p = AttentionParams.of(t)
+    scale, has_mask, has_sinks = p.scale, p.has_mask, p.has_sinks
     q_t, k_t, v_t = t.src[:3]
     rest = list(t.src[3:])
     mask_t = rest.pop(0) if has_mask else None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from mlplug.dtypes import DType
+from mlplug.plugin_api import TriParams
 
 from .. import quant
 from ._registry import implements
@@ -50,7 +51,7 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
     return bv
 
 
-@implements("mul_mat")
+@implements("mulmat")
 def mul_mat(ctx: TorchContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
@@ -84,7 +85,7 @@ def _expert(ctx: TorchContext, a: Tensor, e: int) -> torch.Tensor:
     return raw.float()
 
 
-@implements("mul_mat_id")
+@implements("mulmat_id")
 def mul_mat_id(ctx: TorchContext, t: Tensor) -> None:
     """Per-token expert products: ``out[r,u,t] = sum_k a[k,r,ids[u,t]] b[k,u%B1,t]``.
 
@@ -135,7 +136,7 @@ def diag(ctx: TorchContext, t: Tensor) -> None:
 def tri(ctx: TorchContext, t: Tensor) -> None:
     """Keep one triangle (column = dim 0, row = dim 1)."""
     x = ctx.values(t.src[0])
-    kind = t.params[0]
+    kind = TriParams.of(t).tri_type
     out = (
         torch.triu(x, 0 if kind == 0 else 1)
         if kind in (0, 1)
