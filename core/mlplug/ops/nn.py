@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .._tensorbase import TensorBase
+from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
 from ..errors import NotSupportedError, ShapeError
 from ._build import (
@@ -105,7 +105,7 @@ class NNOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((2, 2), [2.5, 4.5, 10.5, 12.5])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         _positive("avg_pool_2d", k=k, s=s)
         require_dtype("avg_pool_2d", t, FLOATS)
         require(p >= 0, "avg_pool_2d", f"padding must be >= 0, got {p}")
@@ -137,7 +137,7 @@ class NNOps(TensorBase):
         ((4, 2, 2), [[0.0, 1.0, 3.0, 4.0], [1.0, 2.0, 4.0, 5.0],
                      [3.0, 4.0, 6.0, 7.0], [4.0, 5.0, 7.0, 8.0]])
         """
-        return _im2col(ctx, self, input, s0, s1, p0, p1, d0, d1, DType.F32, "im2col")  # type: ignore[arg-type]
+        return _im2col(ctx, as_tensor(self), input, s0, s1, p0, p1, d0, d1, DType.F32, "im2col")
 
     def conv_2d(
         self, ctx: Context, input: Tensor, s0: int, s1: int, p0: int, p1: int, d0: int, d1: int
@@ -153,7 +153,7 @@ class NNOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((2, 2), [8.0, 12.0, 20.0, 24.0])
         """
-        w: Tensor = self  # type: ignore[assignment]
+        w = as_tensor(self)
         require_dtype("conv_2d", w, FLOATS, "weight")
         col = _im2col(ctx, w, input, s0, s1, p0, p1, d0, d1, w.dtype, "conv_2d")
         k, ow, oh, n = col.ne
@@ -189,7 +189,7 @@ class NNOps(TensorBase):
 
         :raises ShapeError: when the output is not 1x1x1 or channels do not divide.
         """
-        w: Tensor = self  # type: ignore[assignment]
+        w = as_tensor(self)
         op = "conv_3d"
         _positive(op, c=c, s0=s0, s1=s1, s2=s2, d0=d0, d1=d1, d2=d2)
         require(min(p0, p1, p2) >= 0, op, "padding must be >= 0")
@@ -234,7 +234,7 @@ class NNOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((1, 2), [-2.0, -2.0])
         """
-        sx: Tensor = self  # type: ignore[assignment]
+        sx = as_tensor(self)
         op = "ssm_conv"
         require_dtype(op, sx, F32_ONLY)
         require_dtype(op, kernel, F32_ONLY, "kernel")
@@ -266,7 +266,7 @@ class NNOps(TensorBase):
         >>> y.shape, [round(v, 4) for v in y.floats().tolist()]
         ((3,), [0.6931, 1.7329, 1.7329])
         """
-        s: Tensor = self  # type: ignore[assignment]
+        s = as_tensor(self)
         op = "ssm_scan"
         for name, t in (("s", s), ("x", x), ("dt", dt), ("A", a), ("B", b), ("C", c)):
             require_dtype(op, t, F32_ONLY, name)
@@ -320,7 +320,7 @@ class NNOps(TensorBase):
         >>> near.floats().tolist(), bilinear.floats().tolist()
         ([0.0, 0.0, 10.0, 10.0], [0.0, 2.5, 7.5, 10.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if len(dims) != 4:
             msg = f"interpolate: dims must have 4 extents, got {list(dims)}"
             raise ShapeError(msg, op="interpolate", shapes=(t.shape,))
@@ -363,7 +363,7 @@ class NNOps(TensorBase):
         >>> [round(v, 4) for v in neox.floats().tolist()]
         [-1.9841, 1.9599, 2.4624, 4.0198]
         """
-        x: Tensor = self  # type: ignore[assignment]
+        x = as_tensor(self)
         op = "rope"
         if rope_type not in ROPE_MODES:
             raise NotSupportedError(ctx.backend.name, op, f"rope type {rope_type}")
@@ -439,7 +439,7 @@ class NNOps(TensorBase):
         >>> [round(v, 4) for v in ys.floats().tolist()]
         [8.7913, 10.7219]
         """
-        q: Tensor = self  # type: ignore[assignment]
+        q = as_tensor(self)
         op = "scaled_dot_product_attention"
         cfg = ctx.backend.cache_config()
         require_dtype(op, q, F32_ONLY, "query")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._tensorbase import Shape4, TensorBase, contiguous_strides
+from .._tensorbase import Shape4, TensorBase, as_tensor, contiguous_strides
 from ..dtypes import TRAITS, DType
 from ..errors import DTypeError, ShapeError
 from ._build import (
@@ -145,7 +145,7 @@ class ShapeOps(TensorBase):
             ...
         mlplug.errors.ShapeError: reshape: cannot infer dimension for [2, -1, 2, 4] ...
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if not t.is_contiguous():
             return t.contiguous(ctx, *shape)
         ne = _target("reshape", t, shape)
@@ -168,7 +168,7 @@ class ShapeOps(TensorBase):
 
         :raises ShapeError: for another number of values, or a window past the storage's end.
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         offset = as_int("view", "offset", offset)
         vals = tuple(as_int("view", "shape", v) for v in shape)
         if len(vals) not in (1, 3, 5, 7):
@@ -205,7 +205,7 @@ class ShapeOps(TensorBase):
         >>> c.to_numpy().ravel().tolist()
         [0, 6, 12, 18, 1, 7, 13, 19, 2, 8, 14, 20, 3, 9, 15, 21, 4, 10, 16, 22, 5, 11, 17, 23]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         order_ = tuple(as_int("permute", "order", o) for o in order)
         if len(order_) != len(t.shape) and len(order_) != 4:
             msg = (
@@ -220,7 +220,7 @@ class ShapeOps(TensorBase):
         ne, nb = [0] * 4, [0] * 4
         for i, o in enumerate(full):
             ne[o], nb[o] = t.ne[i], t.nb[i]
-        return view(ctx, "permute", t, pad4(ne), pad4(nb), 0, PermuteParams(full))
+        return view(ctx, "permute", t, pad4(ne), pad4(nb), 0, PermuteParams(pad4(full)))
 
     def slice(self, ctx: Context, dim: int, low: int, high: int, step: int) -> Tensor:
         """Return indices ``low, low+step, ...`` below ``high`` of dimension ``dim``.
@@ -236,7 +236,7 @@ class ShapeOps(TensorBase):
         >>> t.slice(ctx, 0, 0, 4, 3).shape, t.slice(ctx, 0, 0, 1, 3).shape
         ((1,), (0,))
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if not isinstance(dim, int) or not 0 <= dim < 4:
             msg = f"slice: invalid dimension {dim!r}"
             raise ShapeError(msg, op="slice", shapes=(t.shape,))
@@ -278,7 +278,7 @@ class ShapeOps(TensorBase):
         >>> y.floats().tolist()
         [2.0, 5.0, 8.0, 11.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         require_dim("chunk", dim)
         if size <= 0:
             msg = f"chunk: size must be positive, got {size}"
@@ -299,7 +299,7 @@ class ShapeOps(TensorBase):
         >>> y.floats().tolist()
         [4.0, 5.0, 10.0, 11.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         require_dim("chunk_sections", dim)
         out, o = [], 0
         for s in sections:
@@ -323,7 +323,7 @@ class ShapeOps(TensorBase):
         >>> y.floats().tolist()
         [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if len(shape) > 4:
             msg = f"contiguous: unsupported number of dimensions: {len(shape)}"
             raise ShapeError(msg, op="contiguous", shapes=(t.shape,))
@@ -356,7 +356,7 @@ class ShapeOps(TensorBase):
         >>> h.floats().tolist()
         [0.0, 0.0, 7.0, 8.0, 0.0, 0.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if t.nelements != t2.nelements:
             msg = f"copy: {t.nelements} elements cannot be copied into {t2.nelements}"
             raise ShapeError(msg, op="copy", shapes=(t.shape, t2.shape))
@@ -376,7 +376,7 @@ class ShapeOps(TensorBase):
         >>> i.to_numpy().tolist(), h.floats().tolist()
         ([3, -3, 1], [3.69921875, -3.69921875, 1.5])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         _check_cast("cast", t.dtype, dtype)
         if dtype.is_quantized and dtype != t.dtype:
             block = TRAITS[dtype].block_size
@@ -397,7 +397,7 @@ class ShapeOps(TensorBase):
         >>> z.shape, z.floats().tolist()
         ((2,), [1.0, 2.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if len(shape) != 4:
             msg = f"pad: expected 4 dimensions, got {len(shape)}"
             raise ShapeError(msg, op="pad", shapes=(t.shape,))
@@ -422,7 +422,7 @@ class ShapeOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((3, 2), [1.0, 2.0, 9.0, 3.0, 4.0, 9.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         require_dim("concat", dim)
         if t.dtype != t2.dtype or t.dtype.is_quantized:
             msg = (
@@ -445,7 +445,7 @@ class ShapeOps(TensorBase):
         ((6,), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
         """
         if not s:
-            return self  # type: ignore[return-value]
+            return as_tensor(self)
         return self.concat(ctx, s[0].stack(ctx, dim, *s[1:]), dim)
 
     def repeat(self, ctx: Context, dim: int, n: int) -> Tensor:
@@ -456,7 +456,7 @@ class ShapeOps(TensorBase):
         >>> y.floats().tolist()
         [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if not isinstance(dim, int) or not 0 <= dim < 4:
             msg = f"repeat: invalid dimension {dim!r}"
             raise ShapeError(msg, op="repeat", shapes=(t.shape,))
@@ -474,7 +474,7 @@ class ShapeOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((2, 4), [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         ne = tuple(as_int("repeat_4d", "dim", d) for d in (dim0, dim1, dim2, dim3))
         ok = all(d >= 1 and d % e == 0 for d, e in zip(ne, t.ne))
         require(ok, "repeat_4d", f"target {list(ne)} must be a multiple of each extent", t)
@@ -492,7 +492,7 @@ class ShapeOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((3, 2), [7.0, 8.0, 9.0, 1.0, 2.0, 3.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         require_dtype("rows", ids, I32_ONLY, "ids")
         require(ids.ne[3] == 1, "rows", "ids must have at most 3 dims", ids)
         require(
@@ -516,7 +516,7 @@ class ShapeOps(TensorBase):
         >>> y.to_numpy().tolist()
         [[0.0, 0.0, 0.0], [4.0, 5.0, 6.0], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]
         """
-        dst: Tensor = self  # type: ignore[assignment]
+        dst = as_tensor(self)
         op = "set_rows"
         require_dtype(op, src, F32_ONLY, "src")
         require_dtype(op, idxs, frozenset({DType.I32, DType.I64}), "idxs")
@@ -553,7 +553,7 @@ class ShapeOps(TensorBase):
         >>> y.to_numpy().tolist()
         [[0.0, 0.0, 0.0], [0.0, 7.0, 8.0]]
         """
-        dst: Tensor = self  # type: ignore[assignment]
+        dst = as_tensor(self)
         op = "set_inplace"
         require_dtype(op, dst, frozenset({DType.F32, DType.I32}))
         if src.dtype != dst.dtype:
