@@ -1,5 +1,4 @@
-"""Layout kernels: views, copies and casts, gather/scatter, concat, repeat, pad and the
-matrix constructors (arange, diag, tri)."""
+"""Layout kernels: views, copies and casts, gather/scatter, concat, repeat, pad and arange."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from mlplug.plugin_api import (
     PadParams,
     PermuteParams,
     SetParams,
-    TriParams,
     ViewParams,
 )
 
@@ -166,15 +164,3 @@ def arange(b: Builder, t: Tensor) -> int:
         return lib.ggml_arange(ctx, start, stop, step)  # type: ignore[no-any-return]
     i = lib.ggml_arange(ctx, 0.0, float(n), 1.0)
     return lib.ggml_scale_bias(ctx, lib.ggml_scale(ctx, i, step), 1.0, start)  # type: ignore[no-any-return]
-
-
-@implements("diag", needs=("diag",))
-def diag(b: Builder, t: Tensor) -> int:
-    """``ggml_diag(a)``."""
-    return b.lib.ggml_diag(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
-
-
-@implements("tri", needs=("tri",))
-def tri(b: Builder, t: Tensor) -> int:
-    """``ggml_tri(a, type)``."""
-    return b.lib.ggml_tri(b.ctx, b.src(t, 0), TriParams.of(t).tri_type)  # type: ignore[no-any-return]

@@ -1,10 +1,10 @@
-"""Matrix kernels: mul_mat (default and F32 precision), mul_mat_id, add_id, solve_tri."""
+"""Matrix kernels: mulmat (default and F32 precision), mulmat_id, add_id, diag, tri, solve_tri."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mlplug.plugin_api import MulmatParams
+from mlplug.plugin_api import MulmatParams, TriParams
 
 from ._registry import Builder, implements
 
@@ -40,3 +40,15 @@ def add_id(b: Builder, t: Tensor) -> int:
 def solve_tri(b: Builder, t: Tensor) -> int:
     """``ggml_solve_tri(A, B, left=True, lower=True, uni=False)``, the one variant ggml has."""
     return b.lib.ggml_solve_tri(b.ctx, b.src(t, 0), b.src(t, 1), True, True, False)  # type: ignore[no-any-return]
+
+
+@implements("diag", needs=("diag",))
+def diag(b: Builder, t: Tensor) -> int:
+    """``ggml_diag(a)``."""
+    return b.lib.ggml_diag(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
+
+
+@implements("tri", needs=("tri",))
+def tri(b: Builder, t: Tensor) -> int:
+    """``ggml_tri(a, type)``."""
+    return b.lib.ggml_tri(b.ctx, b.src(t, 0), TriParams.of(t).tri_type)  # type: ignore[no-any-return]

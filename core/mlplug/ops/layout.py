@@ -126,7 +126,7 @@ def _slice_len(low: int, high: int, step: int) -> int:
     return high - low if step == 1 else (high - low + 1) // step
 
 
-class ShapeOps(TensorBase):
+class LayoutOps(TensorBase):
     """Tensor methods that rearrange, copy or convert data."""
 
     __slots__ = ()
@@ -579,4 +579,4 @@ class ShapeOps(TensorBase):
         return inplace(ctx, "set_inplace", (dst, src), SetParams(nb1, nb2, nb3, offset))
 
 
-__all__ = ["ShapeOps", "contiguous", "infer_shape"]
+__all__ = ["LayoutOps", "contiguous", "infer_shape"]
