@@ -47,13 +47,13 @@ def cont(ctx: NumpyContext, t: Tensor) -> None:
 
 
 @implements("copy", "cast")
-def cpy(ctx: NumpyContext, t: Tensor) -> None:
+def copy(ctx: NumpyContext, t: Tensor) -> None:
     """Convert src into the node (a new tensor for cast, the destination's alias for cpy)."""
     _convert_into(ctx, t.src[0], t)
 
 
 @implements("rows")
-def get_rows(ctx: NumpyContext, t: Tensor) -> None:
+def rows(ctx: NumpyContext, t: Tensor) -> None:
     """``out[:, i, j, k] = table[:, ids[i, j, k], j, k]``."""
     table, ids = t.src
     tbl = ctx.arr(table)

@@ -45,7 +45,7 @@ def check_ids(ids: np.ndarray, n: int, op: str) -> None:
 
 
 @implements("mulmat")
-def mul_mat(ctx: NumpyContext, t: Tensor) -> None:
+def mulmat(ctx: NumpyContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
     av = ctx.values(a)
@@ -59,7 +59,7 @@ def mul_mat(ctx: NumpyContext, t: Tensor) -> None:
 
 
 @implements("mulmat_id")
-def mul_mat_id(ctx: NumpyContext, t: Tensor) -> None:
+def mulmat_id(ctx: NumpyContext, t: Tensor) -> None:
     """Per-token expert products."""
     a, b, ids = t.src
     w = ctx.values(a)[0]  # (E, R, K)

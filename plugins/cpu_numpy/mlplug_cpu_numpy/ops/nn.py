@@ -281,7 +281,7 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
 
 
 @implements("scaled_dot_product_attention")
-def sdpa(ctx: NumpyContext, t: Tensor) -> None:
+def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks."""
     p = AttentionParams.of(t)
     scale, has_mask, has_sinks = p.scale, p.has_mask, p.has_sinks

@@ -19,7 +19,7 @@ F32 = np.float32
 
 
 @implements("softmax")
-def soft_max(ctx: NumpyContext, t: Tensor) -> None:
+def softmax(ctx: NumpyContext, t: Tensor) -> None:
     """Stable softmax of each row."""
     x = ctx.values(t.src[0])
     out = ctx.arr(t)
@@ -72,7 +72,7 @@ def mean(ctx: NumpyContext, t: Tensor) -> None:
 
 
 @implements("cum_sum")
-def cumsum(ctx: NumpyContext, t: Tensor) -> None:
+def cum_sum(ctx: NumpyContext, t: Tensor) -> None:
     """Inclusive prefix sums, accumulated sequentially in float32."""
     np.cumsum(ctx.values(t.src[0]), axis=-1, dtype=F32, out=ctx.arr(t))
 

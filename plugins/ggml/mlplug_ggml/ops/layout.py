@@ -99,13 +99,13 @@ def cast(b: Builder, t: Tensor) -> int:
 
 
 @implements("copy", needs=("cpy", "cast"))
-def cpy(b: Builder, t: Tensor) -> int:
+def copy(b: Builder, t: Tensor) -> int:
     """``ggml_cpy(src, dst)``: writes into the destination's storage (a view of it)."""
     return b.lib.ggml_cpy(b.ctx, _convertible(b, t), b.src(t, 1))  # type: ignore[no-any-return]
 
 
 @implements("rows", needs=("get_rows",))
-def get_rows(b: Builder, t: Tensor) -> int:
+def rows(b: Builder, t: Tensor) -> int:
     """``ggml_get_rows(table, ids)`` (ids checked against the table before compute)."""
     return b.lib.ggml_get_rows(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
 

@@ -166,7 +166,7 @@ def rope(b: Builder, t: Tensor) -> int:
         "flash_attn_ext_set_prec",
     ),
 )
-def sdpa(b: Builder, t: Tensor) -> int:
+def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
     """Attention as the seed builds it: ``ggml_flash_attn_ext`` when flash attention is
     enabled, else ``mul_mat`` (F32) + ``soft_max_ext`` (+ sinks) + ``mul_mat`` over V
     permuted to ``[L_k, d_v, H_kv]``, then permute + cont to ``[d_v, H, L_q]``."""

@@ -18,7 +18,7 @@ _GGML_F32: Final = TRAITS[DType.F32].ggml_type
 
 
 @implements("softmax", needs=("soft_max",))
-def soft_max(b: Builder, t: Tensor) -> int:
+def softmax(b: Builder, t: Tensor) -> int:
     """``ggml_soft_max(a)``."""
     return b.lib.ggml_soft_max(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
 
@@ -54,7 +54,7 @@ def mean(b: Builder, t: Tensor) -> int:
 
 
 @implements("cum_sum", needs=("cumsum",))
-def cumsum(b: Builder, t: Tensor) -> int:
+def cum_sum(b: Builder, t: Tensor) -> int:
     """``ggml_cumsum(a)``."""
     return b.lib.ggml_cumsum(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
 

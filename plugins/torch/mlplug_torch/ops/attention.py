@@ -78,7 +78,7 @@ def _explicit(
 
 
 @implements("scaled_dot_product_attention")
-def sdpa(ctx: TorchContext, t: Tensor) -> None:
+def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks; ``[d_v, H, L_q, B]``."""
     p = AttentionParams.of(t)
     scale, has_mask, has_sinks = p.scale, p.has_mask, p.has_sinks

@@ -37,7 +37,7 @@ def cont(ctx: TorchContext, t: Tensor) -> None:
 
 
 @implements("copy", "cast")
-def cpy(ctx: TorchContext, t: Tensor) -> None:
+def copy(ctx: TorchContext, t: Tensor) -> None:
     """Convert src into the node (a new tensor for cast, the destination's alias for cpy).
 
     Element k of the source in logical order goes to element k of the destination; values
@@ -52,7 +52,7 @@ def cpy(ctx: TorchContext, t: Tensor) -> None:
 
 
 @implements("rows")
-def get_rows(ctx: TorchContext, t: Tensor) -> None:
+def rows(ctx: TorchContext, t: Tensor) -> None:
     """``out[:, i, j, k] = table[:, ids[i, j, k], j, k]`` (F32, or I32 for an I32 table)."""
     table, ids = t.src
     tbl = ctx.arr(table)

@@ -52,7 +52,7 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
 
 
 @implements("mulmat")
-def mul_mat(ctx: TorchContext, t: Tensor) -> None:
+def mulmat(ctx: TorchContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
     av = ctx.values(a)  # (A3, A2, M, K)
@@ -86,7 +86,7 @@ def _expert(ctx: TorchContext, a: Tensor, e: int) -> torch.Tensor:
 
 
 @implements("mulmat_id")
-def mul_mat_id(ctx: TorchContext, t: Tensor) -> None:
+def mulmat_id(ctx: TorchContext, t: Tensor) -> None:
     """Per-token expert products: ``out[r,u,t] = sum_k a[k,r,ids[u,t]] b[k,u%B1,t]``.
 
     Eagerly, the (token, slot) pairs are grouped by expert and each used expert runs one

@@ -25,7 +25,7 @@ _RMS_NORM = getattr(F, "rms_norm", None)
 
 
 @implements("softmax")
-def soft_max(ctx: TorchContext, t: Tensor) -> None:
+def softmax(ctx: TorchContext, t: Tensor) -> None:
     """Stable softmax of each row."""
     ctx.put(t, torch.softmax(ctx.values(t.src[0]), dim=-1))
 
@@ -72,7 +72,7 @@ def mean(ctx: TorchContext, t: Tensor) -> None:
 
 
 @implements("cum_sum")
-def cumsum(ctx: TorchContext, t: Tensor) -> None:
+def cum_sum(ctx: TorchContext, t: Tensor) -> None:
     """Inclusive prefix sums along dim 0."""
     ctx.put(t, torch.cumsum(ctx.values(t.src[0]), dim=-1))
 
