@@ -387,7 +387,8 @@ class NNOps(TensorBase):
         )
         if rope_type == 24:
             require(dim * 2 == x.ne[0], op, "vision rope needs dim == head_dim / 2", x)
-        secs = (*tuple(int(s) for s in sections), 0, 0, 0, 0)[:4]
+        s4 = (*(int(s) for s in sections), 0, 0, 0, 0)
+        secs = (s4[0], s4[1], s4[2], s4[3])
         if rope_type in _MROPE:
             require(sum(secs) > 0, op, "m-rope modes need sections")
         srcs: tuple[Tensor, ...] = (rows_contiguous(ctx, x), contiguous(ctx, positions))

@@ -274,7 +274,7 @@ class RopeParams(OpParams):
     attn_factor: float
     beta_fast: float
     beta_slow: float
-    sections: tuple[int, ...]
+    sections: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
