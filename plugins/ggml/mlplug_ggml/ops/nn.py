@@ -95,10 +95,9 @@ def ssm_scan(b: Builder, t: Tensor) -> int:
 @implements("interpolate", needs=("interpolate",))
 def interpolate(b: Builder, t: Tensor) -> int:
     """``ggml_interpolate(a, ne0, ne1, ne2, ne3, NEAREST | BILINEAR)``."""
-    ne = t.ne
-    return b.lib.ggml_interpolate(
-        b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], InterpolateParams.of(t).mode
-    )  # type: ignore[no-any-return]
+    ne, mode = t.ne, InterpolateParams.of(t).mode
+    ptr: int = b.lib.ggml_interpolate(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], mode)
+    return ptr
 
 
 @implements("rope", needs=("rope_ext", "rope_multi", "reshape_4d", "cont"))
