@@ -48,12 +48,23 @@ def as_tensor(t: TensorBase) -> Tensor:
 
     :raises GraphError: ``t`` is a bare mixin or TensorBase instance, not a Tensor.
     """
-    from .tensor import Tensor
-
-    if isinstance(t, Tensor):
+    if isinstance(t, _TENSOR_CLASS or tensor_class()):
         return t
     msg = f"{type(t).__name__} is not an mlplug.Tensor"
     raise GraphError(msg)
+
+
+_TENSOR_CLASS: type[Tensor] | None = None
+
+
+def tensor_class() -> type[Tensor]:
+    """Return :class:`mlplug.Tensor` (imported once: it is defined after this module)."""
+    global _TENSOR_CLASS
+    if _TENSOR_CLASS is None:
+        from .tensor import Tensor
+
+        _TENSOR_CLASS = Tensor
+    return _TENSOR_CLASS
 
 
 class TensorBase:

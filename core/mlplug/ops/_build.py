@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._tensorbase import Shape4, TensorBase
+from .._tensorbase import Shape4, TensorBase, tensor_class
 from ..dtypes import DType
 from ..errors import DTypeError, GraphError, ShapeError
 from .records import NO_PARAMS, OpParams
@@ -29,11 +29,10 @@ def node(
     params: OpParams = NO_PARAMS,
 ) -> Tensor:
     """Create a new op node with fresh contiguous storage and check the backend can run it."""
-    from ..tensor import Tensor
-
+    new = tensor_class()
     _check_ctx(ctx, srcs, op)
     n0, n1, n2, n3 = ne
-    t = Tensor(ctx, dtype, (n0, n1, n2, n3), op=op, src=srcs, params=params)
+    t = new(ctx, dtype, (n0, n1, n2, n3), op=op, src=srcs, params=params)
     ctx.backend.check_node(t)
     return t
 
@@ -47,11 +46,10 @@ def inplace(
     into: Tensor | None = None,
 ) -> Tensor:
     """Create a node whose result overwrites (and aliases) ``into`` (default ``srcs[0]``)."""
-    from ..tensor import Tensor
-
+    new = tensor_class()
     a = srcs[0] if into is None else into
     _check_ctx(ctx, srcs, op)
-    t = Tensor(
+    t = new(
         ctx,
         a.dtype,
         a.ne,
@@ -78,10 +76,9 @@ def view(
     dtype: DType | None = None,
 ) -> Tensor:
     """Create a view of ``a``'s storage: ``offs`` bytes past ``a``'s first element."""
-    from ..tensor import Tensor
-
+    new = tensor_class()
     _check_ctx(ctx, (a,), op)
-    t = Tensor(
+    t = new(
         ctx,
         dtype if dtype is not None else a.dtype,
         ne,
