@@ -17,12 +17,13 @@ import numpy as np
 
 from .dtypes import TRAITS, DType, nbytes_of
 from .errors import DTypeError, GraphError, ShapeError
+from .ops.records import NO_PARAMS, OpParams
 
 if TYPE_CHECKING:
     from .context import Context
     from .tensor import Tensor
 
-__all__ = ["TensorBase", "contiguous_strides"]
+__all__ = ["TensorBase", "as_tensor", "contiguous_strides"]
 
 Shape4 = tuple[int, int, int, int]
 
@@ -37,6 +38,41 @@ def contiguous_strides(dtype: DType, ne: Shape4) -> Shape4:
     nb1 = nb0 * (ne[0] // tr.block_size)
     nb2 = nb1 * ne[1]
     return (nb0, nb1, nb2, nb2 * ne[2])
+
+
+def as_tensor(t: TensorBase) -> Tensor:
+    """Return ``t`` typed as the :class:`mlplug.Tensor` it is.
+
+    The op methods live in mixins of :class:`TensorBase` that :class:`mlplug.Tensor` gathers, so
+    their ``self`` is statically a mixin; every instance is a Tensor (checked here).
+
+    :raises GraphError: ``t`` is a bare mixin or TensorBase instance, not a Tensor.
+    """
+    if isinstance(t, _TENSOR_CLASS or tensor_class()):
+        return t
+    msg = f"{type(t).__name__} is not an mlplug.Tensor"
+    raise GraphError(msg)
+
+
+_TENSOR_CLASS: type[Tensor] | None = None
+
+
+def register_tensor_class(cls: type[Tensor]) -> None:
+    """Record :class:`mlplug.Tensor`, the class every node is (called once, by mlplug.tensor).
+
+    The graph layer defines the node's data; the op methods are gathered above it, so the
+    class that unites them announces itself here instead of being imported upwards.
+    """
+    global _TENSOR_CLASS
+    _TENSOR_CLASS = cls
+
+
+def tensor_class() -> type[Tensor]:
+    """Return :class:`mlplug.Tensor` (registered by :mod:`mlplug.tensor` when imported)."""
+    if _TENSOR_CLASS is None:
+        msg = "mlplug.tensor has not been imported: import mlplug first"
+        raise GraphError(msg)
+    return _TENSOR_CLASS
 
 
 class TensorBase:
@@ -68,7 +104,7 @@ class TensorBase:
         nb: Shape4 | None = None,
         op: str = LEAF,
         src: tuple[Tensor, ...] = (),
-        params: tuple[Any, ...] = (),
+        params: OpParams = NO_PARAMS,
         view_src: Tensor | None = None,
         view_offs: int = 0,
     ) -> None:
@@ -148,7 +184,8 @@ class TensorBase:
     @property
     def root(self) -> Tensor:
         """The tensor owning this tensor's storage (itself for a root)."""
-        return self.view_src if self.view_src is not None else self  # type: ignore[return-value]
+        vs = self.view_src
+        return vs if vs is not None else as_tensor(self)
 
     def is_contiguous(self) -> bool:
         """Whether strides equal the fresh-tensor strides (size-1 dims ignored)."""
@@ -197,7 +234,7 @@ class TensorBase:
         if not self.readable or self.nelements == 0:
             return None
         self.ctx.check_open()
-        return self.ctx.read_bytes(self)  # type: ignore[arg-type]
+        return self.ctx.read_bytes(as_tensor(self))
 
     def floats(self) -> np.ndarray | None:
         """Return the data as a 1-D float32 array in ggml order, or None if not computed.
@@ -282,7 +319,7 @@ class TensorBase:
             raise ShapeError(msg, op="from_bytes", shapes=(self.shape,))
         self.ctx.check_open()
         if self.ctx.allocates:
-            self.ctx.write_bytes(self, buf.tobytes())  # type: ignore[arg-type]
+            self.ctx.write_bytes(as_tensor(self), buf.tobytes())
 
     def from_floats(self, values: Any) -> None:
         """Overwrite this tensor's storage now with float32 values (raw bit copy).
@@ -334,5 +371,5 @@ def check_shape(shape: tuple[int, ...], what: str = "shape") -> Shape4 | None:
         if d < 1:
             msg = f"invalid shape: {what} {list(shape)} has an extent < 1"
             raise ShapeError(msg, shapes=(tuple(shape),))
-    padded = tuple(int(d) for d in shape) + (1,) * (4 - len(shape))
-    return padded  # type: ignore[return-value]
+    p = (*(int(d) for d in shape), 1, 1, 1)
+    return (p[0], p[1], p[2], p[3])

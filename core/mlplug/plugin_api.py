@@ -13,7 +13,8 @@ What is here, by job:
   :class:`ArrayContext` (the engine of backends holding tensors as strided views of flat
   buffers, with its :data:`Preparer` / :data:`Step` table of kernels that bind their arrays once
   per plan) and the :class:`Tensor` nodes kernels receive;
-- the op contract: the primitive op table and its derived lists, the :data:`LEAF` op name of
+- the op contract: the primitive op table and its derived lists, the parameter records nodes
+  carry (``NormParams``, ``RopeParams``, ...; read by field name), the :data:`LEAF` op name of
   constructor tensors, and the kernel-table helpers :func:`implementer` / :func:`register_kernel`;
 - the dtype table, host quantisation codecs and the numeric helpers several backends share;
 - weight writers (what :meth:`Backend.hook_weight_writer` returns: how the model loader hands
@@ -52,6 +53,34 @@ from .numerics import (
     yarn_mix,
 )
 from .ops import PRIMITIVES, UNARY_PRIMITIVES, VIEW_OPS, WRITE_OPS, OpSpec
+from .ops.records import (
+    NO_PARAMS,
+    ArangeParams,
+    ArgsortParams,
+    AttentionParams,
+    CastParams,
+    ClampParams,
+    ConcatParams,
+    Conv3dParams,
+    FillParams,
+    GluParams,
+    Im2colParams,
+    InterpolateParams,
+    MulmatParams,
+    NoParams,
+    NormParams,
+    OpParams,
+    PadParams,
+    PermuteParams,
+    Pool2dParams,
+    ReshapeParams,
+    RopeParams,
+    ScaleParams,
+    SetParams,
+    SwigluOaiParams,
+    TriParams,
+    ViewParams,
+)
 from .params import BackendParams, CacheConfig, FlashAttentionType
 from .quants import bf16_to_f32, dequantize, f32_to_bf16, quantize
 from .sysinfo import host_memory
@@ -59,6 +88,32 @@ from .tensor import Tensor
 from .writers import HostWriter, StagedWriter, WeightWriter
 
 __all__ = [
+    "NO_PARAMS",
+    "ArangeParams",
+    "ArgsortParams",
+    "AttentionParams",
+    "CastParams",
+    "ClampParams",
+    "ConcatParams",
+    "Conv3dParams",
+    "FillParams",
+    "GluParams",
+    "Im2colParams",
+    "InterpolateParams",
+    "MulmatParams",
+    "NoParams",
+    "NormParams",
+    "OpParams",
+    "PadParams",
+    "PermuteParams",
+    "Pool2dParams",
+    "ReshapeParams",
+    "RopeParams",
+    "ScaleParams",
+    "SetParams",
+    "SwigluOaiParams",
+    "TriParams",
+    "ViewParams",
     "LEAF",
     "MROPE_MODES",
     "PRIMITIVES",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ._tensorbase import register_tensor_class
 from .ops.elementwise import ElementwiseOps
+from .ops.layout import LayoutOps
 from .ops.linalg import LinalgOps
 from .ops.nn import NNOps
 from .ops.reduce import ReduceOps
-from .ops.shape import ShapeOps
 
 if TYPE_CHECKING:
     from .context import Context
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["ScaledDotProductAttention", "Tensor"]
 
 
-class Tensor(ElementwiseOps, LinalgOps, ReduceOps, ShapeOps, NNOps):
+class Tensor(ElementwiseOps, LinalgOps, ReduceOps, LayoutOps, NNOps):
     """A tensor of at most 4 dims in ggml order (dim 0 fastest), created by a Context.
 
     Op methods record graph nodes (shape, dtype and strides are known at once); values exist
@@ -25,6 +26,9 @@ class Tensor(ElementwiseOps, LinalgOps, ReduceOps, ShapeOps, NNOps):
     """
 
     __slots__ = ()
+
+
+register_tensor_class(Tensor)
 
 
 @runtime_checkable

@@ -97,7 +97,7 @@ def test_readme_python_blocks_run(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "tiny: soft_max is not supported" in proc.stdout
+    assert "tiny: softmax is not supported" in proc.stdout
 
 
 def test_readme_mlplug_commands_parse() -> None:

@@ -26,7 +26,7 @@ MODULES = (
     "mlplug.ops.linalg",
     "mlplug.ops.nn",
     "mlplug.ops.reduce",
-    "mlplug.ops.shape",
+    "mlplug.ops.layout",
 )
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

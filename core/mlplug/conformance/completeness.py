@@ -1,5 +1,5 @@
-"""Completeness checks: every public op has cases, every primitive is exercised, and a backend's
-kernel table names only primitives.
+"""Completeness checks: every public op has cases, every primitive is exercised, a backend's
+kernel table names only primitives, and every node carries its primitive's parameter record.
 
 Public ops are ``mlplug.ops.TENSOR_METHODS``, ``Context.<name>`` for
 ``mlplug.ops.CONTEXT_CONSTRUCTORS``, and, so that a new method cannot slip through, every public
@@ -10,7 +10,7 @@ method of :class:`mlplug.Tensor` or :class:`mlplug.Context` whose return annotat
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .._tensorbase import LEAF
@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from ..tensor import Tensor
 
 __all__ = [
+    "graph_nodes",
     "graph_ops",
     "kernels_outside_primitives",
     "ops_without_cases",
+    "params_mismatches",
     "primitives_without_cases",
     "public_ops",
     "unknown_case_ops",
@@ -70,10 +72,10 @@ def unknown_case_ops(cases: Iterable[Case] | None = None) -> list[str]:
     return sorted(c.id for c in (cases if cases is not None else all_cases()) if c.op not in known)
 
 
-def graph_ops(outputs: Sequence[Tensor]) -> set[str]:
-    """Return the primitive ops of every node the ``outputs`` depend on."""
+def graph_nodes(outputs: Sequence[Tensor]) -> list[Tensor]:
+    """Return every op node (not leaves) the ``outputs`` depend on, each once."""
     seen: set[int] = set()
-    ops: set[str] = set()
+    nodes: list[Tensor] = []
     stack = list(outputs)
     while stack:
         t = stack.pop()
@@ -81,21 +83,26 @@ def graph_ops(outputs: Sequence[Tensor]) -> set[str]:
             continue
         seen.add(id(t))
         if t.op != LEAF:
-            ops.add(t.op)
+            nodes.append(t)
         stack.extend(t.src)
-    return ops
+    return nodes
 
 
-def primitives_without_cases(backend: Backend, cases: Iterable[Case] | None = None) -> list[str]:
-    """Return the primitives no case's graph uses, building every case on ``backend``.
+def graph_ops(outputs: Sequence[Tensor]) -> set[str]:
+    """Return the primitive ops of every node the ``outputs`` depend on."""
+    return {t.op for t in graph_nodes(outputs)}
 
-    Cases the backend cannot build (``NotSupportedError``) are skipped, so use a backend that
-    supports every op (``cpu_numpy``) for a meaningful answer.
+
+def _case_graphs(
+    backend: Backend, cases: Iterable[Case] | None
+) -> Iterator[tuple[Case, list[Tensor]]]:
+    """Build every case on ``backend``; yield each with its graph's nodes (context still open).
+
+    Cases the backend cannot build (``NotSupportedError``) are skipped.
     """
     from ..errors import NotSupportedError
     from .cases import all_cases
 
-    used: set[str] = set()
     for case in cases if cases is not None else all_cases():
         rng = case_rng(0, case.id)
         raw = [draw(rng, a) for a in case.args]
@@ -108,8 +115,35 @@ def primitives_without_cases(backend: Backend, cases: Iterable[Case] | None = No
                 outs = as_list(case.build(ctx, Inputs(tensors, raw)))
             except NotSupportedError:
                 continue
-            used |= graph_ops(outs)
+            yield case, graph_nodes(outs)
+
+
+def primitives_without_cases(backend: Backend, cases: Iterable[Case] | None = None) -> list[str]:
+    """Return the primitives no case's graph uses, building every case on ``backend``.
+
+    Cases the backend cannot build (``NotSupportedError``) are skipped, so use a backend that
+    supports every op (``cpu_numpy``) for a meaningful answer.
+    """
+    used: set[str] = set()
+    for _case, nodes in _case_graphs(backend, cases):
+        used |= {t.op for t in nodes}
     return sorted(set(PRIMITIVES) - used)
+
+
+def params_mismatches(backend: Backend, cases: Iterable[Case] | None = None) -> list[str]:
+    """Return, for every node of every case's graph whose op is not a primitive or whose
+    ``params`` is not its primitive's record type (the op table's ``OpSpec.params``), one line
+    naming the case, the op and the record found (must be empty)."""
+    bad: set[str] = set()
+    for case, nodes in _case_graphs(backend, cases):
+        for t in nodes:
+            spec = PRIMITIVES.get(t.op)
+            if spec is None:
+                bad.add(f"{case.id}: {t.op!r} is not a primitive")
+            elif type(t.params) is not spec.params:
+                found = type(t.params).__name__
+                bad.add(f"{case.id}: {t.op} carries {found}, not {spec.params.__name__}")
+    return sorted(bad)
 
 
 def kernels_outside_primitives(backend: Backend) -> list[str]:

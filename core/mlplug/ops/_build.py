@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._tensorbase import Shape4
+from .._tensorbase import Shape4, TensorBase, tensor_class
 from ..dtypes import DType
 from ..errors import DTypeError, GraphError, ShapeError
+from .records import NO_PARAMS, OpParams
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -25,13 +26,13 @@ def node(
     srcs: tuple[Tensor, ...],
     dtype: DType,
     ne: Iterable[int],
-    params: tuple[Any, ...] = (),
+    params: OpParams = NO_PARAMS,
 ) -> Tensor:
     """Create a new op node with fresh contiguous storage and check the backend can run it."""
-    from ..tensor import Tensor
-
+    new = tensor_class()
     _check_ctx(ctx, srcs, op)
-    t = Tensor(ctx, dtype, tuple(ne), op=op, src=srcs, params=params)  # type: ignore[arg-type]
+    n0, n1, n2, n3 = ne
+    t = new(ctx, dtype, (n0, n1, n2, n3), op=op, src=srcs, params=params)
     ctx.backend.check_node(t)
     return t
 
@@ -40,16 +41,15 @@ def inplace(
     ctx: Context,
     op: str,
     srcs: tuple[Tensor, ...],
-    params: tuple[Any, ...] = (),
+    params: OpParams = NO_PARAMS,
     *,
     into: Tensor | None = None,
 ) -> Tensor:
     """Create a node whose result overwrites (and aliases) ``into`` (default ``srcs[0]``)."""
-    from ..tensor import Tensor
-
+    new = tensor_class()
     a = srcs[0] if into is None else into
     _check_ctx(ctx, srcs, op)
-    t = Tensor(
+    t = new(
         ctx,
         a.dtype,
         a.ne,
@@ -71,15 +71,14 @@ def view(
     ne: Shape4,
     nb: Shape4,
     offs: int,
-    params: tuple[Any, ...] = (),
+    params: OpParams = NO_PARAMS,
     *,
     dtype: DType | None = None,
 ) -> Tensor:
     """Create a view of ``a``'s storage: ``offs`` bytes past ``a``'s first element."""
-    from ..tensor import Tensor
-
+    new = tensor_class()
     _check_ctx(ctx, (a,), op)
-    t = Tensor(
+    t = new(
         ctx,
         dtype if dtype is not None else a.dtype,
         ne,
@@ -110,11 +109,12 @@ def _check_ctx(ctx: Context, srcs: tuple[Tensor, ...], op: str) -> None:
 
 
 # -- validation -------------------------------------------------------------------------------
-def shape_str(t: Tensor) -> str:
+def shape_str(t: TensorBase) -> str:
+    """Return ``t``'s shape as a list literal, for messages."""
     return str(list(t.shape))
 
 
-def require_dtype(op: str, t: Tensor, allowed: frozenset[DType], what: str = "input") -> None:
+def require_dtype(op: str, t: TensorBase, allowed: frozenset[DType], what: str = "input") -> None:
     """Raise DTypeError unless ``t.dtype`` is in ``allowed``."""
     if t.dtype not in allowed:
         names = ", ".join(sorted(d.name for d in allowed))
@@ -122,7 +122,7 @@ def require_dtype(op: str, t: Tensor, allowed: frozenset[DType], what: str = "in
         raise DTypeError(msg, op=op, dtypes=(t.dtype,))
 
 
-def require(cond: bool, op: str, message: str, *shapes: Tensor) -> None:
+def require(cond: bool, op: str, message: str, *shapes: TensorBase) -> None:
     """Raise ShapeError with ``message`` (and the operands' shapes) unless ``cond``."""
     if not cond:
         detail = ", ".join(shape_str(s) for s in shapes)
@@ -130,7 +130,7 @@ def require(cond: bool, op: str, message: str, *shapes: Tensor) -> None:
         raise ShapeError(msg, op=op, shapes=tuple(s.shape for s in shapes))
 
 
-def require_repeatable(op: str, t: Tensor, t2: Tensor) -> None:
+def require_repeatable(op: str, t: TensorBase, t2: TensorBase) -> None:
     """ggml's tile rule: every extent of ``t2`` divides the matching extent of ``t``."""
     ok = all(b > 0 and a % b == 0 for a, b in zip(t.ne, t2.ne))
     if not ok:
@@ -141,7 +141,7 @@ def require_repeatable(op: str, t: Tensor, t2: Tensor) -> None:
         raise ShapeError(msg, op=op, shapes=(t.shape, t2.shape))
 
 
-def require_same_shape(op: str, t: Tensor, t2: Tensor) -> None:
+def require_same_shape(op: str, t: TensorBase, t2: TensorBase) -> None:
     """Raise ShapeError unless both tensors have the same 4-D shape."""
     if t.ne != t2.ne:
         msg = f"{op}: operands must have the same shape, got {shape_str(t)} and {shape_str(t2)}"
@@ -156,8 +156,8 @@ def require_dim(op: str, d: int) -> None:
 
 
 def pad4(values: Iterable[int]) -> Shape4:
-    v = tuple(values) + (1, 1, 1, 1)
-    return v[:4]  # type: ignore[return-value]
+    v = (*values, 1, 1, 1, 1)
+    return (v[0], v[1], v[2], v[3])
 
 
 # -- layout normalisation: make an operand meet a kernel's layout need by copying ----------

@@ -10,6 +10,7 @@ import numpy as np
 from ..dtypes import DType
 from ..errors import NotSupportedError, ShapeError
 from ._build import node
+from .records import ArangeParams
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -40,7 +41,12 @@ def arange(ctx: Context, start: float, stop: float, step: float, dtype: DType) -
             msg = f"arange: {n} values is too many"
             raise ShapeError(msg, op="arange")
         return node(
-            ctx, "arange", (), DType.F32, (n, 1, 1, 1), (float(start), float(stop), float(step))
+            ctx,
+            "arange",
+            (),
+            DType.F32,
+            (n, 1, 1, 1),
+            ArangeParams(float(start), float(stop), float(step)),
         )
     if stop <= start:
         return ctx.input().from_ints([], 0)

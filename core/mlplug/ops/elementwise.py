@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._tensorbase import TensorBase
+from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
 from ..errors import DTypeError
 from ._build import (
@@ -19,6 +19,7 @@ from ._build import (
     require_same_shape,
     rows_contiguous,
 )
+from .records import ClampParams, FillParams, GluParams, ScaleParams, SwigluOaiParams
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -63,7 +64,7 @@ def _glu(kind: str, ctx: Context, t: Tensor, up: tuple[Tensor, ...]) -> Tensor:
         raise DTypeError(msg, op=op, dtypes=(t.dtype, u.dtype))
     require_same_shape(op, t, u)
     t, u = rows_contiguous(ctx, t), rows_contiguous(ctx, u)
-    return node(ctx, "glu", (t, u), t.dtype, t.ne, (kind,))
+    return node(ctx, "glu", (t, u), t.dtype, t.ne, GluParams(kind))
 
 
 class ElementwiseOps(TensorBase):
@@ -85,7 +86,7 @@ class ElementwiseOps(TensorBase):
             ...
         mlplug.errors.ShapeError: add: shape [6] cannot be tiled onto shape [2] ...
         """
-        return _binary("add", ctx, self, t2)  # type: ignore[arg-type]
+        return _binary("add", ctx, as_tensor(self), t2)
 
     def sub(self, ctx: Context, t2: Tensor) -> Tensor:
         """Return ``self - t2`` (``t2`` tiled).
@@ -96,7 +97,7 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist()
         [0.0, 0.0, 0.0, 3.0, 3.0, 3.0]
         """
-        return _binary("sub", ctx, self, t2)  # type: ignore[arg-type]
+        return _binary("sub", ctx, as_tensor(self), t2)
 
     def mul(self, ctx: Context, t2: Tensor) -> Tensor:
         """Return ``self * t2`` (``t2`` tiled).
@@ -107,7 +108,7 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist()
         [10.0, 20.0, 30.0, 400.0, 500.0, 600.0]
         """
-        return _binary("mul", ctx, self, t2)  # type: ignore[arg-type]
+        return _binary("mul", ctx, as_tensor(self), t2)
 
     def div(self, ctx: Context, t2: Tensor) -> Tensor:
         """Return ``self / t2`` (``t2`` tiled; IEEE division).
@@ -118,7 +119,7 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist()
         [inf, -inf, nan, 1.5]
         """
-        return _binary("div", ctx, self, t2)  # type: ignore[arg-type]
+        return _binary("div", ctx, as_tensor(self), t2)
 
     # -- scalar -------------------------------------------------------------------------------
     def scale(self, ctx: Context, s: float) -> Tensor:
@@ -129,9 +130,9 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist()
         [0.5, 1.0, 1.5]
         """
-        require_dtype("scale", self, F32_ONLY)  # type: ignore[arg-type]
-        t = contiguous(ctx, self)  # type: ignore[arg-type]
-        return node(ctx, "scale", (t,), t.dtype, t.ne, (float(s),))
+        require_dtype("scale", self, F32_ONLY)
+        t = contiguous(ctx, as_tensor(self))
+        return node(ctx, "scale", (t,), t.dtype, t.ne, ScaleParams(float(s)))
 
     def clamp(self, ctx: Context, min: float, max: float) -> Tensor:
         """Clamp to ``[min, max]`` in place (NaN becomes ``max``); the result aliases self.
@@ -142,9 +143,9 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist(), y.root is t
         ([-1.0, 0.5, 1.0, 1.0], True)
         """
-        require_dtype("clamp", self, FLOATS)  # type: ignore[arg-type]
-        t = packed_dim0(ctx, self)  # type: ignore[arg-type]
-        return inplace(ctx, "clamp", (t,), (float(min), float(max)))
+        require_dtype("clamp", self, FLOATS)
+        t = packed_dim0(ctx, as_tensor(self))
+        return inplace(ctx, "clamp", (t,), ClampParams(float(min), float(max)))
 
     def fill(self, ctx: Context, value: float) -> Tensor:
         """Set every element to ``value`` in place; the result aliases self.
@@ -154,9 +155,9 @@ class ElementwiseOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((3, 2), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
         """
-        require_dtype("fill", self, F32_ONLY)  # type: ignore[arg-type]
-        t = contiguous(ctx, self)  # type: ignore[arg-type]
-        return inplace(ctx, "fill", (t,), (float(value),))
+        require_dtype("fill", self, F32_ONLY)
+        t = contiguous(ctx, as_tensor(self))
+        return inplace(ctx, "fill", (t,), FillParams(float(value)))
 
     # -- unary --------------------------------------------------------------------------------
     def sin(self, ctx: Context) -> Tensor:
@@ -167,7 +168,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [0.0, 0.5, 1.0]
         """
-        return _unary("sin", ctx, self)  # type: ignore[arg-type]
+        return _unary("sin", ctx, as_tensor(self))
 
     def cos(self, ctx: Context) -> Tensor:
         """Return ``cos(self)``.
@@ -177,7 +178,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [1.0, 0.5, -1.0]
         """
-        return _unary("cos", ctx, self)  # type: ignore[arg-type]
+        return _unary("cos", ctx, as_tensor(self))
 
     def tanh(self, ctx: Context) -> Tensor:
         """Return ``tanh(self)``, computed in place.
@@ -188,7 +189,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()], y.root is t
         ([-0.7616, 0.0, 0.7616], True)
         """
-        return _unary("tanh", ctx, self)  # type: ignore[arg-type]
+        return _unary("tanh", ctx, as_tensor(self))
 
     def sqr(self, ctx: Context) -> Tensor:
         """Return ``self * self``.
@@ -198,7 +199,7 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist()
         [9.0, 0.25, 4.0]
         """
-        return _unary("sqr", ctx, self)  # type: ignore[arg-type]
+        return _unary("sqr", ctx, as_tensor(self))
 
     def sqrt(self, ctx: Context) -> Tensor:
         """Return ``sqrt(self)`` (NaN for negative values).
@@ -208,7 +209,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [2.0, 1.4142, nan]
         """
-        return _unary("sqrt", ctx, self)  # type: ignore[arg-type]
+        return _unary("sqrt", ctx, as_tensor(self))
 
     def exp(self, ctx: Context) -> Tensor:
         """Return ``exp(self)``.
@@ -218,7 +219,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [1.0, 2.7183, 0.3679]
         """
-        return _unary("exp", ctx, self)  # type: ignore[arg-type]
+        return _unary("exp", ctx, as_tensor(self))
 
     def neg(self, ctx: Context) -> Tensor:
         """Return ``-self``.
@@ -228,7 +229,7 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist()
         [-1.0, 2.0, -0.0]
         """
-        return _unary("neg", ctx, self)  # type: ignore[arg-type]
+        return _unary("neg", ctx, as_tensor(self))
 
     def softplus(self, ctx: Context) -> Tensor:
         """Return ``log(1 + exp(x))`` (``x`` itself above 20).
@@ -238,7 +239,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [0.0, 0.6931, 1.3133, 25.0]
         """
-        return _unary("softplus", ctx, self)  # type: ignore[arg-type]
+        return _unary("softplus", ctx, as_tensor(self))
 
     def sigmoid(self, ctx: Context) -> Tensor:
         """Return ``1 / (1 + exp(-x))``, computed in place.
@@ -249,7 +250,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()], y.root is t
         ([0.5, 0.8808, 0.1192], True)
         """
-        return _unary("sigmoid", ctx, self)  # type: ignore[arg-type]
+        return _unary("sigmoid", ctx, as_tensor(self))
 
     def sigmoid_out(self, ctx: Context) -> Tensor:
         """Return ``1 / (1 + exp(-x))`` in new storage (the non-aliasing sigmoid).
@@ -260,8 +261,8 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()], y.root is t
         ([0.5, 0.8808, 0.1192], False)
         """
-        require_dtype("sigmoid_out", self, FLOATS)  # type: ignore[arg-type]
-        t = rows_contiguous(ctx, self)  # type: ignore[arg-type]
+        require_dtype("sigmoid_out", self, FLOATS)
+        t = rows_contiguous(ctx, as_tensor(self))
         return node(ctx, "sigmoid", (t,), t.dtype, t.ne)
 
     def gelu_erf(self, ctx: Context) -> Tensor:
@@ -272,7 +273,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [0.8413, -0.1543, 1.9545]
         """
-        return _unary("gelu_erf", ctx, self)  # type: ignore[arg-type]
+        return _unary("gelu_erf", ctx, as_tensor(self))
 
     # -- activations with an optional gate partner ---------------------------------------------
     def gelu(self, ctx: Context, *up: Tensor) -> Tensor:
@@ -288,7 +289,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [1.6826, -0.4764]
         """
-        return _glu("gelu", ctx, self, up)  # type: ignore[arg-type]
+        return _glu("gelu", ctx, as_tensor(self), up)
 
     def quick_gelu(self, ctx: Context, *up: Tensor) -> Tensor:
         """Return ``x * sigmoid(1.702 x)`` (in place), or times ``up[0]`` when gated.
@@ -298,7 +299,7 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist()
         [0.845703125, 1.935546875]
         """
-        return _glu("gelu_quick", ctx, self, up)  # type: ignore[arg-type]
+        return _glu("gelu_quick", ctx, as_tensor(self), up)
 
     def silu(self, ctx: Context, *up: Tensor) -> Tensor:
         """Return ``x * sigmoid(x)`` (in place), or ``silu(self) * up[0]`` (SwiGLU) when gated.
@@ -313,7 +314,7 @@ class ElementwiseOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [1.4621, -0.8068]
         """
-        return _glu("silu", ctx, self, up)  # type: ignore[arg-type]
+        return _glu("silu", ctx, as_tensor(self), up)
 
     def relu(self, ctx: Context, *up: Tensor) -> Tensor:
         """Return ``max(x, 0)`` (in place), or ``relu(self) * up[0]`` when gated.
@@ -328,7 +329,7 @@ class ElementwiseOps(TensorBase):
         >>> y.floats().tolist()
         [2.0, 0.0]
         """
-        return _glu("relu", ctx, self, up)  # type: ignore[arg-type]
+        return _glu("relu", ctx, as_tensor(self), up)
 
     def silu_alpha_limit(self, ctx: Context, up: Tensor, alpha: float, limit: float) -> Tensor:
         """Return gpt-oss's clamped SwiGLU: ``x' sigmoid(alpha x') (clamp(up) + 1)``.
@@ -342,8 +343,10 @@ class ElementwiseOps(TensorBase):
         [55.999626, -0.009036]
         """
         op = "silu_alpha_limit"
-        require_dtype(op, self, F32_ONLY, "gate")  # type: ignore[arg-type]
+        require_dtype(op, self, F32_ONLY, "gate")
         require_dtype(op, up, F32_ONLY, "up")
-        require_same_shape(op, self, up)  # type: ignore[arg-type]
-        t, u = rows_contiguous(ctx, self), rows_contiguous(ctx, up)  # type: ignore[arg-type]
-        return node(ctx, "swiglu_oai", (t, u), t.dtype, t.ne, (float(alpha), float(limit)))
+        require_same_shape(op, self, up)
+        t, u = rows_contiguous(ctx, as_tensor(self)), rows_contiguous(ctx, up)
+        return node(
+            ctx, "swiglu_oai", (t, u), t.dtype, t.ne, SwigluOaiParams(float(alpha), float(limit))
+        )

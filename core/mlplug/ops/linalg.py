@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from .._tensorbase import TensorBase
+from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
 from ..errors import DTypeError, NotSupportedError
-from ._build import F32_ONLY, I32_ONLY, contiguous, node, packed_dim0, require, require_dtype
+from ._build import (
+    F32_ONLY,
+    I32_ONLY,
+    contiguous,
+    node,
+    packed_dim0,
+    require,
+    require_dtype,
+)
+from .records import MulmatParams, TriParams
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -31,7 +40,7 @@ def _mulmat_operands(op: str, ctx: Context, t: Tensor, t2: Tensor) -> tuple[Tens
     return t, packed_dim0(ctx, t2)
 
 
-def mulmat(ctx: Context, t: Tensor, t2: Tensor, prec: str) -> Tensor:
+def mulmat(ctx: Context, t: Tensor, t2: Tensor, prec: Literal["default", "f32"]) -> Tensor:
     """Build ``t2 @ t^T`` batched (the shared body of mulmat and mulmat_full_prec)."""
     op = "mulmat" if prec == "default" else "mulmat_full_prec"
     t, t2 = _mulmat_operands(op, ctx, t, t2)
@@ -43,7 +52,12 @@ def mulmat(ctx: Context, t: Tensor, t2: Tensor, prec: str) -> Tensor:
         t2,
     )
     return node(
-        ctx, "mul_mat", (t, t2), DType.F32, (t.ne[1], t2.ne[1], t2.ne[2], t2.ne[3]), (prec,)
+        ctx,
+        "mulmat",
+        (t, t2),
+        DType.F32,
+        (t.ne[1], t2.ne[1], t2.ne[2], t2.ne[3]),
+        MulmatParams(prec),
     )
 
 
@@ -67,7 +81,7 @@ class LinalgOps(TensorBase):
 
         :raises ShapeError: if dim 0 differs or the batch dims do not divide.
         """
-        return mulmat(ctx, self, t2, "default")  # type: ignore[arg-type]
+        return mulmat(ctx, as_tensor(self), t2, "default")
 
     def mulmat_full_prec(self, ctx: Context, t2: Tensor) -> Tensor:
         """Like :meth:`mulmat`, accumulating in at least float32 on every device.
@@ -79,7 +93,7 @@ class LinalgOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((1, 3), [14.0, 38.0, 62.0])
         """
-        return mulmat(ctx, self, t2, "f32")  # type: ignore[arg-type]
+        return mulmat(ctx, as_tensor(self), t2, "f32")
 
     def mulmat_id(self, ctx: Context, t2: Tensor, ids: Tensor) -> Tensor:
         """Return per-token expert products: ``out[r,u,t] = sum_k self[k,r,ids[u,t]] t2[k,u%B1,t]``.
@@ -95,7 +109,7 @@ class LinalgOps(TensorBase):
         ((1, 2, 2), [5.0, 2.0, 7.0, 12.0])
         """
         op = "mulmat_id"
-        t, x = _mulmat_operands(op, ctx, self, t2)  # type: ignore[arg-type]
+        t, x = _mulmat_operands(op, ctx, as_tensor(self), t2)
         require_dtype(op, ids, I32_ONLY, "ids")
         require(t.ne[3] == 1 and x.ne[3] == 1, op, "experts and activations must be 3-D", t, x)
         require(ids.ne[2] == 1 and ids.ne[3] == 1, op, "ids must be 2-D [U, T]", ids)
@@ -107,7 +121,7 @@ class LinalgOps(TensorBase):
             ids,
             x,
         )
-        return node(ctx, "mul_mat_id", (t, x, ids), DType.F32, (t.ne[1], ids.ne[0], x.ne[2], 1))
+        return node(ctx, "mulmat_id", (t, x, ids), DType.F32, (t.ne[1], ids.ne[0], x.ne[2], 1))
 
     def add_id(self, ctx: Context, t2: Tensor, ids: Tensor) -> Tensor:
         """Return ``self[i,u,t] + t2[i, ids[u,t]]`` (a per-expert bias).
@@ -122,13 +136,13 @@ class LinalgOps(TensorBase):
         ((1, 2, 2), [305.0, 102.0, 207.0, 312.0])
         """
         op = "add_id"
-        require_dtype(op, self, F32_ONLY)  # type: ignore[arg-type]
+        require_dtype(op, self, F32_ONLY)
         require_dtype(op, t2, F32_ONLY, "bias")
         require_dtype(op, ids, I32_ONLY, "ids")
-        require(self.ne[0] == t2.ne[0], op, "dim 0 of input and bias must match", self, t2)  # type: ignore[arg-type]
+        require(self.ne[0] == t2.ne[0], op, "dim 0 of input and bias must match", self, t2)
         ok = self.ne[1] == ids.ne[0] and self.ne[2] == ids.ne[1]
-        require(ok, op, "ids must be [input dim 1, input dim 2]", self, ids)  # type: ignore[arg-type]
-        t, b = packed_dim0(ctx, self), packed_dim0(ctx, t2)  # type: ignore[arg-type]
+        require(ok, op, "ids must be [input dim 1, input dim 2]", self, ids)
+        t, b = packed_dim0(ctx, as_tensor(self)), packed_dim0(ctx, t2)
         return node(ctx, "add_id", (t, b, ids), DType.F32, t.ne)
 
     def diag(self, ctx: Context) -> Tensor:
@@ -139,9 +153,9 @@ class LinalgOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((3, 3), [1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0])
         """
-        require_dtype("diag", self, F32_ONLY)  # type: ignore[arg-type]
-        require(self.ne[1] == 1, "diag", "input must have dim 1 of size 1", self)  # type: ignore[arg-type]
-        t = packed_dim0(ctx, self)  # type: ignore[arg-type]
+        require_dtype("diag", self, F32_ONLY)
+        require(self.ne[1] == 1, "diag", "input must have dim 1 of size 1", self)
+        t = packed_dim0(ctx, as_tensor(self))
         return node(ctx, "diag", (t,), t.dtype, (t.ne[0], t.ne[0], t.ne[2], t.ne[3]))
 
     def tri(self, ctx: Context, tri_type: int) -> Tensor:
@@ -155,12 +169,12 @@ class LinalgOps(TensorBase):
         >>> strict_lower.to_numpy().tolist()
         [[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [7.0, 8.0, 0.0]]
         """
-        require_dtype("tri", self, F32_ONLY)  # type: ignore[arg-type]
-        require(self.ne[0] == self.ne[1], "tri", "matrices must be square (dim 0 == dim 1)", self)  # type: ignore[arg-type]
+        require_dtype("tri", self, F32_ONLY)
+        require(self.ne[0] == self.ne[1], "tri", "matrices must be square (dim 0 == dim 1)", self)
         if tri_type not in (0, 1, 2, 3):
             raise NotSupportedError(ctx.backend.name, "tri", f"triangle type {tri_type} (0..3)")
-        t = contiguous(ctx, self)  # type: ignore[arg-type]
-        return node(ctx, "tri", (t,), t.dtype, t.ne, (int(tri_type),))
+        t = contiguous(ctx, as_tensor(self))
+        return node(ctx, "tri", (t,), t.dtype, t.ne, TriParams(int(tri_type)))
 
     def solve_tri(
         self, ctx: Context, b: Tensor, lower: bool, left: bool, unit_diag: bool
@@ -180,10 +194,10 @@ class LinalgOps(TensorBase):
         if not (lower and left and not unit_diag):
             reason = "only lower=True, left=True, unit_diag=False is supported (as in ggml)"
             raise NotSupportedError(ctx.backend.name, op, reason)
-        require_dtype(op, self, F32_ONLY, "A")  # type: ignore[arg-type]
+        require_dtype(op, self, F32_ONLY, "A")
         require_dtype(op, b, F32_ONLY, "b")
-        a = self
-        require(a.ne[0] == a.ne[1] == b.ne[1], op, "A must be [n, n] and b [k, n]", a, b)  # type: ignore[arg-type]
-        require(a.ne[2:] == b.ne[2:], op, "batch dims of A and b must be equal", a, b)  # type: ignore[arg-type]
-        a, b = contiguous(ctx, a), contiguous(ctx, b)  # type: ignore[arg-type]
+        a = as_tensor(self)
+        require(a.ne[0] == a.ne[1] == b.ne[1], op, "A must be [n, n] and b [k, n]", a, b)
+        require(a.ne[2:] == b.ne[2:], op, "batch dims of A and b must be equal", a, b)
+        a, b = contiguous(ctx, a), contiguous(ctx, b)
         return node(ctx, "solve_tri", (a, b), DType.F32, b.ne)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .._tensorbase import TensorBase
+from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
 from ..errors import NotSupportedError, ShapeError
 from ._build import (
@@ -20,6 +20,14 @@ from ._build import (
     require,
     require_dtype,
     rows_contiguous,
+)
+from .records import (
+    AttentionParams,
+    Conv3dParams,
+    Im2colParams,
+    InterpolateParams,
+    Pool2dParams,
+    RopeParams,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +80,12 @@ def _im2col(
     image = contiguous(ctx, image)
     k = kernel.ne[0] * kernel.ne[1] * kernel.ne[2]
     return node(
-        ctx, "im2col", (kernel, image), dtype, (k, ow, oh, image.ne[3]), (s0, s1, p0, p1, d0, d1)
+        ctx,
+        "im2col",
+        (kernel, image),
+        dtype,
+        (k, ow, oh, image.ne[3]),
+        Im2colParams(s0, s1, p0, p1, d0, d1),
     )
 
 
@@ -92,7 +105,7 @@ class NNOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((2, 2), [2.5, 4.5, 10.5, 12.5])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         _positive("avg_pool_2d", k=k, s=s)
         require_dtype("avg_pool_2d", t, FLOATS)
         require(p >= 0, "avg_pool_2d", f"padding must be >= 0, got {p}")
@@ -101,7 +114,12 @@ class NNOps(TensorBase):
         require(ow > 0 and oh > 0, "avg_pool_2d", "the window is larger than the input", t)
         t = contiguous(ctx, t)
         return node(
-            ctx, "pool_2d", (t,), DType.F32, (ow, oh, t.ne[2], t.ne[3]), ("avg", k, s, float(p))
+            ctx,
+            "pool_2d",
+            (t,),
+            DType.F32,
+            (ow, oh, t.ne[2], t.ne[3]),
+            Pool2dParams("avg", k, s, float(p)),
         )
 
     def im2col(
@@ -119,7 +137,7 @@ class NNOps(TensorBase):
         ((4, 2, 2), [[0.0, 1.0, 3.0, 4.0], [1.0, 2.0, 4.0, 5.0],
                      [3.0, 4.0, 6.0, 7.0], [4.0, 5.0, 7.0, 8.0]])
         """
-        return _im2col(ctx, self, input, s0, s1, p0, p1, d0, d1, DType.F32, "im2col")  # type: ignore[arg-type]
+        return _im2col(ctx, as_tensor(self), input, s0, s1, p0, p1, d0, d1, DType.F32, "im2col")
 
     def conv_2d(
         self, ctx: Context, input: Tensor, s0: int, s1: int, p0: int, p1: int, d0: int, d1: int
@@ -135,7 +153,7 @@ class NNOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((2, 2), [8.0, 12.0, 20.0, 24.0])
         """
-        w: Tensor = self  # type: ignore[assignment]
+        w = as_tensor(self)
         require_dtype("conv_2d", w, FLOATS, "weight")
         col = _im2col(ctx, w, input, s0, s1, p0, p1, d0, d1, w.dtype, "conv_2d")
         k, ow, oh, n = col.ne
@@ -171,7 +189,7 @@ class NNOps(TensorBase):
 
         :raises ShapeError: when the output is not 1x1x1 or channels do not divide.
         """
-        w: Tensor = self  # type: ignore[assignment]
+        w = as_tensor(self)
         op = "conv_3d"
         _positive(op, c=c, s0=s0, s1=s1, s2=s2, d0=d0, d1=d1, d2=d2)
         require(min(p0, p1, p2) >= 0, op, "padding must be >= 0")
@@ -201,7 +219,7 @@ class NNOps(TensorBase):
             (w, x),
             DType.F32,
             (ow, oh, od, oc * n),
-            (c, s0, s1, s2, p0, p1, p2, d0, d1, d2),
+            Conv3dParams(c, s0, s1, s2, p0, p1, p2, d0, d1, d2),
         )
         return y.reshape(ctx, oc, n)
 
@@ -216,7 +234,7 @@ class NNOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((1, 2), [-2.0, -2.0])
         """
-        sx: Tensor = self  # type: ignore[assignment]
+        sx = as_tensor(self)
         op = "ssm_conv"
         require_dtype(op, sx, F32_ONLY)
         require_dtype(op, kernel, F32_ONLY, "kernel")
@@ -248,7 +266,7 @@ class NNOps(TensorBase):
         >>> y.shape, [round(v, 4) for v in y.floats().tolist()]
         ((3,), [0.6931, 1.7329, 1.7329])
         """
-        s: Tensor = self  # type: ignore[assignment]
+        s = as_tensor(self)
         op = "ssm_scan"
         for name, t in (("s", s), ("x", x), ("dt", dt), ("A", a), ("B", b), ("C", c)):
             require_dtype(op, t, F32_ONLY, name)
@@ -302,7 +320,7 @@ class NNOps(TensorBase):
         >>> near.floats().tolist(), bilinear.floats().tolist()
         ([0.0, 0.0, 10.0, 10.0], [0.0, 2.5, 7.5, 10.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if len(dims) != 4:
             msg = f"interpolate: dims must have 4 extents, got {list(dims)}"
             raise ShapeError(msg, op="interpolate", shapes=(t.shape,))
@@ -311,7 +329,7 @@ class NNOps(TensorBase):
         _positive("interpolate", **{f"dim{i}": d for i, d in enumerate(dims)})
         require_dtype("interpolate", t, F32_ONLY)
         t = contiguous(ctx, t)
-        return node(ctx, "interpolate", (t,), DType.F32, tuple(dims), (int(mode),))
+        return node(ctx, "interpolate", (t,), DType.F32, tuple(dims), InterpolateParams(int(mode)))
 
     def rope(
         self,
@@ -345,7 +363,7 @@ class NNOps(TensorBase):
         >>> [round(v, 4) for v in neox.floats().tolist()]
         [-1.9841, 1.9599, 2.4624, 4.0198]
         """
-        x: Tensor = self  # type: ignore[assignment]
+        x = as_tensor(self)
         op = "rope"
         if rope_type not in ROPE_MODES:
             raise NotSupportedError(ctx.backend.name, op, f"rope type {rope_type}")
@@ -369,7 +387,8 @@ class NNOps(TensorBase):
         )
         if rope_type == 24:
             require(dim * 2 == x.ne[0], op, "vision rope needs dim == head_dim / 2", x)
-        secs = (*tuple(int(s) for s in sections), 0, 0, 0, 0)[:4]
+        s4 = (*(int(s) for s in sections), 0, 0, 0, 0)
+        secs = (s4[0], s4[1], s4[2], s4[3])
         if rope_type in _MROPE:
             require(sum(secs) > 0, op, "m-rope modes need sections")
         srcs: tuple[Tensor, ...] = (rows_contiguous(ctx, x), contiguous(ctx, positions))
@@ -377,7 +396,7 @@ class NNOps(TensorBase):
             require_dtype(op, factors, F32_ONLY, "factors")
             require(factors.nelements >= dim // 2, op, f"factors need {dim // 2} values", factors)
             srcs += (factors,)
-        params = (
+        params = RopeParams(
             int(dim),
             int(rope_type),
             int(original_context_length or 131072),
@@ -421,7 +440,7 @@ class NNOps(TensorBase):
         >>> [round(v, 4) for v in ys.floats().tolist()]
         [8.7913, 10.7219]
         """
-        q: Tensor = self  # type: ignore[assignment]
+        q = as_tensor(self)
         op = "scaled_dot_product_attention"
         cfg = ctx.backend.cache_config()
         require_dtype(op, q, F32_ONLY, "query")
@@ -480,11 +499,11 @@ class NNOps(TensorBase):
             srcs.append(contiguous(ctx, sinks))
         out = node(
             ctx,
-            "sdpa",
+            "scaled_dot_product_attention",
             tuple(srcs),
             DType.F32,
             (value.ne[0], h, l_q, batch),
-            (float(scale), mask is not None, sinks is not None),
+            AttentionParams(float(scale), mask is not None, sinks is not None),
         )
         if vmla is None:
             return out

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._tensorbase import TensorBase
+from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
-from ._build import F32_ONLY, as_int, contiguous, node, packed_dim0, require, require_dtype, view
+from ._build import (
+    F32_ONLY,
+    as_int,
+    contiguous,
+    node,
+    packed_dim0,
+    require,
+    require_dtype,
+    view,
+)
+from .records import NO_PARAMS, ArgsortParams, NormParams, OpParams, ViewParams
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -16,7 +26,7 @@ if TYPE_CHECKING:
 _SORTABLE = frozenset({DType.F32, DType.I32})
 
 
-def _row_op(op: str, ctx: Context, t: Tensor, params: tuple[float, ...] = ()) -> Tensor:
+def _row_op(op: str, ctx: Context, t: Tensor, params: OpParams = NO_PARAMS) -> Tensor:
     require_dtype(op, t, F32_ONLY)
     t = packed_dim0(ctx, t)
     return node(ctx, op, (t,), DType.F32, t.ne, params)
@@ -40,9 +50,9 @@ class ReduceOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [0.09, 0.2447, 0.6652, 0.3333, 0.3333, 0.3333]
         """
-        require_dtype("softmax", self, F32_ONLY)  # type: ignore[arg-type]
-        t = contiguous(ctx, self)  # type: ignore[arg-type]
-        return node(ctx, "soft_max", (t,), DType.F32, t.ne)
+        require_dtype("softmax", self, F32_ONLY)
+        t = contiguous(ctx, as_tensor(self))
+        return node(ctx, "softmax", (t,), DType.F32, t.ne)
 
     def l2_norm(self, ctx: Context, eps: float) -> Tensor:
         """Return each row divided by ``max(||row||, eps)``.
@@ -52,7 +62,7 @@ class ReduceOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [0.6, 0.8]
         """
-        return _row_op("l2_norm", ctx, self, (_eps("l2_norm", eps),))  # type: ignore[arg-type]
+        return _row_op("l2_norm", ctx, as_tensor(self), NormParams(_eps("l2_norm", eps)))
 
     def rms_norm(self, ctx: Context, weight: Tensor | None, eps: float) -> Tensor:
         """Return ``x / sqrt(mean(x^2) + eps)``, times ``weight`` (tiled) when given.
@@ -62,7 +72,7 @@ class ReduceOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [0.3651, 0.7303, 1.0954, 1.4606]
         """
-        y = _row_op("rms_norm", ctx, self, (_eps("rms_norm", eps),))  # type: ignore[arg-type]
+        y = _row_op("rms_norm", ctx, as_tensor(self), NormParams(_eps("rms_norm", eps)))
         return y if weight is None else y.mul(ctx, weight)
 
     def layer_norm(
@@ -77,7 +87,7 @@ class ReduceOps(TensorBase):
         >>> [round(v, 4) for v in y.floats().tolist()]
         [-1.3416, -0.4472, 0.4472, 1.3416]
         """
-        y = _row_op("norm", ctx, self, (_eps("layer_norm", eps),))  # type: ignore[arg-type]
+        y = _row_op("norm", ctx, as_tensor(self), NormParams(_eps("layer_norm", eps)))
         if weight is not None:
             y = y.mul(ctx, weight)
             if bias is not None:
@@ -92,8 +102,8 @@ class ReduceOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((1, 2), [6.0, 15.0])
         """
-        require_dtype("sum_rows", self, F32_ONLY)  # type: ignore[arg-type]
-        t = packed_dim0(ctx, self)  # type: ignore[arg-type]
+        require_dtype("sum_rows", self, F32_ONLY)
+        t = packed_dim0(ctx, as_tensor(self))
         return node(ctx, "sum_rows", (t,), t.dtype, (1, *t.ne[1:]))
 
     def mean(self, ctx: Context) -> Tensor:
@@ -104,8 +114,8 @@ class ReduceOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((1, 2), [2.0, 5.0])
         """
-        require_dtype("mean", self, F32_ONLY)  # type: ignore[arg-type]
-        t = packed_dim0(ctx, self)  # type: ignore[arg-type]
+        require_dtype("mean", self, F32_ONLY)
+        t = packed_dim0(ctx, as_tensor(self))
         return node(ctx, "mean", (t,), DType.F32, (1, *t.ne[1:]))
 
     def variance(self, ctx: Context) -> Tensor:
@@ -117,8 +127,8 @@ class ReduceOps(TensorBase):
         ((1, 2), [0.6667, 0.6667])
         """
         m = self.mean(ctx).scale(ctx, -1.0)
-        d = self.add(ctx, m)  # type: ignore[attr-defined]
-        return d.sqr(ctx).sum_rows(ctx).scale(ctx, 1.0 / self.ne[0])  # type: ignore[no-any-return]
+        d = as_tensor(self).add(ctx, m)
+        return d.sqr(ctx).sum_rows(ctx).scale(ctx, 1.0 / self.ne[0])
 
     def stddev(self, ctx: Context) -> Tensor:
         """Return the population standard deviation of each row.
@@ -138,7 +148,7 @@ class ReduceOps(TensorBase):
         >>> y.floats().tolist()
         [1.0, 3.0, 6.0, 4.0, 9.0, 15.0]
         """
-        return _row_op("cumsum", ctx, self)  # type: ignore[arg-type]
+        return _row_op("cum_sum", ctx, as_tensor(self))
 
     def argsort(self, ctx: Context) -> Tensor:
         """Return I32 indices sorting each row ascending (tie order unspecified).
@@ -148,9 +158,9 @@ class ReduceOps(TensorBase):
         >>> y.dtype.name, y.to_numpy().tolist()
         ('I32', [0, 3, 2, 1])
         """
-        require_dtype("argsort", self, _SORTABLE)  # type: ignore[arg-type]
-        t = contiguous(ctx, self)  # type: ignore[arg-type]
-        return node(ctx, "argsort", (t,), DType.I32, t.ne, ("asc",))
+        require_dtype("argsort", self, _SORTABLE)
+        t = contiguous(ctx, as_tensor(self))
+        return node(ctx, "argsort", (t,), DType.I32, t.ne, ArgsortParams("asc"))
 
     def top_k(self, ctx: Context, k: int) -> Tensor:
         """Return the indices of each row's ``k`` largest values, by value descending.
@@ -167,9 +177,9 @@ class ReduceOps(TensorBase):
         [[1, 2], [0, 1]]
         """
         k = as_int("top_k", "k", k)
-        require(1 <= k <= self.ne[0], "top_k", f"k must be in 1..{self.ne[0]}, got {k}", self)  # type: ignore[arg-type]
-        require_dtype("top_k", self, _SORTABLE)  # type: ignore[arg-type]
-        t = contiguous(ctx, self)  # type: ignore[arg-type]
-        s = node(ctx, "argsort", (t,), DType.I32, t.ne, ("desc",))
+        require(1 <= k <= self.ne[0], "top_k", f"k must be in 1..{self.ne[0]}, got {k}", self)
+        require_dtype("top_k", self, _SORTABLE)
+        t = contiguous(ctx, as_tensor(self))
+        s = node(ctx, "argsort", (t,), DType.I32, t.ne, ArgsortParams("desc"))
         ne = (k, s.ne[1], s.ne[2], s.ne[3])
-        return view(ctx, "view", s, ne, s.nb, 0, (ne, s.nb, 0))
+        return view(ctx, "view", s, ne, s.nb, 0, ViewParams(ne, s.nb, 0))

@@ -37,6 +37,6 @@ class CpuNumpyBackend(Backend):
     def hook_unsupported_reason(self, node: Tensor) -> str | None:
         """Quantising to k-quant types needs a quantiser numpy does not have."""
         d = node.dtype
-        if node.op in ("cast", "cpy", "set_rows") and d.is_quantized and not can_quantize(d):
+        if node.op in ("cast", "copy", "set_rows") and d.is_quantized and not can_quantize(d):
             return f"quantising to {node.dtype.name} (no host quantiser for k-quants)"
         return None

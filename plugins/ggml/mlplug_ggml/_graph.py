@@ -44,20 +44,20 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "IdCheck", "build", "gather", "graph_key", "measure"]
 
 #: Upper bound of the ggml tensors one kernel creates (default :data:`_DEFAULT_COST`).
-_COST: Final = {"sdpa": 16, "conv_3d": 12}
+_COST: Final = {"scaled_dot_product_attention": 16, "conv_3d": 12}
 _DEFAULT_COST: Final = 3
 #: op -> (index of the checked operand, its valid range ``[low, high)``), for index operands.
 _ID_OPS: Final[dict[str, tuple[int, Callable[[Tensor], tuple[int, int]]]]] = {
-    "get_rows": (1, lambda t: (0, t.src[0].ne[1])),
+    "rows": (1, lambda t: (0, t.src[0].ne[1])),
     "set_rows": (2, lambda t: (0, t.src[0].ne[1])),
-    "mul_mat_id": (2, lambda t: (0, t.src[0].ne[2])),
+    "mulmat_id": (2, lambda t: (0, t.src[0].ne[2])),
     "add_id": (2, lambda t: (0, t.src[1].ne[1])),
     "ssm_scan": (6, lambda t: (0, t.src[0].ne[3])),
 }
 #: I32 sort keys go through F32 (exact up to 2**24 in magnitude).
 _F32_EXACT: Final = 1 << 24
 #: Ops whose result holds values of its first source only (rearranged or repeated).
-_MOVES: Final = frozenset({"view", "reshape", "permute", "cont", "repeat"})
+_MOVES: Final = frozenset({"view", "reshape", "permute", "contiguous", "repeat"})
 #: ggml ops that compute nothing (skipped by the backend-support check).
 _NO_COMPUTE: Final = frozenset({b"NONE", b"RESHAPE", b"VIEW", b"PERMUTE", b"TRANSPOSE"})
 _INDEX_NP: Final[dict[DType, np.dtype[Any]]] = {
@@ -264,7 +264,7 @@ def _provenance(t: Tensor, written: set[int]) -> tuple[list[Tensor], int] | None
         return None if a is None or b is None else (a[0] + b[0], max(a[1], b[1]))
     if t.op == "argsort":
         return [], t.src[0].ne[0]
-    if t.op == "get_rows" and t.dtype == DType.I32:
+    if t.op == "rows" and t.dtype == DType.I32:
         return _provenance(t.src[0], written)
     return None
 

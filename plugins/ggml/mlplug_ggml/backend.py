@@ -117,7 +117,7 @@ class GGMLBackend(Backend):
             node.nelements == 0 or any(s.nelements == 0 for s in node.src)
         ):
             return "zero-element operands or results (ggml's allocator cannot place them)"
-        if node.op in ("cast", "cpy", "set_rows") and node.dtype.is_quantized:
+        if node.op in ("cast", "copy", "set_rows") and node.dtype.is_quantized:
             ggml_type = node.dtype.traits.ggml_type
             if node.dtype not in _QUANT_TARGETS or self.lib.ggml_quantize_requires_imatrix(
                 ggml_type

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from mlplug import Backend
-from mlplug.plugin_api import TRAITS, DType
+from mlplug.plugin_api import TRAITS, DType, SetParams
 
 from . import quant
 from .compile import COMPILE_ENV, GraphCompiler, compile_backend_from_env
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["TorchBackend"]
 
 #: Ops whose result is written in the node's dtype by quantising on the host.
-_QUANTISING_OPS = frozenset({"cast", "cpy", "set_rows", "add"})
+_QUANTISING_OPS = frozenset({"cast", "copy", "set_rows", "add"})
 #: Element size of the multi-byte element types (torch views count offsets in elements).
 _ELEMENT_SIZE = {
     d: tr.type_size for d, tr in TRAITS.items() if tr.block_size == 1 and tr.type_size > 1
@@ -31,8 +31,9 @@ _ELEMENT_SIZE = {
 
 def _misaligned(node: Tensor, es: int) -> str | None:
     offs = [node.view_offs, *(nb for ne, nb in zip(node.ne, node.nb, strict=True) if ne > 1)]
-    if node.op == "set":
-        offs += node.params
+    if node.op == "set_inplace":
+        p = SetParams.of(node)
+        offs += [p.nb1, p.nb2, p.nb3, p.offset]
     bad = [o for o in offs if o % es]
     if not bad:  # only strides of size-1 dimensions are odd: never used
         return None
@@ -100,9 +101,9 @@ class TorchBackend(Backend):
         if es is not None:
             nb = node.nb
             bits = node.view_offs | nb[0] | nb[1] | nb[2] | nb[3]
-            if node.op == "set":
-                for p in node.params:
-                    bits |= p
+            if node.op == "set_inplace":
+                p = SetParams.of(node)
+                bits |= p.nb1 | p.nb2 | p.nb3 | p.offset
             if bits % es:
                 return _misaligned(node, es)
         elif node.op in _QUANTISING_OPS and d.is_quantized and not quant.can_quantize(d):

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.plugin_api import DType
+from mlplug.plugin_api import (
+    ClampParams,
+    DType,
+    FillParams,
+    GluParams,
+    ScaleParams,
+    SwigluOaiParams,
+)
 
 from ._registry import implements
 
@@ -182,13 +189,14 @@ _ACT: dict[str, Callable[[np.ndarray, DType], np.ndarray]] = {
 def glu(ctx: NumpyContext, t: Tensor) -> None:
     """Gated activation: ``act(gate) * up``."""
     gate, up = t.src
-    ctx.put(t, _ACT[t.params[0]](ctx.values(gate), gate.dtype) * ctx.values(up))
+    ctx.put(t, _ACT[GluParams.of(t).kind](ctx.values(gate), gate.dtype) * ctx.values(up))
 
 
 @implements("swiglu_oai")
 def swiglu_oai(ctx: NumpyContext, t: Tensor) -> None:
     """gpt-oss clamped SwiGLU."""
-    alpha, limit = F32(t.params[0]), F32(t.params[1])
+    p = SwigluOaiParams.of(t)
+    alpha, limit = F32(p.alpha), F32(p.limit)
     x = np.minimum(ctx.values(t.src[0]), limit)
     y = np.clip(ctx.values(t.src[1]), -limit, limit)
     with np.errstate(over="ignore"):
@@ -198,11 +206,12 @@ def swiglu_oai(ctx: NumpyContext, t: Tensor) -> None:
 @implements("scale")
 def scale(ctx: NumpyContext, t: Tensor) -> None:
     """Multiply by ``f32(s)``."""
-    np.multiply(ctx.arr(t.src[0]), F32(t.params[0]), out=ctx.arr(t))
+    np.multiply(ctx.arr(t.src[0]), F32(ScaleParams.of(t).s), out=ctx.arr(t))
 
 
 def _prepare_scale(ctx: NumpyContext, t: Tensor) -> Callable[[], object]:
-    return functools.partial(np.multiply, ctx.arr(t.src[0]), F32(t.params[0]), out=ctx.arr(t))
+    s = F32(ScaleParams.of(t).s)
+    return functools.partial(np.multiply, ctx.arr(t.src[0]), s, out=ctx.arr(t))
 
 
 PREPARERS[scale] = _prepare_scale
@@ -211,7 +220,8 @@ PREPARERS[scale] = _prepare_scale
 @implements("clamp")
 def clamp(ctx: NumpyContext, t: Tensor) -> None:
     """``max(min(x, hi), lo)`` with NaN -> hi."""
-    lo, hi = F32(t.params[0]), F32(t.params[1])
+    p = ClampParams.of(t)
+    lo, hi = F32(p.lo), F32(p.hi)
     x = ctx.values(t.src[0])
     ctx.put(t, np.maximum(np.where(x < hi, x, hi), lo))
 
@@ -219,4 +229,4 @@ def clamp(ctx: NumpyContext, t: Tensor) -> None:
 @implements("fill")
 def fill(ctx: NumpyContext, t: Tensor) -> None:
     """Set every element."""
-    ctx.arr(t)[...] = F32(t.params[0])
+    ctx.arr(t)[...] = F32(FillParams.of(t).value)

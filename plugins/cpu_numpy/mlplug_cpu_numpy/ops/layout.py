@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.plugin_api import TRAITS, DType
+from mlplug.plugin_api import TRAITS, ArangeParams, ConcatParams, DType, SetParams
 
 from ..context import _UNIT
 from ._registry import implements
@@ -38,21 +38,21 @@ def _convert_into(ctx: NumpyContext, src: Tensor, dst: Tensor) -> None:
     ctx.put(dst, v)
 
 
-@implements("cont")
+@implements("contiguous")
 def cont(ctx: NumpyContext, t: Tensor) -> None:
     """Copy in logical order into a contiguous tensor of the node's shape."""
     out = ctx.arr(t)
     out[...] = ctx.arr(t.src[0]).reshape(out.shape)
 
 
-@implements("cpy", "cast")
-def cpy(ctx: NumpyContext, t: Tensor) -> None:
+@implements("copy", "cast")
+def copy(ctx: NumpyContext, t: Tensor) -> None:
     """Convert src into the node (a new tensor for cast, the destination's alias for cpy)."""
     _convert_into(ctx, t.src[0], t)
 
 
-@implements("get_rows")
-def get_rows(ctx: NumpyContext, t: Tensor) -> None:
+@implements("rows")
+def rows(ctx: NumpyContext, t: Tensor) -> None:
     """``out[:, i, j, k] = table[:, ids[i, j, k], j, k]``."""
     table, ids = t.src
     tbl = ctx.arr(table)
@@ -93,11 +93,12 @@ def set_rows(ctx: NumpyContext, t: Tensor) -> None:
         d[kk, jj, rows] = q.view(_UNIT[dst.dtype]).reshape(*s.shape[:3], -1)
 
 
-@implements("set")
+@implements("set_inplace")
 def set_(ctx: NumpyContext, t: Tensor) -> None:
     """Write src into a byte-strided window of the destination."""
     dst, src = t.src
-    nb1, nb2, nb3, offset = t.params
+    p = SetParams.of(t)
+    nb1, nb2, nb3, offset = p.nb1, p.nb2, p.nb3, p.offset
     esize = TRAITS[dst.dtype].type_size
     window = np.ndarray(
         _rev(src.ne),
@@ -113,7 +114,7 @@ def set_(ctx: NumpyContext, t: Tensor) -> None:
 def concat(ctx: NumpyContext, t: Tensor) -> None:
     """Join along a dim."""
     a, b = t.src
-    np.concatenate([ctx.arr(a), ctx.arr(b)], axis=3 - t.params[0], out=ctx.arr(t))
+    np.concatenate([ctx.arr(a), ctx.arr(b)], axis=3 - ConcatParams.of(t).dim, out=ctx.arr(t))
 
 
 @implements("repeat")
@@ -137,7 +138,8 @@ def pad(ctx: NumpyContext, t: Tensor) -> None:
 @implements("arange")
 def arange(ctx: NumpyContext, t: Tensor) -> None:
     """``f32(start + f32(step * i))``."""
-    start, _stop, step = t.params
+    p = ArangeParams.of(t)
+    start, step = p.start, p.step
     i = np.arange(t.ne[0], dtype=F32)
     ctx.arr(t)[0, 0, 0] = F32(start) + F32(step) * i
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.plugin_api import DType, OutOfRangeError, dequantize, quantize
+from mlplug.plugin_api import DType, OutOfRangeError, TriParams, dequantize, quantize
 
 from ._registry import implements
 
@@ -41,8 +41,8 @@ def check_ids(ids: np.ndarray, n: int, op: str) -> None:
         raise OutOfRangeError(msg)
 
 
-@implements("mul_mat")
-def mul_mat(ctx: NumpyContext, t: Tensor) -> None:
+@implements("mulmat")
+def mulmat(ctx: NumpyContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
     av = ctx.values(a)
@@ -55,8 +55,8 @@ def mul_mat(ctx: NumpyContext, t: Tensor) -> None:
     np.matmul(bv, av.swapaxes(-1, -2), out=ctx.arr(t))
 
 
-@implements("mul_mat_id")
-def mul_mat_id(ctx: NumpyContext, t: Tensor) -> None:
+@implements("mulmat_id")
+def mulmat_id(ctx: NumpyContext, t: Tensor) -> None:
     """Per-token expert products."""
     a, b, ids = t.src
     w = ctx.values(a)[0]  # (E, R, K)
@@ -92,7 +92,7 @@ def diag(ctx: NumpyContext, t: Tensor) -> None:
 def tri(ctx: NumpyContext, t: Tensor) -> None:
     """Keep one triangle (column = dim 0, row = dim 1)."""
     x = ctx.values(t.src[0])
-    kind = t.params[0]
+    kind = TriParams.of(t).tri_type
     if kind in (0, 1):
         y = np.triu(x, kind)
     else:

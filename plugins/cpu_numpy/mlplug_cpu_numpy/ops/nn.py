@@ -8,7 +8,13 @@ import numpy as np
 
 from mlplug.plugin_api import (
     MROPE_MODES,
+    AttentionParams,
+    Conv3dParams,
     DType,
+    Im2colParams,
+    InterpolateParams,
+    Pool2dParams,
+    RopeParams,
     bilinear_axis,
     nearest_index,
     rope_n_pairs,
@@ -31,7 +37,8 @@ F32 = np.float32
 @implements("pool_2d")
 def pool_2d(ctx: NumpyContext, t: Tensor) -> None:
     """Average pooling over dims 0, 1 (divisor k*k)."""
-    _kind, k, s, p = t.params
+    r = Pool2dParams.of(t)
+    k, s, p = r.k, r.s, r.p
     x = ctx.values(t.src[0])  # (N, C, H, W)
     oh, ow = t.ne[1], t.ne[0]
     pi = int(p)
@@ -83,7 +90,8 @@ def _patches(
 def im2col(ctx: NumpyContext, t: Tensor) -> None:
     """Unfold image patches: ``[C*KH*KW, OW, OH, N]``."""
     kernel, image = t.src
-    s0, s1, p0, p1, d0, d1 = t.params
+    r = Im2colParams.of(t)
+    s0, s1, p0, p1, d0, d1 = r.s0, r.s1, r.p0, r.p1, r.d0, r.d1
     kw, kh, c = kernel.ne[0], kernel.ne[1], kernel.ne[2]
     ow, oh = t.ne[1], t.ne[2]
     x = ctx.values(image)  # (N, C, IH, IW)
@@ -96,7 +104,9 @@ def im2col(ctx: NumpyContext, t: Tensor) -> None:
 def conv_3d(ctx: NumpyContext, t: Tensor) -> None:
     """Direct 3-D cross-correlation with channels merged into dim 3."""
     w, x = t.src
-    c, s0, s1, s2, p0, p1, p2, d0, d1, d2 = t.params
+    r = Conv3dParams.of(t)
+    c, s0, s1, s2 = r.c, r.s0, r.s1, r.s2
+    p0, p1, p2, d0, d1, d2 = r.p0, r.p1, r.p2, r.d0, r.d1, r.d2
     wv = ctx.values(w)  # (OC*IC, KD, KH, KW)
     xv = ctx.values(x)  # (N*IC, ID, IH, IW)
     if w.dtype == DType.F16:
@@ -172,7 +182,7 @@ def interpolate(ctx: NumpyContext, t: Tensor) -> None:
     i3 = nearest_index(ne_out[3], ne_in[3])
     i2 = nearest_index(ne_out[2], ne_in[2])
     x = x[i3][:, i2]
-    if t.params[0] == 0:
+    if InterpolateParams.of(t).mode == 0:
         y = x[:, :, nearest_index(ne_out[1], ne_in[1])][..., nearest_index(ne_out[0], ne_in[0])]
         ctx.put(t, y)
         return
@@ -235,23 +245,24 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
     """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
     x_t, pos_t = t.src[0], t.src[1]
     factors = ctx.values(t.src[2]).reshape(-1) if len(t.src) > 2 else None
-    n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = t.params
+    p = RopeParams.of(t)
+    n_dims, mode = p.n_dims, p.mode
     x = ctx.values(x_t)  # (B, T, H, D)
     n_pairs = rope_n_pairs(n_dims, mode)
     cos, sin = rope_angles(
         ctx.arr(pos_t).reshape(-1),
         n_pairs,
         n_dims,
-        base,
-        fscale,
-        ext,
-        attn,
-        bfast,
-        bslow,
-        n_ctx,
+        p.base,
+        p.freq_scale,
+        p.ext_factor,
+        p.attn_factor,
+        p.beta_fast,
+        p.beta_slow,
+        p.n_ctx_orig,
         factors,
         mode,
-        secs,
+        p.sections,
     )
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     y = x.copy()
@@ -267,10 +278,11 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
     ctx.put(t, y)
 
 
-@implements("sdpa")
-def sdpa(ctx: NumpyContext, t: Tensor) -> None:
+@implements("scaled_dot_product_attention")
+def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks."""
-    scale, has_mask, has_sinks = t.params
+    p = AttentionParams.of(t)
+    scale, has_mask, has_sinks = p.scale, p.has_mask, p.has_sinks
     q_t, k_t, v_t = t.src[:3]
     rest = list(t.src[3:])
     mask = ctx.values(rest.pop(0)) if has_mask else None

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlplug.plugin_api import ArgsortParams, NormParams
+
 from ._registry import implements
 
 if TYPE_CHECKING:
@@ -16,8 +18,8 @@ if TYPE_CHECKING:
 F32 = np.float32
 
 
-@implements("soft_max")
-def soft_max(ctx: NumpyContext, t: Tensor) -> None:
+@implements("softmax")
+def softmax(ctx: NumpyContext, t: Tensor) -> None:
     """Stable softmax of each row."""
     x = ctx.values(t.src[0])
     out = ctx.arr(t)
@@ -35,7 +37,7 @@ def norm(ctx: NumpyContext, t: Tensor) -> None:
     mean = F32(1) * x.sum(axis=-1, keepdims=True, dtype=np.float64).astype(F32) / F32(n)
     d = x - mean
     var = (np.square(d).sum(axis=-1, keepdims=True, dtype=np.float64) / n).astype(F32)
-    ctx.put(t, d * (F32(1) / np.sqrt(var + F32(t.params[0]))))
+    ctx.put(t, d * (F32(1) / np.sqrt(var + F32(NormParams.of(t).eps))))
 
 
 @implements("rms_norm")
@@ -43,7 +45,7 @@ def rms_norm(ctx: NumpyContext, t: Tensor) -> None:
     """``x / sqrt(mean(x^2) + eps)`` per row."""
     x = ctx.values(t.src[0])
     ms = (np.square(x).sum(axis=-1, keepdims=True, dtype=np.float64) / x.shape[-1]).astype(F32)
-    np.multiply(x, F32(1) / np.sqrt(ms + F32(t.params[0])), out=ctx.arr(t))
+    np.multiply(x, F32(1) / np.sqrt(ms + F32(NormParams.of(t).eps)), out=ctx.arr(t))
 
 
 @implements("l2_norm")
@@ -51,7 +53,7 @@ def l2_norm(ctx: NumpyContext, t: Tensor) -> None:
     """``x / max(||x||, eps)`` per row."""
     x = ctx.values(t.src[0])
     ss = np.square(x).sum(axis=-1, keepdims=True, dtype=np.float64)
-    scale = (1.0 / np.maximum(np.sqrt(ss), t.params[0])).astype(F32)
+    scale = (1.0 / np.maximum(np.sqrt(ss), NormParams.of(t).eps)).astype(F32)
     np.multiply(x, scale, out=ctx.arr(t))
 
 
@@ -69,8 +71,8 @@ def mean(ctx: NumpyContext, t: Tensor) -> None:
     ctx.put(t, s / F32(x.shape[-1]))
 
 
-@implements("cumsum")
-def cumsum(ctx: NumpyContext, t: Tensor) -> None:
+@implements("cum_sum")
+def cum_sum(ctx: NumpyContext, t: Tensor) -> None:
     """Inclusive prefix sums, accumulated sequentially in float32."""
     np.cumsum(ctx.values(t.src[0]), axis=-1, dtype=F32, out=ctx.arr(t))
 
@@ -79,7 +81,7 @@ def cumsum(ctx: NumpyContext, t: Tensor) -> None:
 def argsort(ctx: NumpyContext, t: Tensor) -> None:
     """Indices sorting each row ascending (or descending)."""
     x = ctx.arr(t.src[0])
-    if t.params[0] == "desc":
+    if ArgsortParams.of(t).order == "desc":
         idx = np.argsort(-x.astype(np.float64), axis=-1, kind="stable")
     else:
         idx = np.argsort(x, axis=-1, kind="stable")

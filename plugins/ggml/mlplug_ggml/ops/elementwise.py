@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mlplug.plugin_api import UNARY_PRIMITIVES, NotSupportedError
+from mlplug.plugin_api import (
+    UNARY_PRIMITIVES,
+    ClampParams,
+    FillParams,
+    GluParams,
+    NotSupportedError,
+    ScaleParams,
+    SwigluOaiParams,
+)
 
 from ._layout import packed_src
 from ._registry import Builder, implements
@@ -77,7 +85,7 @@ for _name in UNARY_PRIMITIVES:
 @implements("glu", needs=tuple(_GLU.values()))
 def glu(b: Builder, t: Tensor) -> int:
     """Split GLU: ``act(gate) * up`` with ggml's ``*_split`` builders."""
-    kind = t.params[0]
+    kind = GluParams.of(t).kind
     fn = _GLU.get(kind)
     if fn is None:
         reason = f"gate kind {kind!r}"
@@ -89,7 +97,8 @@ def glu(b: Builder, t: Tensor) -> int:
 @implements("swiglu_oai", needs=("swiglu_oai",))
 def swiglu_oai(b: Builder, t: Tensor) -> int:
     """``ggml_swiglu_oai(gate, up, alpha, limit)``."""
-    alpha, limit = t.params
+    p = SwigluOaiParams.of(t)
+    alpha, limit = p.alpha, p.limit
     gate, up = packed_src(b, t, 0, c1=True), packed_src(b, t, 1, c1=True)
     return b.lib.ggml_swiglu_oai(b.ctx, gate, up, alpha, limit)  # type: ignore[no-any-return]
 
@@ -97,17 +106,18 @@ def swiglu_oai(b: Builder, t: Tensor) -> int:
 @implements("scale", needs=("scale",))
 def scale(b: Builder, t: Tensor) -> int:
     """``ggml_scale(a, f32(s))``."""
-    return b.lib.ggml_scale(b.ctx, b.src(t, 0), t.params[0])  # type: ignore[no-any-return]
+    return b.lib.ggml_scale(b.ctx, b.src(t, 0), ScaleParams.of(t).s)  # type: ignore[no-any-return]
 
 
 @implements("clamp", needs=("clamp",))
 def clamp(b: Builder, t: Tensor) -> int:
     """``ggml_clamp(a, lo, hi)`` (always a view of its input in ggml)."""
-    lo, hi = t.params
+    p = ClampParams.of(t)
+    lo, hi = p.lo, p.hi
     return b.lib.ggml_clamp(b.ctx, b.src(t, 0), lo, hi)  # type: ignore[no-any-return]
 
 
 @implements("fill", needs=("fill_inplace",))
 def fill(b: Builder, t: Tensor) -> int:
     """``ggml_fill_inplace(a, value)``."""
-    return b.lib.ggml_fill_inplace(b.ctx, b.src(t, 0), t.params[0])  # type: ignore[no-any-return]
+    return b.lib.ggml_fill_inplace(b.ctx, b.src(t, 0), FillParams.of(t).value)  # type: ignore[no-any-return]

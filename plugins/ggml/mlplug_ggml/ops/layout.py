@@ -1,11 +1,19 @@
-"""Layout kernels: views, copies and casts, gather/scatter, concat, repeat, pad and the
-matrix constructors (arange, diag, tri)."""
+"""Layout kernels: views, copies and casts, gather/scatter, concat, repeat, pad and arange."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mlplug.plugin_api import TRAITS, DType
+from mlplug.plugin_api import (
+    TRAITS,
+    ArangeParams,
+    ConcatParams,
+    DType,
+    PadParams,
+    PermuteParams,
+    SetParams,
+    ViewParams,
+)
 
 from .._lib import GGMLTensor
 from ._layout import canonical_strides, packed_src
@@ -45,7 +53,8 @@ def _set_strides(ptr: int, t: Tensor) -> int:
 def view(b: Builder, t: Tensor) -> int:
     """``ggml_view_4d`` (``nb[0]``, which ggml always sets to the element size, is patched when
     the node's differs; strides of size-1 dims are made canonical)."""
-    ne, nb, offset = t.params
+    p = ViewParams.of(t)
+    ne, nb, offset = p.ne, p.nb, p.offset
     ptr: int = b.lib.ggml_view_4d(
         b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], nb[1], nb[2], nb[3], offset
     )
@@ -58,14 +67,14 @@ def view(b: Builder, t: Tensor) -> int:
 def permute(b: Builder, t: Tensor) -> int:
     """``ggml_permute``: input axis i goes to position ``axes[i]`` (size-1 dims' strides made
     canonical)."""
-    a = t.params[0]
+    a = PermuteParams.of(t).axes
     ptr: int = b.lib.ggml_permute(b.ctx, b.src(t, 0), a[0], a[1], a[2], a[3])
     if t.nb != canonical_strides(t):
         _set_strides(ptr, t)
     return ptr
 
 
-@implements("cont", needs=("cont_4d",))
+@implements("contiguous", needs=("cont_4d",))
 def cont(b: Builder, t: Tensor) -> int:
     """``ggml_cont_4d``: a contiguous copy in logical order, with the node's shape."""
     ne = t.ne
@@ -90,14 +99,14 @@ def cast(b: Builder, t: Tensor) -> int:
     return b.lib.ggml_cast(b.ctx, _convertible(b, t), ggml_type(t))  # type: ignore[no-any-return]
 
 
-@implements("cpy", needs=("cpy", "cast"))
-def cpy(b: Builder, t: Tensor) -> int:
+@implements("copy", needs=("cpy", "cast"))
+def copy(b: Builder, t: Tensor) -> int:
     """``ggml_cpy(src, dst)``: writes into the destination's storage (a view of it)."""
     return b.lib.ggml_cpy(b.ctx, _convertible(b, t), b.src(t, 1))  # type: ignore[no-any-return]
 
 
-@implements("get_rows", needs=("get_rows",))
-def get_rows(b: Builder, t: Tensor) -> int:
+@implements("rows", needs=("get_rows",))
+def rows(b: Builder, t: Tensor) -> int:
     """``ggml_get_rows(table, ids)`` (ids checked against the table before compute)."""
     return b.lib.ggml_get_rows(b.ctx, b.src(t, 0), b.src(t, 1))  # type: ignore[no-any-return]
 
@@ -108,17 +117,18 @@ def set_rows(b: Builder, t: Tensor) -> int:
     return b.lib.ggml_set_rows(b.ctx, b.src(t, 0), b.src(t, 1), b.src(t, 2))  # type: ignore[no-any-return]
 
 
-@implements("set", needs=("set_inplace",))
+@implements("set_inplace", needs=("set_inplace",))
 def set_(b: Builder, t: Tensor) -> int:
     """``ggml_set_inplace(dst, src, nb1, nb2, nb3, offset)``."""
-    nb1, nb2, nb3, offset = t.params
+    r = SetParams.of(t)
+    nb1, nb2, nb3, offset = r.nb1, r.nb2, r.nb3, r.offset
     return b.lib.ggml_set_inplace(b.ctx, b.src(t, 0), b.src(t, 1), nb1, nb2, nb3, offset)  # type: ignore[no-any-return]
 
 
 @implements("concat", needs=("concat",))
 def concat(b: Builder, t: Tensor) -> int:
     """``ggml_concat(a, b, dim)``."""
-    return b.lib.ggml_concat(b.ctx, b.src(t, 0), b.src(t, 1), t.params[0])  # type: ignore[no-any-return]
+    return b.lib.ggml_concat(b.ctx, b.src(t, 0), b.src(t, 1), ConcatParams.of(t).dim)  # type: ignore[no-any-return]
 
 
 @implements("repeat", needs=("repeat_4d",))
@@ -132,9 +142,9 @@ def repeat(b: Builder, t: Tensor) -> int:
 @implements("pad", needs=("pad",))
 def pad(b: Builder, t: Tensor) -> int:
     """``ggml_pad(a, p0, p1, p2, p3)``: zeros at the end (negative amounts crop)."""
-    p = t.params
+    p = PadParams.of(t)
     a = packed_src(b, t, 0)  # the CPU kernel needs dim 0 packed
-    return b.lib.ggml_pad(b.ctx, a, p[0], p[1], p[2], p[3])  # type: ignore[no-any-return]
+    return b.lib.ggml_pad(b.ctx, a, p.p0, p.p1, p.p2, p.p3)  # type: ignore[no-any-return]
 
 
 @implements("arange", needs=("arange", "scale", "scale_bias"))
@@ -147,22 +157,11 @@ def arange(b: Builder, t: Tensor) -> int:
     and ``ggml_scale_bias(1, start)``. Beyond 2**24 values (integers no longer exact in F32)
     plain ``ggml_arange`` is used.
     """
-    start, stop, step = t.params
+    r = ArangeParams.of(t)
+    start, stop, step = r.start, r.stop, r.step
     lib, ctx = b.lib, b.ctx
     n = t.ne[0]
     if n > _F32_EXACT:
         return lib.ggml_arange(ctx, start, stop, step)  # type: ignore[no-any-return]
     i = lib.ggml_arange(ctx, 0.0, float(n), 1.0)
     return lib.ggml_scale_bias(ctx, lib.ggml_scale(ctx, i, step), 1.0, start)  # type: ignore[no-any-return]
-
-
-@implements("diag", needs=("diag",))
-def diag(b: Builder, t: Tensor) -> int:
-    """``ggml_diag(a)``."""
-    return b.lib.ggml_diag(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
-
-
-@implements("tri", needs=("tri",))
-def tri(b: Builder, t: Tensor) -> int:
-    """``ggml_tri(a, type)``."""
-    return b.lib.ggml_tri(b.ctx, b.src(t, 0), t.params[0])  # type: ignore[no-any-return]

@@ -6,7 +6,16 @@ from __future__ import annotations
 import ctypes
 from typing import TYPE_CHECKING, Final
 
-from mlplug.plugin_api import TRAITS, DType
+from mlplug.plugin_api import (
+    TRAITS,
+    AttentionParams,
+    Conv3dParams,
+    DType,
+    Im2colParams,
+    InterpolateParams,
+    Pool2dParams,
+    RopeParams,
+)
 
 from ._layout import dim0_packed, packed_src
 from ._registry import Builder, implements
@@ -26,14 +35,16 @@ _GGML_F16: Final = TRAITS[DType.F16].ggml_type
 @implements("pool_2d", needs=("pool_2d",))
 def pool_2d(b: Builder, t: Tensor) -> int:
     """``ggml_pool_2d(a, AVG, k, k, s, s, p, p)``."""
-    _kind, k, s, p = t.params
+    r = Pool2dParams.of(t)
+    k, s, p = r.k, r.s, r.p
     return b.lib.ggml_pool_2d(b.ctx, b.src(t, 0), GGML_OP_POOL_AVG, k, k, s, s, p, p)  # type: ignore[no-any-return]
 
 
 @implements("im2col", needs=("im2col",))
 def im2col(b: Builder, t: Tensor) -> int:
     """``ggml_im2col(kernel, image, s0, s1, p0, p1, d0, d1, is_2D=True, node dtype)``."""
-    s0, s1, p0, p1, d0, d1 = t.params
+    r = Im2colParams.of(t)
+    s0, s1, p0, p1, d0, d1 = r.s0, r.s1, r.p0, r.p1, r.d0, r.d1
     return b.lib.ggml_im2col(  # type: ignore[no-any-return]
         b.ctx, b.src(t, 0), b.src(t, 1), s0, s1, p0, p1, d0, d1, True, ggml_type(t)
     )
@@ -47,7 +58,9 @@ def conv_3d(b: Builder, t: Tensor) -> int:
     Today's ``ggml_conv_3d`` always unfolds into F16 (rounding F32 data); the seed's
     unfolded into the weight's type, which this keeps.
     """
-    c, s0, s1, s2, p0, p1, p2, d0, d1, d2 = t.params
+    r = Conv3dParams.of(t)
+    c, s0, s1, s2 = r.c, r.s0, r.s1, r.s2
+    p0, p1, p2, d0, d1, d2 = r.p0, r.p1, r.p2, r.d0, r.d1, r.d2
     lib, ctx = b.lib, b.ctx
     w, x = t.src
     ow, oh, od = t.ne[0], t.ne[1], t.ne[2]
@@ -83,14 +96,23 @@ def ssm_scan(b: Builder, t: Tensor) -> int:
 @implements("interpolate", needs=("interpolate",))
 def interpolate(b: Builder, t: Tensor) -> int:
     """``ggml_interpolate(a, ne0, ne1, ne2, ne3, NEAREST | BILINEAR)``."""
-    ne = t.ne
-    return b.lib.ggml_interpolate(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], t.params[0])  # type: ignore[no-any-return]
+    ne, mode = t.ne, InterpolateParams.of(t).mode
+    ptr: int = b.lib.ggml_interpolate(b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], mode)
+    return ptr
 
 
 @implements("rope", needs=("rope_ext", "rope_multi", "reshape_4d", "cont"))
 def rope(b: Builder, t: Tensor) -> int:
     """``ggml_rope_ext`` (normal, neox) or ``ggml_rope_multi`` (mrope, vision, imrope)."""
-    n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = t.params
+    r = RopeParams.of(t)
+    n_dims, mode, n_ctx, base = r.n_dims, r.mode, r.n_ctx_orig, r.base
+    fscale, ext, attn, bfast, bslow = (
+        r.freq_scale,
+        r.ext_factor,
+        r.attn_factor,
+        r.beta_fast,
+        r.beta_slow,
+    )
     lib, ctx = b.lib, b.ctx
     x = b.src(t, 0)
     # ggml wants positions as a vector and the factors' values along dim 0
@@ -107,7 +129,7 @@ def rope(b: Builder, t: Tensor) -> int:
                 factors = lib.ggml_cont(ctx, factors)
             factors = lib.ggml_reshape_4d(ctx, factors, f.nelements, 1, 1, 1)
     if mode in _MULTI_ROPE:
-        sections = (ctypes.c_int * 4)(*secs)
+        sections = (ctypes.c_int * 4)(*r.sections)
         return b.lib.ggml_rope_multi(  # type: ignore[no-any-return]
             b.ctx,
             x,
@@ -130,7 +152,7 @@ def rope(b: Builder, t: Tensor) -> int:
 
 
 @implements(
-    "sdpa",
+    "scaled_dot_product_attention",
     needs=(
         "permute",
         "cont",
@@ -144,11 +166,12 @@ def rope(b: Builder, t: Tensor) -> int:
         "flash_attn_ext_set_prec",
     ),
 )
-def sdpa(b: Builder, t: Tensor) -> int:
+def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
     """Attention as the seed builds it: ``ggml_flash_attn_ext`` when flash attention is
     enabled, else ``mul_mat`` (F32) + ``soft_max_ext`` (+ sinks) + ``mul_mat`` over V
     permuted to ``[L_k, d_v, H_kv]``, then permute + cont to ``[d_v, H, L_q]``."""
-    scale, has_mask, has_sinks = t.params
+    r = AttentionParams.of(t)
+    scale, has_mask, has_sinks = r.scale, r.has_mask, r.has_sinks
     lib, ctx = b.lib, b.ctx
     # Both paths need dim 0 of Q, K and V packed; mul_mat also a K that is not transposed.
     q = lib.ggml_permute(ctx, packed_src(b, t, 0), 0, 2, 1, 3)  # [d_k, L_q, H, B]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mlplug.plugin_api import TRAITS, DType
+from mlplug.plugin_api import TRAITS, ArgsortParams, DType, NormParams
 
 from ._registry import Builder, implements
 
@@ -16,8 +16,8 @@ _ORDER: Final = {"asc": 0, "desc": 1}
 _GGML_F32: Final = TRAITS[DType.F32].ggml_type
 
 
-@implements("soft_max", needs=("soft_max",))
-def soft_max(b: Builder, t: Tensor) -> int:
+@implements("softmax", needs=("soft_max",))
+def softmax(b: Builder, t: Tensor) -> int:
     """``ggml_soft_max(a)``."""
     return b.lib.ggml_soft_max(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
 
@@ -25,19 +25,19 @@ def soft_max(b: Builder, t: Tensor) -> int:
 @implements("norm", needs=("norm",))
 def norm(b: Builder, t: Tensor) -> int:
     """``ggml_norm(a, eps)``."""
-    return b.lib.ggml_norm(b.ctx, b.src(t, 0), t.params[0])  # type: ignore[no-any-return]
+    return b.lib.ggml_norm(b.ctx, b.src(t, 0), NormParams.of(t).eps)  # type: ignore[no-any-return]
 
 
 @implements("rms_norm", needs=("rms_norm",))
 def rms_norm(b: Builder, t: Tensor) -> int:
     """``ggml_rms_norm(a, eps)``."""
-    return b.lib.ggml_rms_norm(b.ctx, b.src(t, 0), t.params[0])  # type: ignore[no-any-return]
+    return b.lib.ggml_rms_norm(b.ctx, b.src(t, 0), NormParams.of(t).eps)  # type: ignore[no-any-return]
 
 
 @implements("l2_norm", needs=("l2_norm",))
 def l2_norm(b: Builder, t: Tensor) -> int:
     """``ggml_l2_norm(a, eps)``."""
-    return b.lib.ggml_l2_norm(b.ctx, b.src(t, 0), t.params[0])  # type: ignore[no-any-return]
+    return b.lib.ggml_l2_norm(b.ctx, b.src(t, 0), NormParams.of(t).eps)  # type: ignore[no-any-return]
 
 
 @implements("sum_rows", needs=("sum_rows",))
@@ -52,8 +52,8 @@ def mean(b: Builder, t: Tensor) -> int:
     return b.lib.ggml_mean(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
 
 
-@implements("cumsum", needs=("cumsum",))
-def cumsum(b: Builder, t: Tensor) -> int:
+@implements("cum_sum", needs=("cumsum",))
+def cum_sum(b: Builder, t: Tensor) -> int:
     """``ggml_cumsum(a)``."""
     return b.lib.ggml_cumsum(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
 
@@ -68,4 +68,4 @@ def argsort(b: Builder, t: Tensor) -> int:
     a = b.src(t, 0)
     if t.src[0].dtype == DType.I32:
         a = b.lib.ggml_cast(b.ctx, a, _GGML_F32)
-    return b.lib.ggml_argsort(b.ctx, a, _ORDER[t.params[0]])  # type: ignore[no-any-return]
+    return b.lib.ggml_argsort(b.ctx, a, _ORDER[ArgsortParams.of(t).order])  # type: ignore[no-any-return]

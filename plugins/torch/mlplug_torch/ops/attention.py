@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from mlplug.plugin_api import DType
+from mlplug.plugin_api import AttentionParams, DType
 
 from ._registry import implements
 from .elementwise import f16_round, f32
@@ -76,10 +76,11 @@ def _explicit(
     return torch.matmul(p.reshape(b, hkv, r * lq, lk), v).reshape(b, h, lq, v.shape[-1])
 
 
-@implements("sdpa")
-def sdpa(ctx: TorchContext, t: Tensor) -> None:
+@implements("scaled_dot_product_attention")
+def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks; ``[d_v, H, L_q, B]``."""
-    scale, has_mask, has_sinks = t.params
+    p = AttentionParams.of(t)
+    scale, has_mask, has_sinks = p.scale, p.has_mask, p.has_sinks
     q_t, k_t, v_t = t.src[:3]
     rest = list(t.src[3:])
     mask_t = rest.pop(0) if has_mask else None

@@ -14,7 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlplug.plugin_api import DType
+from mlplug.plugin_api import (
+    ClampParams,
+    DType,
+    FillParams,
+    GluParams,
+    ScaleParams,
+    SwigluOaiParams,
+)
 
 from ._registry import implements
 
@@ -151,13 +158,14 @@ _ACT: dict[str, Callable[[torch.Tensor, DType], torch.Tensor]] = {
 def glu(ctx: TorchContext, t: Tensor) -> None:
     """Gated activation: ``act(gate) * up``."""
     gate, up = t.src
-    ctx.put(t, _ACT[t.params[0]](ctx.values(gate), gate.dtype) * ctx.values(up))
+    ctx.put(t, _ACT[GluParams.of(t).kind](ctx.values(gate), gate.dtype) * ctx.values(up))
 
 
 @implements("swiglu_oai")
 def swiglu_oai(ctx: TorchContext, t: Tensor) -> None:
     """gpt-oss clamped SwiGLU: ``x' sigmoid(alpha x') (clamp(up) + 1)``."""
-    alpha, limit = f32(t.params[0]), f32(t.params[1])
+    p = SwigluOaiParams.of(t)
+    alpha, limit = f32(p.alpha), f32(p.limit)
     x = torch.clamp(ctx.values(t.src[0]), max=limit)
     y = torch.clamp(ctx.values(t.src[1]), -limit, limit)
     ctx.put(t, x / (1.0 + torch.exp(-alpha * x)) * (y + 1.0))
@@ -166,13 +174,14 @@ def swiglu_oai(ctx: TorchContext, t: Tensor) -> None:
 @implements("scale")
 def scale(ctx: TorchContext, t: Tensor) -> None:
     """Multiply by ``f32(s)``."""
-    ctx.put(t, ctx.values(t.src[0]) * f32(t.params[0]))
+    ctx.put(t, ctx.values(t.src[0]) * f32(ScaleParams.of(t).s))
 
 
 @implements("clamp")
 def clamp(ctx: TorchContext, t: Tensor) -> None:
     """``max(min(x, hi), lo)`` with NaN -> hi (in place)."""
-    lo, hi = f32(t.params[0]), f32(t.params[1])
+    p = ClampParams.of(t)
+    lo, hi = f32(p.lo), f32(p.hi)
     x = ctx.values(t.src[0])
     ctx.put(t, torch.clamp(torch.where(x < hi, x, hi), min=lo))
 
@@ -180,4 +189,4 @@ def clamp(ctx: TorchContext, t: Tensor) -> None:
 @implements("fill")
 def fill(ctx: TorchContext, t: Tensor) -> None:
     """Set every element (in place)."""
-    ctx.put(t, ctx.scalar(f32(t.params[0])))
+    ctx.put(t, ctx.scalar(f32(FillParams.of(t).value)))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlplug.plugin_api import TRAITS, DType
+from mlplug.plugin_api import TRAITS, ArangeParams, ConcatParams, DType, PadParams, SetParams
 
 from .. import quant
 from ..context import TORCH_DTYPES, geometry
@@ -29,14 +29,14 @@ def _rev(ne: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(ne))
 
 
-@implements("cont")
+@implements("contiguous")
 def cont(ctx: TorchContext, t: Tensor) -> None:
     """Copy in logical order into a contiguous tensor of the node's shape."""
     ctx.put_raw(t, ctx.arr(t.src[0]).reshape(_units(t)))
 
 
-@implements("cpy", "cast")
-def cpy(ctx: TorchContext, t: Tensor) -> None:
+@implements("copy", "cast")
+def copy(ctx: TorchContext, t: Tensor) -> None:
     """Convert src into the node (a new tensor for cast, the destination's alias for cpy).
 
     Element k of the source in logical order goes to element k of the destination; values
@@ -50,8 +50,8 @@ def cpy(ctx: TorchContext, t: Tensor) -> None:
     ctx.put(t, ctx.values(src).reshape(_rev(t.ne)))
 
 
-@implements("get_rows")
-def get_rows(ctx: TorchContext, t: Tensor) -> None:
+@implements("rows")
+def rows(ctx: TorchContext, t: Tensor) -> None:
     """``out[:, i, j, k] = table[:, ids[i, j, k], j, k]`` (F32, or I32 for an I32 table)."""
     table, ids = t.src
     tbl = ctx.arr(table)
@@ -93,11 +93,12 @@ def set_rows(ctx: TorchContext, t: Tensor) -> None:
     ctx.index_write(t, (kk, jj, rows), v)
 
 
-@implements("set")
+@implements("set_inplace")
 def set_(ctx: TorchContext, t: Tensor) -> None:
     """Write src into a byte-strided window of the destination (``set_inplace``)."""
     src = t.src[1]
-    nb1, nb2, nb3, offset = t.params
+    r = SetParams.of(t)
+    nb1, nb2, nb3, offset = r.nb1, r.nb2, r.nb3, r.offset
     es = TRAITS[t.dtype].type_size
     size = _rev(src.ne)
     stride = (nb3 // es, nb2 // es, nb1 // es, 1)
@@ -108,7 +109,7 @@ def set_(ctx: TorchContext, t: Tensor) -> None:
 def concat(ctx: TorchContext, t: Tensor) -> None:
     """Join along a dim."""
     a, b = t.src
-    ctx.put_raw(t, torch.cat((ctx.arr(a), ctx.arr(b)), dim=3 - t.params[0]))
+    ctx.put_raw(t, torch.cat((ctx.arr(a), ctx.arr(b)), dim=3 - ConcatParams.of(t).dim))
 
 
 @implements("repeat")
@@ -122,14 +123,16 @@ def repeat(ctx: TorchContext, t: Tensor) -> None:
 @implements("pad")
 def pad(ctx: TorchContext, t: Tensor) -> None:
     """Zero-pad (or, for negative amounts, crop) at the end of each dim."""
-    p0, p1, p2, p3 = t.params
+    r = PadParams.of(t)
+    p0, p1, p2, p3 = r.p0, r.p1, r.p2, r.p3
     ctx.put(t, F.pad(ctx.values(t.src[0]), (0, p0, 0, p1, 0, p2, 0, p3)))
 
 
 @implements("arange")
 def arange(ctx: TorchContext, t: Tensor) -> None:
     """``f32(start + f32(step * i))``."""
-    start, _stop, step = t.params
+    r = ArangeParams.of(t)
+    start, step = r.start, r.step
     i = torch.arange(t.ne[0], dtype=torch.float32, device=ctx.device)
     ctx.put(t, i * float(np.float32(step)) + float(np.float32(start)))
 

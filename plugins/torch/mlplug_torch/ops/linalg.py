@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mlplug.plugin_api import DType
+from mlplug.plugin_api import DType, TriParams
 
 from .. import quant
 from ._registry import implements
@@ -50,8 +50,8 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
     return bv
 
 
-@implements("mul_mat")
-def mul_mat(ctx: TorchContext, t: Tensor) -> None:
+@implements("mulmat")
+def mulmat(ctx: TorchContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
     av = ctx.values(a)  # (A3, A2, M, K)
@@ -84,8 +84,8 @@ def _expert(ctx: TorchContext, a: Tensor, e: int) -> torch.Tensor:
     return raw.float()
 
 
-@implements("mul_mat_id")
-def mul_mat_id(ctx: TorchContext, t: Tensor) -> None:
+@implements("mulmat_id")
+def mulmat_id(ctx: TorchContext, t: Tensor) -> None:
     """Per-token expert products: ``out[r,u,t] = sum_k a[k,r,ids[u,t]] b[k,u%B1,t]``.
 
     Eagerly, the (token, slot) pairs are grouped by expert and each used expert runs one
@@ -135,7 +135,7 @@ def diag(ctx: TorchContext, t: Tensor) -> None:
 def tri(ctx: TorchContext, t: Tensor) -> None:
     """Keep one triangle (column = dim 0, row = dim 1)."""
     x = ctx.values(t.src[0])
-    kind = t.params[0]
+    kind = TriParams.of(t).tri_type
     out = (
         torch.triu(x, 0 if kind == 0 else 1)
         if kind in (0, 1)

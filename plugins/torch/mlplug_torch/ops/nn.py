@@ -16,7 +16,12 @@ import torch.nn.functional as F
 
 from mlplug.plugin_api import (
     MROPE_MODES,
+    Conv3dParams,
     DType,
+    Im2colParams,
+    InterpolateParams,
+    Pool2dParams,
+    RopeParams,
     bilinear_axis,
     nearest_index,
     rope_n_pairs,
@@ -39,7 +44,8 @@ F32 = np.float32
 @implements("pool_2d")
 def pool_2d(ctx: TorchContext, t: Tensor) -> None:
     """Average pooling over dims 0, 1; the divisor is always ``k * k``."""
-    _kind, k, s, p = t.params
+    r = Pool2dParams.of(t)
+    k, s, p = r.k, r.s, r.p
     x = ctx.values(t.src[0])  # (N, C, H, W)
     ow, oh = t.ne[0], t.ne[1]
     pi = int(p)
@@ -65,7 +71,8 @@ def pool_2d(ctx: TorchContext, t: Tensor) -> None:
 def im2col(ctx: TorchContext, t: Tensor) -> None:
     """Unfold image patches into ``[C*KH*KW, OW, OH, N]`` (kernel-width index fastest)."""
     kernel, image = t.src
-    s0, s1, p0, p1, d0, d1 = t.params
+    r = Im2colParams.of(t)
+    s0, s1, p0, p1, d0, d1 = r.s0, r.s1, r.p0, r.p1, r.d0, r.d1
     kw, kh = kernel.ne[0], kernel.ne[1]
     ow, oh = t.ne[1], t.ne[2]
     x = ctx.values(image)  # (N, C, IH, IW)
@@ -77,7 +84,9 @@ def im2col(ctx: TorchContext, t: Tensor) -> None:
 def conv_3d(ctx: TorchContext, t: Tensor) -> None:
     """3-D cross-correlation with channels merged into dim 3 (``ic + IC * n``)."""
     w, x = t.src
-    c, s0, s1, s2, p0, p1, p2, d0, d1, d2 = t.params
+    r = Conv3dParams.of(t)
+    c, s0, s1, s2 = r.c, r.s0, r.s1, r.s2
+    p0, p1, p2, d0, d1, d2 = r.p0, r.p1, r.p2, r.d0, r.d1, r.d2
     wv = ctx.values(w)  # (OC*IC, KD, KH, KW)
     xv = ctx.values(x)  # (N*IC, ID, IH, IW)
     if w.dtype == DType.F16:
@@ -141,7 +150,7 @@ def interpolate(ctx: TorchContext, t: Tensor) -> None:
 
     x = x.index_select(0, idx(nearest_index(ne_out[3], ne_in[3])))
     x = x.index_select(1, idx(nearest_index(ne_out[2], ne_in[2])))
-    if t.params[0] == 0:
+    if InterpolateParams.of(t).mode == 0:
         x = x.index_select(2, idx(nearest_index(ne_out[1], ne_in[1])))
         ctx.put(t, x.index_select(3, idx(nearest_index(ne_out[0], ne_in[0]))))
         return
@@ -159,7 +168,7 @@ def rope_angles(
     ctx: TorchContext,
     pos: torch.Tensor,
     n_pairs: int,
-    params: tuple[object, ...],
+    params: RopeParams,
     factors: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``cos``, ``sin`` ``(n_tokens, n_pairs)`` as ggml's CPU computes them.
@@ -167,23 +176,33 @@ def rope_angles(
     The angle of pair k is the position times ``theta_scale`` k times, each product rounded
     to float32 (ggml's recurrence), divided by the frequency factor; YaRN as in the spec.
     """
-    n_dims, mode, n_ctx, base, fscale, ext, attn, bfast, bslow, secs = params
-    assert isinstance(n_dims, int) and isinstance(mode, int) and isinstance(secs, tuple)
-    theta_scale = float(rope_theta_scale(base, n_dims))  # type: ignore[arg-type]
+    p = params
+    n_dims, mode, base, fscale = p.n_dims, p.mode, p.base, p.freq_scale
+    theta_scale = float(rope_theta_scale(base, n_dims))
     mrope = mode in MROPE_MODES
     n_tok = pos.shape[-1] // (4 if mrope else 1)
     axes = pos.reshape(4 if mrope else 1, n_tok).float()
     cur = axes
     cols = []
-    for k, (row, j) in enumerate(rope_rows(n_pairs, mode, secs)):
+    for k, (row, j) in enumerate(rope_rows(n_pairs, mode, p.sections)):
         if j >= 0:  # vision: the power restarts at each section
             cur = torch.cat((cur[:j], axes[j : j + 1], cur[j + 1 :]))
         th = cur[row]
         cols.append(th if factors is None else th / factors[k])
         cur = cur * theta_scale
     theta = torch.stack(cols, dim=1)  # (n_tok, n_pairs)
-    ang = theta * float(F32(fscale))  # type: ignore[arg-type]
-    mix, mscale = yarn_mix(n_pairs, n_dims, n_ctx, base, fscale, ext, attn, bfast, bslow)  # type: ignore[arg-type]
+    ang = theta * float(F32(fscale))
+    mix, mscale = yarn_mix(
+        n_pairs,
+        n_dims,
+        p.n_ctx_orig,
+        base,
+        fscale,
+        p.ext_factor,
+        p.attn_factor,
+        p.beta_fast,
+        p.beta_slow,
+    )
     if mix is not None:
         w = torch.from_numpy(mix).to(ctx.device)
         ang = ang * (1.0 - w) + theta * w
@@ -196,13 +215,14 @@ def rope(ctx: TorchContext, t: Tensor) -> None:
     """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
     x_t, pos_t = t.src[0], t.src[1]
     fac_t = t.src[2] if len(t.src) > 2 else None
-    n_dims, mode = t.params[0], t.params[1]
+    params = RopeParams.of(t)
+    n_dims, mode = params.n_dims, params.mode
     n_pairs = rope_n_pairs(n_dims, mode)
-    key = ("rope", id(pos_t), None if fac_t is None else id(fac_t), n_pairs, t.params)
+    key = ("rope", id(pos_t), None if fac_t is None else id(fac_t), n_pairs, params)
     cs = ctx.memo.get(key)
     if cs is None:
         factors = None if fac_t is None else ctx.values(fac_t).reshape(-1)
-        cs = rope_angles(ctx, ctx.arr(pos_t).reshape(-1), n_pairs, t.params, factors)
+        cs = rope_angles(ctx, ctx.arr(pos_t).reshape(-1), n_pairs, params, factors)
         ctx.memo[key] = cs
     cos, sin = cs[0][None, :, None, :], cs[1][None, :, None, :]
     x = ctx.values(x_t)  # (B, T, H, D)

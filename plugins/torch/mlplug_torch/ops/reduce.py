@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from mlplug.plugin_api import ArgsortParams, NormParams
+
 from ._registry import implements
 
 if TYPE_CHECKING:
@@ -22,8 +24,8 @@ if TYPE_CHECKING:
 _RMS_NORM = getattr(F, "rms_norm", None)
 
 
-@implements("soft_max")
-def soft_max(ctx: TorchContext, t: Tensor) -> None:
+@implements("softmax")
+def softmax(ctx: TorchContext, t: Tensor) -> None:
     """Stable softmax of each row."""
     ctx.put(t, torch.softmax(ctx.values(t.src[0]), dim=-1))
 
@@ -32,14 +34,14 @@ def soft_max(ctx: TorchContext, t: Tensor) -> None:
 def norm(ctx: TorchContext, t: Tensor) -> None:
     """``(x - mean) / sqrt(var + eps)`` per row (population variance)."""
     x = ctx.values(t.src[0])
-    ctx.put(t, F.layer_norm(x, (x.shape[-1],), eps=t.params[0]))
+    ctx.put(t, F.layer_norm(x, (x.shape[-1],), eps=NormParams.of(t).eps))
 
 
 @implements("rms_norm")
 def rms_norm(ctx: TorchContext, t: Tensor) -> None:
     """``x / sqrt(mean(x^2) + eps)`` per row."""
     x = ctx.values(t.src[0])
-    eps = t.params[0]
+    eps = NormParams.of(t).eps
     if _RMS_NORM is not None:
         ctx.put(t, _RMS_NORM(x, (x.shape[-1],), eps=eps))
     else:  # torch < 2.4
@@ -51,7 +53,7 @@ def l2_norm(ctx: TorchContext, t: Tensor) -> None:
     """``x / max(||x||, eps)`` per row."""
     x = ctx.values(t.src[0])
     ss = x.square().sum(dim=-1, keepdim=True, dtype=ctx.acc_dtype)
-    scale = (1.0 / torch.clamp(torch.sqrt(ss), min=t.params[0])).float()
+    scale = (1.0 / torch.clamp(torch.sqrt(ss), min=NormParams.of(t).eps)).float()
     ctx.put(t, x * scale)
 
 
@@ -69,8 +71,8 @@ def mean(ctx: TorchContext, t: Tensor) -> None:
     ctx.put(t, s / float(x.shape[-1]))
 
 
-@implements("cumsum")
-def cumsum(ctx: TorchContext, t: Tensor) -> None:
+@implements("cum_sum")
+def cum_sum(ctx: TorchContext, t: Tensor) -> None:
     """Inclusive prefix sums along dim 0."""
     ctx.put(t, torch.cumsum(ctx.values(t.src[0]), dim=-1))
 
@@ -79,5 +81,5 @@ def cumsum(ctx: TorchContext, t: Tensor) -> None:
 def argsort(ctx: TorchContext, t: Tensor) -> None:
     """Indices sorting each row ascending (or descending for top_k); ties keep index order."""
     x = ctx.arr(t.src[0])
-    idx = torch.argsort(x, dim=-1, stable=True, descending=t.params[0] == "desc")
+    idx = torch.argsort(x, dim=-1, stable=True, descending=ArgsortParams.of(t).order == "desc")
     ctx.put_raw(t, idx.to(torch.int32))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._tensorbase import Shape4, TensorBase, contiguous_strides
+from .._tensorbase import Shape4, TensorBase, as_tensor, contiguous_strides
 from ..dtypes import TRAITS, DType
 from ..errors import DTypeError, ShapeError
 from ._build import (
@@ -22,6 +22,15 @@ from ._build import (
     require_dtype,
     rows_contiguous,
     view,
+)
+from .records import (
+    CastParams,
+    ConcatParams,
+    PadParams,
+    PermuteParams,
+    ReshapeParams,
+    SetParams,
+    ViewParams,
 )
 
 if TYPE_CHECKING:
@@ -117,7 +126,7 @@ def _slice_len(low: int, high: int, step: int) -> int:
     return high - low if step == 1 else (high - low + 1) // step
 
 
-class ShapeOps(TensorBase):
+class LayoutOps(TensorBase):
     """Tensor methods that rearrange, copy or convert data."""
 
     __slots__ = ()
@@ -136,12 +145,12 @@ class ShapeOps(TensorBase):
             ...
         mlplug.errors.ShapeError: reshape: cannot infer dimension for [2, -1, 2, 4] ...
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if not t.is_contiguous():
             return t.contiguous(ctx, *shape)
         ne = _target("reshape", t, shape)
         nb = contiguous_strides(t.dtype, ne)
-        return view(ctx, "reshape", t, ne, nb, 0, (ne,))
+        return view(ctx, "reshape", t, ne, nb, 0, ReshapeParams(ne))
 
     def view(self, ctx: Context, offset: int, *shape: int) -> Tensor:
         """Return a strided window on this tensor's memory.
@@ -159,7 +168,7 @@ class ShapeOps(TensorBase):
 
         :raises ShapeError: for another number of values, or a window past the storage's end.
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         offset = as_int("view", "offset", offset)
         vals = tuple(as_int("view", "shape", v) for v in shape)
         if len(vals) not in (1, 3, 5, 7):
@@ -180,7 +189,7 @@ class ShapeOps(TensorBase):
             raise ShapeError(msg, op="view", shapes=(t.shape,))
         ne4, nb4 = pad4(ne), pad4(nb)
         _check_view_bounds("view", t, ne4, nb4, offset)
-        return view(ctx, "view", t, ne4, nb4, offset, (ne4, nb4, offset))
+        return view(ctx, "view", t, ne4, nb4, offset, ViewParams(ne4, nb4, offset))
 
     def permute(self, ctx: Context, *order: int) -> Tensor:
         """Return a view where input axis ``i`` moves to output position ``order[i]``.
@@ -196,7 +205,7 @@ class ShapeOps(TensorBase):
         >>> c.to_numpy().ravel().tolist()
         [0, 6, 12, 18, 1, 7, 13, 19, 2, 8, 14, 20, 3, 9, 15, 21, 4, 10, 16, 22, 5, 11, 17, 23]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         order_ = tuple(as_int("permute", "order", o) for o in order)
         if len(order_) != len(t.shape) and len(order_) != 4:
             msg = (
@@ -211,7 +220,7 @@ class ShapeOps(TensorBase):
         ne, nb = [0] * 4, [0] * 4
         for i, o in enumerate(full):
             ne[o], nb[o] = t.ne[i], t.nb[i]
-        return view(ctx, "permute", t, pad4(ne), pad4(nb), 0, (full,))
+        return view(ctx, "permute", t, pad4(ne), pad4(nb), 0, PermuteParams(pad4(full)))
 
     def slice(self, ctx: Context, dim: int, low: int, high: int, step: int) -> Tensor:
         """Return indices ``low, low+step, ...`` below ``high`` of dimension ``dim``.
@@ -227,7 +236,7 @@ class ShapeOps(TensorBase):
         >>> t.slice(ctx, 0, 0, 4, 3).shape, t.slice(ctx, 0, 0, 1, 3).shape
         ((1,), (0,))
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if not isinstance(dim, int) or not 0 <= dim < 4:
             msg = f"slice: invalid dimension {dim!r}"
             raise ShapeError(msg, op="slice", shapes=(t.shape,))
@@ -248,14 +257,14 @@ class ShapeOps(TensorBase):
         nb = list(t.nb)
         if dim == 0 and step > 1:
             if n == 0:
-                return view(ctx, "view", t, pad4(ne), t.nb, offs, (pad4(ne), t.nb, offs))
+                return view(ctx, "view", t, pad4(ne), t.nb, offs, ViewParams(pad4(ne), t.nb, offs))
             vne = (1, n, t.ne[1], t.ne[2] * t.ne[3])
             vnb = (t.nb[0], step * t.nb[0], t.nb[1], t.nb[2])
-            v = view(ctx, "view", t, vne, vnb, offs, (vne, vnb, offs))
+            v = view(ctx, "view", t, vne, vnb, offs, ViewParams(vne, vnb, offs))
             return v.contiguous(ctx, n, t.ne[1], t.ne[2], t.ne[3])
         nb[dim] = step * t.nb[dim]
         ne4, nb4 = pad4(ne), pad4(nb)
-        return view(ctx, "view", t, ne4, nb4, offs, (ne4, nb4, offs))
+        return view(ctx, "view", t, ne4, nb4, offs, ViewParams(ne4, nb4, offs))
 
     def chunk(self, ctx: Context, dim: int, size: int) -> list[Tensor]:
         """Split ``dim`` into views of ``size`` (the last one holds the remainder).
@@ -269,7 +278,7 @@ class ShapeOps(TensorBase):
         >>> y.floats().tolist()
         [2.0, 5.0, 8.0, 11.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         require_dim("chunk", dim)
         if size <= 0:
             msg = f"chunk: size must be positive, got {size}"
@@ -290,7 +299,7 @@ class ShapeOps(TensorBase):
         >>> y.floats().tolist()
         [4.0, 5.0, 10.0, 11.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         require_dim("chunk_sections", dim)
         out, o = [], 0
         for s in sections:
@@ -314,7 +323,7 @@ class ShapeOps(TensorBase):
         >>> y.floats().tolist()
         [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if len(shape) > 4:
             msg = f"contiguous: unsupported number of dimensions: {len(shape)}"
             raise ShapeError(msg, op="contiguous", shapes=(t.shape,))
@@ -322,7 +331,7 @@ class ShapeOps(TensorBase):
         if t.dtype.is_quantized and not t._dim0_packed():
             msg = f"contiguous: dim 0 of a {t.dtype.name} tensor must be packed"
             raise ShapeError(msg, op="contiguous", shapes=(t.shape,))
-        return node(ctx, "cont", (t,), t.dtype, ne)
+        return node(ctx, "contiguous", (t,), t.dtype, ne)
 
     def duplicate(self, ctx: Context) -> Tensor:
         """Return a contiguous copy with the same shape and dtype.
@@ -347,7 +356,7 @@ class ShapeOps(TensorBase):
         >>> h.floats().tolist()
         [0.0, 0.0, 7.0, 8.0, 0.0, 0.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if t.nelements != t2.nelements:
             msg = f"copy: {t.nelements} elements cannot be copied into {t2.nelements}"
             raise ShapeError(msg, op="copy", shapes=(t.shape, t2.shape))
@@ -356,7 +365,7 @@ class ShapeOps(TensorBase):
             require(t2.is_contiguous(), "copy", "a quantised destination must be contiguous", t2)
         if t.dtype.is_quantized:
             t = packed_dim0(ctx, t)
-        return inplace(ctx, "cpy", (t, t2), into=t2)
+        return inplace(ctx, "copy", (t, t2), into=t2)
 
     def cast(self, ctx: Context, dtype: DType) -> Tensor:
         """Return a contiguous copy converted to ``dtype`` (F32->I32 truncates toward zero).
@@ -367,13 +376,13 @@ class ShapeOps(TensorBase):
         >>> i.to_numpy().tolist(), h.floats().tolist()
         ([3, -3, 1], [3.69921875, -3.69921875, 1.5])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         _check_cast("cast", t.dtype, dtype)
         if dtype.is_quantized and dtype != t.dtype:
             block = TRAITS[dtype].block_size
             require(t.ne[0] % block == 0, "cast", f"dim 0 must be a multiple of {block}", t)
             t = packed_dim0(ctx, t)
-        return node(ctx, "cast", (t,), dtype, t.ne, (dtype,))
+        return node(ctx, "cast", (t,), dtype, t.ne, CastParams(dtype))
 
     def pad(self, ctx: Context, *shape: int) -> Tensor:
         """Append ``shape[i]`` zeros at the end of dim i (negative values crop from the end).
@@ -388,7 +397,7 @@ class ShapeOps(TensorBase):
         >>> z.shape, z.floats().tolist()
         ((2,), [1.0, 2.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if len(shape) != 4:
             msg = f"pad: expected 4 dimensions, got {len(shape)}"
             raise ShapeError(msg, op="pad", shapes=(t.shape,))
@@ -401,7 +410,7 @@ class ShapeOps(TensorBase):
         if min(ne) < 1:
             msg = f"pad: padding {list(p)} crops shape {list(t.shape)} to nothing"
             raise ShapeError(msg, op="pad", shapes=(t.shape,))
-        return node(ctx, "pad", (t,), t.dtype, ne, p)
+        return node(ctx, "pad", (t,), t.dtype, ne, PadParams(*p))
 
     def concat(self, ctx: Context, t2: Tensor, dim: int) -> Tensor:
         """Return ``self`` followed by ``t2`` along ``dim`` (other extents must be equal).
@@ -413,7 +422,7 @@ class ShapeOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((3, 2), [1.0, 2.0, 9.0, 3.0, 4.0, 9.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         require_dim("concat", dim)
         if t.dtype != t2.dtype or t.dtype.is_quantized:
             msg = (
@@ -424,7 +433,7 @@ class ShapeOps(TensorBase):
         require(same, "concat", f"extents other than dim {dim} must be equal", t, t2)
         ne = list(t.ne)
         ne[dim] += t2.ne[dim]
-        return node(ctx, "concat", (t, t2), t.dtype, ne, (dim,))
+        return node(ctx, "concat", (t, t2), t.dtype, ne, ConcatParams(dim))
 
     def stack(self, ctx: Context, dim: int, *s: Tensor) -> Tensor:
         """Concatenate self and ``s`` along the existing ``dim`` (no new axis, as the seed).
@@ -436,7 +445,7 @@ class ShapeOps(TensorBase):
         ((6,), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
         """
         if not s:
-            return self  # type: ignore[return-value]
+            return as_tensor(self)
         return self.concat(ctx, s[0].stack(ctx, dim, *s[1:]), dim)
 
     def repeat(self, ctx: Context, dim: int, n: int) -> Tensor:
@@ -447,7 +456,7 @@ class ShapeOps(TensorBase):
         >>> y.floats().tolist()
         [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         if not isinstance(dim, int) or not 0 <= dim < 4:
             msg = f"repeat: invalid dimension {dim!r}"
             raise ShapeError(msg, op="repeat", shapes=(t.shape,))
@@ -465,7 +474,7 @@ class ShapeOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((2, 4), [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         ne = tuple(as_int("repeat_4d", "dim", d) for d in (dim0, dim1, dim2, dim3))
         ok = all(d >= 1 and d % e == 0 for d, e in zip(ne, t.ne))
         require(ok, "repeat_4d", f"target {list(ne)} must be a multiple of each extent", t)
@@ -483,7 +492,7 @@ class ShapeOps(TensorBase):
         >>> y.shape, y.floats().tolist()
         ((3, 2), [7.0, 8.0, 9.0, 1.0, 2.0, 3.0])
         """
-        t: Tensor = self  # type: ignore[assignment]
+        t = as_tensor(self)
         require_dtype("rows", ids, I32_ONLY, "ids")
         require(ids.ne[3] == 1, "rows", "ids must have at most 3 dims", ids)
         require(
@@ -495,7 +504,7 @@ class ShapeOps(TensorBase):
         )
         out = DType.I32 if t.dtype == DType.I32 else DType.F32
         t = packed_dim0(ctx, t)
-        return node(ctx, "get_rows", (t, ids), out, (t.ne[0], ids.ne[0], ids.ne[1], ids.ne[2]))
+        return node(ctx, "rows", (t, ids), out, (t.ne[0], ids.ne[0], ids.ne[1], ids.ne[2]))
 
     def set_rows(self, ctx: Context, src: Tensor, idxs: Tensor) -> Tensor:
         """Write row i of ``src`` to row ``idxs[i]`` of self; return self's alias.
@@ -507,7 +516,7 @@ class ShapeOps(TensorBase):
         >>> y.to_numpy().tolist()
         [[0.0, 0.0, 0.0], [4.0, 5.0, 6.0], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]
         """
-        dst: Tensor = self  # type: ignore[assignment]
+        dst = as_tensor(self)
         op = "set_rows"
         require_dtype(op, src, F32_ONLY, "src")
         require_dtype(op, idxs, frozenset({DType.I32, DType.I64}), "idxs")
@@ -544,7 +553,7 @@ class ShapeOps(TensorBase):
         >>> y.to_numpy().tolist()
         [[0.0, 0.0, 0.0], [0.0, 7.0, 8.0]]
         """
-        dst: Tensor = self  # type: ignore[assignment]
+        dst = as_tensor(self)
         op = "set_inplace"
         require_dtype(op, dst, frozenset({DType.F32, DType.I32}))
         if src.dtype != dst.dtype:
@@ -567,7 +576,7 @@ class ShapeOps(TensorBase):
             src,
         )
         src = rows_contiguous(ctx, src)
-        return inplace(ctx, "set", (dst, src), (nb1, nb2, nb3, offset))
+        return inplace(ctx, "set_inplace", (dst, src), SetParams(nb1, nb2, nb3, offset))
 
 
-__all__ = ["ShapeOps", "contiguous", "infer_shape"]
+__all__ = ["LayoutOps", "contiguous", "infer_shape"]
