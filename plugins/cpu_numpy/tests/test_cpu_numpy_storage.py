@@ -7,8 +7,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-import mlplug as ml
-from mlplug import DType
+pytest.importorskip("mlplug_cpu_numpy")
+
+
+import mlplug as ml  # noqa: E402
+from mlplug import DType  # noqa: E402
 
 
 @pytest.fixture

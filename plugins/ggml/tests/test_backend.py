@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlplug import (
+
+pytest.importorskip("mlplug_ggml")
+
+from mlplug import (  # noqa: E402
     BackendParams,
     DType,
     FlashAttentionType,
@@ -21,11 +24,11 @@ from mlplug import (
     OutOfRangeError,
     new_backend,
 )
-from mlplug.registry import manager
+from mlplug.registry import manager  # noqa: E402
 
-from mlplug_ggml import _lib
-from mlplug_ggml.backend import GGMLBackend
-from mlplug_ggml.context import MAX_CACHED_GRAPHS, GGMLContext
+from mlplug_ggml import _lib  # noqa: E402
+from mlplug_ggml.backend import GGMLBackend  # noqa: E402
+from mlplug_ggml.context import MAX_CACHED_GRAPHS, GGMLContext  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 F32 = DType.F32

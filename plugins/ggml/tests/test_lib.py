@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlplug.errors import BackendLoadError
 
-from mlplug_ggml import _lib, device
-from mlplug_ggml import _runtime as rt
+pytest.importorskip("mlplug_ggml")
+
+from mlplug.errors import BackendLoadError  # noqa: E402
+
+from mlplug_ggml import _lib, device  # noqa: E402
+from mlplug_ggml import _runtime as rt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 GGML_OP_ADD = 2  # enum ggml_op: NONE, DUP, ADD, ...

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from mlplug import DType, NotSupportedError, Tensor, quants
-from mlplug_torch import TorchBackend
-from mlplug_torch.quant import can_quantize, dequantize, quantize
+pytest.importorskip("torch")
+pytest.importorskip("mlplug_torch")
+
+import torch  # noqa: E402
+
+from mlplug import DType, NotSupportedError, Tensor, quants  # noqa: E402
+from mlplug_torch import TorchBackend  # noqa: E402
+from mlplug_torch.quant import can_quantize, dequantize, quantize  # noqa: E402
 
 
 def _floats(t: Tensor) -> np.ndarray:

@@ -6,12 +6,16 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 
-import mlplug as ml
-from mlplug import DType, NotSupportedError, Tensor
-from mlplug_torch import TorchBackend
-from mlplug_torch.context import TorchContext
+pytest.importorskip("torch")
+pytest.importorskip("mlplug_torch")
+
+import torch  # noqa: E402
+
+import mlplug as ml  # noqa: E402
+from mlplug import DType, NotSupportedError, Tensor  # noqa: E402
+from mlplug_torch import TorchBackend  # noqa: E402
+from mlplug_torch.context import TorchContext  # noqa: E402
 
 
 def _floats(t: Tensor) -> np.ndarray:
