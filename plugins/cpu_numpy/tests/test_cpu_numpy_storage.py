@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("mlplug_cpu_numpy")
 
 
-import mlplug as ml  # noqa: E402
-from mlplug import DType  # noqa: E402
+import mlplug as ml
+from mlplug import DType
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("mlplug_ggml")
 
-from mlplug import (  # noqa: E402
+from mlplug import (
     BackendParams,
     DType,
     FlashAttentionType,
@@ -24,11 +24,11 @@ from mlplug import (  # noqa: E402
     OutOfRangeError,
     new_backend,
 )
-from mlplug.registry import manager  # noqa: E402
+from mlplug.registry import manager
 
-from mlplug_ggml import _lib  # noqa: E402
-from mlplug_ggml.backend import GGMLBackend  # noqa: E402
-from mlplug_ggml.context import MAX_CACHED_GRAPHS, GGMLContext  # noqa: E402
+from mlplug_ggml import _lib
+from mlplug_ggml.backend import GGMLBackend
+from mlplug_ggml.context import MAX_CACHED_GRAPHS, GGMLContext
 
 ROOT = Path(__file__).resolve().parents[3]
 F32 = DType.F32

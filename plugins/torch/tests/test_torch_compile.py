@@ -11,9 +11,9 @@ pytest.importorskip("torch")
 pytest.importorskip("mlplug_torch")
 
 
-from mlplug import DType, Tensor  # noqa: E402
-from mlplug_torch import TorchBackend  # noqa: E402
-from mlplug_torch.compile import compile_backend_from_env  # noqa: E402
+from mlplug import DType, Tensor
+from mlplug_torch import TorchBackend
+from mlplug_torch.compile import compile_backend_from_env
 
 
 def _floats(t: Tensor) -> np.ndarray:

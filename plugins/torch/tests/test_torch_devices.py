@@ -11,13 +11,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("mlplug_torch")
 
-import torch  # noqa: E402
+import torch
 
-from mlplug import BackendLoadError  # noqa: E402
-from mlplug.device import physical_device_key  # noqa: E402
-from mlplug.sysinfo import cpu_description  # noqa: E402
-from mlplug_torch import device as device_mod  # noqa: E402
-from mlplug_torch.device import devices, select_device  # noqa: E402
+from mlplug import BackendLoadError
+from mlplug.device import physical_device_key
+from mlplug.sysinfo import cpu_description
+from mlplug_torch import device as device_mod
+from mlplug_torch.device import devices, select_device
 
 
 def test_cpu_is_listed_first_as_the_shared_host_device() -> None:

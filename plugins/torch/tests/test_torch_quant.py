@@ -8,11 +8,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("mlplug_torch")
 
-import torch  # noqa: E402
+import torch
 
-from mlplug import DType, NotSupportedError, Tensor, quants  # noqa: E402
-from mlplug_torch import TorchBackend  # noqa: E402
-from mlplug_torch.quant import can_quantize, dequantize, quantize  # noqa: E402
+from mlplug import DType, NotSupportedError, Tensor, quants
+from mlplug_torch import TorchBackend
+from mlplug_torch.quant import can_quantize, dequantize, quantize
 
 
 def _floats(t: Tensor) -> np.ndarray:

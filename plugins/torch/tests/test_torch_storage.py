@@ -10,12 +10,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("mlplug_torch")
 
-import torch  # noqa: E402
+import torch
 
-import mlplug as ml  # noqa: E402
-from mlplug import DType, NotSupportedError, Tensor  # noqa: E402
-from mlplug_torch import TorchBackend  # noqa: E402
-from mlplug_torch.context import TorchContext  # noqa: E402
+import mlplug as ml
+from mlplug import DType, NotSupportedError, Tensor
+from mlplug_torch import TorchBackend
+from mlplug_torch.context import TorchContext
 
 
 def _floats(t: Tensor) -> np.ndarray:
