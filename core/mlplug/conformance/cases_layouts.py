@@ -4,8 +4,9 @@ A generic transform, not hand-written cases: for each op, the first case whose i
 plain (non-quantised) tensors is repeated once per layout of :data:`~.data.LAYOUTS` (a permuted
 view, rows with gaps on both sides, every other dim-2 plane), and the first such case of each
 other dtype once, with the same reference and tolerance; ids read ``<case id>-<layout>``. The
-values are drawn for the new id, so each variant is an independent case. Ops whose meaning depends on the storage of an input (byte-offset views,
-reshapes, writes into a destination) are left out.
+values are drawn for the new id, so each variant is an independent case. Ops whose meaning
+depends on the storage of an input (byte-offset views, reshapes, writes into a destination)
+are left out.
 """
 
 from __future__ import annotations
