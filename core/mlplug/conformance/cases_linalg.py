@@ -194,6 +194,7 @@ def _mulmat_id_cases() -> list[Case]:
         (MXFP4, 64, 4, 3, 1, 2, 3),
         (MXFP4, 64, 4, 3, 2, 2, 3),
         (DType.Q4_K, 256, 3, 4, 1, 2, 2),
+        (BF16, 32, 4, 3, 1, 2, 3),
     ):
         out.append(
             Case(
