@@ -471,6 +471,15 @@ def _rope_cases() -> list[Case]:
             for name, mode in (("normal", 0), ("neox", 2))
         ),
         mk("normal-16x2x3", (Arg((16, 2, 3), F16), pos(3)), 16, 10000, 1.0, dtype=F16),
+        mk("neox-16x2x3", (Arg((16, 2, 3), F16), pos(3)), 16, 10000, 1.0, {"rope_type": 2}, F16),
+        mk(
+            "mrope-2d-pos-factors-8x2x5",  # positions as a [tokens, 4] tensor
+            (Arg((8, 2, 5)), Arg((5, 4), I32, gen="int", lo=0, hi=300), Arg((4,), lo=0.5, hi=2)),
+            8,
+            10000,
+            1.0,
+            {"rope_type": 8, "sections": (2, 1, 1), "factors": True},
+        ),
         mk("normal-32x2x3", (Arg((32, 2, 3), Q8_0), pos(3)), 32, 10000, 1.0, dtype=Q8_0),
         mk(
             "neox-perm-16x2x3",
