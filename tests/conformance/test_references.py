@@ -101,9 +101,11 @@ def test_select_patterns() -> None:
         "mulmat_full_prec",
         "mulmat_id",
     }
-    # a case id selects the case and its layout variants (``<id>-<layout>``)
+    # a case id selects the case and its layout variants (``<id>-<layout>[-in<i>]``)
     assert [c.id for c in select(all_cases(), "add-f32-4x3")] == [
         "add-f32-4x3",
         *(f"add-f32-4x3-{lay}" for lay in LAYOUTS),
+        "add-f32-4x3-permuted-in0",
+        "add-f32-4x3-gapped-in1",
     ]
     assert all("-f16-" in c.id for c in select(all_cases(), "*-f16-*"))

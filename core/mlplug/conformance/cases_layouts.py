@@ -17,7 +17,7 @@ from dataclasses import replace
 from .case import Case
 from .data import LAYOUTS
 
-__all__ = ["cases", "layout_variants"]
+__all__ = ["cases", "layout_variants", "single_input_variants"]
 
 #: Ops whose inputs' storage is part of their meaning (views by byte offset, reshapes, ops
 #: writing into an input) or that create tensors rather than reading them.
@@ -52,10 +52,27 @@ def layout_variants(c: Case) -> list[Case]:
     ]
 
 
+def single_input_variants(c: Case) -> list[Case]:
+    """Return ``c`` once per input (when it has two or more): only that input is a view.
+
+    Input ``i`` takes layout ``LAYOUTS[i % 3]``, so mixed operands (one contiguous, one not)
+    are met as well as all-view ones; ids read ``<case id>-<layout>-in<i>``.
+    """
+    if len(c.args) < 2:
+        return []
+    out = []
+    for i in range(len(c.args)):
+        lay = LAYOUTS[i % len(LAYOUTS)]
+        args = tuple(replace(a, layout=lay) if j == i else a for j, a in enumerate(c.args))
+        out.append(replace(c, id=f"{c.id}-{lay}-in{i}", args=args))
+    return out
+
+
 def cases(base: Sequence[Case]) -> list[Case]:
     """Return the layout variants of ``base``.
 
-    The first eligible case of each op gets every layout; the first eligible case of each
+    The first eligible case of each op gets every layout (on all inputs at once, then on each
+    input alone); the first eligible case of each
     further (op, dtype) pair (f16, bf16, i32 storage, mixed pairs) gets one layout, taken in
     turn, so every storage type meets every kind of view somewhere without tripling the suite.
     """
@@ -70,7 +87,7 @@ def cases(base: Sequence[Case]) -> list[Case]:
         variants = layout_variants(c)
         if c.op not in ops:
             ops.add(c.op)
-            out += variants
+            out += variants + single_input_variants(c)
         else:
             out.append(variants[turn % len(variants)])
             turn += 1
