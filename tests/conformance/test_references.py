@@ -7,6 +7,7 @@ import pytest
 
 from mlplug.conformance import Tolerance, all_cases
 from mlplug.conformance import reference as R
+from mlplug.conformance.data import LAYOUTS
 from mlplug.conformance.metrics import compare, nmse, ulp_distance
 from mlplug.conformance.runner import ReferenceFailure, prepare, select
 from mlplug.conformance.xfails import parse_xfails
@@ -100,5 +101,11 @@ def test_select_patterns() -> None:
         "mulmat_full_prec",
         "mulmat_id",
     }
-    assert [c.id for c in select(all_cases(), "add-f32-4x3")] == ["add-f32-4x3"]
+    # a case id selects the case and its layout variants (``<id>-<layout>[-in<i>]``)
+    assert [c.id for c in select(all_cases(), "add-f32-4x3")] == [
+        "add-f32-4x3",
+        *(f"add-f32-4x3-{lay}" for lay in LAYOUTS),
+        "add-f32-4x3-permuted-in0",
+        "add-f32-4x3-gapped-in1",
+    ]
     assert all("-f16-" in c.id for c in select(all_cases(), "*-f16-*"))

@@ -73,8 +73,10 @@ def test_wrong_values_fail_missing_kernels_are_unsupported(throwaway: Callable[.
     kernels = {k: v for k, v in KERNELS.items() if k != "sin"}
     kernels["add"] = _add_as_sub
     name = throwaway("broken", kernels)
-    report = run([name], "add-f32-4x3")
-    (res,) = report.results
+    report = run([name], "add-f32-4x3")  # the case and its layout variants
+    assert {r.status for r in report.results} == {"fail"}
+    res = report.results[0]
+    assert res.case == "add-f32-4x3"
     assert res.status == "fail" and res.max_abs_err and res.max_abs_err > 0.1 and res.nmse
     assert res.error and "ulp" in res.error
     report = run([name], "sin")
@@ -116,7 +118,8 @@ def test_cross_backend_agreement(throwaway: Callable[..., str]) -> None:
 def test_backend_that_cannot_be_created_fails_every_case() -> None:
     """An unknown backend name is reported as failures with the reason, not dropped."""
     report = run(["no_such_backend"], "add-f32-4x3")
-    (res,) = report.results
+    assert {r.status for r in report.results} == {"fail"}
+    res = report.results[0]
     assert res.status == "fail" and res.error and "no_such_backend" in res.error
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -265,3 +266,35 @@ def test_out_of_range_indices_raise(ctx: Context) -> None:
     out = table.rows(ctx, ctx.input().from_ints([1, 7], 2))
     with pytest.raises(IndexError):
         ctx.compute(out)
+
+
+@pytest.mark.parametrize("layout", ["permuted", "gapped", "strided2"])
+@pytest.mark.parametrize("dtype", [F32, F16, I32])
+def test_layout_inputs_are_views_holding_the_drawn_values(
+    backend: Backend, layout: str, dtype: DType
+) -> None:
+    """The conformance layouts give a non-contiguous view of the right shape and values."""
+    from mlplug.conformance import Arg
+    from mlplug.conformance.data import case_rng, draw, make_input
+
+    arg = Arg((5, 3, 2), dtype, gen="int" if dtype == I32 else "uniform", lo=-9, hi=9)
+    raw = draw(case_rng(0, layout), arg)
+    with backend.new_context() as ctx:
+        t = make_input(ctx, replace(arg, layout=layout), raw)
+        assert t.shape == (5, 3, 2) and t.dtype == dtype
+        assert not t.is_contiguous()
+        c = t.contiguous(ctx)
+        ctx.compute(c)
+        got = c.to_numpy()
+    assert got is not None
+    np.testing.assert_array_equal(np.asarray(got).reshape(raw.shape), raw)
+
+
+def test_layouts_refuse_quantised_inputs(backend: Backend) -> None:
+    """Block-quantised data cannot be split into gapped rows: a clear ValueError."""
+    from mlplug.conformance import Arg
+    from mlplug.conformance.data import case_rng, draw, make_input
+
+    arg = Arg((32, 2), Q8_0, layout="gapped")
+    with backend.new_context() as ctx, pytest.raises(ValueError, match="gapped"):
+        make_input(ctx, arg, draw(case_rng(0, "q"), arg))

@@ -731,6 +731,7 @@ def test_plain_library_from_requirements(monkeypatch: pytest.MonkeyPatch) -> Non
 # -- run ---------------------------------------------------------------------------------------
 
 
+@needs_cpu_numpy  # with no backend plugin at all, run stops earlier: no backend
 def test_run_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
     """``run`` on a missing file exits 1 with the model-file error, no traceback."""
     proc = mlplug("run", str(tmp_path / "m.gguf"), "--prompt-tokens", "1,2,3", "-n", "4")

@@ -50,6 +50,11 @@ class Arg:
     ggml order: the spec's worked examples) or ``zeros``. Quantised dtypes ignore ``gen``: their
     blocks are drawn directly (values of magnitude about 1). With ``tensor=False`` the build
     gets only the raw array (``inputs.raw[i]``), for cases that test the constructors.
+
+    ``layout`` presents the same values through a non-contiguous view (see
+    :data:`mlplug.conformance.data.LAYOUTS`): ``permuted`` (dims 0 and 1 stored swapped),
+    ``gapped`` (rows padded with NaN filler on both sides) or ``strided2`` (every other dim-2
+    plane of a tensor twice as deep); ``""`` is a plain contiguous tensor.
     """
 
     ne: tuple[int, ...]
@@ -59,6 +64,7 @@ class Arg:
     hi: float = 1.0
     values: tuple[float, ...] | None = None
     tensor: bool = True
+    layout: str = ""
 
 
 @dataclass(frozen=True)

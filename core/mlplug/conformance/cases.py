@@ -24,6 +24,7 @@ def all_cases() -> tuple[Case, ...]:
         cases_data,
         cases_elementwise,
         cases_gather,
+        cases_layouts,
         cases_linalg,
         cases_nn,
         cases_reduce,
@@ -43,6 +44,7 @@ def all_cases() -> tuple[Case, ...]:
     )
     for family in families:
         out += family.cases()
+    out += cases_layouts.cases(out)
     seen: set[str] = set()
     for c in out:
         if c.id in seen:

@@ -260,6 +260,40 @@ def _cast_cases() -> list[Case]:
             out_dtype=F32,
         ),
         Case(
+            "cast-i32-to-f32-large-9x4",  # above 2^24: rounded to the nearest float32
+            "cast",
+            (Arg((9, 4), I32, gen="int", lo=-(1 << 30), hi=1 << 30),),
+            cast(F32),
+            R.f32,
+            EXACT,
+            dtype="i32>f32",
+            out_dtype=F32,
+        ),
+        Case(
+            "cast-bf16-to-i32-9x4",
+            "cast",
+            (Arg((9, 4), BF16, lo=-50, hi=50),),
+            cast(I32),
+            np.trunc,
+            EXACT,
+            dtype="bf16>i32",
+            out_dtype=I32,
+        ),
+        *(
+            Case(
+                f"cast-f32-to-{lbl(q)}-256x2",
+                "cast",
+                (Arg((256, 2)),),
+                cast(q),
+                lambda a: a,
+                Tolerance(),
+                dtype=f"f32>{lbl(q)}",
+                out_dtype=F32,
+                bound=lambda a, q=q: R.quant_step(a, q),
+            )
+            for q in (DType.Q4_K, DType.Q6_K)
+        ),
+        Case(
             "cast-i32-to-i32-9x4",
             "cast",
             (Arg((9, 4), I32, gen="int", lo=-1000, hi=1000),),

@@ -17,6 +17,7 @@ from ._common import (
     F16,
     F32,
     GELU,
+    MXFP4,
     Q4_0,
     Q8_0,
     TRANSCENDENTAL,
@@ -80,10 +81,13 @@ def _binary_cases(op: str) -> list[Case]:
         mk("f16-tile-8x6x2", Arg((8, 6, 2), F16), rhs((8, 1, 2), F16)),
         mk("f16+f32-5x3", Arg((5, 3), F16), rhs((5, 3))),
         mk("f16+f32-bias-8x4", Arg((8, 4), F16), rhs((8,))),
+        # the right operand repeats along dim 0 with an extent above 1
+        mk("f32-tile-dim0-6x2", Arg((6, 2)), rhs((2, 1))),
+        mk("f32-tile-dim0-6x4x3", Arg((6, 4, 3)), rhs((2, 1, 3))),
     ]
     if op != "add":
         return out
-    for q in (Q8_0, Q4_0):  # quantised + F32: dequantise, add, quantise again
+    for q in (Q8_0, Q4_0, MXFP4):  # quantised + F32: dequantise, add, quantise again
         out.append(
             Case(
                 f"add-{lbl(q)}+f32-64x3",
@@ -196,6 +200,17 @@ def _scalar_cases() -> list[Case]:
                 out_dtype=F32,
             )
         )
+    out.append(
+        Case(
+            "fill-f32-node-4x3",
+            "fill",
+            (Arg((4, 3)),),
+            lambda ctx, x: x[0].scale(ctx, 2.0).fill(ctx, -1.5),
+            lambda a: np.full(a.shape, -1.5),
+            EXACT,
+            out_dtype=F32,
+        )
+    )
     return out
 
 

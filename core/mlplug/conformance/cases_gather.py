@@ -365,6 +365,17 @@ def _gather_cases() -> list[Case]:
             out_dtype=F32,
             bound=_set_rows_quant_bound(Q8_0),
         ),
+        Case(
+            "set_rows-q4_0-32x4",
+            "set_rows",
+            (Arg((32, 4), DType.Q4_0), Arg((32, 2)), distinct((2,), 4)),
+            lambda ctx, x: x[0].set_rows(ctx, x[1], x[2]).cast(ctx, F32),
+            R.set_rows,
+            Tolerance(),
+            dtype="q4_0",
+            out_dtype=F32,
+            bound=_set_rows_quant_bound(DType.Q4_0),
+        ),
     ]
 
     def set_inplace(p: tuple[int, int, int, int]) -> Callable[[Context, Inputs], Tensor]:

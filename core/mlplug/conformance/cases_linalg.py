@@ -108,7 +108,7 @@ def _mulmat_cases(op: str) -> list[Case]:
     for q in QUANTS:
         if q != Q8_0:
             out.append(mk(f"{lbl(q)}-64x4x3", Arg((64, 4), q), Arg((64, 3))))
-    for q in (Q8_0, Q4_0, MXFP4):
+    for q in (*QUANTS, BF16):
         out.append(mk(f"{lbl(q)}-batch-64x3x2", Arg((64, 3, 2), q), Arg((64, 2, 4))))
     for q in K_QUANTS:
         out.append(mk(f"{lbl(q)}-256x3x2", Arg((256, 3), q), Arg((256, 2))))
@@ -194,6 +194,7 @@ def _mulmat_id_cases() -> list[Case]:
         (MXFP4, 64, 4, 3, 1, 2, 3),
         (MXFP4, 64, 4, 3, 2, 2, 3),
         (DType.Q4_K, 256, 3, 4, 1, 2, 2),
+        (BF16, 32, 4, 3, 1, 2, 3),
     ):
         out.append(
             Case(

@@ -42,6 +42,7 @@ def _pool_cases() -> list[Case]:
         ((6, 6, 2), 3, 1, 1, F32),
         ((5, 5), 2, 1, 0, F32),
         ((6, 4, 2), 2, 2, 0, F16),
+        ((9, 7, 3), 2, 1, 0.5, F32),  # a fractional padding
     ):
         out.append(
             Case(
@@ -444,7 +445,41 @@ def _rope_cases() -> list[Case]:
             1.0,
             {"rope_type": 24, "sections": (4, 4)},
         ),
+        mk(
+            "mrope-wrap-16x2x5",  # sections cover fewer pairs than n_dims/2: sectors wrap
+            (Arg((16, 2, 5)), pos(20, 200)),
+            12,
+            10000,
+            1.0,
+            {"rope_type": 8, "sections": (1, 1, 2)},
+        ),
+        *(
+            mk(
+                f"{name}-yarn-factors-16x3x5",
+                (Arg((16, 3, 5)), pos(5), Arg((8,), lo=1, hi=4)),
+                16,
+                500000,
+                0.25,
+                {
+                    "rope_type": mode,
+                    "factors": True,
+                    "original_context_length": 4096,
+                    "extrapolation_factor": 1.0,
+                    "attention_factor": 1.0,
+                },
+            )
+            for name, mode in (("normal", 0), ("neox", 2))
+        ),
         mk("normal-16x2x3", (Arg((16, 2, 3), F16), pos(3)), 16, 10000, 1.0, dtype=F16),
+        mk("neox-16x2x3", (Arg((16, 2, 3), F16), pos(3)), 16, 10000, 1.0, {"rope_type": 2}, F16),
+        mk(
+            "mrope-2d-pos-factors-8x2x5",  # positions as a [tokens, 4] tensor
+            (Arg((8, 2, 5)), Arg((5, 4), I32, gen="int", lo=0, hi=300), Arg((4,), lo=0.5, hi=2)),
+            8,
+            10000,
+            1.0,
+            {"rope_type": 8, "sections": (2, 1, 1), "factors": True},
+        ),
         mk("normal-32x2x3", (Arg((32, 2, 3), Q8_0), pos(3)), 32, 10000, 1.0, dtype=Q8_0),
         mk(
             "neox-perm-16x2x3",
@@ -550,6 +585,13 @@ def _sdpa_cases() -> list[Case]:
         ),
         mk("batch-8x4x2x2", (*qkv(8, 8, 4, 2, 2, 4, b=2), _mask((4, 2, 1, 1))), s8, mask=True),
         mk("vmla-8x4x3", (*qkv(8, 6, 4, 1, 3, 5), Arg((6, 5, 2))), s8, vmla=True),
+        mk("decode-sinks-8x2x1", (*qkv(8, 6, 2, 1, 1, 7), Arg((2,), lo=-2, hi=2)), s8, sinks=True),
+        mk(
+            "mask-f16-heads-8x4x3",  # an F16 mask with one plane per head
+            (*qkv(8, 6, 4, 2, 3, 5), _mask((5, 4, 4, 1), F16)),
+            s8,
+            mask=True,
+        ),
         mk(
             "cache-applied-8x4x3",
             (*qkv(8, 6, 4, 2, 3, 5), _mask((5, 3))),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..dtypes import DType
 from . import reference as R
 from ._common import (
     F16,
@@ -15,6 +16,7 @@ from ._common import (
     arange_arg,
     data_case,
     shape_check,
+    sx,
 )
 from .case import Arg, Case
 
@@ -198,13 +200,21 @@ def _view_cases() -> list[Case]:
             lambda a: R.permute(a, (0, 2, 1, 3)),
             I32,
         ),
-        data_case(
-            "permute",
-            "0213-32x3x2",
-            (Arg((32, 3, 2), Q8_0),),
-            lambda ctx, x: x[0].permute(ctx, 0, 2, 1, 3),
-            lambda a: R.permute(a, (0, 2, 1, 3)),
-            Q8_0,
+        *(
+            data_case(
+                "permute",
+                f"0213-{sx(ne)}",
+                (Arg(ne, dt),),
+                lambda ctx, x: x[0].permute(ctx, 0, 2, 1, 3),
+                lambda a: R.permute(a, (0, 2, 1, 3)),
+                dt,
+            )
+            for dt, ne in (
+                (Q8_0, (32, 3, 2)),
+                (DType.BF16, (8, 3, 2)),
+                (DType.Q4_0, (64, 3, 2)),
+                (DType.MXFP4, (64, 3, 2)),
+            )
         ),
     ]
     slices: list[tuple[str, tuple[int, ...], tuple[int, int, int, int]]] = [
@@ -243,13 +253,21 @@ def _view_cases() -> list[Case]:
             lambda a: R.slice_(a, 1, 1, 4, 1),
             F16,
         ),
-        data_case(
-            "slice",
-            "dim1-32x6",
-            (Arg((32, 6), Q8_0),),
-            lambda ctx, x: x[0].slice(ctx, 1, 2, 5, 1),
-            lambda a: R.slice_(a, 1, 2, 5, 1),
-            Q8_0,
+        *(
+            data_case(
+                "slice",
+                f"dim1-{sx(ne)}",
+                (Arg(ne, dt),),
+                lambda ctx, x: x[0].slice(ctx, 1, 2, 5, 1),
+                lambda a: R.slice_(a, 1, 2, 5, 1),
+                dt,
+            )
+            for dt, ne in (
+                (Q8_0, (32, 6)),
+                (DType.BF16, (8, 6)),
+                (DType.Q4_0, (64, 6)),
+                (DType.MXFP4, (64, 6)),
+            )
         ),
     ]
     return out

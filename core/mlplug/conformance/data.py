@@ -10,6 +10,7 @@ it never depends on any backend's quantiser.
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,11 +25,13 @@ if TYPE_CHECKING:
     from ..tensor import Tensor
 
 __all__ = [
+    "LAYOUTS",
     "bf16_bits",
     "bf16_values",
     "case_rng",
     "dequant",
     "draw",
+    "make_input",
     "make_tensor",
     "operand",
     "rev",
@@ -46,6 +49,10 @@ _KQUANT_F16_FIELDS: dict[DType, tuple[int, ...]] = {
     DType.Q5_K: (0, 2),
     DType.Q6_K: (208,),
 }
+#: Non-contiguous presentations of an input (``Arg.layout``), see :func:`make_input`.
+LAYOUTS: tuple[str, ...] = ("permuted", "gapped", "strided2")
+#: Elements of filler before and after each row of a ``gapped`` input.
+_GAP_BEFORE, _GAP_AFTER = 2, 1
 _NUMPY_STORAGE: dict[DType, str] = {
     DType.F32: "<f4",
     DType.F16: "<f2",
@@ -184,3 +191,45 @@ def make_tensor(ctx: Context, a: Arg, raw: np.ndarray) -> Tensor:
     if a.dtype == DType.I32:
         return ctx.from_ints(raw.reshape(-1), *a.ne)
     return ctx.from_bytes(a.dtype, np.ascontiguousarray(raw).tobytes(), *a.ne)
+
+
+def _filler(raw: np.ndarray) -> float | int:
+    """A value no op should ever read from a gap: NaN for floats, a large integer otherwise."""
+    if raw.dtype == np.uint16:  # bf16 bits: a quiet NaN
+        return 0x7FC0
+    if raw.dtype.kind == "f":
+        return float("nan")
+    return int(np.iinfo(raw.dtype).max // 2)
+
+
+def make_input(ctx: Context, a: Arg, raw: np.ndarray) -> Tensor:
+    """Create input ``a`` holding ``raw`` in ``ctx``, presented in the layout ``a.layout``.
+
+    The tensor handed to the build always has shape ``a.ne`` and the values of ``raw``; only
+    its storage differs: ``permuted`` stores dims 0 and 1 swapped and permutes them back,
+    ``gapped`` pads every row with filler and slices dim 0, ``strided2`` interleaves filler
+    planes along dim 2 and takes every other one.
+
+    :raises ValueError: an unknown layout, or a block-quantised input (blocks cannot be split).
+    """
+    if not a.layout:
+        return make_tensor(ctx.input(), a, raw)
+    if a.layout not in LAYOUTS or a.dtype.is_quantized:
+        msg = f"layout {a.layout!r} is not available for a {a.dtype.name} input"
+        raise ValueError(msg)
+    ne = (*a.ne, 1, 1, 1)[:4]
+    v = np.asarray(raw).reshape(rev(ne))
+    fill = _filler(v)
+    if a.layout == "permuted":
+        stored = np.ascontiguousarray(np.swapaxes(v, 2, 3))
+        back = make_tensor(ctx.input(), replace(a, ne=(ne[1], ne[0], ne[2], ne[3])), stored)
+        return back.permute(ctx, 1, 0, 2, 3)
+    if a.layout == "gapped":
+        stored = np.full((*v.shape[:3], ne[0] + _GAP_BEFORE + _GAP_AFTER), fill, v.dtype)
+        stored[..., _GAP_BEFORE : _GAP_BEFORE + ne[0]] = v
+        back = make_tensor(ctx.input(), replace(a, ne=rev(stored.shape)), stored)
+        return back.slice(ctx, 0, _GAP_BEFORE, _GAP_BEFORE + ne[0], 1)
+    stored = np.full((ne[3], 2 * ne[2], ne[1], ne[0]), fill, v.dtype)
+    stored[:, 1::2] = v
+    back = make_tensor(ctx.input(), replace(a, ne=rev(stored.shape)), stored)
+    return back.slice(ctx, 2, 1, 2 * ne[2], 2)

@@ -360,9 +360,9 @@ def arange_i32(start: float, stop: float, step: float) -> np.ndarray:
 def quant_step(x: np.ndarray, dtype: DType) -> np.ndarray:
     """Per-element size of one quantisation step of ``dtype`` for values ``x`` (blocks of 32).
 
-    Q8_0 ``amax/127``, Q4_0 ``amax/8``, Q5_0 ``amax/16``, Q4_1 ``range/15``, Q5_1 ``range/31``,
-    MXFP4 the largest gap of its grid, ``2^(floor(log2 amax) - 1)``; 1 % extra covers the
-    rounding of the block scale to f16.
+    Q8_0 ``amax/127``, Q4_0 ``amax/8``, Q5_0 ``amax/16``, Q4_1 and Q4_K ``range/15``, Q5_1
+    ``range/31``, Q6_K ``amax/32``, MXFP4 the largest gap of its grid,
+    ``2^(floor(log2 amax) - 1)``; 1 % extra covers the rounding of the block scale to f16.
     """
     blocks = x.reshape(*x.shape[:-1], -1, 32)
     amax = np.abs(blocks).max(-1, keepdims=True)
@@ -377,6 +377,10 @@ def quant_step(x: np.ndarray, dtype: DType) -> np.ndarray:
         step = span / 15
     elif dtype == DType.Q5_1:
         step = span / 31
+    elif dtype == DType.Q4_K:  # 4-bit levels over each 32-value sub-block's range
+        step = span / 15
+    elif dtype == DType.Q6_K:  # signed 6-bit levels, 16-value sub-blocks (finer than 32)
+        step = amax / 32
     elif dtype == DType.MXFP4:
         with np.errstate(divide="ignore"):
             step = np.where(amax > 0, np.exp2(np.floor(np.log2(np.maximum(amax, 1e-38))) - 1), 0)

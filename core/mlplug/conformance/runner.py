@@ -31,7 +31,7 @@ import numpy as np
 from ..dtypes import TRAITS, DType
 from ..errors import NotSupportedError
 from .case import Case, Inputs
-from .data import case_rng, dequant, draw, make_tensor, operand, rev
+from .data import case_rng, dequant, draw, make_input, operand, rev
 from .metrics import Comparison, bf16_float, compare, max_abs_err, nmse
 from .report import CaseResult, ConformanceReport, Disagreement, Status
 from .xfails import known_failures
@@ -244,9 +244,8 @@ def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
         return Outcome("fail", error=str(exc))
     try:
         with backend.new_context() as ctx:
-            inp = ctx.input()
             tensors = [
-                make_tensor(inp, a, r) if a.tensor else None
+                make_input(ctx, a, r) if a.tensor else None
                 for a, r in zip(case.args, prep.raw, strict=True)
             ]
             outs = as_list(case.build(ctx, Inputs(tensors, prep.raw)))

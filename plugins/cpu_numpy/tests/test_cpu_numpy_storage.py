@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+pytest.importorskip("mlplug_cpu_numpy")
+
+
 import mlplug as ml
 from mlplug import DType
 

@@ -1,4 +1,4 @@
-"""Smoke tests of the low-level ggml layer: loading, struct layout, devices, raw graphs."""
+"""The C binding layer: loading, struct layout, devices, the stream, leaf storage, quantiser."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("mlplug_ggml")
+
+from mlplug import BackendParams, DType, new_backend
 from mlplug.errors import BackendLoadError
 
 from mlplug_ggml import _lib, device
 from mlplug_ggml import _runtime as rt
+from mlplug_ggml._arena import LeafArena
 
 ROOT = Path(__file__).resolve().parents[3]
 GGML_OP_ADD = 2  # enum ggml_op: NONE, DUP, ADD, ...
@@ -50,29 +55,30 @@ def lib() -> _lib.Lib:
 
 @pytest.fixture
 def cpu() -> Iterator[rt.Backend]:
-    """A CPU backend with two threads, freed after the test."""
-    with rt.cpu_backend(n_threads=2) as be:
-        yield be
+    """The plugin's CPU stream with two threads, freed after the test."""
+    be = rt.Backend(device.cpu_device(), n_threads=2)
+    yield be
+    be.free()
 
 
-def _compute(be: rt.Backend, build: object, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Allocate ``inputs`` as F32 tensors, build ``build(lib, ctx, *tensors)``, run it."""
-    lib = _lib.load()
-    with rt.Context(len(inputs)) as ctx_in, rt.Context(8, 16) as ctx_g:
-        tensors = [
-            ctx_in.new_tensor(_lib.GGML_TYPE_F32, arr.shape[::-1], name)
-            for name, arr in inputs.items()
-        ]
-        with ctx_in.alloc_tensors(be) as buf:
-            assert buf.size > 0
-            for t, arr in zip(tensors, inputs.values(), strict=True):
-                rt.set_data(t, arr.astype(np.float32))
-            out = build(lib, ctx_g.ptr, *tensors)  # type: ignore[operator]
-            graph = ctx_g.new_graph(16).expand(out)
-            with rt.GraphAllocator(be) as galloc:
-                galloc.alloc(graph)
-                be.compute(graph)
-                return rt.get_array(out)
+@pytest.fixture
+def arena(cpu: rt.Backend) -> Iterator[LeafArena]:
+    """The plugin's leaf storage on the CPU buffer type, freed after the test."""
+    a = LeafArena(_lib.load(), cpu.buffer_type)
+    yield a
+    a.free()
+
+
+@pytest.fixture
+def meta(lib: _lib.Lib) -> Iterator[int]:
+    """A small no-alloc ggml context for op metadata (what graphs are built in)."""
+    params = _lib.GGMLInitParams(
+        mem_size=8 * lib.ggml_tensor_overhead(), mem_buffer=None, no_alloc=True
+    )
+    ctx = lib.ggml_init(params)
+    assert ctx
+    yield ctx
+    lib.ggml_free(ctx)
 
 
 def test_import_does_not_load_the_library() -> None:
@@ -102,37 +108,63 @@ def test_library_loads_and_reports_version(lib: _lib.Lib) -> None:
     assert lib.paths[-1].name.startswith("libggml")
 
 
-def test_tensor_struct_matches_the_library(lib: _lib.Lib) -> None:
+def test_tensor_struct_matches_the_library(lib: _lib.Lib, arena: LeafArena, meta: int) -> None:
     """sizeof(ggml_tensor) and every field offset agree with what ggml writes."""
     assert ctypes.sizeof(_lib.GGMLTensor) + _lib.GGML_OBJECT_SIZE == lib.ggml_tensor_overhead()
     assert ctypes.sizeof(_lib.GGMLTensor) == 336
-    with rt.Context(8) as ctx:
-        a = ctx.new_tensor(_lib.GGML_TYPE_F32, (5, 3, 2, 7), "a_tensor")
-        s = _lib.GGMLTensor.at(a)
-        assert s.type == _lib.GGML_TYPE_F32
-        assert tuple(s.ne) == (5, 3, 2, 7)
-        assert tuple(s.nb) == (4, 20, 60, 120)
-        assert lib.ggml_nbytes(a) == 5 * 3 * 2 * 7 * 4
-        assert s.name == b"a_tensor" == lib.ggml_get_name(a)
-        assert not s.data and not s.buffer and not s.view_src and not s.extra
-        b = ctx.new_tensor(_lib.GGML_TYPE_F32, (5, 3, 2, 7))
-        c = lib.ggml_add(ctx.ptr, a, b)
-        sc = _lib.GGMLTensor.at(c)
-        assert sc.op == GGML_OP_ADD
-        assert sc.src[0] == a and sc.src[1] == b and not sc.src[2]
-        v = lib.ggml_view_1d(ctx.ptr, a, 4, 8)
-        sv = _lib.GGMLTensor.at(v)
-        assert sv.view_src == a and sv.view_offs == 8
-        assert sv.op_params[0] == 8  # views keep their byte offset in op_params
-        lib.ggml_set_input(a)
-        lib.ggml_set_output(b)
-        assert s.flags & GGML_TENSOR_FLAG_INPUT
-        assert _lib.GGMLTensor.at(b).flags & GGML_TENSOR_FLAG_OUTPUT
-        q = ctx.new_tensor(_lib.GGML_TYPE_Q8_0, (64, 2))
-        assert tuple(_lib.GGMLTensor.at(q).nb[:2]) == (34, 68)
-        with rt.cpu_backend() as be, ctx.alloc_tensors(be) as buf:
-            assert s.buffer == buf.ptr and s.data
-            assert sv.data == s.data + 8  # views are initialised at allocation
+    a = arena.new_tensor(_lib.GGML_TYPE_F32, (5, 3, 2, 7))
+    lib.ggml_set_name(a, b"a_tensor")
+    s = _lib.GGMLTensor.at(a)
+    assert s.type == _lib.GGML_TYPE_F32
+    assert tuple(s.ne) == (5, 3, 2, 7)
+    assert tuple(s.nb) == (4, 20, 60, 120)
+    assert lib.ggml_nbytes(a) == 5 * 3 * 2 * 7 * 4
+    assert s.name == b"a_tensor" == lib.ggml_get_name(a)
+    assert not s.data and not s.buffer and not s.view_src and not s.extra
+    b = arena.new_tensor(_lib.GGML_TYPE_F32, (5, 3, 2, 7))
+    c = lib.ggml_add(meta, a, b)
+    sc = _lib.GGMLTensor.at(c)
+    assert sc.op == GGML_OP_ADD
+    assert sc.src[0] == a and sc.src[1] == b and not sc.src[2]
+    v = lib.ggml_view_1d(meta, a, 4, 8)
+    sv = _lib.GGMLTensor.at(v)
+    assert sv.view_src == a and sv.view_offs == 8
+    assert sv.op_params[0] == 8  # views keep their byte offset in op_params
+    lib.ggml_set_input(a)
+    lib.ggml_set_output(b)
+    assert s.flags & GGML_TENSOR_FLAG_INPUT
+    assert _lib.GGMLTensor.at(b).flags & GGML_TENSOR_FLAG_OUTPUT
+    q = arena.new_tensor(_lib.GGML_TYPE_Q8_0, (64, 2, 1, 1))
+    assert tuple(_lib.GGMLTensor.at(q).nb[:2]) == (34, 68)
+    arena.allocate(a)
+    assert s.buffer and s.data
+
+
+def test_arena_places_small_tensors_together_and_round_trips(
+    lib: _lib.Lib, cpu: rt.Backend, arena: LeafArena
+) -> None:
+    """Small leaves share one aligned chunk, a large one gets its own buffer; bytes round-trip
+    through ggml_backend_tensor_set/get, and free() releases everything (twice is harmless)."""
+    small = [arena.new_tensor(_lib.GGML_TYPE_F32, (3, 1, 1, 1)) for _ in range(3)]
+    for t in small:
+        arena.allocate(t)
+    held = arena.nbytes
+    bufs = {_lib.GGMLTensor.at(t).buffer for t in small}
+    assert len(bufs) == 1 and held > 0
+    datas = [_lib.GGMLTensor.at(t).data for t in small]
+    align = lib.ggml_backend_buft_get_alignment(cpu.buffer_type)
+    assert all(d % align == 0 for d in datas) and len(set(datas)) == 3
+    big = arena.new_tensor(_lib.GGML_TYPE_F32, (1 << 18, 1, 1, 1))  # 1 MiB: its own buffer
+    arena.allocate(big)
+    assert arena.nbytes >= held + (1 << 20)
+    values = np.arange(3, dtype=np.float32) + 0.5
+    lib.ggml_backend_tensor_set(small[1], values.ctypes.data, 0, values.nbytes)
+    out = np.zeros(3, dtype=np.float32)
+    lib.ggml_backend_tensor_get(small[1], out.ctypes.data, 0, out.nbytes)
+    np.testing.assert_array_equal(out, values)
+    arena.free()
+    arena.free()
+    assert arena.nbytes == 0
 
 
 def test_devices_enumerate() -> None:
@@ -160,23 +192,7 @@ def test_system_memory() -> None:
         assert 0 < free <= total
 
 
-def test_add(cpu: rt.Backend) -> None:
-    """A raw add of two 4-element F32 tensors."""
-    a = np.array([1, 2, 3, 4], dtype=np.float32)
-    b = np.array([10, 20, 30, 40], dtype=np.float32)
-    out = _compute(cpu, lambda lib, ctx, x, y: lib.ggml_add(ctx, x, y), {"a": a, "b": b})
-    np.testing.assert_array_equal(out, a + b)
-
-
-def test_mul_mat(cpu: rt.Backend) -> None:
-    """mul_mat of ggml shapes [3,2] x [3,2] gives [2,2] = [4, 10, 2, 5]."""
-    a = np.arange(1, 7, dtype=np.float32).reshape(2, 3)  # ggml shape (3, 2)
-    b = np.array([1, 0, 1, 0, 1, 0], dtype=np.float32).reshape(2, 3)
-    out = _compute(cpu, lambda lib, ctx, x, y: lib.ggml_mul_mat(ctx, x, y), {"a": a, "b": b})
-    np.testing.assert_array_equal(out, [4, 10, 2, 5])
-
-
-def test_q8_0_weights(cpu: rt.Backend, lib: _lib.Lib) -> None:
+def test_q8_0_weights(lib: _lib.Lib) -> None:
     """A q8_0 weight made with ggml_quantize_chunk multiplies close to the F32 result."""
     k, m = 64, 3
     rng = np.random.default_rng(0)
@@ -188,79 +204,34 @@ def test_q8_0_weights(cpu: rt.Backend, lib: _lib.Lib) -> None:
         _lib.GGML_TYPE_Q8_0, w.ctypes.data_as(fp), q.ctypes.data, 0, m, k, None
     )
     assert written == q.nbytes
-    with rt.Context(2) as ctx_in, rt.Context(4, 8) as ctx_g:
-        tw = ctx_in.new_tensor(_lib.GGML_TYPE_Q8_0, (k, m))
-        tx = ctx_in.new_tensor(_lib.GGML_TYPE_F32, (k, 1))
-        with ctx_in.alloc_tensors(cpu):
-            rt.set_data(tw, q)
-            rt.set_data(tx, x)
-            out = lib.ggml_mul_mat(ctx_g.ptr, tw, tx)
-            graph = ctx_g.new_graph(8).expand(out)
-            with rt.GraphAllocator(cpu) as galloc:
-                galloc.alloc(graph)
-                cpu.compute(graph)
-                got = rt.get_array(out)
+    with new_backend(None, BackendParams(num_threads=2), backend="ggml") as be:
+        with be.new_context() as ctx:
+            tw = ctx.from_bytes(DType.Q8_0, q.tobytes(), k, m)
+            y = tw.mulmat(ctx, ctx.from_floats(x, k, 1))
+            ctx.compute(y)
+            got = y.floats()
     np.testing.assert_allclose(got, w @ x, rtol=0.05, atol=0.05)
 
 
-def test_free_twice_and_use_after_free(lib: _lib.Lib) -> None:
-    """Every free is idempotent; using a freed object raises instead of crashing."""
-    be = rt.cpu_backend()
-    ctx = rt.Context(2, 8)
-    t = ctx.new_tensor(_lib.GGML_TYPE_F32, (4,))
-    buf = ctx.alloc_tensors(be)
-    galloc = rt.GraphAllocator(be)
-    graph = ctx.new_graph(8)
-    for obj in (galloc, buf, ctx, be):
-        obj.free()
-        obj.free()
-        obj.close()
-    assert be.ptr is None and ctx.ptr is None and buf.ptr is None and galloc.ptr is None
-    with pytest.raises(ValueError, match="already freed"):
-        ctx.new_tensor(_lib.GGML_TYPE_F32, (4,))
-    with pytest.raises(ValueError, match="already freed"):
-        graph.expand(t)
+def test_free_twice_and_use_after_free() -> None:
+    """Freeing the stream is idempotent; using it afterwards raises instead of crashing."""
+    be = rt.Backend(device.cpu_device())
+    assert be.buffer_type
+    be.free()
+    be.free()
+    assert be.ptr is None
     with pytest.raises(ValueError, match="already freed"):
         be.set_n_threads(1)
-    assert rt.Buffer(None).size == 0
-
-
-def test_guards_against_ggml_aborts(cpu: rt.Backend) -> None:
-    """Inputs that would make ggml abort the process raise Python errors instead."""
-    with rt.Context(2) as ctx:
-        t = ctx.new_tensor(_lib.GGML_TYPE_F32, (4,))
-        with pytest.raises(ValueError, match="not allocated"):
-            rt.set_data(t, np.zeros(4, dtype=np.float32))
-        with pytest.raises(ValueError, match="multiple of 32"):
-            ctx.new_tensor(_lib.GGML_TYPE_Q8_0, (33,))
-        with pytest.raises(ValueError, match="1 to 4 dims"):
-            ctx.new_tensor(_lib.GGML_TYPE_F32, (1, 1, 1, 1, 1))
-        with pytest.raises(ValueError, match="unknown tensor type"):
-            ctx.new_tensor(4, (4,))  # GGML_TYPE_Q4_2, removed
-        with pytest.raises(ValueError, match="unknown tensor type"):
-            ctx.new_tensor(_lib.GGML_TYPE_COUNT, (4,))
-        with ctx.alloc_tensors(cpu):
-            with pytest.raises(ValueError, match="exceeds"):
-                rt.set_data(t, np.zeros(5, dtype=np.float32))
-            with pytest.raises(ValueError, match="exceeds"):
-                rt.get_data(t, offset=8, size=16)
-            rt.set_data(t, np.array([1, 2, 3, 4], dtype=np.float32))
-            rt.set_data(t, b"\x00" * 8, offset=8)
-            np.testing.assert_array_equal(rt.get_array(t), [1, 2, 0, 0])
-            assert rt.get_data(t, offset=4, size=4) == np.float32(2).tobytes()
-        ctx.new_tensor(_lib.GGML_TYPE_F32, (4,))
-        with pytest.raises(MemoryError, match="context is full"):
-            ctx.new_tensor(_lib.GGML_TYPE_F32, (4,))
-        with pytest.raises(MemoryError, match="context is full"):
-            ctx.new_graph(8)
-    with pytest.raises(ValueError, match=">= 1"):
-        cpu.set_n_threads(0)
+    with pytest.raises(ValueError, match="already freed"):
+        _ = be.buffer_type
 
 
 def test_cpu_threads(cpu: rt.Backend) -> None:
-    """The CPU backend takes a thread count."""
-    assert cpu.supports_threads
+    """The CPU backend takes a thread count, at least 1."""
+    assert cpu.supports_threads and cpu.n_threads == 2
     assert cpu.set_n_threads(1) and cpu.n_threads == 1
+    with pytest.raises(ValueError, match=">= 1"):
+        cpu.set_n_threads(0)
 
 
 def test_missing_library_raises_backend_load_error() -> None:

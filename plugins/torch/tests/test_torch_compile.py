@@ -7,6 +7,10 @@ import logging
 import numpy as np
 import pytest
 
+pytest.importorskip("torch")
+pytest.importorskip("mlplug_torch")
+
+
 from mlplug import DType, Tensor
 from mlplug_torch import TorchBackend
 from mlplug_torch.compile import compile_backend_from_env

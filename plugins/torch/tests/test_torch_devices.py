@@ -7,6 +7,10 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("mlplug_torch")
+
 import torch
 
 from mlplug import BackendLoadError

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("mlplug_torch")
+
 import torch
 
 from mlplug import DType, NotSupportedError, Tensor, quants

@@ -6,6 +6,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("mlplug_torch")
+
 import torch
 
 import mlplug as ml
