@@ -49,10 +49,11 @@ def backends_json(site: FakeSite, plugins: str, **env: str) -> dict[str, list[di
 
 
 def assert_cpu_numpy_ok(site: FakeSite, rows: dict[str, list[dict[str, object]]], plugins: str):  # type: ignore[no-untyped-def]
-    """cpu_numpy is listed ok with its device, and creating it works."""
+    """cpu_numpy is listed ok with its device, and creating it works (in a library process,
+    which screens plugins for crashes when asked to with ``MLPLUG_SCREEN_PLUGINS=1``)."""
     assert [r["status"] for r in rows["cpu_numpy"]] == ["ok"]
     assert rows["cpu_numpy"][0]["devices"] == 1
-    proc = run_python(CPU_NUMPY_WORKS, site.env(MLPLUG_PLUGINS=plugins))
+    proc = run_python(CPU_NUMPY_WORKS, site.env(MLPLUG_PLUGINS=plugins, MLPLUG_SCREEN_PLUGINS="1"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["created", "mlplug_cpu_numpy", "cpu_numpy"]
 
@@ -358,3 +359,21 @@ def test_interrupting_backends_kills_the_probe(
     assert not _alive(probe)
     assert not _alive(helper)
     assert _group_members(probe) == []  # nor anything else in the probe's process group
+
+
+def test_screening_is_the_cli_default_and_opt_in_for_libraries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A library process does not pay for the crash screen unless asked; the CLI screens."""
+    from mlplug import _plugin_screen
+
+    monkeypatch.delenv("MLPLUG_SCREEN_PLUGINS", raising=False)
+    monkeypatch.setitem(_plugin_screen._DEFAULT, "screen", False)
+    assert not _plugin_screen.screen_enabled()
+    monkeypatch.setenv("MLPLUG_SCREEN_PLUGINS", "1")
+    assert _plugin_screen.screen_enabled()
+    _plugin_screen.screen_by_default()
+    monkeypatch.setenv("MLPLUG_SCREEN_PLUGINS", "0")
+    assert not _plugin_screen.screen_enabled()
+    monkeypatch.delenv("MLPLUG_SCREEN_PLUGINS")
+    assert _plugin_screen.screen_enabled()

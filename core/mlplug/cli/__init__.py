@@ -308,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: the arguments after the program name (default ``sys.argv[1:]``).
     """
     from .._child_processes import kill_all_children
+    from .._plugin_screen import screen_by_default
 
     previous: Any = None
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -315,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if in_main_thread:
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
+            screen_by_default()
             return _dispatch(argv)
         finally:
             kill_all_children()
