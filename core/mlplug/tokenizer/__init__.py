@@ -1,0 +1,72 @@
+"""Tokenizers read from a GGUF vocabulary: text to token ids and back.
+
+:class:`Tokenizer` is the interface the model layer, generation and the CLI use; the
+implementations (SentencePiece, byte-level BPE) and :func:`from_config` live beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+__all__ = ["StreamDecoder", "Tokenizer"]
+
+
+@runtime_checkable
+class StreamDecoder(Protocol):
+    """Turns token ids into text as they are generated, never splitting a UTF-8 character."""
+
+    def add(self, token: int) -> str:
+        """Take one more token; return the text that is now complete (may be empty)."""
+        ...
+
+    def flush(self) -> str:
+        """Return what is left (an incomplete UTF-8 tail becomes U+FFFD), and reset."""
+        ...
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """A model's tokenizer, as its GGUF file describes it."""
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens in the vocabulary."""
+        ...
+
+    @property
+    def bos_id(self) -> int | None:
+        """The beginning-of-sequence token, or None when the file has none."""
+        ...
+
+    @property
+    def add_bos(self) -> bool:
+        """Whether :meth:`encode` puts BOS first when ``add_special`` is true."""
+        ...
+
+    def is_end_of_generation(self, token: int) -> bool:
+        """Whether ``token`` ends a reply (EOS, end-of-turn, or another end token)."""
+        ...
+
+    def encode(
+        self, text: str, *, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        """Return the token ids of ``text``.
+
+        :param add_special: add BOS (and EOS) as the file says.
+        :param parse_special: cut control and user-defined tokens out of the text (longest
+            match first) instead of tokenizing their text.
+        """
+        ...
+
+    def piece(self, token: int) -> str:
+        """The text of one token as the vocabulary stores it (for display)."""
+        ...
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Return the text of ``tokens`` (invalid UTF-8 becomes U+FFFD)."""
+        ...
+
+    def stream_decoder(self) -> StreamDecoder:
+        """Return a new :class:`StreamDecoder` for text generated token by token."""
+        ...
