@@ -222,7 +222,8 @@ class TensorBase:
     def bytes(self) -> bytes | None:
         """Return the tensor's data packed in ggml order, or None if it was not computed.
 
-        Only tensors passed to ``Context.compute`` are readable (the seed's rule).
+        Only tensors passed to ``Context.compute`` are readable (docs/tensors.md, section 'Graph
+        semantics').
 
         >>> t = ctx.from_ints([1, 258], 2)
         >>> t.bytes() is None
@@ -240,7 +241,7 @@ class TensorBase:
         """Return the data as a 1-D float32 array in ggml order, or None if not computed.
 
         F32 is returned as is, F16/BF16 converted; I32 data is reinterpreted bit for bit as
-        float32, as the seed does (use :meth:`to_numpy` for integers).
+        float32, the ``ml`` interface's rule (use :meth:`to_numpy` for integers).
 
         >>> t = ctx.from_floats([1.5, 2], 2)
         >>> i = ctx.from_ints([1], 1)

@@ -144,7 +144,8 @@ class Backend(ABC):
         self.params = params if params is not None else BackendParams()
         self.model_path = model_path
         self.compute_lock = threading.Lock()
-        #: Scheduler batch-size hint, set by contexts on compute (persists, as in the seed).
+        #: Scheduler batch-size hint, set by contexts on compute (persists; a context without a
+        #: batch size leaves it as it is).
         self.batch_size = 0
         self._closed = False
         self._dry_run = model_path is not None and not self.params.alloc_memory
@@ -368,7 +369,7 @@ class Backend(ABC):
         """Return the GPU devices of this backend (never the CPU).
 
         With a model loaded for real (``alloc_memory=True``), GPUs that received no weights are
-        left out, as the seed does to avoid waking them.
+        left out, so as not to wake them (docs/devices.md).
         """
         gpus = [d for d in self.devices() if d.library.lower() != "cpu"]
         if self._model is None or not self.params.alloc_memory:

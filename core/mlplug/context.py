@@ -136,7 +136,7 @@ class Context(ABC):
     def layer(self, i: int) -> Context:
         """Return a view whose tensors live with layer ``i`` and count as its cache.
 
-        Outside ``0 <= i < block_count`` the context itself is returned, as in the seed.
+        Outside ``0 <= i < block_count`` the context itself is returned.
         """
         if 0 <= i < self.backend.block_count:
             return self._derive(i)
@@ -280,7 +280,7 @@ class Context(ABC):
         """Return ``start, start+step, ...`` below ``stop`` (half-open), as F32 or I32.
 
         F32 is a graph op (values exist after compute); I32 is computed now on the host with
-        float32 accumulation and truncation toward zero, as the seed does.
+        float32 accumulation and truncation toward zero (docs/tensors.md, section 'Constructors').
 
         >>> f = ctx.arange(0.5, 5, 1.5, DType.F32)
         >>> i = ctx.arange(0.5, 5, 1.5, DType.I32)

@@ -451,7 +451,7 @@ def register_backend(
     priority: int = 0,
     devices: DeviceEnumerator | None = None,
 ) -> None:
-    """Register a backend in process (the seed's RegisterBackend).
+    """Register a backend in process (ollama's ``ml.RegisterBackend``).
 
     :raises BackendAlreadyRegisteredError: if the name is taken.
     """

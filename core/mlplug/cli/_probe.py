@@ -1,12 +1,13 @@
 """Device enumeration in child processes, so listing plugins loads no native library here.
 
-``mlplug backends`` must not import torch or open libggml in its own process (STYLE section 2),
-yet it reports how many devices each backend sees. Each entry-point backend is therefore
-enumerated by ``python -m mlplug.cli._probe NAME`` in a child process (all in parallel); the
-child prints one JSON object. A plugin that crashes the interpreter (a segfault in a native
-library) or hangs past ``MLPLUG_PROBE_TIMEOUT`` seconds (default 30) is reported as that
-backend's error instead of taking the CLI down. Each child runs in its own session and its
-process group is killed when the command is done with it, or interrupted.
+``mlplug backends`` must not import torch or open libggml in its own process (the import rule
+that tests/core/test_import_rule.py checks), yet it reports how many devices each backend sees.
+Each entry-point backend is therefore enumerated by ``python -m mlplug.cli._probe NAME`` in a
+child process (all in parallel); the child prints one JSON object. A plugin that crashes the
+interpreter (a segfault in a native library) or hangs past ``MLPLUG_PROBE_TIMEOUT`` seconds
+(default 30) is reported as that backend's error instead of taking the CLI down. Each child runs
+in its own session and its process group is killed when the command is done with it, or
+interrupted.
 
 Backends registered in this process (``mlplug.register_backend``) are enumerated in process,
 and so is everything when ``MLPLUG_STRICT_PLUGINS`` is set, so that the original exception

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from ..context import Context
     from ..tensor import Tensor
 
-#: Unary ops whose result overwrites (aliases) the input when computed, as in the seed.
+#: Unary ops whose result overwrites (aliases) the input when computed (ggml's in-place builders;
+#: docs/tensors.md, section 'New storage, in-place results and views').
 INPLACE_UNARY = frozenset({"tanh", "sigmoid", "gelu", "gelu_erf", "gelu_quick", "silu", "relu"})
 _BINARY_DTYPES = frozenset({(DType.F32, DType.F32), (DType.F16, DType.F16), (DType.F16, DType.F32)})
 

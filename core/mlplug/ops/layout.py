@@ -44,7 +44,7 @@ _SET_ROWS_DST = _FLOAT_CONV | _QUANT
 
 
 def infer_shape(op: str, nelements: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Resolve one ``-1`` in ``shape`` as the seed does (a walk of successive divisions)."""
+    """Resolve one ``-1`` in ``shape``: the element count divided by each other extent in turn."""
     shape = tuple(as_int(op, "shape", d) for d in shape)
     if -1 not in shape:
         return shape
@@ -225,8 +225,9 @@ class LayoutOps(TensorBase):
     def slice(self, ctx: Context, dim: int, low: int, high: int, step: int) -> Tensor:
         """Return indices ``low, low+step, ...`` below ``high`` of dimension ``dim``.
 
-        The length is ``high - low`` for step 1, else ``(high - low + 1) // step`` (the seed's
-        rule). A view, except along dim 0 with a step > 1, which copies.
+        The length is ``high - low`` for step 1, else ``(high - low + 1) // step`` (ollama's rule,
+        not Python's slicing; docs/layout.md). A view, except along dim 0 with a step > 1, which
+        copies.
 
         >>> t = ctx.from_floats([0, 1, 2, 3, 4, 5, 6], 7)
         >>> y = t.slice(ctx, 0, 0, 7, 3)
@@ -436,7 +437,7 @@ class LayoutOps(TensorBase):
         return node(ctx, "concat", (t, t2), t.dtype, ne, ConcatParams(dim))
 
     def stack(self, ctx: Context, dim: int, *s: Tensor) -> Tensor:
-        """Concatenate self and ``s`` along the existing ``dim`` (no new axis, as the seed).
+        """Concatenate self and ``s`` along the existing ``dim`` (no new axis, unlike ``np.stack``).
 
         >>> a, b, c = (ctx.from_floats([i, i + 1], 2) for i in (1, 3, 5))
         >>> y = a.stack(ctx, 0, b, c)

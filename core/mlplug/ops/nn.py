@@ -178,7 +178,8 @@ class NNOps(TensorBase):
     ) -> Tensor:
         """Convolve ``input`` ``[IW, IH, ID, N*IC]`` with this weight ``[KW, KH, KD, OC*IC]``.
 
-        As in the seed the result is reshaped to ``[OC, N]``, which needs a 1x1x1 output.
+        The result is reshaped to ``[OC, N]``, which needs a 1x1x1 output (docs/nn.md, section
+        'Pooling and convolution').
 
         >>> w = ctx.from_floats(np.repeat([1, 2], 8), 2, 2, 2, 2)
         >>> x = ctx.from_floats(np.concatenate([np.arange(8), np.ones(8)]), 2, 2, 2, 2)
@@ -208,7 +209,7 @@ class NNOps(TensorBase):
         oc, n = w.ne[3] // c, input.ne[3] // c
         if (ow, oh, od) != (1, 1, 1):
             msg = (
-                f"{op}: the output is {ow}x{oh}x{od}; the seed reshapes it to [OC, N], which "
+                f"{op}: the output is {ow}x{oh}x{od}; conv_3d reshapes it to [OC, N], which "
                 "needs a 1x1x1 output (kernel covering the whole padded input)"
             )
             raise ShapeError(msg, op=op, shapes=(w.shape, input.shape))
@@ -351,7 +352,9 @@ class NNOps(TensorBase):
         """Rotate pairs of ``[head_dim, heads, tokens, batch]`` by position-dependent angles.
 
         ``rope_type`` is 0 (normal), 2 (neox), 8 (mrope), 24 (vision) or 40 (imrope);
-        ``scale`` is the frequency scale; zero YaRN values take the seed's defaults.
+        ``scale`` is the frequency scale. A zero ``original_context_length``,
+        ``attention_factor``, ``beta_fast`` or ``beta_slow`` takes its default (131072, 1, 32, 1);
+        a zero ``extrapolation_factor`` switches YaRN off (docs/nn.md, section 'rope').
 
         >>> x = ctx.from_floats([1, 2, 3, 4], 4, 1, 1)
         >>> pos = ctx.from_ints([1], 1)

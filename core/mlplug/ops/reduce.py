@@ -80,7 +80,8 @@ class ReduceOps(TensorBase):
     ) -> Tensor:
         """Return ``(x - mean) / sqrt(var + eps)`` per row, then ``* weight + bias``.
 
-        As in the seed, ``bias`` is applied only when ``weight`` is given too.
+        ``bias`` is applied only when ``weight`` is given too: a bias alone is ignored (see
+        docs/reduce.md, section 'Norms').
 
         >>> y = ctx.from_floats([1, 2, 3, 4], 4).layer_norm(ctx, None, None, 0.0)
         >>> ctx.compute(y)
