@@ -1,4 +1,7 @@
-"""Streaming a GGUF file's tensor data into a backend's weight tensors (spec 6.5).
+"""Streaming a GGUF file's tensor data into a backend's weight tensors.
+
+What loading promises (progress, cancellation, errors) is in docs/models-and-memory.md, section
+'Loading'.
 
 Data is read sequentially from one read-only file handle, straight into the tensor's host
 storage when the backend exposes it (:meth:`Backend.hook_host_buffer`: no copy besides the
@@ -54,7 +57,7 @@ Conversion = Literal["mxfp4_reorder", "bf16_to_f32"]
 
 
 def mxfp4_reorder(raw: np.ndarray) -> np.ndarray:
-    """Re-interleave ollama's raw MXFP4 blocks into ggml's nibble order (spec 6.5).
+    """Re-interleave ollama's raw MXFP4 blocks into ggml's nibble order.
 
     In every 17-byte block byte 0 (the scale) is kept; with ``a = blk[k]``, ``b = blk[k + 8]``
     for k in 1..8: ``out[2(k-1)] = (a & 0x0F) | (b << 4)`` and

@@ -1,4 +1,4 @@
-"""Model: a GGUF model's weights on a backend (spec 6.4-6.8).
+"""Model: a GGUF model's weights on a backend (docs/models-and-memory.md).
 
 :meth:`Model.open` decodes the file read-only, plans placement (:func:`plan_placement`), fills the
 BackendMemory record, checks every device can hold its weights and creates the weight tensors in

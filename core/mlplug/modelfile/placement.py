@@ -1,4 +1,7 @@
-"""Tensor placement and weight accounting at backend creation (spec 6.4 steps 6-8).
+"""Tensor placement and weight accounting at backend creation.
+
+The rules (input embeddings, tied output, output tensors, ...) are written down in
+docs/models-and-memory.md, section 'Layer assignment and the placement rules'.
 
 Pure and backend-neutral: :func:`plan_placement` decides, for every tensor of a model file, which
 tensors to create (name, dtype, shape), on which device and for which layer, and sums the weight
@@ -202,22 +205,25 @@ _Rule: TypeAlias = "tuple[Literal['input', 'output', 'rope', 'layer', 'other'], 
 def _rule(t: TensorInfo, block_count: int, path: str) -> _Rule:
     """Classify one tensor by the placement rules; ``(kind, layer index or -1)``.
 
+    The first matching rule wins: input embeddings, output tensors (vision and projector tensors
+    included), per-layer rope factors, numbered layer tensors, other inputs.
+
     :raises ModelFileError: a type no backend can create, or a layer index >= ``block_count``.
     """
     if t.dtype is DType.OTHER:
         message = f'tensor "{t.name}" has type {t.ggml_type}, which mlplug cannot create'
         raise ModelFileError(path, message, offset=t.info_offset)
     parts = t.name.split(".")
-    if any(p in _INPUT_PARTS for p in parts):  # rule a
+    if any(p in _INPUT_PARTS for p in parts):  # input embeddings
         return "input", -1
     if any(p in _OUTPUT_PARTS for p in parts) or t.name.startswith(_VISION_PREFIXES):
-        return "output", -1  # rules b, c
-    if any(p in _ROPE_PARTS for p in parts):  # rule d
+        return "output", -1  # output tensors; vision and projector tensors
+    if any(p in _ROPE_PARTS for p in parts):  # per-layer rope factors
         return "rope", -1
     m = _DIGITS.search(t.name)
-    if m is None:  # rule f
+    if m is None:  # other inputs
         return "other", -1
-    digits = m.group().lstrip("0") or "0"  # rule e
+    digits = m.group().lstrip("0") or "0"  # numbered layer tensors
     index = int(digits) if len(digits) < 19 else -1  # -1: too long to be a layer
     if not 0 <= index < block_count:
         message = (
@@ -269,7 +275,7 @@ def plan_placement(
     alignment: int = 32,
     gpu_alignment: Mapping[int, int] | None = None,
 ) -> PlacementPlan:
-    """Decide the device and layer of every tensor and sum weight bytes (spec 6.4 rules a-f).
+    """Decide the device and layer of every tensor and sum weight bytes (the placement rules).
 
     Every count the plan is sized by is checked against the file first: ``block_count`` may not
     exceed the number of tensors, a tensor's layer index (the first run of digits in its name,
@@ -318,18 +324,18 @@ def plan_placement(
 
     output_device = plan.layer_devices[block_count]
     for t, (kind, index) in zip(tensors, rules):
-        if kind == "input":  # rule a
+        if kind == "input":  # input embeddings
             create(t, t.name, CPU, "input")
-            if t.name == "token_embd.weight" and not has_output_group:  # rule a'
+            if t.name == "token_embd.weight" and not has_output_group:  # tied output
                 create(t, "output.weight", output_device, "output")
-        elif kind == "output":  # rules b, c
+        elif kind == "output":  # output tensors; vision and projector tensors
             create(t, t.name, output_device, "output")
-        elif kind == "rope":  # rule d
+        elif kind == "rope":  # per-layer rope factors
             for i in range(block_count):
                 create(t, f"blk.{i}.{t.name}", plan.layer_devices[i], i)
             plan.targets.setdefault(t.name, [])
-        elif kind == "layer":  # rule e
+        elif kind == "layer":  # numbered layer tensors
             create(t, t.name, plan.layer_devices[index], index)
-        else:  # rule f
+        else:  # other inputs
             create(t, t.name, CPU, "input")
     return plan
