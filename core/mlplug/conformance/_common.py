@@ -1,4 +1,4 @@
-"""Helpers shared by the case families: ids, tolerances of the spec's tables, small builders."""
+"""Helpers shared by the case families: ids, the tolerance families, small builders."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ QUANTS: Final = (DType.Q8_0, DType.Q4_0, DType.MXFP4, DType.Q4_1, DType.Q5_0, DT
 #: k-quants (256-element super-blocks); inputs are random blocks with scaled f16 fields.
 K_QUANTS: Final = (DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K)
 
-# -- the spec's tolerance families (ops-compute §1.10, ops-layout §8) -----------------------------
+# -- tolerance families: per dtype and op family; this module is where they are defined ----------
 EXACT: Final = Tolerance(ulp=0)
 ULP1: Final = Tolerance(ulp=1)
 TRANSCENDENTAL: Final = {
@@ -125,7 +125,7 @@ def shape_check(*shapes: tuple[int, ...]) -> Callable[[Sequence[Tensor]], str | 
 
 
 def arange_arg(ne: tuple[int, ...]) -> Arg:
-    """A fixed input holding ``0, 1, 2, ...`` in ggml order (the spec's arange examples)."""
+    """A fixed input holding ``0, 1, 2, ...`` in ggml order (worked examples start from it)."""
     return Arg(ne, gen="fixed", values=tuple(float(i) for i in range(int(np.prod(ne)))))
 
 

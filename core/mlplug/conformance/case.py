@@ -47,9 +47,9 @@ class Arg:
     ``hi`` is 0), ``lower`` (square matrices with ``|diag|`` in ``[1, 2)`` and small
     off-diagonal values: well-conditioned triangular systems), ``mask`` (0 or ``-inf``, key 0
     always visible: attention masks), ``fixed`` (``values``, flat in
-    ggml order: the spec's worked examples) or ``zeros``. Quantised dtypes ignore ``gen``: their
-    blocks are drawn directly (values of magnitude about 1). With ``tensor=False`` the build
-    gets only the raw array (``inputs.raw[i]``), for cases that test the constructors.
+    ggml order: worked examples with known results) or ``zeros``. Quantised dtypes ignore
+    ``gen``: their blocks are drawn directly (values of magnitude about 1). With ``tensor=False``
+    the build gets only the raw array (``inputs.raw[i]``), for cases that test the constructors.
 
     ``layout`` presents the same values through a non-contiguous view (see
     :data:`mlplug.conformance.data.LAYOUTS`): ``permuted`` (dims 0 and 1 stored swapped),
@@ -142,7 +142,7 @@ class Case:
     :param read: how to read an output instead of its raw bytes (accessor cases).
     :param raw_ref: the reference receives the inputs' raw storage instead of their values
         (block moves of quantised data).
-    :param gold: the spec's worked-example result (flat, ggml order) per output; the
+    :param gold: the worked example's known result (flat, ggml order) per output; the
         reference must reproduce it within ``gold_atol`` or the case fails on every backend.
     """
 

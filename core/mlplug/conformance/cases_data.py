@@ -149,7 +149,7 @@ def _constructor_cases() -> list[Case]:
         ),
     ]
 
-    # the seed's idiom: Empty (or Zeros), then the Tensor methods FromFloats/FromInts/FromBytes
+    # ollama's idiom: empty (or zeros), then the Tensor methods from_floats/from_ints/from_bytes
     def filled(ctor: str, dt: DType, ne: tuple[int, ...], method: str) -> Build:
         def build(ctx: Context, x: Inputs) -> Tensor:
             t = getattr(ctx.input(), ctor)(dt, *ne)
@@ -244,9 +244,9 @@ def _constructor_cases() -> list[Case]:
 
 
 def _fma_slack(start: float, stop: float, step: float) -> np.ndarray:
-    """The spec's ``f32(start + f32(step*i))`` and a fused multiply-add (what a compiler may
-    make of ggml's ``start + step*i``) differ by at most one ulp of ``step*i`` plus one ulp of
-    the result."""
+    """The defined ``f32(start + f32(step*i))`` (docs/tensors.md) and a fused multiply-add (what a
+    compiler may make of ggml's ``start + step*i``) differ by at most one ulp of ``step*i`` plus
+    one ulp of the result."""
     ref = R.arange_f32(start, stop, step).astype(np.float32)
     prod = np.float32(step) * np.arange(ref.size, dtype=np.float32)
     return np.asarray(np.abs(np.spacing(prod)) + np.abs(np.spacing(ref)), np.float64)

@@ -37,7 +37,7 @@ def _mm(op: str) -> Callable[[Context, Tensor, Tensor], Tensor]:
 
 
 def _mulmat_ref(a_dtype: DType, b_dtype: DType) -> Callable[..., np.ndarray]:
-    """F16 left with F32 right: the right operand is rounded to f16 (the spec's reference)."""
+    """F16 left with F32 right: the right operand is rounded to f16 first, as ggml does."""
     if a_dtype == F16 and b_dtype == F32:
         return lambda a, b: R.mulmat(a, R.f16(b))
     return R.mulmat
@@ -147,7 +147,7 @@ def _mulmat_cases(op: str) -> list[Case]:
         out_dtype=F32,
         gold=((5,),),
     )
-    # the spec's check case: K = 32, t = e0, t2 = 1.0001 e0 (F16: t2 is rounded to f16 first)
+    # docs/linalg.md's check case: K = 32, t = e0, t2 = 1.0001 e0 (F16: t2 is rounded to f16 first)
     e0 = tuple(1.0 if i == 0 else 0.0 for i in range(32))
     b0 = tuple(1.0001 if i == 0 else 0.0 for i in range(32))
     checks = [

@@ -1,8 +1,9 @@
-"""Independent float64 references of every op, written from the spec's formulas.
+"""Independent float64 references of every op, written from the formulas of docs/ (a page per
+op family).
 
 Arrays are numpy views of ggml tensors (shape ``reversed(ne)``, so ggml dim 0 is axis -1).
 Every function computes in float64 on the values the inputs hold (already rounded to f16 or
-dequantised by :mod:`.data`); where the spec defines a result through float32 arithmetic
+dequantised by :mod:`.data`); where an op's definition fixes a result through float32 arithmetic
 (``Arange``, Interpolate's nearest index, casts, the scalar of ``Scale``) the float32 steps are
 reproduced with numpy float32. Nothing here imports a backend.
 """

@@ -72,7 +72,7 @@ _BY_NUMPY = {
 
 
 class ReferenceFailure(Exception):
-    """A case's reference could not be computed or contradicts the spec's worked example."""
+    """A case's reference could not be computed or contradicts the case's worked example."""
 
 
 class ReadError(RuntimeError):
@@ -163,7 +163,7 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
             if not ok:
                 msg = (
                     f"reference of {case.id} output {i} is {e.reshape(-1).tolist()}, "
-                    f"but the spec's worked example gives {list(g)}"
+                    f"but the worked example gives {list(g)}"
                 )
                 raise ReferenceFailure(msg)
     return Prepared(raw, ops, expected, bounds)
