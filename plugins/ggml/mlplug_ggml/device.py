@@ -36,7 +36,7 @@ __all__ = [
 #: Environment variable naming the ggml device to compute on (``CPU``, ``CUDA0``, ...).
 ENV_DEVICE: Final = "MLPLUG_GGML_DEVICE"
 
-#: DeviceInfo.library of ggml's CPU device (the spec's lowercase spelling).
+#: DeviceInfo.library of ggml's CPU device (lower case, as ollama reports it; docs/devices.md).
 CPU_LIBRARY: Final = "cpu"
 
 _BACKENDS_LOADED = False
@@ -175,7 +175,7 @@ def devices() -> list[GGMLDevice]:
 
 
 def cpu_device() -> GGMLDevice:
-    """Return the first CPU device (the one the spec keeps).
+    """Return the first CPU device (the only one the backend keeps).
 
     :raises BackendLoadError: the build has no CPU device.
     """
@@ -189,7 +189,7 @@ def cpu_device() -> GGMLDevice:
 def to_device_info(d: GGMLDevice) -> DeviceInfo:
     """Convert a ggml device record to mlplug's :class:`~mlplug.DeviceInfo`.
 
-    The CPU is reported with library ``cpu`` and name ``CPU`` (the spec's spelling) and ggml's
+    The CPU is reported with library ``cpu`` and name ``CPU`` (ollama's spelling) and ggml's
     description; when ggml reports no memory for it, the host's figures stand in. GPUs keep
     their registry name as library (``CUDA``, ``Vulkan``, ...) and ggml's name and PCI id.
     """

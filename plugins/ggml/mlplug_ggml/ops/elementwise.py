@@ -68,7 +68,7 @@ def _unary(name: str) -> None:
     inplace = f"ggml_{name}_inplace"
 
     def kernel(b: Builder, t: Tensor) -> int:
-        # A node with view_src set overwrites its input (the seed's *_inplace builders).
+        # A node with view_src set overwrites its input (ggml's *_inplace builders).
         fn = getattr(b.lib, inplace if t.view_src is not None else plain)
         return fn(b.ctx, b.src(t, 0))  # type: ignore[no-any-return]
 

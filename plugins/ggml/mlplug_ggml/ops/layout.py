@@ -149,7 +149,7 @@ def pad(b: Builder, t: Tensor) -> int:
 
 @implements("arange", needs=("arange", "scale", "scale_bias"))
 def arange(b: Builder, t: Tensor) -> int:
-    """``f32(start + f32(step * i))``, as the seed's ``ggml_arange`` computed it.
+    """``f32(start + f32(step * i))``, as ``ggml_arange`` of ollama v0.17.5's ggml computed it.
 
     Today's CPU build evaluates ``start + step * i`` with a fused multiply-add (one rounding
     instead of two: ``arange(-2, 2, 0.1)[20]`` is ``2.98e-08``, not ``0``). The two roundings

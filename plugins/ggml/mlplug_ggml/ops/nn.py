@@ -52,10 +52,10 @@ def im2col(b: Builder, t: Tensor) -> int:
 
 @implements("conv_3d", needs=("im2col_3d", "reshape_4d", "mul_mat", "permute", "cont"))
 def conv_3d(b: Builder, t: Tensor) -> int:
-    """3-D convolution composed as the seed's ggml composed ``ggml_conv_3d``: ``im2col_3d``
+    """3-D convolution composed as ollama's ggml composed ``ggml_conv_3d``: ``im2col_3d``
     into the weight's type, ``mul_mat``, then reshape/permute/cont to ``[OW, OH, OD, OC*N]``.
 
-    Today's ``ggml_conv_3d`` always unfolds into F16 (rounding F32 data); the seed's
+    Today's ``ggml_conv_3d`` always unfolds into F16 (rounding F32 data); ollama v0.17.5's ggml
     unfolded into the weight's type, which this keeps.
     """
     r = Conv3dParams.of(t)
@@ -167,7 +167,7 @@ def rope(b: Builder, t: Tensor) -> int:
     ),
 )
 def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
-    """Attention as the seed builds it: ``ggml_flash_attn_ext`` when flash attention is
+    """Attention as ollama builds it: ``ggml_flash_attn_ext`` when flash attention is
     enabled, else ``mul_mat`` (F32) + ``soft_max_ext`` (+ sinks) + ``mul_mat`` over V
     permuted to ``[L_k, d_v, H_kv]``, then permute + cont to ``[d_v, H, L_q]``."""
     r = AttentionParams.of(t)

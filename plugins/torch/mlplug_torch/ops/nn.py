@@ -174,7 +174,7 @@ def rope_angles(
     """Return ``cos``, ``sin`` ``(n_tokens, n_pairs)`` as ggml's CPU computes them.
 
     The angle of pair k is the position times ``theta_scale`` k times, each product rounded
-    to float32 (ggml's recurrence), divided by the frequency factor; YaRN as in the spec.
+    to float32 (ggml's recurrence), divided by the frequency factor; YaRN as docs/nn.md defines it.
     """
     p = params
     n_dims, mode, base, fscale = p.n_dims, p.mode, p.base, p.freq_scale

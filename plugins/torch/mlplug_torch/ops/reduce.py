@@ -1,8 +1,8 @@
 """Row reductions, normalisations, cumulative sum and sorting (all along dim 0).
 
 Row sums and means accumulate in float64 (as ggml's ``ggml_float``) and round once to
-float32; the normalisations use torch's fused float32 kernels, well inside the spec's
-tolerances.
+float32; the normalisations use torch's fused float32 kernels, well inside the conformance
+suite's tolerances.
 """
 
 from __future__ import annotations
