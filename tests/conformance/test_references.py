@@ -1,4 +1,4 @@
-"""The suite's own machinery, without a backend: references vs the spec, metrics, xfails."""
+"""The suite's own machinery, without a backend: references vs worked examples, metrics, xfails."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from mlplug.conformance.xfails import parse_xfails
 from mlplug.dtypes import DType
 
 
-def test_every_reference_runs_and_matches_the_spec_examples() -> None:
-    """Every case's reference computes, and reproduces the spec's worked example if it has one."""
+def test_every_reference_runs_and_matches_the_worked_examples() -> None:
+    """Every case's reference computes, and reproduces its worked example if it has one."""
     problems = []
     for case in all_cases():
         try:
@@ -23,7 +23,7 @@ def test_every_reference_runs_and_matches_the_spec_examples() -> None:
         except ReferenceFailure as exc:
             problems.append(str(exc))
     assert problems == []
-    assert sum(1 for c in all_cases() if c.gold) >= 60  # the spec's worked examples
+    assert sum(1 for c in all_cases() if c.gold) >= 60  # worked examples with known results
 
 
 def test_gold_check_catches_a_wrong_reference() -> None:

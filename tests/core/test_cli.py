@@ -186,7 +186,7 @@ def test_version_flag() -> None:
 
 
 def test_help_lists_every_command() -> None:
-    """``--help`` lists the six commands of DESIGN.md, ``run`` included."""
+    """``--help`` lists the six commands of README.md's CLI table, ``run`` included."""
     proc = mlplug("--help")
     assert proc.returncode == 0
     for command in ("backends", "devices", "conformance", "inspect", "bench", "run"):
@@ -638,7 +638,7 @@ def test_conformance_unknown_backend() -> None:
 
 @needs_cpu_numpy
 def test_conformance_real_run_json_shape(tmp_path: Path) -> None:
-    """A real run on cpu_numpy writes the JSON of DESIGN.md and exits 0 iff nothing failed."""
+    """A real run on cpu_numpy writes its report JSON and exits 0 iff nothing failed."""
     out = tmp_path / "report.json"
     proc = mlplug("conformance", "-b", "cpu_numpy", "--op", "add", "--json", str(out))
     assert proc.returncode in (0, 1), proc.stderr
@@ -850,8 +850,8 @@ def test_progress_disabled_writes_nothing() -> None:
     assert stream.getvalue() == ""
 
 
-def test_parser_flags_match_design() -> None:
-    """Each command accepts the flags DESIGN.md's CLI table gives it."""
+def test_parser_flags_match_the_readme() -> None:
+    """Each command accepts the flags README.md's CLI table gives it."""
     parser = build_parser()
     parser.parse_args(["backends", "--json"])
     assert parser.parse_args(["--debug", "backends"]).debug is True

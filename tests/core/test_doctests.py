@@ -1,4 +1,4 @@
-"""Every public op's ``>>>`` example runs on cpu_numpy (STYLE.md section 6).
+"""Every public op's ``>>>`` example runs on cpu_numpy (every public op carries one).
 
 Each docstring of the op modules runs as a doctest with a fresh ``cpu_numpy`` context named
 ``ctx`` (closed afterwards) and ``ml`` (mlplug), ``np`` (numpy) and ``DType`` as globals.

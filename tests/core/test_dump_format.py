@@ -1,4 +1,4 @@
-"""Tests for mlplug.dump: format_array (spec 8's worked examples) and dump over a fake tensor."""
+"""Tests for mlplug.dump: format_array (worked examples) and dump over a fake tensor."""
 
 from __future__ import annotations
 

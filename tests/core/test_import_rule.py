@@ -1,6 +1,6 @@
 """Import rules: no runtime on import, one-way core layers, one plugin interface.
 
-``import mlplug`` and ``mlplug backends`` load no runtime (STYLE section 2). The core's modules
+``import mlplug`` and ``mlplug backends`` load no runtime (torch, libggml). The core's modules
 import only their own layer and lower ones at run time (:data:`LAYERS`; parsed with ``ast``,
 function-local imports included, ``if TYPE_CHECKING:`` imports allowed). The in-tree plugin
 packages import the core through ``mlplug`` and ``mlplug.plugin_api`` only.

@@ -64,7 +64,7 @@ def test_gpu_layers_device_id() -> None:
 
 
 def test_list_str_and_sum() -> None:
-    """The list prints its sum then its entries; spec 10.6's example."""
+    """The list prints its sum then its entries, as ollama's GPULayersList prints."""
     lst = GPULayersList([GPULayers(id="0", layers=[0, 1, 2]), GPULayers(id="1", layers=[7, 5])])
     assert str(lst) == "5[ID:0 Layers:3(0..2) ID:1 Layers:2[5 7]]"
     assert lst.sum() == 5

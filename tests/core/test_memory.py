@@ -148,7 +148,7 @@ def test_backend_memory_log_default_logger(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_go_repr_and_err_no_mem() -> None:
-    """ErrNoMem's message is Go's %+v of the BackendMemory (spec 3.3)."""
+    """ErrNoMem's message is Go's %+v of the BackendMemory, as ollama prints it."""
     bm = BackendMemory(input_weights=10, cpu=DeviceMemory(name="CPU", weights=[1, 2], cache=[0, 0]))
     expected = (
         "insufficient memory - required allocations: {InputWeights:10 CPU:{DeviceID:{ID: Library:}"

@@ -263,7 +263,7 @@ def test_generate_checks_capacity(tiny_f32: Tiny) -> None:
 def test_cli_run_json_and_logits(
     tiny_f32: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``mlplug run --json --logits-out`` prints DESIGN.md's keys and saves the prompt logits."""
+    """``mlplug run --json --logits-out`` prints README.md's keys and saves the prompt logits."""
     out = tmp_path / "logits.npy"
     tokens = ",".join(map(str, PROMPT))
     argv = ["run", str(tiny_f32.path), "--prompt-tokens", tokens, "-n", "5", "--json"]

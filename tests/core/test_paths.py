@@ -1,4 +1,4 @@
-"""Tests for mlplug.paths: the LibOllamaPath rule (spec 10.5) and MLPLUG_LIB_PATH."""
+"""Tests for mlplug.paths: ollama's LibOllamaPath rule and MLPLUG_LIB_PATH."""
 
 from __future__ import annotations
 

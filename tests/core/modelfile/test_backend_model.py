@@ -16,7 +16,7 @@ from mlplug.registry import manager
 cpu_numpy = pytest.importorskip("mlplug_cpu_numpy")
 
 #: Backend's public API: ollama's ml.Backend plus devices and three read-only properties. Plugin
-#: hooks are ``hook_*``, core internals ``_*``; a new public name needs a reason (and DESIGN).
+#: hooks are ``hook_*``, core internals ``_*``; a new public name needs a reason (and docs/).
 PUBLIC_API = {
     "allocates",
     "backend_devices",

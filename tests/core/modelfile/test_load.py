@@ -90,7 +90,7 @@ def test_rope_copies_and_bf16_exps_bias(make_llama: MakeLlama, backend_name: str
 
 
 def _reorder_reference(raw: bytes) -> bytes:
-    """Spec 6.5's MXFP4 re-interleave, byte by byte."""
+    """The MXFP4 re-interleave of ``mxfp4_reorder``'s docstring, byte by byte."""
     out = bytearray(raw)
     for start in range(0, len(raw), 17):
         blk = raw[start : start + 17]
@@ -101,8 +101,8 @@ def _reorder_reference(raw: bytes) -> bytes:
     return bytes(out)
 
 
-def test_mxfp4_reorder_matches_spec() -> None:
-    """The vectorised re-interleave equals the spec's per-byte loop; BF16 widening is exact."""
+def test_mxfp4_reorder_matches_byte_loop() -> None:
+    """The vectorised re-interleave equals the per-byte loop; BF16 widening is exact."""
     raw = np.random.default_rng(1).integers(0, 256, 17 * 40, dtype=np.uint8)
     assert mxfp4_reorder(raw).tobytes() == _reorder_reference(raw.tobytes())
     bits = np.array([0x3F80, 0xC000, 0x7F80, 0x0001], dtype="<u2")

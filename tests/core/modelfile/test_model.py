@@ -1,4 +1,7 @@
-"""new_backend(path): placement, memory record, get/config, dry runs and ErrNoMem (spec 6.4-6.8)."""
+"""new_backend(path): placement, memory record, get/config, dry runs and ErrNoMem.
+
+The rules tested are those of docs/models-and-memory.md.
+"""
 
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ def backend_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-# -- spec 10.6: the backend cases ----------------------------------------------------------------
+# -- a model without tensors and a tiny tied-output llama ------------------------------------------
 def test_zero_tensor_file_loads(tmp_path: Path, backend_name: str) -> None:
     """A file with only general.architecture loads; input() makes tensors; get is None."""
     path = (
@@ -100,7 +103,7 @@ def test_max_graph_nodes(make_llama: MakeLlama, backend_name: str) -> None:
 
 
 def test_tied_llama_memory_record(llama: LlamaModel, backend_name: str) -> None:
-    """Tied output: output.weight exists; lists have block_count+1 entries; sizes as the spec."""
+    """Tied output: output.weight exists; lists have block_count+1 entries; placement-rule sizes."""
     with open_backend(llama.path, backend_name) as be:
         assert be.get("output.weight") is not None
         assert be.get("output.weight") is not be.get("token_embd.weight")

@@ -1,4 +1,4 @@
-"""Tensor placement and weight accounting (spec 6.4 steps 6-8, cases from spec 10.6)."""
+"""Tensor placement and weight accounting (docs/models-and-memory.md, the placement rules)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def plan(names: Sequence[str | TensorInfo], blocks: int, **kw: object) -> Placem
     return plan_placement(infos, blocks, path="m.gguf", **kw)  # type: ignore[arg-type]
 
 
-def test_spec_tiny_llama_tied_output(tmp_path: Path) -> None:
-    """Spec 10.6: CPU weights has 3 entries, input = token_embd, weights[2] = norm + tied output."""
+def test_tiny_llama_tied_output(tmp_path: Path) -> None:
+    """Tiny llama: 3 CPU weight entries, input = token_embd, weights[2] = norm + tied output."""
     raw = (
         RawGGUF().kv("general.architecture", V.STRING, "llama").kv("llama.block_count", V.UINT32, 2)
     )
@@ -297,7 +297,7 @@ def test_plan_of_generated_model(make_llama: Callable[..., LlamaModel]) -> None:
     ],
 )
 def test_group_key(name: str, key: tuple[str, str]) -> None:
-    """blk/mm followed by two parts joins the number into the group (spec 7.4)."""
+    """blk/mm followed by two parts joins the number into the group (docs/models-and-memory.md)."""
     assert group_key(name) == key
 
 
