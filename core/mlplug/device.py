@@ -284,7 +284,7 @@ def library_paths(devices: Iterable[DeviceInfo], base: Sequence[str] | None = No
 def _supports_flash_attention(d: DeviceInfo) -> bool:
     if d.library in ("cpu", "Metal", "ROCm", "Vulkan") or d.name == "Metal":
         return True
-    # v0.17.5 tests the *driver* major version here, not the compute capability.
+    # ollama v0.17.5 tests the *driver* major version here, not the compute capability.
     return (
         d.library == "CUDA"
         and d.driver_major >= 7

@@ -1,4 +1,4 @@
-"""Library directories: the reference's LibOllamaPath rule and mlplug's ``MLPLUG_LIB_PATH``."""
+"""Library directories: ollama's LibOllamaPath rule and mlplug's ``MLPLUG_LIB_PATH``."""
 
 from __future__ import annotations
 

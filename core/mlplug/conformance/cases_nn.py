@@ -434,7 +434,7 @@ def _rope_cases() -> list[Case]:
             10000,
             1.0,
             # sections with 3*s0 above every t-sector: ggml builds differ on the others
-            # (v0.17.5 falls back to t, later ggml to e); models never reach them
+            # (ollama v0.17.5's ggml falls back to t, later ggml to e); models never reach them
             {"rope_type": 40, "sections": (3, 3, 2)},
         ),
         mk(
