@@ -37,7 +37,7 @@ def template_for(text_model: TextModel, source: str | None = None) -> ChatTempla
             f"architecture {config.architecture()!r}: give one (mlplug chat --template FILE)"
         )
         raise ChatTemplateError(msg)
-    tok = text_model.tokenizer
+    tok = text_model.need_tokenizer()
     bos = tok.piece(tok.bos_id) if tok.bos_id is not None else ""
     eos_id = config.uint("tokenizer.ggml.eos_token_id", -1)
     eos = tok.piece(eos_id) if 0 <= eos_id < tok.vocab_size else ""
@@ -85,10 +85,14 @@ class Chat:
             tokens = self._tokens + new
         else:
             tokens = tm.tokenize(rendered, add_special=False)
-            bos = tm.tokenizer.bos_id
-            if tm.tokenizer.add_bos and bos is not None and tokens[:1] != [bos]:
+            bos = tm.need_tokenizer().bos_id
+            if tm.need_tokenizer().add_bos and bos is not None and tokens[:1] != [bos]:
                 tokens.insert(0, bos)
-        tokens = tm.prompt_tokens(tokens)
+        try:
+            tokens = tm.prompt_tokens(tokens)
+        except BaseException:
+            self.messages.pop()
+            raise
         gen = _ChatGeneration(self, tm, tokens, n)
         self._text, self._tokens = rendered, tokens
         return gen
@@ -116,7 +120,12 @@ class _ChatGeneration(Generation):
         try:
             return super().__next__()
         except BaseException:
-            if not self._recorded:
-                self._recorded = True
-                self._chat._finish(self)
+            self.close()
             raise
+
+    def close(self) -> None:
+        """End the reply here (if it has not ended) and put it into the conversation (once)."""
+        super().close()
+        if not self._recorded:
+            self._recorded = True
+            self._chat._finish(self)

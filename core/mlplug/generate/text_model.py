@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import MlplugError, NotSupportedError, OutOfRangeError
+from ..errors import MlplugError, ModelFileError, NotSupportedError, OutOfRangeError
 from ..sample import Sampler, SamplingParams
 
 if TYPE_CHECKING:
@@ -48,11 +48,12 @@ class TextModel:
         self,
         backend: Backend,
         model: Model,
-        tokenizer: Tokenizer,
+        tokenizer: Tokenizer | None,
         *,
         owns_backend: bool = False,
     ) -> None:
-        """Wrap an open ``backend``, its ``model`` and ``tokenizer``.
+        """Wrap an open ``backend``, its ``model`` and ``tokenizer`` (None: a file without a
+        vocabulary, which runs on token ids only).
 
         :param owns_backend: :meth:`close` also closes the backend.
         """
@@ -79,7 +80,17 @@ class TextModel:
         self, text: str, *, add_special: bool = True, parse_special: bool = True
     ) -> list[int]:
         """Return the token ids of ``text`` (BOS as the file says when ``add_special``)."""
-        return self.tokenizer.encode(text, add_special=add_special, parse_special=parse_special)
+        tok = self.need_tokenizer()
+        return tok.encode(text, add_special=add_special, parse_special=parse_special)
+
+    def need_tokenizer(self) -> Tokenizer:
+        """Return the tokenizer.
+
+        :raises NotSupportedError: the model file has no vocabulary.
+        """
+        if self.tokenizer is None:
+            raise NotSupportedError(self.backend.name, "tokenize", "the model has no vocabulary")
+        return self.tokenizer
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         """Return the text of ``tokens``.
@@ -87,7 +98,7 @@ class TextModel:
         :raises OutOfRangeError: an id outside the vocabulary.
         """
         self._check_ids(tokens)
-        return self.tokenizer.decode(tokens)
+        return self.need_tokenizer().decode(tokens)
 
     def prompt_tokens(self, prompt: Prompt) -> list[int]:
         """Return the token ids of ``prompt`` (tokenized when it is text), checked.
@@ -102,7 +113,9 @@ class TextModel:
         return tokens
 
     def _check_ids(self, tokens: Sequence[int]) -> None:
-        limit = min(self.vocab_size, self.tokenizer.vocab_size)
+        limit = self.vocab_size
+        if self.tokenizer is not None:
+            limit = min(limit, self.tokenizer.vocab_size)
         bad = [int(t) for t in tokens if not 0 <= int(t) < limit]
         if bad:
             msg = f"token ids must lie in [0, {limit}), got {bad[:8]}"
@@ -262,13 +275,17 @@ class Generation(Iterator[str]):
     def __next__(self) -> str:
         return next(self._gen)
 
+    def close(self) -> None:
+        """Stop generating (the text so far stays in :attr:`text`)."""
+        self._gen.close()
+
     def __iter__(self) -> Generation:
         return self
 
-    def _run(self) -> Iterator[str]:
+    def _run(self) -> Generator[str, None, None]:
         tm = self._tm
         tok = tm.tokenizer
-        decoder = tok.stream_decoder()
+        decoder = tok.stream_decoder() if tok is not None else None
         history = list(self.prompt)
         start = time.perf_counter()
         logits = tm.extend(self.prompt)[-1]
@@ -279,10 +296,10 @@ class Generation(Iterator[str]):
             token = self._sampler.sample(logits, history)
             self.tokens.append(token)
             history.append(token)
-            if self._stop_at_end and tok.is_end_of_generation(token):
+            if self._stop_at_end and tok is not None and tok.is_end_of_generation(token):
                 self.stop_reason = "end"
                 break
-            piece = decoder.add(token)
+            piece = decoder.add(token) if decoder is not None else ""
             if piece:
                 self._pieces.append(piece)
                 yield piece
@@ -296,19 +313,28 @@ class Generation(Iterator[str]):
             logits = tm.forward([token])[-1]
             self.decode_seconds += time.perf_counter() - start
             self.decode_steps += 1
-        tail = decoder.flush()
+        tail = decoder.flush() if decoder is not None else ""
         if tail:
             self._pieces.append(tail)
             yield tail
 
 
-def _tokenizer_for(backend: Backend) -> Tokenizer:
+def _tokenizer_for(backend: Backend, required: bool) -> Tokenizer | None:
     from .. import tokenizer as tokenizers
 
+    if not required and not backend.config().strings("tokenizer.ggml.tokens"):
+        return None
     factory: Callable[[Any], Tokenizer] | None = getattr(tokenizers, "from_config", None)
     if factory is None:
+        if not required:
+            return None
         raise NotSupportedError(backend.name, "tokenize", "no tokenizer implementation installed")
-    return factory(backend.config())
+    try:
+        return factory(backend.config())
+    except MlplugError:
+        if required:
+            raise
+        return None  # token ids only: a vocabulary the tokenizer cannot read is not needed
 
 
 def _check_architecture(backend: Backend, path: str) -> None:
@@ -318,9 +344,8 @@ def _check_architecture(backend: Backend, path: str) -> None:
     arch = backend.config().architecture()
     if isinstance(known, dict) and arch not in known:
         supported = ", ".join(sorted(known))
-        raise NotSupportedError(
-            backend.name, "run", f"{path}: model architecture {arch!r} (supported: {supported})"
-        )
+        msg = f"model architecture {arch!r} is not supported (supported: {supported})"
+        raise ModelFileError(path, msg, key="general.architecture")
 
 
 def open_model(
@@ -331,6 +356,7 @@ def open_model(
     num_ctx: int | None = None,
     kv_dtype: DType | None = None,
     progress: Callable[[float], None] | None = None,
+    require_tokenizer: bool = True,
 ) -> TextModel:
     """Open the GGUF model at ``path`` on a backend, load its weights, and return it with its
     tokenizer.
@@ -340,8 +366,9 @@ def open_model(
     :param num_ctx: positions the context holds (default: the model's choice).
     :param kv_dtype: the KV cache's element type (default: the model's, f16).
     :param progress: called with the loaded fraction while the weights load.
-    :raises NotSupportedError: an architecture no model implements, or a KV type the model
-        layer cannot take.
+    :param require_tokenizer: false lets a file without a vocabulary open (token ids only).
+    :raises ModelFileError: an architecture no model implements.
+    :raises NotSupportedError: a KV type the model layer cannot take, or no tokenizer for it.
     """
     from .. import BackendParams as Params
     from .. import new_backend
@@ -351,7 +378,7 @@ def open_model(
     be = new_backend(path, base.model_copy(update={"alloc_memory": True}), backend=backend)
     try:
         _check_architecture(be, path)
-        tokenizer = _tokenizer_for(be)
+        tokenizer = _tokenizer_for(be, require_tokenizer)
         be.load(progress)
         options: dict[str, Any] = {}
         if kv_dtype is not None:
