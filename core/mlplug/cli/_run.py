@@ -153,7 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         msg = "--prompt-tokens needs at least one token id"
         raise CommandError(msg)
     text_mode = args.prompt is not None
-    prompt: str | list[int] = str(args.prompt) if text_mode else list(args.prompt_tokens)
+    ids: list[int] = args.prompt_tokens or []
+    prompt: str | list[int] = str(args.prompt) if text_mode else ids
     num_ctx: int | None = args.num_ctx
     if num_ctx is None and isinstance(prompt, list):
         num_ctx = len(prompt) + args.n
