@@ -13,7 +13,7 @@ import numpy as np
 
 SPECIALS = ["<bos>", "<eos>", "<eot>", "<start>"]
 ALPHABET = "abcdefgh"
-CHARS = ALPHABET + " \n:éuserodlm"
+CHARS = ALPHABET + " \n:éuserodlmitn"
 VOCAB = SPECIALS + [c for c in dict.fromkeys(CHARS)]
 BOS, EOS, EOT, START = 0, 1, 2, 3
 
@@ -143,7 +143,8 @@ class FakeBackend:
 
 
 TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<start>{{ m['role'] }}:{{ m['content'] }}<eot>\n"
+    "{{ bos_token }}{% for m in messages %}"
+    "<start>{{ 'model' if m['role'] == 'assistant' else m['role'] }}:{{ m['content'] }}<eot>\n"
     "{% endfor %}{% if add_generation_prompt %}<start>model:{% endif %}"
 )
 
