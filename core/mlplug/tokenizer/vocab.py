@@ -166,12 +166,11 @@ def read_vocab(cfg: Config, *, path: str = "<model metadata>") -> Vocab:
             if cut < 0:
                 raise _fail(path, merges_key, f"merge {rank} ({line!r}) is not two tokens")
             left, right = line[:cut], line[cut + 1 :]
-            if left + right not in ids:
-                raise _fail(
-                    path,
-                    merges_key,
-                    f"merge {rank} ({line!r}) makes {left + right!r}, which is not a token",
-                )
+            for part in (left, right):
+                if part not in ids:
+                    raise _fail(
+                        path, merges_key, f"merge {rank} ({line!r}) names {part!r}, not a token"
+                    )
             merges.append((left, right))
 
     bos = _special_id(cfg, path, "bos", size)

