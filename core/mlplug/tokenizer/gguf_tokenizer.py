@@ -125,9 +125,7 @@ class GGUFTokenizer:
         if self._spm is not None:
             return text.replace(SPACE, " ").encode()
         table = char_to_byte()
-        return b"".join(
-            bytes([table[c]]) if c in table else c.encode() for c in text
-        )
+        return b"".join(bytes([table[c]]) if c in table else c.encode() for c in text)
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes ``token`` stands for in decoded text (control tokens stand for none)."""

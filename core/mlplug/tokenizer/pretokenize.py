@@ -1,5 +1,5 @@
-"""Pre-tokenizers of byte-level BPE vocabularies: text to words, by the family ``tokenizer.ggml.pre``
-names.
+"""Pre-tokenizers of byte-level BPE vocabularies: text to words, by the family that
+``tokenizer.ggml.pre`` names.
 
 Each family is a list of regular expressions applied in turn: every expression splits each piece
 the previous ones produced into its matches and the text between them. The expressions use
@@ -106,9 +106,7 @@ _PRE_NAMES: Final = {
 #: Families that look a whole word up in the vocabulary before merging.
 WHOLE_WORD_FIRST: Final = frozenset({"llama3"})
 
-_WHITE_SPACE: Final = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-)
+_WHITE_SPACE: Final = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _CATEGORY_PREFIX: Final = {"L": "L", "N": "N", "P": "P", "M": "M"}
 
 
@@ -153,7 +151,8 @@ def translate(pattern: str) -> str:
                 end = pattern.index("}", i)
                 name = pattern[i + 3 : end]
                 if name not in _CATEGORY_PREFIX:
-                    raise ValueError(f"unsupported Unicode class \\p{{{name}}} in {pattern!r}")
+                    msg = f"unsupported Unicode class \\p{{{name}}} in {pattern!r}"
+                    raise ValueError(msg)
                 body = _category_class(_CATEGORY_PREFIX[name])
                 out.append(body if in_class else f"[{body}]")
                 i = end + 1

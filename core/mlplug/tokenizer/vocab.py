@@ -121,7 +121,9 @@ def read_vocab(cfg: Config, *, path: str = "<model metadata>") -> Vocab:
     model = cfg.string(model_key)
     if model not in MODEL_KINDS:
         supported = ", ".join(sorted(MODEL_KINDS))
-        raise _fail(path, model_key, f"unsupported tokenizer model {model!r} (supported: {supported})")
+        raise _fail(
+            path, model_key, f"unsupported tokenizer model {model!r} (supported: {supported})"
+        )
     tokens_key = "tokenizer.ggml.tokens"
     tokens = cfg.strings(tokens_key)
     if not tokens:

@@ -57,8 +57,8 @@ def spm_vocab(**extra: Any) -> dict[str, Any]:
     types = [2, 3, 3, 3, 3, 4]
     tokens += [f"<0x{b:02X}>" for b in range(256)]
     types += [6] * 256
-    pieces = ["\u2581", "h", "e", "l", "o", "w", "r", "d", "\n", "he", "ll", "llo", "hello",
-              "\u2581hello", "\u2581w", "or", "\u2581wor", "\u2581world", "ld", "é"]
+    pieces = "\u2581 h e l o w r d \n he ll llo hello \u2581hello \u2581w or \u2581wor".split(" ")
+    pieces += ["\u2581world", "ld", "é"]
     tokens += pieces
     types += [1] * len(pieces)
     scores = [0.0] * (len(tokens) - len(pieces)) + [-float(i) for i in range(len(pieces))]
@@ -165,8 +165,8 @@ def llama_cpp_vocabs() -> Path:
 def read_pairs(vocabs: Path, name: str) -> list[tuple[str, list[int]]]:
     """The (text, ids) pairs of one vocabulary (the ids are without BOS)."""
     stem = vocabs / f"ggml-vocab-{name}.gguf"
-    texts = stem.with_suffix(".gguf.inp").read_text(encoding="utf-8").split(
-        "\n__ggml_vocab_test__\n"
+    texts = (
+        stem.with_suffix(".gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     )
     lines = stem.with_suffix(".gguf.out").read_text(encoding="utf-8").split("\n")
     return [(text, [int(t) for t in lines[i].split()]) for i, text in enumerate(texts)]
