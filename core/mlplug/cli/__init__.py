@@ -1,7 +1,7 @@
 """The ``mlplug`` command line (also ``python -m mlplug``).
 
 Subcommands: ``backends``, ``devices``, ``conformance``, ``inspect``, ``bench``, ``run`` and
-``chat``.
+``chat``, ``tokenize``.
 Machine-readable output is behind ``--json``. Exit codes: 0 success, 1 a failure (a failed
 conformance case, an unreadable model, a broken backend that was asked for), 2 a usage error
 (bad flags, unknown backend, malformed ``--gpu-layers`` or ``--prompt-tokens``, an invalid
@@ -73,6 +73,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from ._chat import cmd_chat
 
     return cmd_chat(args)
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from ._tokenize import cmd_tokenize
+
+    return cmd_tokenize(args)
 
 
 def version_text() -> str:
@@ -217,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ._chat import add_chat_arguments
 
     add_chat_arguments(p)
+
+    p = command("tokenize", _cmd_tokenize, "Print the token ids of a text (the file's vocabulary).")
+    p.add_argument("model", metavar="MODEL.gguf", help="the model (or vocabulary-only) file")
+    p.add_argument("text", metavar="TEXT", help="the text to tokenize")
+    p.add_argument("--no-special", action="store_true", help="add no BOS/EOS")
+    p.add_argument(
+        "--no-parse-special", action="store_true", help="tokenize control tokens' text as text"
+    )
+    json_flag(p, "{ids, pieces}")
     return parser
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["StreamDecoder", "Tokenizer"]
+__all__ = ["GGUFTokenizer", "StreamDecoder", "Tokenizer", "from_config", "from_gguf"]
 
 
 @runtime_checkable
@@ -70,3 +70,7 @@ class Tokenizer(Protocol):
     def stream_decoder(self) -> StreamDecoder:
         """Return a new :class:`StreamDecoder` for text generated token by token."""
         ...
+
+
+from .factory import from_config, from_gguf  # noqa: E402
+from .gguf_tokenizer import GGUFTokenizer  # noqa: E402
