@@ -66,7 +66,6 @@ class CausalCache(KVCache):
         self.head_dim = head_dim
         self.h_kv = head_count_kv
         self.dtype = dtype
-        self._num_ctx = num_ctx if window is None else sys.maxsize
         #: Position held by each cell (-1: empty).
         self.cell_pos = np.full(self.cells, -1, dtype=np.int64)
         self._slot = {layer: n for n, layer in enumerate(layers)}
@@ -86,8 +85,8 @@ class CausalCache(KVCache):
 
     @property
     def capacity(self) -> int:
-        """Positions the cache can hold (unbounded with a sliding window)."""
-        return self._num_ctx if self.window is None else sys.maxsize
+        """Positions the cache can hold: its cells (unbounded with a sliding window)."""
+        return self.cells if self.window is None else sys.maxsize
 
     def _cells_for(self, positions: np.ndarray) -> np.ndarray:
         if self.window is None:
