@@ -37,14 +37,30 @@ class TinyModel:
     freqs: bool = False
 
 
+@dataclass(frozen=True)
+class Damage:
+    """What to get wrong on purpose when writing a tiny file (for the bad-input tests)."""
+
+    #: Tensors to leave out.
+    drop: tuple[str, ...] = ()
+    #: Tensors to write with another (rows, cols) shape (numpy orientation).
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: A head count to write in place of the real one.
+    head_count: int | None = None
+
+
 class _Writer:
-    def __init__(self, t: TinyModel, kind: str, seed: int) -> None:
+    def __init__(self, t: TinyModel, kind: str, seed: int, damage: Damage | None = None) -> None:
         self.t, self.kind = t, kind
+        self.damage = damage or Damage()
         self.rng = np.random.default_rng(seed)
         self.w = GGUFWriter(str(t.path), t.arch)
 
     def matrix(self, name: str, rows: int, cols: int) -> None:
+        rows, cols = self.damage.shapes.get(name, (rows, cols))
         a = (self.rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+        if name in self.damage.drop:
+            return
         if self.kind == "f16":
             self.w.add_tensor(name, a.astype(np.float16))
             self.t.weights[name] = a.astype(np.float16).astype(np.float64)
@@ -58,6 +74,8 @@ class _Writer:
 
     def vector(self, name: str, n: int, mean: float, spread: float) -> None:
         a = (mean + spread * self.rng.standard_normal(n)).astype(np.float32)
+        if name in self.damage.drop:
+            return
         self.w.add_tensor(name, a)
         self.t.weights[name] = a.astype(np.float64)
 
@@ -77,19 +95,21 @@ def write_llama(
     bias: bool = False,
     freqs: bool = False,
     tied: bool = True,
+    damage: Damage | None = None,
 ) -> TinyModel:
     """Write a random 2-layer llama (d 64, 4 heads, 2 kv heads, vocab 32) with ``kind`` matrices.
 
     :param bias: give q/k/v biases (as qwen2 files have).
     :param freqs: give a ``rope_freqs.weight`` (llama 3 style frequency divisors).
     :param tied: leave ``output.weight`` out (the output is the embedding).
+    :param damage: what to get wrong on purpose.
     """
     t = TinyModel(path, arch, bias=bias, freqs=freqs)
-    wr = _Writer(t, kind, seed)
+    wr = _Writer(t, kind, seed, damage)
     w = wr.w
     w.add_block_count(t.layers)
     w.add_embedding_length(t.d)
-    w.add_head_count(t.heads)
+    w.add_head_count(wr.damage.head_count or t.heads)
     w.add_head_count_kv(t.heads_kv)
     w.add_layer_norm_rms_eps(t.eps)
     w.add_rope_freq_base(t.base)
@@ -125,7 +145,13 @@ def write_llama(
 
 
 def write_gemma3(
-    path: Path, kind: str = "f32", *, seed: int = 0, layers: int = 7, softcap: float = 0.0
+    path: Path,
+    kind: str = "f32",
+    *,
+    seed: int = 0,
+    layers: int = 7,
+    softcap: float = 0.0,
+    damage: Damage | None = None,
 ) -> TinyModel:
     """Write a random gemma3 (d 32, 4 heads of 16, 2 kv heads, window 4, vocab 48).
 
@@ -147,11 +173,11 @@ def write_gemma3(
         window=4,
         softcap=softcap,
     )
-    wr = _Writer(t, kind, seed)
+    wr = _Writer(t, kind, seed, damage)
     w = wr.w
     w.add_block_count(t.layers)
     w.add_embedding_length(t.d)
-    w.add_head_count(t.heads)
+    w.add_head_count(wr.damage.head_count or t.heads)
     w.add_head_count_kv(t.heads_kv)
     w.add_key_length(t.head_dim)
     w.add_value_length(t.head_dim)

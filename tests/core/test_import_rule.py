@@ -128,7 +128,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("context", ("context", "array_context")),
     ("backend base", ("backend", "writers")),
     ("model files", ("modelfile", "modelfile.")),
-    ("models", ("tokenizer", "tokenizer.", "nn", "nn.", "kvcache", "kvcache.", "models", "models.")),
+    (
+        "models",
+        ("tokenizer", "tokenizer.", "nn", "nn.", "kvcache", "kvcache.", "models", "models."),
+    ),
     ("plugin registry", ("hookspecs", "_plugin_screen", "registry", "plugin_api", "")),
     ("conformance", ("conformance", "conformance.")),
     ("command line", ("cli", "cli.", "__main__")),
