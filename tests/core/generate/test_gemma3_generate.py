@@ -26,11 +26,18 @@ REFERENCE = {
         [506, 5279, 529, 506, 2891, 529, 7001, 236761],
         " the capital of the country of France.",
     ),
-    "Once upon a time": (
-        [236764, 993, 691, 496, 880, 7489, 3415, 236761],
-        ", there was a man named John.",
+    "1, 2, 3, 4, 5,": (
+        [236743, 236825, 236764, 236743, 236832, 236764, 236743, 236828],
+        " 6, 7, 8",
     ),
 }
+# Both prompts were chosen for clear greedy choices: at each of the 8 steps llama.cpp's best
+# logit leads the runner-up by 0.18 or more (a 270M model has many near-ties elsewhere, where
+# engines part after a few tokens on rounding alone).
+
+#: llama.cpp's greedy reply (12 tokens) to the first chat turn below, rendered with the Gemma
+#: turn format: 270M is a small pretrained model, so it echoes the question.
+CHAT_REPLY = "What is the capital of France? wnętr\nWhat is the"
 
 
 def installed_backends() -> list[str]:
@@ -51,7 +58,7 @@ def test_gemma3_greedy_text_matches_llama_cpp_on_every_backend(
 
 def test_gemma3_chats_over_a_pipe(gemma3_gguf: Path) -> None:
     """Two turns through ``mlplug chat`` on stdin; the built-in Gemma template is used (the
-    file carries none), the second turn sees the first."""
+    file carries none); the first reply is llama.cpp's for the same rendered prompt."""
     proc = subprocess.run(
         [sys.executable, "-m", "mlplug", "chat", str(gemma3_gguf), "-n", "12", "--num-ctx", "128"],
         input="What is the capital of France?\nAnd of Italy?\n",
@@ -61,5 +68,6 @@ def test_gemma3_chats_over_a_pipe(gemma3_gguf: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    replies = proc.stdout.splitlines()
-    assert "Paris" in proc.stdout and "Rome" in proc.stdout, replies
+    first, _, second = proc.stdout.partition(CHAT_REPLY + "\n")
+    assert first == "", proc.stdout
+    assert second.strip(), proc.stdout
