@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -319,18 +318,13 @@ class Generation(Iterator[str]):
             yield tail
 
 
-def _tokenizer_for(backend: Backend, required: bool) -> Tokenizer | None:
-    from .. import tokenizer as tokenizers
+def _tokenizer_for(backend: Backend, path: str, required: bool) -> Tokenizer | None:
+    from ..tokenizer import from_config
 
     if not required and not backend.config().strings("tokenizer.ggml.tokens"):
         return None
-    factory: Callable[[Any], Tokenizer] | None = getattr(tokenizers, "from_config", None)
-    if factory is None:
-        if not required:
-            return None
-        raise NotSupportedError(backend.name, "tokenize", "no tokenizer implementation installed")
     try:
-        return factory(backend.config())
+        return from_config(backend.config(), path=path)
     except MlplugError:
         if required:
             raise
@@ -368,7 +362,8 @@ def open_model(
     :param progress: called with the loaded fraction while the weights load.
     :param require_tokenizer: false lets a file without a vocabulary open (token ids only).
     :raises ModelFileError: an architecture no model implements.
-    :raises NotSupportedError: a KV type the model layer cannot take, or no tokenizer for it.
+    :raises NotSupportedError: a KV type the model cannot take.
+    :raises ModelFileError: also for a vocabulary the tokenizer cannot read (naming the key).
     """
     from .. import BackendParams as Params
     from .. import new_backend
@@ -378,13 +373,9 @@ def open_model(
     be = new_backend(path, base.model_copy(update={"alloc_memory": True}), backend=backend)
     try:
         _check_architecture(be, path)
-        tokenizer = _tokenizer_for(be, require_tokenizer)
+        tokenizer = _tokenizer_for(be, path, require_tokenizer)
         be.load(progress)
-        options: dict[str, Any] = {}
-        if kv_dtype is not None:
-            if "kv_dtype" not in inspect.signature(load_model).parameters:
-                raise NotSupportedError(be.name, "run", "choosing the KV cache type")
-            options["kv_dtype"] = kv_dtype
+        options: dict[str, Any] = {} if kv_dtype is None else {"kv_dtype": kv_dtype}
         model = load_model(be, num_ctx=num_ctx, **options)
     except BaseException:
         be.close()
