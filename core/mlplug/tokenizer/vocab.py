@@ -19,7 +19,9 @@ from ..modelfile.config import Config
 
 __all__ = ["TokenType", "Vocab", "read_vocab"]
 
-#: Token texts that end a reply in common chat formats (besides the file's EOS and EOT ids).
+#: Token texts that end a reply in common chat formats (besides the file's EOS and EOT ids). A
+#: token with one of these texts counts as a control token even when the file says otherwise (as
+#: llama.cpp does): it is cut out of text with special tokens parsed, and decodes to nothing.
 END_OF_TURN_TEXTS: Final = frozenset(
     {
         "<end_of_turn>",
@@ -27,9 +29,16 @@ END_OF_TURN_TEXTS: Final = frozenset(
         "<|eom_id|>",
         "<|im_end|>",
         "<|end|>",
+        "<|return|>",
+        "<|call|>",
         "<|endoftext|>",
         "<|end_of_text|>",
+        "</s>",
         "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "<end_of_utterance>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",
     }
 )
 
@@ -88,7 +97,7 @@ class Vocab:
         ends = {i for i in (self.eos_id, self.eot_id) if i is not None}
         for text in END_OF_TURN_TEXTS:
             tid = self.ids.get(text)
-            if tid is not None and self.types[tid] in (TokenType.CONTROL, TokenType.USER_DEFINED):
+            if tid is not None:
                 ends.add(tid)
         return frozenset(ends)
 
@@ -152,6 +161,9 @@ def read_vocab(cfg: Config, *, path: str = "<model metadata>") -> Vocab:
                     path, types_key, f"token {i} ({tokens[i]!r}) has type {t}, expected 1 to 6"
                 )
             types.append(TokenType(t))
+    for i, text in enumerate(tokens):
+        if text in END_OF_TURN_TEXTS and types[i] is not TokenType.CONTROL:
+            types[i] = TokenType.CONTROL
 
     ids: dict[str, int] = {}
     for i, text in enumerate(tokens):
