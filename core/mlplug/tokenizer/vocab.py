@@ -70,6 +70,7 @@ class Vocab:
     :param scores: the SentencePiece score of each token (zeros when the file has none).
     :param types: the :class:`TokenType` of each token.
     :param merges: BPE merges as (left, right) pairs, rank = position.
+    :param name: ``general.name`` (some models' special tokens eat the spaces after them).
     """
 
     model: str
@@ -86,6 +87,7 @@ class Vocab:
     add_eos: bool
     add_space_prefix: bool
     ids: dict[str, int] = field(repr=False)
+    name: str = ""
 
     @property
     def size(self) -> int:
@@ -214,4 +216,5 @@ def read_vocab(cfg: Config, *, path: str = "<model metadata>") -> Vocab:
         add_eos=add_eos,
         add_space_prefix=cfg.bool("tokenizer.ggml.add_space_prefix", spm),
         ids=ids,
+        name=cfg.string("general.name"),
     )

@@ -40,6 +40,8 @@ _SPECIAL_TEXTS = [
     "<s>x</s>",
     "<|im_start|>a<|im_end|>",
     "<|begin_of_text|><|eot_id|>",
+    "<|user|>\nHi  <|end|>\n<|assistant|>  x",
+    "<s> x <unk> y<|endoftext|> z </s>  b",
 ]
 
 
