@@ -121,20 +121,27 @@ def _escape(cp: int) -> str:
 
 
 @functools.cache
-def _category_class(prefix: str) -> str:
-    """The body of a character class matching every code point whose category starts with
-    ``prefix``."""
-    parts: list[str] = []
-    start = -1
+def _category_classes() -> dict[str, str]:
+    """The body of a character class for each major category letter (L, N, P, M...): one pass
+    over every code point, ranges joined."""
+    parts: dict[str, list[str]] = {}
+    current = ""
+    start = 0
     for cp in range(sys.maxunicode + 2):
-        inside = cp <= sys.maxunicode and unicodedata.category(chr(cp)).startswith(prefix)
-        if inside and start < 0:
-            start = cp
-        elif not inside and start >= 0:
+        major = unicodedata.category(chr(cp))[0] if cp <= sys.maxunicode else ""
+        if major == current:
+            continue
+        if current:
             end = cp - 1
-            parts.append(_escape(start) if start == end else f"{_escape(start)}-{_escape(end)}")
-            start = -1
-    return "".join(parts)
+            text = _escape(start) if start == end else f"{_escape(start)}-{_escape(end)}"
+            parts.setdefault(current, []).append(text)
+        current, start = major, cp
+    return {major: "".join(ranges) for major, ranges in parts.items()}
+
+
+def _category_class(prefix: str) -> str:
+    """The body of a character class matching every code point of major category ``prefix``."""
+    return _category_classes()[prefix]
 
 
 def translate(pattern: str) -> str:

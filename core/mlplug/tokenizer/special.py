@@ -4,10 +4,29 @@ from __future__ import annotations
 
 from .vocab import TokenType, Vocab
 
-__all__ = ["SpecialSplitter"]
+__all__ = ["SpecialSplitter", "right_stripping"]
+
+#: The whitespace a special token that strips its right side removes.
+_ASCII_SPACE = " \t\n\v\f\r"
+#: Special tokens of Phi-3 models that keep the spaces after them.
+_PHI3_KEEP_SPACE = frozenset({"<unk>", "<s>", "<|endoftext|>"})
 
 #: A piece of text still to tokenize, or the id of a special token cut out of it.
 Fragment = str | int
+
+
+def right_stripping(vocab: Vocab, special: list[int]) -> frozenset[int]:
+    """The special tokens that remove the whitespace right after them in the text: every special
+    token but ``<unk>``, ``<s>`` and ``<|endoftext|>`` in Phi-3 models (``general.name``), as
+    llama.cpp treats them; none in other models."""
+    name = vocab.name.lower()
+    if "phi-3" not in name and "phi3" not in name:
+        return frozenset()
+    found = {i for i in special if vocab.tokens[i] not in _PHI3_KEEP_SPACE}
+    eos = vocab.ids.get("</s>")
+    if eos is not None:
+        found.add(eos)
+    return frozenset(found)
 
 
 class SpecialSplitter:
@@ -30,6 +49,7 @@ class SpecialSplitter:
         found.sort(key=lambda item: -len(item[0]))
         self._all = found
         self._user = [(t, i) for t, i in found if vocab.types[i] is TokenType.USER_DEFINED]
+        self._rstrip = right_stripping(vocab, [i for _, i in found])
 
     def split(self, text: str, *, parse_special: bool) -> list[Fragment]:
         """Return ``text`` as pieces of plain text and special-token ids, in order."""
@@ -46,6 +66,8 @@ class SpecialSplitter:
                 for k, part in enumerate(parts):
                     if k:
                         out.append(tid)
+                        if tid in self._rstrip:
+                            part = part.lstrip(_ASCII_SPACE)
                     if part:
                         out.append(part)
             fragments = out

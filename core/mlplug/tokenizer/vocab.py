@@ -19,7 +19,9 @@ from ..modelfile.config import Config
 
 __all__ = ["TokenType", "Vocab", "read_vocab"]
 
-#: Token texts that end a reply in common chat formats (besides the file's EOS and EOT ids).
+#: Token texts that end a reply in common chat formats (besides the file's EOS and EOT ids). A
+#: token with one of these texts counts as a control token even when the file says otherwise (as
+#: llama.cpp does): it is cut out of text with special tokens parsed, and decodes to nothing.
 END_OF_TURN_TEXTS: Final = frozenset(
     {
         "<end_of_turn>",
@@ -27,9 +29,16 @@ END_OF_TURN_TEXTS: Final = frozenset(
         "<|eom_id|>",
         "<|im_end|>",
         "<|end|>",
+        "<|return|>",
+        "<|call|>",
         "<|endoftext|>",
         "<|end_of_text|>",
+        "</s>",
         "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "<end_of_utterance>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",
     }
 )
 
@@ -61,6 +70,7 @@ class Vocab:
     :param scores: the SentencePiece score of each token (zeros when the file has none).
     :param types: the :class:`TokenType` of each token.
     :param merges: BPE merges as (left, right) pairs, rank = position.
+    :param name: ``general.name`` (some models' special tokens eat the spaces after them).
     """
 
     model: str
@@ -77,6 +87,7 @@ class Vocab:
     add_eos: bool
     add_space_prefix: bool
     ids: dict[str, int] = field(repr=False)
+    name: str = ""
 
     @property
     def size(self) -> int:
@@ -88,7 +99,7 @@ class Vocab:
         ends = {i for i in (self.eos_id, self.eot_id) if i is not None}
         for text in END_OF_TURN_TEXTS:
             tid = self.ids.get(text)
-            if tid is not None and self.types[tid] in (TokenType.CONTROL, TokenType.USER_DEFINED):
+            if tid is not None:
                 ends.add(tid)
         return frozenset(ends)
 
@@ -152,6 +163,9 @@ def read_vocab(cfg: Config, *, path: str = "<model metadata>") -> Vocab:
                     path, types_key, f"token {i} ({tokens[i]!r}) has type {t}, expected 1 to 6"
                 )
             types.append(TokenType(t))
+    for i, text in enumerate(tokens):
+        if text in END_OF_TURN_TEXTS and types[i] is not TokenType.CONTROL:
+            types[i] = TokenType.CONTROL
 
     ids: dict[str, int] = {}
     for i, text in enumerate(tokens):
@@ -202,4 +216,5 @@ def read_vocab(cfg: Config, *, path: str = "<model metadata>") -> Vocab:
         add_eos=add_eos,
         add_space_prefix=cfg.bool("tokenizer.ggml.add_space_prefix", spm),
         ids=ids,
+        name=cfg.string("general.name"),
     )

@@ -92,6 +92,19 @@ def test_the_space_prefix_follows_each_special_token(
     assert _pieces(tok, ids) == ["\u2581hello", "<end_of_turn>", "\u2581world"]
 
 
+def test_phi3_special_tokens_eat_the_whitespace_after_them(
+    config_of: MakeConfig, spm_metadata: SpmMetadata
+) -> None:
+    meta = spm_metadata(add_space_prefix=False)
+    text = "<start_of_turn> \n hello<s>  hello"
+    plain = from_config(config_of(meta)).encode(text, add_special=False)
+    phi3 = from_config(config_of({**meta, "general.name": "Phi3 mini"}))
+    ids = phi3.encode(text, add_special=False)
+    # "<s>" keeps the spaces after it
+    assert _pieces(phi3, ids) == ["<start_of_turn>", "hello", "<s>", "\u2581", "\u2581hello"]
+    assert len(plain) > len(ids)
+
+
 def test_add_eos_puts_eos_last(config_of: MakeConfig, spm_metadata: SpmMetadata) -> None:
     tok = _spm(config_of, spm_metadata, add_eos_token=True, add_bos_token=False)
     ids = tok.encode("hello")
