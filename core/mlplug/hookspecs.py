@@ -1,4 +1,4 @@
-"""The hooks a backend plugin implements (entry-point group ``mlplug``).
+"""The hooks a plugin implements (entry-point group ``mlplug``): backends and architectures.
 
 A plugin is a module named by an entry point in the ``mlplug`` group; it holds functions
 decorated with :data:`hookimpl`::
@@ -27,9 +27,17 @@ import pluggy
 if TYPE_CHECKING:
     from .backend import Backend
     from .device import DeviceInfo
+    from .models import Model
     from .params import BackendParams
 
-__all__ = ["BackendFactory", "DeviceEnumerator", "Register", "hookimpl", "hookspec"]
+__all__ = [
+    "ArchitectureRegister",
+    "BackendFactory",
+    "DeviceEnumerator",
+    "Register",
+    "hookimpl",
+    "hookspec",
+]
 
 hookspec = pluggy.HookspecMarker("mlplug")
 hookimpl = pluggy.HookimplMarker("mlplug")
@@ -65,4 +73,28 @@ def mlplug_register_backends(register: Register) -> None:
     :param register: call ``register(name, factory, priority=..., devices=...)`` once per
         backend. ``factory(model_path, params)`` returns a :class:`mlplug.Backend`;
         ``devices()`` returns a list of :class:`mlplug.DeviceInfo` without loading a model.
+    """
+
+
+class ArchitectureRegister(Protocol):
+    """The ``register`` callable handed to :func:`mlplug_register_architectures`."""
+
+    def __call__(self, name: str, model: type[Model]) -> None:
+        """Run files whose ``general.architecture`` is ``name`` with ``model``."""
+
+
+@hookspec
+def mlplug_register_architectures(register: ArchitectureRegister) -> None:
+    """Register the model architectures this plugin provides.
+
+    Called once, lazily, with the backends hook (a plugin may implement either or both). An
+    architecture is a :class:`mlplug.models.Model` subclass run by :func:`mlplug.models.load_model`
+    for files whose ``general.architecture`` is its name; a name the core or another plugin
+    already provides is an error of the plugin that registers it second::
+
+        @hookimpl
+        def mlplug_register_architectures(register):
+            register("mymodel", MyModel)
+
+    :param register: call ``register(name, model_class)`` once per architecture.
     """

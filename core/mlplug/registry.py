@@ -54,6 +54,7 @@ __all__ = [
 ENTRY_POINT_GROUP: Final = "mlplug"
 IN_PROCESS: Final = "<in-process>"
 _HOOK: Final = "mlplug_register_backends"
+_ARCH_HOOK: Final = "mlplug_register_architectures"
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -104,6 +105,8 @@ class PluginRecord:
     status: str = "ok"
     error: str = ""
     backends: list[str] = field(default_factory=list)
+    #: The model architectures it registered.
+    architectures: list[str] = field(default_factory=list)
     traceback: str = field(default="", repr=False)
 
 
@@ -255,7 +258,8 @@ class PluginManager:
         module: object | None = None
         try:
             module = ep.load()
-            entries = self._call_hook(ep, module, rec)
+            entries, archs = self._call_hook(ep, module, rec)
+            self._add_architectures(archs, rec)
         except (Exception, SystemExit) as exc:
             if module is not None and self._pm.is_registered(module):
                 self._pm.unregister(module)
@@ -265,8 +269,27 @@ class PluginManager:
             self._claim(entry)
             rec.backends.append(entry.name)
 
-    def _call_hook(self, ep: Any, module: object, rec: PluginRecord) -> list[BackendEntry]:
-        """Register ``module`` with pluggy and call its hook alone; return what it registered."""
+    @staticmethod
+    def _add_architectures(archs: list[tuple[str, type[Any]]], rec: PluginRecord) -> None:
+        """Add a plugin's architectures to the model table: all of them, or none on a clash."""
+        if not archs:
+            return
+        from .models.catalog import architectures, register_architecture
+
+        who = rec.distribution or rec.name
+        for name, model in archs:
+            have = architectures.get(name)
+            if have is not None and have is not model:
+                msg = f"{who}: architecture {name!r} is already provided by {have.__module__}"
+                raise PluginError(msg, plugin=rec.name)
+        for name, model in archs:
+            register_architecture(name, model, distribution=who)
+            rec.architectures.append(name)
+
+    def _call_hook(
+        self, ep: Any, module: object, rec: PluginRecord
+    ) -> tuple[list[BackendEntry], list[tuple[str, type[Any]]]]:
+        """Register ``module`` with pluggy and call its hooks alone; return what it registered."""
         where = f"plugin {ep.name!r} ({ep.value})"
         if self._pm.is_registered(module):
             msg = f"{where}: the module is already registered by another entry point"
@@ -281,13 +304,14 @@ class PluginManager:
         if unknown:
             msg = (
                 f"{where} implements unknown hook(s) {', '.join(unknown)}; "
-                f"the hook mlplug calls is {_HOOK}"
+                f"the hooks mlplug calls are {_HOOK} and {_ARCH_HOOK}"
             )
             raise PluginError(msg, plugin=ep.name)
         others = [p for p in self._pm.get_plugins() if p is not module]
         caller = self._pm.subset_hook_caller(_HOOK, remove_plugins=others)
-        if not caller.get_hookimpls():
-            msg = f"{where} has no @hookimpl {_HOOK} hook"
+        arch_caller = self._pm.subset_hook_caller(_ARCH_HOOK, remove_plugins=others)
+        if not caller.get_hookimpls() and not arch_caller.get_hookimpls():
+            msg = f"{where} has no @hookimpl {_HOOK} (or {_ARCH_HOOK}) hook"
             raise PluginError(msg, plugin=ep.name)
         entries: list[BackendEntry] = []
         who = rec.distribution or ep.name
@@ -314,8 +338,27 @@ class PluginManager:
                 )
             )
 
-        caller(register=register)
-        return entries
+        if caller.get_hookimpls():
+            caller(register=register)
+        archs: list[tuple[str, type[Any]]] = []
+
+        def register_architecture(name: str, model: type[Any]) -> None:
+            from .models import Model
+
+            if not isinstance(name, str) or not name:
+                msg = f"{who}: an architecture name must be a non-empty string, got {name!r}"
+                raise PluginError(msg, plugin=ep.name)
+            if not (isinstance(model, type) and issubclass(model, Model)):
+                msg = f"{who}: architecture {name!r} must be a mlplug.models.Model subclass"
+                raise PluginError(msg, plugin=ep.name)
+            if any(n == name for n, _ in archs):
+                msg = f"{who} registers architecture {name!r} twice"
+                raise PluginError(msg, plugin=ep.name)
+            archs.append((name, model))
+
+        if arch_caller.get_hookimpls():
+            arch_caller(register=register_architecture)
+        return entries, archs
 
     # -- queries --------------------------------------------------------------------------------
     def plugins(self) -> list[PluginRecord]:

@@ -128,8 +128,22 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("context", ("context", "array_context")),
     ("backend base", ("backend", "writers")),
     ("model files", ("modelfile", "modelfile.")),
-    ("models", ("tokenizer", "tokenizer.", "models", "models.")),
+    (
+        "models",
+        (
+            "tokenizer",
+            "tokenizer.",
+            "nn",
+            "nn.",
+            "kvcache",
+            "kvcache.",
+            "models",
+            "models.",
+            "sample",
+        ),
+    ),
     ("plugin registry", ("hookspecs", "_plugin_screen", "registry", "plugin_api", "")),
+    ("text generation", ("generate", "generate.")),
     ("conformance", ("conformance", "conformance.")),
     ("command line", ("cli", "cli.", "__main__")),
 )

@@ -1,6 +1,7 @@
 """The ``mlplug`` command line (also ``python -m mlplug``).
 
-Subcommands: ``backends``, ``devices``, ``conformance``, ``inspect``, ``bench`` and ``run``.
+Subcommands: ``backends``, ``devices``, ``conformance``, ``inspect``, ``bench``, ``run`` and
+``chat``, ``tokenize``.
 Machine-readable output is behind ``--json``. Exit codes: 0 success, 1 a failure (a failed
 conformance case, an unreadable model, a broken backend that was asked for), 2 a usage error
 (bad flags, unknown backend, malformed ``--gpu-layers`` or ``--prompt-tokens``, an invalid
@@ -68,6 +69,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from ._chat import cmd_chat
+
+    return cmd_chat(args)
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from ._tokenize import cmd_tokenize
+
+    return cmd_tokenize(args)
+
+
 def version_text() -> str:
     """Return the ``--version`` text: mlplug's version and the Python running it."""
     import platform
@@ -86,17 +99,6 @@ def _positive_int(text: str) -> int:
         msg = f"expected a positive integer, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
-
-
-def _token_list(text: str) -> list[int]:
-    msg = f"expected comma-separated token ids such as 1,2,3, got {text!r}"
-    try:
-        tokens = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(msg) from None
-    if any(t < 0 for t in tokens):
-        raise argparse.ArgumentTypeError(msg + " (token ids are not negative)")
-    return tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,15 +206,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "run",
         _cmd_run,
-        "Run a model (a supported architecture: llama) on prompt tokens; print the greedily "
-        "generated token ids, and the speed on stderr.",
+        "Run a model on a prompt (text or token ids): stream the generated text (greedy unless "
+        "sampling options say otherwise), and the speed on stderr.",
     )
-    p.add_argument("model", metavar="MODEL.gguf", help="the model file")
-    backend_flag(p, many=False)
-    p.add_argument("--prompt-tokens", type=_token_list, required=True, metavar="1,2,3")
-    p.add_argument("-n", type=_positive_int, default=16, metavar="N", help="tokens to generate")
-    p.add_argument("--logits-out", metavar="FILE.npy", help="save the last prompt logits")
-    json_flag(p, "{tokens, prompt_tokens_per_s, decode_tokens_per_s}")
+    from ._run import add_model_arguments, add_run_arguments
+
+    add_run_arguments(p)
+
+    p = command(
+        "chat",
+        _cmd_chat,
+        "Chat with a model in the terminal, with the chat template its file carries; "
+        "Ctrl-C stops a reply, Ctrl-D ends the chat.",
+    )
+    add_model_arguments(p)
+    from ._chat import add_chat_arguments
+
+    add_chat_arguments(p)
+
+    p = command("tokenize", _cmd_tokenize, "Print the token ids of a text (the file's vocabulary).")
+    p.add_argument("model", metavar="MODEL.gguf", help="the model (or vocabulary-only) file")
+    p.add_argument("text", metavar="TEXT", help="the text to tokenize")
+    p.add_argument("--no-special", action="store_true", help="add no BOS/EOS")
+    p.add_argument(
+        "--no-parse-special", action="store_true", help="tokenize control tokens' text as text"
+    )
+    json_flag(p, "{ids, pieces}")
     return parser
 
 

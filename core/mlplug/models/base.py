@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from ..dtypes import DType
 from ..errors import ShapeError
 
 if TYPE_CHECKING:
@@ -54,8 +55,14 @@ class Model(ABC):
     #: The ``general.architecture`` value this class implements.
     architecture: ClassVar[str] = ""
 
-    def __init__(self, backend: Backend, *, num_ctx: int | None = None) -> None:
-        """Build the model on ``backend`` with a KV cache of ``num_ctx`` positions."""
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        num_ctx: int | None = None,
+        kv_dtype: DType | str = DType.F16,
+    ) -> None:
+        """Build the model on ``backend`` with a ``num_ctx``-position ``kv_dtype`` KV cache."""
         self.backend = backend
 
     @property

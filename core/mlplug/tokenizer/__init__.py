@@ -1,7 +1,15 @@
 """Tokenizers read from a GGUF vocabulary: text to token ids and back.
 
-:class:`Tokenizer` is the interface the model layer, generation and the CLI use; the
-implementations (SentencePiece, byte-level BPE) and :func:`from_config` live beside it.
+:class:`Tokenizer` is the interface the model layer, generation and the CLI use.
+:func:`from_config` (a model's ``backend.config()``) and :func:`from_gguf` (a file; only its
+metadata is read) return a :class:`GGUFTokenizer`: SentencePiece (``tokenizer.ggml.model =
+llama``) or byte-level BPE (``gpt2``, pre-tokenizer families gpt2, llama3, qwen2, qwen35,
+starcoder, falcon, deepseek-coder, deepseek-llm and the default one), special tokens cut out
+longest first, BOS/EOS as the file says, byte-fallback tokens, streaming decoding.
+
+>>> tok = from_gguf("gemma3.gguf")  # doctest: +SKIP
+>>> tok.encode("<start_of_turn>user\n\nHi")  # doctest: +SKIP
+[2, 105, 2364, 108, 10979]
 """
 
 from __future__ import annotations
@@ -9,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["StreamDecoder", "Tokenizer"]
+from .factory import from_config, from_gguf
+from .gguf_tokenizer import GGUFTokenizer
+
+__all__ = ["GGUFTokenizer", "StreamDecoder", "Tokenizer", "from_config", "from_gguf"]
 
 
 @runtime_checkable
