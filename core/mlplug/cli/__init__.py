@@ -1,6 +1,7 @@
 """The ``mlplug`` command line (also ``python -m mlplug``).
 
-Subcommands: ``backends``, ``devices``, ``conformance``, ``inspect``, ``bench`` and ``run``.
+Subcommands: ``backends``, ``devices``, ``conformance``, ``inspect``, ``bench``, ``run`` and
+``new-plugin``.
 Machine-readable output is behind ``--json``. Exit codes: 0 success, 1 a failure (a failed
 conformance case, an unreadable model, a broken backend that was asked for), 2 a usage error
 (bad flags, unknown backend, malformed ``--gpu-layers`` or ``--prompt-tokens``, an invalid
@@ -66,6 +67,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ._run import cmd_run
 
     return cmd_run(args)
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    from ._new_plugin import cmd_new_plugin
+
+    return cmd_new_plugin(args)
 
 
 def version_text() -> str:
@@ -213,6 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=_positive_int, default=16, metavar="N", help="tokens to generate")
     p.add_argument("--logits-out", metavar="FILE.npy", help="save the last prompt logits")
     json_flag(p, "{tokens, prompt_tokens_per_s, decode_tokens_per_s}")
+
+    p = command(
+        "new-plugin",
+        _cmd_new_plugin,
+        "Write a new backend plugin distribution (package, tests, tox, CI) ready to install.",
+    )
+    p.add_argument("name", metavar="NAME", help="the backend name (a lowercase identifier)")
+    p.add_argument("--dir", metavar="D", help="the folder to write (new or empty; default ./NAME)")
+    p.add_argument(
+        "--engine",
+        choices=("array", "graph"),
+        default="array",
+        help="array: eager kernels over strided buffers (numpy, torch); graph: the backend "
+        "translates the whole graph at compute (ggml). Default: array",
+    )
     return parser
 
 
