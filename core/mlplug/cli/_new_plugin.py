@@ -25,18 +25,24 @@ __all__ = ["ENGINES", "check_plugin_name", "cmd_new_plugin", "write_plugin"]
 #: The execution engines a new plugin can start from.
 ENGINES = ("array", "graph")
 
+#: The longest plugin name (the generated code stays within 100 columns).
+MAX_NAME = 24
+
 
 def check_plugin_name(name: str) -> None:
     """Check that ``name`` can name a backend, its package and its distribution.
 
-    :raises UsageError: ``name`` is not a lowercase ASCII Python identifier, or an installed
-        plugin already registers a backend of that name.
+    :raises UsageError: ``name`` is not a lowercase ASCII Python identifier of at most
+        :data:`MAX_NAME` characters, or an installed plugin already registers that backend name.
     """
     if not (name.isascii() and name.isidentifier()) or keyword.iskeyword(name):
         msg = f"plugin name {name!r} is not a Python identifier (letters, digits, '_')"
         raise UsageError(msg)
-    if name != name.lower() or name.startswith("_"):
-        msg = f"plugin name {name!r} must be lowercase and not start with '_'"
+    if name != name.lower() or name.startswith("_") or len(name) > MAX_NAME:
+        msg = (
+            f"plugin name {name!r} must be lowercase, not start with '_' and have at most "
+            f"{MAX_NAME} characters"
+        )
         raise UsageError(msg)
     from ..registry import manager
 
