@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,41 @@ def test_both_engines_agree_case_by_case(
         assert new_plugin(f"scaffold_{engine}", "--dir", str(folder), "--engine", engine)[0] == 0
         found[engine] = statuses(f"scaffold_{engine}", folder)
     assert found["array"] == found["graph"]
+
+
+CLI_RUN = """
+import importlib, sys
+import mlplug as ml
+from mlplug.cli import main
+name = sys.argv[1]
+importlib.import_module(f"mlplug_{name}.plugin").mlplug_register_backends(ml.register_backend)
+sys.exit(main(["conformance", "--backend", name, "-q", "--markdown", "c.md"]))
+"""
+
+
+def test_conformance_says_what_to_implement_next(tmp_path: Path) -> None:
+    """``mlplug conformance --backend NAME`` on a new plugin: exit 0, the matrix, then the ranked
+    to-do list per op family; ``--markdown`` adds the badge and the same list."""
+    name = "scaffold_cli"
+    assert new_plugin(name, "--dir", str(tmp_path))[0] == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLUG_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *(p for p in sys.path if p)])
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_RUN, name],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"{name}: " in out and " 0 failed" in out
+    todo = out[out.index(f"implement next on {name}, by op family") :].splitlines()[1:]
+    families = [line.split()[0] for line in todo if line.strip()]
+    assert {"linalg", "reduce", "nn", "dtypes"} <= set(families)
+    assert "mulmat (" in next(line for line in todo if line.split()[0] == "linalg")
+    md = (tmp_path / "c.md").read_text()
+    assert f"https://img.shields.io/badge/{name.replace('_', '__')}-" in md
+    assert f"### Implement next on {name}" in md
