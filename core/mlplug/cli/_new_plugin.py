@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import keyword
-from importlib import resources
 from pathlib import Path, PurePosixPath
 
 from ._common import UsageError
@@ -104,22 +103,21 @@ def write_plugin(name: str, target: Path, engine: str = "array") -> list[Path]:
         "cls": "".join(p.capitalize() for p in name.split("_")),
         "engine": engine,
     }
-    with resources.as_file(resources.files("mlplug") / "templates" / "plugin") as root:
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(root)),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,
-        )
-        written = []
-        for template in sorted(env.list_templates(extensions=["j2"])):
-            out = _output_path(PurePosixPath(template), engine, package)
-            if out is None:
-                continue
-            path = target.joinpath(*out.parts)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(env.get_template(template).render(context), encoding="utf-8")
-            written.append(path)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mlplug", "templates/plugin"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    written = []
+    for template in sorted(env.list_templates(extensions=["j2"])):
+        out = _output_path(PurePosixPath(template), engine, package)
+        if out is None:
+            continue
+        path = target.joinpath(*out.parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(env.get_template(template).render(context), encoding="utf-8")
+        written.append(path)
     return written
 
 
