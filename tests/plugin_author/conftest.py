@@ -43,10 +43,13 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` in a clean environment; return the finished process (output captured)."""
+def run(
+    cmd: list[str], cwd: Path, timeout: int = 600, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in a clean environment (plus ``extra_env``); return the finished process."""
+    env = {**clean_env(), **(extra_env or {})}
     return subprocess.run(
-        cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout, check=False
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
