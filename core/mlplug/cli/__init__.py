@@ -1,7 +1,7 @@
 """The ``mlplug`` command line (also ``python -m mlplug``).
 
 Subcommands: ``backends``, ``devices``, ``conformance``, ``inspect``, ``bench``, ``run`` and
-``chat``, ``tokenize``.
+``chat``, ``tokenize``, ``new-plugin``.
 Machine-readable output is behind ``--json``. Exit codes: 0 success, 1 a failure (a failed
 conformance case, an unreadable model, a broken backend that was asked for), 2 a usage error
 (bad flags, unknown backend, malformed ``--gpu-layers`` or ``--prompt-tokens``, an invalid
@@ -79,6 +79,12 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
     from ._tokenize import cmd_tokenize
 
     return cmd_tokenize(args)
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    from ._new_plugin import cmd_new_plugin
+
+    return cmd_new_plugin(args)
 
 
 def version_text() -> str:
@@ -232,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-parse-special", action="store_true", help="tokenize control tokens' text as text"
     )
     json_flag(p, "{ids, pieces}")
+
+    p = command(
+        "new-plugin",
+        _cmd_new_plugin,
+        "Write a new backend plugin distribution (package, tests, tox, CI) ready to install.",
+    )
+    p.add_argument("name", metavar="NAME", help="the backend name (a lowercase identifier)")
+    p.add_argument("--dir", metavar="D", help="the folder to write (new or empty; default ./NAME)")
+    p.add_argument(
+        "--engine",
+        choices=("array", "graph"),
+        default="array",
+        help="array: eager kernels over strided buffers (numpy, torch); graph: the backend "
+        "translates the whole graph at compute (ggml). Default: array",
+    )
     return parser
 
 

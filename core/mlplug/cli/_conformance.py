@@ -1,4 +1,8 @@
-"""``mlplug conformance``: run the op conformance suite and print the op x backend matrix."""
+"""``mlplug conformance``: run the op conformance suite and print the op x backend matrix.
+
+With ``--backend NAME`` it also prints, per op family, what that backend should implement next
+(its missing ops ranked by the model families and cases needing them).
+"""
 
 from __future__ import annotations
 
@@ -58,7 +62,18 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         write_text_file(args.markdown, report.to_markdown())
     if "-" not in (args.json, args.markdown):
         sys.stdout.write(report.table().rstrip("\n") + "\n")
+        if backends is not None:  # a plugin author's run: say what to write next
+            for name in backends:
+                lines = _next_steps_lines(report, name)
+                if lines:
+                    sys.stdout.write("\n" + "\n".join(lines) + "\n")
     return 1 if report.failed() else 0
+
+
+def _next_steps_lines(report: object, backend: str) -> list[str]:
+    """Return the report's to-do list for ``backend`` (none from a report that lacks one)."""
+    method = getattr(report, "next_steps_lines", None)
+    return list(method(backend)) if callable(method) else []
 
 
 def _list_ops(cases: list[Case]) -> int:

@@ -1,9 +1,10 @@
 """The conformance report: per-cell results, per-backend summary, and its renderings.
 
-``to_json()`` gives ``{"backends": [...], "results": [...], "summary": {...}, ...}`` (DESIGN.md;
+``to_json()`` gives ``{"backends": [...], "results": [...], "summary": {...}, ...}`` (the format `mlplug conformance --json` writes, see README.md;
 non-finite errors are written as ``null``); ``table()`` is the terminal op x dtype x backend
 matrix with the worst error of each cell; ``to_markdown()`` the op x backend matrix for a docs
-page.
+page, a badge-ready summary table and, per backend, what to implement next;
+``next_steps_lines()`` that to-do list for the terminal (see :mod:`.next_steps`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .next_steps import NextStep, by_family, next_steps
 
 __all__ = [
     "BackendSummary",
@@ -183,8 +187,45 @@ class ConformanceReport(BaseModel):
             )
         return out
 
+    def next_steps(self, backend: str) -> list[NextStep]:
+        """Return what ``backend`` lacks, ranked (see :mod:`mlplug.conformance.next_steps`)."""
+        return next_steps(self.results, backend)
+
+    def next_steps_lines(self, backend: str, per_family: int = 4) -> list[str]:
+        """Return the terminal to-do list of ``backend``: one line per op family.
+
+        Families come in the order of their best-ranked item; each line shows up to
+        ``per_family`` items as ``op (model families, cases)``. Empty when nothing is missing.
+        """
+        groups = by_family(self.next_steps(backend))
+        if not groups:
+            return []
+        width = max(len(f) for f in groups)
+        out = [
+            f"implement next on {backend}, by op family "
+            "(op (model families using it, failed or unsupported cases)):"
+        ]
+        for family, steps in groups.items():
+            shown = ", ".join(f"{s.item} ({s.models}, {s.cases})" for s in steps[:per_family])
+            more = f", +{len(steps) - per_family} more" if len(steps) > per_family else ""
+            out.append(f"  {family:<{width}}  {shown}{more}")
+        return out
+
+    def badge_url(self, backend: str) -> str:
+        """Return a shields.io badge URL: ``backend | passed/total passed``, coloured by status.
+
+        Green: every case passed; yellow: no failure, some cases unsupported or known
+        failures; red: a failure.
+        """
+        s = self.summary[backend]
+        color = "red" if s.failed or s.xpass else "yellow" if s.passed < s.total else "green"
+        label = quote(backend.replace("-", "--").replace("_", "__"), safe="")
+        text = quote(f"{s.passed}/{s.total} passed", safe="")
+        return f"https://img.shields.io/badge/{label}-{text}-{color}"
+
     def to_markdown(self) -> str:
-        """Return a Markdown page: the op x backend matrix and the per-backend summary."""
+        """Return a Markdown page: the op x backend matrix, a badge-ready summary per backend,
+        and each backend's ranked list of what to implement next."""
         cells = self._cells("op")
         ops = sorted({k[0] for k in cells})
         lines = [
@@ -198,14 +239,32 @@ class ConformanceReport(BaseModel):
             lines.append("| " + " | ".join(row) + " |")
         lines += [
             "",
-            "| backend | passed | failed | unsupported | known failures |",
-            "|---|---|---|---|---|",
+            "| backend | passed | failed | unsupported | known failures | badge |",
+            "|---|---|---|---|---|---|",
         ]
         for b in self.backends:
             s = self.summary[b]
+            badge = f"![{b} conformance]({self.badge_url(b)})"
             lines.append(
-                f"| {b} | {s.passed} | {s.failed + s.xpass} | {s.unsupported} | {s.xfail} |"
+                f"| {b} | {s.passed} | {s.failed + s.xpass} | {s.unsupported} | {s.xfail} "
+                f"| {badge} |"
             )
+        for b in self.backends:
+            steps = self.next_steps(b)
+            if not steps:
+                continue
+            lines += [
+                "",
+                f"### Implement next on {b}",
+                "",
+                "Ranked by score = cases x (1 + model families using the op).",
+                "",
+                "| family | op | model families | cases | score |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {x.family} | `{x.item}` | {x.models} | {x.cases} | {x.score} |" for x in steps
+            ]
         return "\n".join(lines) + "\n"
 
 
