@@ -1,9 +1,10 @@
 """The conformance report: per-cell results, per-backend summary, and its renderings.
 
-``to_json()`` gives ``{"backends": [...], "results": [...], "summary": {...}, ...}`` (what
-``mlplug conformance --json`` writes, see README.md; non-finite errors are written as ``null``); ``table()`` is the terminal op x dtype x backend
-matrix with the worst error of each cell; ``to_markdown()`` the op x backend matrix for a docs
-page, a badge-ready summary table and, per backend, what to implement next;
+``to_json()`` gives ``{"backends": [...], "results": [...], "summary": {...}, ...}`` (what ``mlplug
+conformance --json`` writes, see README.md; non-finite errors are written as ``null``); ``table()``
+is the terminal op x dtype x backend matrix with the worst error of each cell; ``to_markdown()`` the
+op x backend matrix for a docs page, a badge-ready summary table and, per backend, what to implement
+next;
 ``next_steps_lines()`` that to-do list for the terminal (see :mod:`.next_steps`).
 """
 

@@ -1,4 +1,4 @@
-"""Sampling: each step on its own, their order, the seed, and bad parameters."""
+"""Sampling: each step on its own, their order, the random seed, and bad parameters."""
 
 from __future__ import annotations
 
