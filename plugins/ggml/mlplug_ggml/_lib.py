@@ -322,6 +322,9 @@ _OPS: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "ggml_scale": (_p, (_p, _p, _F)),
     "ggml_scale_bias": (_p, (_p, _p, _F, _F)),
     "ggml_clamp": (_p, (_p, _p, _F, _F)),
+    # ggml_clamp returned a view of its input (in place) up to 0.2x; from 0.25 it allocates a
+    # new tensor and ggml_clamp_inplace is the in-place form mlplug's clamp needs.
+    "ggml_clamp_inplace": (_p, (_p, _p, _F, _F)),
     **_unary_decls(*UNARY_PRIMITIVES),
     "ggml_geglu_split": (_p, (_p, _p, _p)),
     "ggml_geglu_quick_split": (_p, (_p, _p, _p)),

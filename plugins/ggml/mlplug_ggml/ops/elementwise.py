@@ -111,10 +111,12 @@ def scale(b: Builder, t: Tensor) -> int:
 
 @implements("clamp", needs=("clamp",))
 def clamp(b: Builder, t: Tensor) -> int:
-    """``ggml_clamp(a, lo, hi)`` (always a view of its input in ggml)."""
+    """``ggml_clamp_inplace(a, lo, hi)``, or ``ggml_clamp`` in builds without it (there
+    ``ggml_clamp`` is itself a view of its input, written in place)."""
     p = ClampParams.of(t)
     lo, hi = p.lo, p.hi
-    return b.lib.ggml_clamp(b.ctx, b.src(t, 0), lo, hi)  # type: ignore[no-any-return]
+    fn = b.lib.ggml_clamp_inplace or b.lib.ggml_clamp
+    return fn(b.ctx, b.src(t, 0), lo, hi)  # type: ignore[no-any-return]
 
 
 @implements("fill", needs=("fill_inplace",))
