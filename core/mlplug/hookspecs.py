@@ -26,6 +26,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .buildinfo import BuildInfo
     from .device import DeviceInfo
     from .models import Model
     from .params import BackendParams
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArchitectureRegister",
     "BackendFactory",
+    "BuildDescriber",
     "DeviceEnumerator",
     "Register",
     "hookimpl",
@@ -46,6 +48,8 @@ hookimpl = pluggy.HookimplMarker("mlplug")
 BackendFactory = Callable[["str | None", "BackendParams"], "Backend"]
 #: ``devices() -> list[DeviceInfo]``, callable without loading a model.
 DeviceEnumerator = Callable[[], "list[DeviceInfo]"]
+#: ``build() -> BuildInfo``: what the backend's native library was built with (no model needed).
+BuildDescriber = Callable[[], "BuildInfo"]
 
 
 class Register(Protocol):
@@ -58,6 +62,7 @@ class Register(Protocol):
         *,
         priority: int = 0,
         devices: DeviceEnumerator | None = None,
+        build: BuildDescriber | None = None,
     ) -> None:
         """Register backend ``name``; higher ``priority`` wins when no backend is named."""
 
@@ -72,7 +77,9 @@ def mlplug_register_backends(register: Register) -> None:
 
     :param register: call ``register(name, factory, priority=..., devices=...)`` once per
         backend. ``factory(model_path, params)`` returns a :class:`mlplug.Backend`;
-        ``devices()`` returns a list of :class:`mlplug.DeviceInfo` without loading a model.
+        ``devices()`` returns a list of :class:`mlplug.DeviceInfo` without loading a model;
+        the optional ``build()`` returns a :class:`mlplug.plugin_api.BuildInfo` saying what the
+        backend's native library was built with (shown by ``mlplug backends``/``devices``).
     """
 
 

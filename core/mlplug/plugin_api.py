@@ -19,7 +19,8 @@ What is here, by job:
 - the dtype table, host quantisation codecs and the numeric helpers several backends share;
 - weight writers (what :meth:`Backend.hook_weight_writer` returns: how the model loader hands
   file bytes to a backend's storage);
-- devices, parameters and the typed errors a backend raises.
+- devices, the build record of a native library (:class:`BuildInfo`), parameters and the
+  typed errors a backend raises.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from .errors import (
     OutOfRangeError,
     ShapeError,
 )
-from .hookspecs import BackendFactory, DeviceEnumerator, Register, hookimpl
+from .buildinfo import BuildInfo
+from .hookspecs import BackendFactory, BuildDescriber, DeviceEnumerator, Register, hookimpl
 from .host import can_quantize, cpu_device_info
 from .kernels import implementer
 from .kernels import register as register_kernel
@@ -126,6 +128,8 @@ __all__ = [
     "BackendFactory",
     "BackendLoadError",
     "BackendParams",
+    "BuildDescriber",
+    "BuildInfo",
     "CacheConfig",
     "Context",
     "DType",

@@ -37,8 +37,9 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .buildinfo import BuildInfo
     from .device import DeviceInfo
-    from .hookspecs import BackendFactory, DeviceEnumerator
+    from .hookspecs import BackendFactory, BuildDescriber, DeviceEnumerator
     from .params import BackendParams
 
 __all__ = [
@@ -75,13 +76,15 @@ def _describe(exc: BaseException) -> str:
 
 @dataclass
 class BackendEntry:
-    """One registered backend: its factory, priority and device enumerator."""
+    """One registered backend: its factory, priority, device enumerator and build describer."""
 
     name: str
     factory: BackendFactory
     priority: int = 0
     devices: DeviceEnumerator | None = None
     plugin: str = ""
+    #: Describes the build of the backend's native library (None: the plugin says nothing).
+    build: BuildDescriber | None = None
     distribution: str = ""
     version: str = ""
 
@@ -122,7 +125,7 @@ def conflict_hint(claims: list[BackendEntry]) -> str:
 
 
 def _check_registration(
-    name: object, factory: object, priority: object, devices: object, who: str
+    name: object, factory: object, priority: object, devices: object, who: str, build: object = None
 ) -> None:
     """Reject malformed ``register`` arguments with a PluginError naming what was wrong."""
     problem = ""
@@ -134,6 +137,8 @@ def _check_registration(
         problem = f"the priority of {name!r} must be an int, got {priority!r}"
     elif devices is not None and not callable(devices):
         problem = f"the devices of {name!r} must be callable or None, got {type(devices).__name__}"
+    elif build is not None and not callable(build):
+        problem = f"the build of {name!r} must be callable or None, got {type(build).__name__}"
     if problem:
         msg = f"{who}: invalid backend registration: {problem}"
         raise PluginError(msg, plugin=who)
@@ -159,15 +164,21 @@ class PluginManager:
         *,
         priority: int = 0,
         devices: DeviceEnumerator | None = None,
+        build: BuildDescriber | None = None,
     ) -> None:
         """Register ``factory`` under ``name`` in this process.
 
         :raises BackendAlreadyRegisteredError: if ``name`` is taken (names both owners).
         :raises PluginError: if an argument is malformed (empty name, factory not callable...).
         """
-        _check_registration(name, factory, priority, devices, IN_PROCESS)
+        _check_registration(name, factory, priority, devices, IN_PROCESS, build)
         entry = BackendEntry(
-            name=name, factory=factory, priority=priority, devices=devices, plugin=IN_PROCESS
+            name=name,
+            factory=factory,
+            priority=priority,
+            devices=devices,
+            plugin=IN_PROCESS,
+            build=build,
         )
         with self._lock:
             taken = self._claims(name)
@@ -322,8 +333,9 @@ class PluginManager:
             *,
             priority: int = 0,
             devices: DeviceEnumerator | None = None,
+            build: BuildDescriber | None = None,
         ) -> None:
-            _check_registration(name, factory, priority, devices, who)
+            _check_registration(name, factory, priority, devices, who, build)
             if any(e.name == name for e in entries):
                 raise BackendAlreadyRegisteredError(name, who, who)
             entries.append(
@@ -335,6 +347,7 @@ class PluginManager:
                     plugin=rec.name,
                     distribution=rec.distribution,
                     version=rec.version,
+                    build=build,
                 )
             )
 
@@ -411,6 +424,22 @@ class PluginManager:
         if entry.devices is None:
             return []
         return entry.devices()
+
+    def build_info(self, name: str) -> BuildInfo | None:
+        """Return what backend ``name``'s native library was built with (None: not said).
+
+        :raises PluginError: the plugin's describer returned something other than a BuildInfo.
+        """
+        from .buildinfo import BuildInfo
+
+        entry = self.get(name)
+        if entry.build is None:
+            return None
+        info = entry.build()
+        if not isinstance(info, BuildInfo):
+            msg = f"the build describer of {name!r} returned {type(info).__name__}, not BuildInfo"
+            raise PluginError(msg, plugin=entry.plugin)
+        return info
 
     def new_backend(
         self,
@@ -493,12 +522,13 @@ def register_backend(
     *,
     priority: int = 0,
     devices: DeviceEnumerator | None = None,
+    build: BuildDescriber | None = None,
 ) -> None:
     """Register a backend in process (ollama's ``ml.RegisterBackend``).
 
     :raises BackendAlreadyRegisteredError: if the name is taken.
     """
-    _MANAGER.register_backend(name, factory, priority=priority, devices=devices)
+    _MANAGER.register_backend(name, factory, priority=priority, devices=devices, build=build)
 
 
 def new_backend(

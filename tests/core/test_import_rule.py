@@ -121,7 +121,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "foundation",
         ("errors", "dtypes", "numerics", "paths", "sysinfo", "quants", "_child_processes"),
     ),
-    ("devices and records", ("device", "layers", "memory", "params", "runner", "host", "dump")),
+    (
+        "devices and records",
+        ("device", "buildinfo", "layers", "memory", "params", "runner", "host", "dump"),
+    ),
     ("op contract", ("ops", "ops.table", "ops.records")),
     ("graph", ("_tensorbase", "graph")),
     ("op builders and tensor", ("ops.", "tensor", "kernels")),

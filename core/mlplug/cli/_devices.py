@@ -12,22 +12,27 @@ from ..memory import human_bytes2
 from ._common import check_backend_names, dump_json, format_table, warn, warn_conflicts
 from ._probe import ProbeResult, enumerate_devices
 
-__all__ = ["backend_rows", "cmd_backends", "cmd_devices", "device_records"]
+__all__ = ["backend_rows", "build_lines", "cmd_backends", "cmd_devices", "device_records"]
 
 
-def backend_rows() -> list[dict[str, Any]]:
+def backend_rows(probes: dict[str, ProbeResult] | None = None) -> list[dict[str, Any]]:
     """Return one row per installed backend (and per plugin that failed before registering one).
 
     Keys: ``name``, ``distribution``, ``version``, ``status`` (``ok``, ``error``, or
     ``conflict``: a row per distribution claiming a name several plugins register), ``error``,
-    ``devices`` (the device count; 0 unless ``status`` is ``ok``).
+    ``devices`` (the device count; 0 unless ``status`` is ``ok``), ``build`` (what the backend's
+    native library was built with, :meth:`~mlplug.plugin_api.BuildInfo.to_json_dict`; null when
+    the plugin does not say or the row is not ``ok``).
+
+    :param probes: the backends' enumeration results, when the caller has them already.
     """
     from ..registry import conflict_hint, manager
 
     mgr = manager()
     plugins = {p.name: p for p in mgr.plugins()}
     entries = mgr.backends()
-    probes = enumerate_devices([e.name for e in entries])
+    if probes is None:
+        probes = enumerate_devices([e.name for e in entries])
     rows: list[dict[str, Any]] = []
     for entry in entries:
         plugin = plugins.get(entry.plugin)
@@ -46,6 +51,7 @@ def backend_rows() -> list[dict[str, Any]]:
                 "status": status,
                 "error": error,
                 "devices": len(probe.devices) if status == "ok" else 0,
+                "build": _build_json(probe) if status == "ok" else None,
             }
         )
     for name, claims in mgr.conflicts().items():
@@ -59,6 +65,7 @@ def backend_rows() -> list[dict[str, Any]]:
                     "status": "conflict",
                     "error": error,
                     "devices": 0,
+                    "build": None,
                 }
             )
     for plugin in plugins.values():
@@ -73,10 +80,37 @@ def backend_rows() -> list[dict[str, Any]]:
                 "status": "error",
                 "error": error,
                 "devices": 0,
+                "build": None,
             }
         )
     rows.sort(key=lambda r: str(r["name"]))
     return rows
+
+
+def _build_json(probe: ProbeResult) -> dict[str, Any] | None:
+    return probe.build.to_json_dict() if probe.build is not None else None
+
+
+def build_lines(probes: dict[str, ProbeResult]) -> list[str]:
+    """The text form of each backend's build: a summary line, then the advice and the command
+    that gets a faster build when the plugin says there is one. Empty when no plugin says."""
+    lines: list[str] = []
+    for name, probe in probes.items():
+        build = probe.build
+        if build is None:
+            continue
+        lines.append(f"{name}: {build.summary}")
+        if build.advice:
+            lines.append(f"  faster build available: {build.advice}")
+            if build.command:
+                lines.append(f"    {build.command}")
+    return lines
+
+
+def _warn_build_errors(probes: dict[str, ProbeResult]) -> None:
+    for name, probe in probes.items():
+        if probe.build_error:
+            warn(f"backend {name!r} could not describe its build: {probe.build_error}")
 
 
 def _print_plugin_tracebacks() -> None:
@@ -89,10 +123,14 @@ def _print_plugin_tracebacks() -> None:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    """List installed backends with their status and device count."""
-    rows = backend_rows()
+    """List installed backends with their status, device count and native build."""
+    from ..registry import manager
+
+    probes = enumerate_devices([e.name for e in manager().backends()])
+    rows = backend_rows(probes)
     if getattr(args, "debug", False):
         _print_plugin_tracebacks()
+    _warn_build_errors(probes)
     if args.json:
         dump_json(rows)
         return 0
@@ -111,6 +149,9 @@ def cmd_backends(args: argparse.Namespace) -> int:
         for r in rows
     ]
     print(format_table(["NAME", "DISTRIBUTION", "VERSION", "STATUS", "DEVICES", "ERROR"], table))
+    builds = build_lines({n: p for n, p in probes.items() if p.ok})
+    if builds:
+        print("\nBuilds:\n" + "\n".join(f"  {line}" for line in builds))
     return 0
 
 
@@ -138,13 +179,15 @@ def _group_physical(probes: dict[str, ProbeResult]) -> list[PhysicalDevice]:
 
 def device_records(probes: dict[str, ProbeResult]) -> list[dict[str, Any]]:
     """Return the ``--json`` records: DeviceInfo under its Go keys, plus ``plugin`` (the backend
-    that reports it) and ``physical_device`` (equal for records of one physical device)."""
+    that reports it), ``physical_device`` (equal for records of one physical device) and
+    ``build`` (what that backend's native library was built with; null when it does not say)."""
     out: list[dict[str, Any]] = []
     for name, probe in probes.items():
         for info in probe.devices:
             record = info.to_json_dict()
             record["plugin"] = name
             record["physical_device"] = physical_device_key(info)
+            record["build"] = _build_json(probe)
             out.append(record)
     return out
 
@@ -204,6 +247,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     for name, probe in failed.items():
         warn(f"backend {name!r} could not enumerate its devices: {probe.error}")
     good = {n: p for n, p in probes.items() if p.ok}
+    _warn_build_errors(good)
     if args.json:
         dump_json(device_records(good))
     elif not names:
@@ -212,6 +256,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
         print("No devices found.")
     else:
         _print_devices(_group_physical(good))
+        builds = build_lines(good)
+        if builds:
+            print("\nBuilds:\n" + "\n".join(f"  {line}" for line in builds))
     if explicit and failed:
         return 1
     return 0

@@ -33,6 +33,7 @@ from .._child_processes import (
     probe_timeout,
     start_child,
 )
+from ..buildinfo import BuildInfo
 from ..device import DeviceInfo
 
 __all__ = ["ProbeResult", "enumerate_devices", "main"]
@@ -42,11 +43,15 @@ _IN_PROCESS: Final = "<in-process>"
 
 @dataclass
 class ProbeResult:
-    """The devices one backend enumerated, or why it could not."""
+    """The devices one backend enumerated, or why it could not, and its build."""
 
     backend: str
     devices: list[DeviceInfo] = field(default_factory=list)
     error: str = ""
+    #: What the backend's native library was built with (None: the plugin does not say).
+    build: BuildInfo | None = None
+    #: Why the build could not be described ("" when it was, or when the plugin does not say).
+    build_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -62,11 +67,18 @@ def _in_process(name: str) -> ProbeResult:
     from ..registry import manager
 
     try:
-        return ProbeResult(name, devices=list(manager().devices(name)))
+        result = ProbeResult(name, devices=list(manager().devices(name)))
     except Exception as exc:
         if _strict():
             raise
         return ProbeResult(name, error=f"{type(exc).__name__}: {exc}")
+    try:
+        result.build = manager().build_info(name)
+    except Exception as exc:
+        if _strict():
+            raise
+        result.build_error = f"{type(exc).__name__}: {exc}"
+    return result
 
 
 def _last_line(text: str) -> str:
@@ -83,9 +95,15 @@ def _parse(name: str, result: ChildResult, timeout: float) -> ProbeResult:
         data = json.loads(result.stdout)
         if data.get("ok"):
             devices = [DeviceInfo.from_json_dict(d) for d in data["devices"]]
-            return ProbeResult(name, devices=devices)
+            build = data.get("build")
+            return ProbeResult(
+                name,
+                devices=devices,
+                build=BuildInfo.from_json_dict(build) if build is not None else None,
+                build_error=str(data.get("build_error", "")),
+            )
         return ProbeResult(name, error=str(data["error"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # PluginError is a TypeError
         detail = _last_line(result.stderr) or _last_line(result.stdout) or "no output"
         return ProbeResult(
             name,
@@ -158,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload: dict[str, object] = {
             "ok": True,
             "devices": [d.to_json_dict() for d in result.devices],
+            "build": result.build.to_json_dict() if result.build is not None else None,
+            "build_error": result.build_error,
         }
     else:
         payload = {"ok": False, "error": result.error}

@@ -11,6 +11,9 @@ Where the libraries come from, first match wins:
 2. the ``libggml`` package of the ``libggml-python`` distribution: its ``lib/`` folder (native
    source build) and then its ``lib64/`` folder (generic wheel).
 
+Which of these was used is :attr:`Lib.layout` (:data:`LAYOUT_ENV`, :data:`LAYOUT_SOURCE`,
+:data:`LAYOUT_WHEEL`).
+
 Every pointer crosses the boundary as ``c_void_p``: calls return a plain ``int`` (or ``None`` for
 ``NULL``) and accept ints. Read a tensor's fields with :meth:`GGMLTensor.at`.
 """
@@ -48,14 +51,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_LIB",
+    "LAYOUT_ENV",
+    "LAYOUT_SOURCE",
+    "LAYOUT_WHEEL",
     "MIN_GGML_VERSION",
     "GGMLBackendDevCaps",
     "GGMLBackendDevProps",
+    "GGMLBackendFeature",
     "GGMLInitParams",
     "GGMLTensor",
     "Lib",
     "find_library",
     "is_loaded",
+    "locate",
     "load",
 ]
 
@@ -63,6 +71,14 @@ log = logging.getLogger(__name__)
 
 ENV_LIB: Final = "MLPLUG_GGML_LIB"
 BACKEND: Final = "ggml"
+
+#: :attr:`Lib.layout` of a library named by ``MLPLUG_GGML_LIB``.
+LAYOUT_ENV: Final = "env"
+#: :attr:`Lib.layout` of libggml-python built from its source distribution (``libggml/lib/``).
+LAYOUT_SOURCE: Final = "source"
+#: :attr:`Lib.layout` of libggml-python's generic binary wheel (``libggml/lib64/``).
+LAYOUT_WHEEL: Final = "wheel"
+_LAYOUT_OF_SUBDIR: Final = {"lib": LAYOUT_SOURCE, "lib64": LAYOUT_WHEEL}
 
 #: Oldest ggml whose ABI these declarations match: ``ggml_version()`` exported, the device-props
 #: struct carrying ``device_id``, the IGPU device type. Older builds are refused at load.
@@ -391,6 +407,20 @@ _OPS: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
 SetNThreadsFn: Final = ctypes.CFUNCTYPE(None, c_void_p, c_int)
 
 
+class GGMLBackendFeature(ctypes.Structure):
+    """``struct ggml_backend_feature``: one ``(name, value)`` of a backend's build features."""
+
+    _fields_ = [
+        ("name", c_char_p),
+        ("value", c_char_p),
+    ]
+
+
+#: ``ggml_backend_get_features_t`` from ggml-backend.h (proc address
+#: ``"ggml_backend_get_features"``): an array of features ended by a NULL name.
+GetFeaturesFn: Final = ctypes.CFUNCTYPE(POINTER(GGMLBackendFeature), c_void_p)
+
+
 # --------------------------------------------------------------------------------------------
 # The loaded library
 # --------------------------------------------------------------------------------------------
@@ -400,6 +430,7 @@ class Lib:
     """The opened ggml libraries; each declared function is an attribute named as in C.
 
     Optional functions missing from the build are ``None``; test with :meth:`has`.
+    ``layout`` says where the libraries were found (``LAYOUT_*``; "" when not known).
     """
 
     def __init__(
@@ -409,11 +440,13 @@ class Lib:
         handles: Sequence[ctypes.CDLL],
         version: str,
         commit: str,
+        layout: str = "",
     ) -> None:
         self.directory = directory
         self.paths = tuple(paths)
         self.version = version
         self.commit = commit
+        self.layout = layout
         self._handles = tuple(handles)
         missing = []
         for name, (restype, argtypes) in _REQUIRED.items():
@@ -444,6 +477,11 @@ class Lib:
             except AttributeError:
                 continue
         return None
+
+    def symbol(self, name: str) -> Any:
+        """The undeclared C function ``name`` of the opened libraries (a ctypes function whose
+        ``restype``/``argtypes`` the caller sets), or None when no library exports it."""
+        return self._lookup(name)
 
     def has(self, name: str) -> bool:
         """Whether the declared function ``name`` exists in this build."""
@@ -480,7 +518,7 @@ def load() -> Lib:
         return _LIB
     with _LOCK:
         if _LIB is None:
-            _LIB = _open(*find_library())
+            _LIB = _open(*locate())
     return _LIB
 
 
@@ -524,6 +562,17 @@ def find_library() -> tuple[Path, Path]:
     :returns: ``(directory, path of libggml)``.
     :raises BackendLoadError: nothing usable was found; the message says where it looked.
     """
+    directory, main, _ = locate()
+    return directory, main
+
+
+def locate() -> tuple[Path, Path, str]:
+    """Like :func:`find_library`, and say which way the library was found.
+
+    :returns: ``(directory, path of libggml, layout)``; layout is :data:`LAYOUT_ENV`,
+        :data:`LAYOUT_SOURCE` (``libggml/lib/``) or :data:`LAYOUT_WHEEL` (``libggml/lib64/``).
+    :raises BackendLoadError: nothing usable was found; the message says where it looked.
+    """
     env = os.environ.get(ENV_LIB, "").strip()
     if env:
         given = Path(env).expanduser()
@@ -532,9 +581,9 @@ def find_library() -> tuple[Path, Path]:
             if main is None:
                 msg = f"{ENV_LIB}={env!r}: directory has no {_lib_filename('ggml')}"
                 raise BackendLoadError(msg, backend=BACKEND)
-            return given, main
+            return given, main, LAYOUT_ENV
         if given.is_file():
-            return given.parent, given
+            return given.parent, given, LAYOUT_ENV
         msg = f"{ENV_LIB}={env!r}: no such file or directory"
         raise BackendLoadError(msg, backend=BACKEND)
     package = _package_dir()
@@ -548,7 +597,7 @@ def find_library() -> tuple[Path, Path]:
         directory = package / sub
         main = _sibling(directory, "ggml") if directory.is_dir() else None
         if main is not None:
-            return directory, main
+            return directory, main, _LAYOUT_OF_SUBDIR[sub]
     msg = f"ggml library not found in {package}/lib or {package}/lib64"
     raise BackendLoadError(msg, backend=BACKEND)
 
@@ -560,7 +609,7 @@ def _parse_version(text: str) -> tuple[int, ...] | None:
     return tuple(int(g) for g in m.groups() if g is not None)
 
 
-def _open(directory: Path, main: Path) -> Lib:
+def _open(directory: Path, main: Path, layout: str = "") -> Lib:
     """dlopen base, cpu (when a separate, linked library) and main with RTLD_GLOBAL, then check."""
     mode = getattr(os, "RTLD_GLOBAL", 0) | getattr(os, "RTLD_NOW", 0)
     order: list[Path] = []
@@ -604,7 +653,7 @@ def _open(directory: Path, main: Path) -> Lib:
     if parsed[0] >= 1:
         log.warning("ggml %s is newer than the 0.x ABI these bindings were written for", version)
 
-    lib = Lib(directory, order, handles, version, "")
+    lib = Lib(directory, order, handles, version, "", layout)
     commit_fn = lib.ggml_commit
     lib.commit = (commit_fn() or b"").decode(errors="replace") if commit_fn is not None else ""
 

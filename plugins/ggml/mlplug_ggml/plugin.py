@@ -12,7 +12,7 @@ from mlplug.plugin_api import hookimpl
 
 if TYPE_CHECKING:
     from mlplug import Backend, BackendParams, DeviceInfo
-    from mlplug.plugin_api import Register
+    from mlplug.plugin_api import BuildInfo, Register
 
 __all__ = ["mlplug_register_backends"]
 
@@ -29,7 +29,13 @@ def _devices() -> list[DeviceInfo]:
     return device_infos()
 
 
+def _build() -> BuildInfo:
+    from .build import describe
+
+    return describe()
+
+
 @hookimpl
 def mlplug_register_backends(register: Register) -> None:
     """Register the ``ggml`` backend (priority 100: preferred when it loads)."""
-    register("ggml", _factory, priority=100, devices=_devices)
+    register("ggml", _factory, priority=100, devices=_devices, build=_build)
