@@ -28,6 +28,7 @@ from __future__ import annotations
 from ._tensorbase import LEAF
 from .array_context import ArrayContext, Preparer, Step
 from .backend import Backend, Kernel
+from .buildinfo import BuildInfo
 from .context import Context
 from .device import DeviceInfo
 from .dtypes import TRAITS, DType, TypeTraits, align_up
@@ -40,7 +41,6 @@ from .errors import (
     OutOfRangeError,
     ShapeError,
 )
-from .buildinfo import BuildInfo
 from .hookspecs import BackendFactory, BuildDescriber, DeviceEnumerator, Register, hookimpl
 from .host import can_quantize, cpu_device_info
 from .kernels import implementer

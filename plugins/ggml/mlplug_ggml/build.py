@@ -180,9 +180,9 @@ def cpu_library(lib: _lib.Lib, maps: str | Path = "/proc/self/maps") -> str:
         path = fields[5].strip() if len(fields) == 6 else ""
         if Path(path).name.startswith("libggml-cpu"):
             return path
-    for path in lib.paths:
-        if path.name.startswith("libggml-cpu"):
-            return str(path)
+    for opened in lib.paths:
+        if opened.name.startswith("libggml-cpu"):
+            return str(opened)
     return ""
 
 
