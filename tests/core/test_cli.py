@@ -63,6 +63,62 @@ GPU_B2 = (
 
 BROKEN_IMPORT = 'raise RuntimeError("fake plugin import failure")\n'
 
+#: A plugin whose backend describes the build of its native library; ``{advice}`` is "" for a
+#: build that suits the machine.
+FAKE_BUILD = """
+from mlplug.device import DeviceInfo
+from mlplug.errors import BackendLoadError
+from mlplug.hookspecs import hookimpl
+from mlplug.plugin_api import BuildInfo
+
+
+def _factory(model_path, params):
+    raise BackendLoadError("fake backends do not compute", backend="fake_built")
+
+
+def _devices():
+    return [DeviceInfo(id="0", library="cpu", name="CPU", description="Fake CPU")]
+
+
+def _build():
+    return BuildInfo(
+        summary="fakelib 1.2 from /opt/fake/libfake.so; CPU: AVX2",
+        advice="{advice}",
+        command="{command}",
+        details={{"library": "/opt/fake/libfake.so", "cpu_features": {{"AVX2": "1"}}}},
+    )
+
+
+@hookimpl
+def mlplug_register_backends(register):
+    register("fake_built", _factory, devices=_devices, build=_build)
+"""
+
+BROKEN_BUILD = """
+from mlplug.device import DeviceInfo
+from mlplug.hookspecs import hookimpl
+
+
+def _factory(model_path, params):
+    raise RuntimeError("unused")
+
+
+def _devices():
+    return [DeviceInfo(id="0", library="cpu", name="CPU", description="Fake CPU")]
+
+
+def _build():
+    return {"summary": "not a BuildInfo"}
+
+
+@hookimpl
+def mlplug_register_backends(register):
+    register("fake_badbuild", _factory, devices=_devices, build=_build)
+"""
+
+FASTER_ADVICE = "this CPU has AVX512, which the loaded fakelib was not built for."
+FASTER_COMMAND = "pip install --no-binary fakelib fakelib"
+
 BROKEN_DEVICES = """
 from mlplug.hookspecs import hookimpl
 
@@ -121,6 +177,10 @@ class FakeSite:
         """Add a plugin registering backend ``name`` that enumerates ``devices``."""
         source = FAKE_DEVICES.format(name=name, devices=", ".join(devices), priority=priority)
         self.add(name, source)
+
+    def add_build(self, advice: str = "", command: str = "") -> None:
+        """Add plugin ``fake_built``, whose backend describes its build (``advice``/``command``)."""
+        self.add("fake_built", FAKE_BUILD.format(advice=advice, command=command))
 
     def env(self, **extra: str) -> dict[str, str]:
         """Return an environment for a child that sees these plugins (and the installed ones)."""
@@ -226,7 +286,15 @@ def test_backends_json_lists_good_and_broken_plugins(site: FakeSite) -> None:
     rows = json.loads(proc.stdout)
     assert [r["name"] for r in rows] == ["fake_a", "fake_broken"]
     for row in rows:
-        assert list(row) == ["name", "distribution", "version", "status", "error", "devices"]
+        assert list(row) == [
+            "name",
+            "distribution",
+            "version",
+            "status",
+            "error",
+            "devices",
+            "build",
+        ]
     good, broken = rows
     assert good == {
         "name": "fake_a",
@@ -235,11 +303,13 @@ def test_backends_json_lists_good_and_broken_plugins(site: FakeSite) -> None:
         "status": "ok",
         "error": "",
         "devices": 2,
+        "build": None,
     }
     assert broken["status"] == "error"
     assert broken["distribution"] == "fake-fake_broken"
     assert broken["error"] == "RuntimeError: fake plugin import failure"
     assert broken["devices"] == 0
+    assert broken["build"] is None
 
 
 @needs_cpu_numpy
@@ -293,6 +363,83 @@ def test_backends_survives_a_plugin_that_crashes_the_interpreter(site: FakeSite)
     assert rows["fake_a"]["status"] == "ok"
     assert rows["fake_crash"]["status"] == "error"
     assert "crashed" in rows["fake_crash"]["error"]
+
+
+def test_backends_json_carries_each_backends_build(site: FakeSite) -> None:
+    """``backends --json``: ``build`` is the plugin's record (summary, advice, command, details);
+    null for a backend whose plugin does not describe its build."""
+    site.add_build(FASTER_ADVICE, FASTER_COMMAND)
+    site.add_devices("fake_a", [CPU_A])
+    proc = mlplug("backends", "--json", env=site.env(MLPLUG_PLUGINS="fake_built,fake_a"))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["fake_built"]["build"] == {
+        "summary": "fakelib 1.2 from /opt/fake/libfake.so; CPU: AVX2",
+        "advice": FASTER_ADVICE,
+        "command": FASTER_COMMAND,
+        "details": {"library": "/opt/fake/libfake.so", "cpu_features": {"AVX2": "1"}},
+    }
+    assert rows["fake_a"]["build"] is None
+
+
+def test_backends_table_says_when_a_faster_build_exists(site: FakeSite) -> None:
+    """The text form lists each build under the table, with the advice and the command."""
+    site.add_build(FASTER_ADVICE, FASTER_COMMAND)
+    site.add_devices("fake_a", [CPU_A])
+    proc = mlplug("backends", env=site.env(MLPLUG_PLUGINS="fake_built,fake_a"))
+    assert proc.returncode == 0, proc.stderr
+    block = proc.stdout.split("\nBuilds:\n", 1)[1].splitlines()
+    assert block == [
+        "  fake_built: fakelib 1.2 from /opt/fake/libfake.so; CPU: AVX2",
+        f"    faster build available: {FASTER_ADVICE}",
+        f"      {FASTER_COMMAND}",
+    ]
+
+
+def test_backends_table_without_advice_shows_only_the_summary(site: FakeSite) -> None:
+    """A build that suits the machine is one summary line; no plugin with a build, no block."""
+    site.add_build()
+    site.add_devices("fake_a", [CPU_A])
+    proc = mlplug("backends", env=site.env(MLPLUG_PLUGINS="fake_built,fake_a"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\nBuilds:\n", 1)[1].splitlines() == [
+        "  fake_built: fakelib 1.2 from /opt/fake/libfake.so; CPU: AVX2"
+    ]
+    assert "faster build" not in proc.stdout
+    proc = mlplug("backends", env=site.env(MLPLUG_PLUGINS="fake_a"))
+    assert "Builds:" not in proc.stdout
+
+
+def test_devices_json_and_table_show_the_build(site: FakeSite) -> None:
+    """``devices --json``: each record carries its backend's ``build``; the text form ends with
+    the builds block."""
+    site.add_build(FASTER_ADVICE, FASTER_COMMAND)
+    site.add_devices("fake_a", [GPU_A])
+    env = site.env(MLPLUG_PLUGINS="fake_built,fake_a")
+    proc = mlplug("devices", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    records = {r["plugin"]: r for r in json.loads(proc.stdout)}
+    assert records["fake_built"]["build"]["summary"].startswith("fakelib 1.2")
+    assert records["fake_built"]["build"]["command"] == FASTER_COMMAND
+    assert records["fake_a"]["build"] is None
+    proc = mlplug("devices", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Fake CPU" in proc.stdout
+    builds = proc.stdout.split("\nBuilds:\n", 1)[1]
+    assert "fake_built: fakelib 1.2" in builds and FASTER_COMMAND in builds
+
+
+def test_a_broken_build_describer_is_a_warning(site: FakeSite) -> None:
+    """A describer returning the wrong type: a warning naming the backend; devices still listed."""
+    site.add("fake_badbuild", BROKEN_BUILD)
+    env = site.env(MLPLUG_PLUGINS="fake_badbuild")
+    proc = mlplug("devices", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["build"] for r in json.loads(proc.stdout)] == [None]
+    assert "fake_badbuild" in proc.stderr and "not BuildInfo" in proc.stderr
+    proc = mlplug("backends", "--json", env=env)
+    row = json.loads(proc.stdout)[0]
+    assert row["status"] == "ok" and row["build"] is None
 
 
 def test_disable_plugins_hides_named_plugins(site: FakeSite) -> None:
