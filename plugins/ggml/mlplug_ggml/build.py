@@ -4,14 +4,16 @@ The build's CPU features come from the CPU backend itself: its registry's proc a
 ``ggml_backend_get_features`` (the list ``GGML_CPU`` reports: ``AVX2``, ``AVX512``,
 ``LLAMAFILE``, ``OPENMP``, ...), else the ``ggml_cpu_has_*`` functions of ``libggml-cpu``. Both
 say what the code was *compiled* for, not what the machine has. The machine's features come
-from ``/proc/cpuinfo`` (Linux; elsewhere they are unknown and only the build options are
-compared). A feature this CPU has and the build lacks, or a missing llamafile/OpenMP build
-option, makes :func:`describe` advise a native build with :data:`NATIVE_BUILD_COMMAND`.
+from ``/proc/cpuinfo`` (Linux), else from ``sysctl`` (macOS); elsewhere they are unknown and
+only the build options are compared. A feature this CPU has and the build lacks, or a missing
+llamafile/OpenMP build option, makes :func:`describe` advise a native build with
+:data:`NATIVE_BUILD_COMMAND`.
 """
 
 from __future__ import annotations
 
 import ctypes
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = [
     "describe",
     "host_cpu_features",
     "parse_cpuinfo",
+    "parse_sysctl",
 ]
 
 #: The command that builds libggml-python from source for this machine's CPU.
@@ -64,6 +67,27 @@ _ARM_FLAGS: Final[dict[str, str]] = {
     "sve": "SVE",
     "sme": "SME",
 }
+#: macOS ``sysctl`` words (x86 ``machdep.cpu.*features``; arm64 ``hw.optional.*`` set to 1).
+_SYSCTL_WORDS: Final[dict[str, str]] = {
+    "SSE3": "SSE3",
+    "SSSE3": "SSSE3",
+    "FMA": "FMA",
+    "AVX1.0": "AVX",
+    "F16C": "F16C",
+    "AVX2": "AVX2",
+    "BMI2": "BMI2",
+    "AVX512F": "AVX512",
+    "AVX512VBMI": "AVX512_VBMI",
+    "AVX512VNNI": "AVX512_VNNI",
+    "AVX512BF16": "AVX512_BF16",
+    "hw.optional.neon": "NEON",
+    "hw.optional.arm.FEAT_DotProd": "DOTPROD",
+    "hw.optional.arm.FEAT_FP16": "FP16_VA",
+    "hw.optional.arm.FEAT_I8MM": "MATMUL_INT8",
+    "hw.optional.arm.FEAT_SME": "SME",
+}
+_SYSCTL_NAMES: Final = ("machdep.cpu.features", "machdep.cpu.leaf7_features", "hw.optional")
+
 #: The ``ggml_cpu_has_<x>`` functions read when the feature list is not available.
 _HAS_FUNCTIONS: Final[dict[str, str]] = {
     "sse3": "SSE3",
@@ -116,15 +140,46 @@ def parse_cpuinfo(text: str) -> frozenset[str]:
     return frozenset()
 
 
+def parse_sysctl(text: str) -> frozenset[str]:
+    """Return the ggml names of the CPU features in macOS ``sysctl`` output.
+
+    x86: the words of ``machdep.cpu.features`` / ``machdep.cpu.leaf7_features``; arm64: the
+    ``hw.optional...`` names whose value is 1.
+    """
+    found: set[str] = set()
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        key = key.strip()
+        if not sep:
+            continue
+        if key.startswith("machdep.cpu."):
+            found.update(_SYSCTL_WORDS[w] for w in rest.split() if w in _SYSCTL_WORDS)
+        elif key in _SYSCTL_WORDS and rest.strip() == "1":
+            found.add(_SYSCTL_WORDS[key])
+    return frozenset(found)
+
+
+def _sysctl() -> str:
+    try:
+        proc = subprocess.run(
+            ["sysctl", *_SYSCTL_NAMES], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return proc.stdout
+
+
 def host_cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
     """Return the ggml names of this machine's CPU features, or None where they are unknown.
 
-    :param cpuinfo: the file to read (Linux's ``/proc/cpuinfo``).
+    :param cpuinfo: the file to read (Linux's ``/proc/cpuinfo``); without it, on macOS,
+        ``sysctl`` is asked.
     """
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return None
+        found = parse_sysctl(_sysctl()) if sys.platform == "darwin" else frozenset()
+        return found or None
     found = parse_cpuinfo(text)
     return found or None
 

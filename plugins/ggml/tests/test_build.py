@@ -95,8 +95,34 @@ def test_cpuinfo_flags_become_ggml_feature_names() -> None:
     assert build.parse_cpuinfo("processor : 0\n") == frozenset()
 
 
+def test_macos_sysctl_output_becomes_ggml_feature_names() -> None:
+    """macOS: x86 feature words and arm64 ``hw.optional`` flags set to 1 are read."""
+    intel = (
+        "machdep.cpu.features: FPU SSE3 SSSE3 FMA SSE4.2 AVX1.0 F16C\n"
+        "machdep.cpu.leaf7_features: BMI1 AVX2 BMI2 AVX512F AVX512VNNI\n"
+    )
+    assert build.parse_sysctl(intel) == {
+        "SSE3",
+        "SSSE3",
+        "FMA",
+        "AVX",
+        "F16C",
+        "AVX2",
+        "BMI2",
+        "AVX512",
+        "AVX512_VNNI",
+    }
+    apple = (
+        "hw.optional.neon: 1\nhw.optional.arm.FEAT_DotProd: 1\n"
+        "hw.optional.arm.FEAT_I8MM: 1\nhw.optional.arm.FEAT_SME: 0\n"
+    )
+    assert build.parse_sysctl(apple) == {"NEON", "DOTPROD", "MATMUL_INT8"}
+
+
 def test_host_features_unknown_without_cpuinfo(tmp_path: Path) -> None:
-    """No readable cpuinfo (not Linux) or one without flags: the host's features are unknown."""
+    """No readable cpuinfo (and not macOS) or one without flags: the features are unknown."""
+    if sys.platform == "darwin":
+        pytest.skip("macOS asks sysctl instead")
     assert build.host_cpu_features(tmp_path / "missing") is None
     (tmp_path / "cpuinfo").write_text("processor : 0\n")
     assert build.host_cpu_features(tmp_path / "cpuinfo") is None
@@ -211,7 +237,8 @@ def test_cli_shows_the_ggml_build() -> None:
     lib = _lib.load()
     proc = _python(
         "from mlplug.cli import main; raise SystemExit(main(['devices', '--backend', 'ggml', "
-        "'--json']))"
+        "'--json']))",
+        MLPLUG_PLUGINS="ggml",
     )
     assert proc.returncode == 0, proc.stderr
     records = json.loads(proc.stdout)
@@ -228,7 +255,7 @@ def test_cli_shows_the_ggml_build() -> None:
         "missing_cpu_features",
         "missing_build_options",
     }
-    text = _python("from mlplug.cli import main; main(['backends'])")
+    text = _python("from mlplug.cli import main; main(['backends'])", MLPLUG_PLUGINS="ggml")
     assert text.returncode == 0, text.stderr
     assert f"ggml: ggml {lib.version} from {lib.paths[-1]}" in text.stdout
     if records[0]["build"]["advice"]:
