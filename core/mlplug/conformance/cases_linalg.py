@@ -16,15 +16,15 @@ from ._common import (
     EXACT,
     F16,
     F32,
+    FULL_PREC_REL,
     I32,
     K_QUANTS,
+    MULMAT_FULL_PREC,
     MXFP4,
     Q4_0,
     Q8_0,
     QUANTS,
     lbl,
-    FULL_PREC_REL,
-    MULMAT_FULL_PREC,
     mulmat_f32,
     mulmat_tol,
     sx,
@@ -206,8 +206,8 @@ def _mulmat_id_cases() -> list[Case]:
     def bound_for(dt: DType) -> Callable[..., np.ndarray] | None:
         if not dt.is_quantized:
             return None
-        return lambda w, xx, i: R.DOT_REL * R.mulmat_id(
-            np.abs(w), np.abs(R.operand_as_dot(xx, dt)), i
+        return lambda w, xx, i: (
+            R.DOT_REL * R.mulmat_id(np.abs(w), np.abs(R.operand_as_dot(xx, dt)), i)
         )
 
     out = []

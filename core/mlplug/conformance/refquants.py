@@ -64,11 +64,11 @@ def _q4_0(b: np.ndarray) -> np.ndarray:
 def _q4_1(b: np.ndarray) -> np.ndarray:
     qs = b[:, 4:20]
     q = np.concatenate([_lo(qs), _hi(qs)], axis=1)
-    return (q.astype(F32) * _f16(b, 0)).astype(F32) + _f16(b, 2)
+    return np.asarray((q.astype(F32) * _f16(b, 0)).astype(F32) + _f16(b, 2))
 
 
 def _q5(qh: np.ndarray, qs: np.ndarray) -> np.ndarray:
-    return np.concatenate([_lo(qs), _hi(qs)], axis=1) | (_bits(qh, 32) << 4)
+    return np.asarray(np.concatenate([_lo(qs), _hi(qs)], axis=1) | (_bits(qh, 32) << 4))
 
 
 def _q5_0(b: np.ndarray) -> np.ndarray:
@@ -78,7 +78,7 @@ def _q5_0(b: np.ndarray) -> np.ndarray:
 
 def _q5_1(b: np.ndarray) -> np.ndarray:
     q = _q5(b[:, 4:8], b[:, 8:24])
-    return (q.astype(F32) * _f16(b, 0)).astype(F32) + _f16(b, 2)
+    return np.asarray((q.astype(F32) * _f16(b, 0)).astype(F32) + _f16(b, 2))
 
 
 def _mxfp4(b: np.ndarray) -> np.ndarray:
@@ -86,7 +86,7 @@ def _mxfp4(b: np.ndarray) -> np.ndarray:
     scale = np.ldexp(F32(1.0), b[:, :1].astype(np.int32) - 128).astype(F32)
     qs = b[:, 1:17]
     q = np.concatenate([_E2M1_X2[_lo(qs)], _E2M1_X2[_hi(qs)]], axis=1)
-    return q * scale
+    return np.asarray(q * scale)
 
 
 def _q2_k(b: np.ndarray) -> np.ndarray:
@@ -188,7 +188,9 @@ def _q6_k(b: np.ndarray) -> np.ndarray:
                 k = 8 * half + 2 * n + part
                 dl = (d * sc[:, k : k + 1]).astype(F32)
                 start = 128 * half + 32 * n + 16 * part
-                out[:, start : start + 16] = dl * (q[:, 16 * part : 16 * part + 16] - 32).astype(F32)
+                out[:, start : start + 16] = dl * (q[:, 16 * part : 16 * part + 16] - 32).astype(
+                    F32
+                )
     return out
 
 
