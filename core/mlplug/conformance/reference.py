@@ -77,8 +77,9 @@ def v4(a: np.ndarray) -> np.ndarray:
 
 
 def f32(x: np.ndarray | float) -> np.ndarray:
-    """Round to float32 and return as float64."""
-    return np.asarray(x, F64).astype(F32).astype(F64)
+    """Round to float32 (overflow to inf) and return as float64."""
+    with np.errstate(over="ignore"):
+        return np.asarray(x, F64).astype(F32).astype(F64)
 
 
 def f16(x: np.ndarray | float) -> np.ndarray:
@@ -680,8 +681,12 @@ def sdpa(
     sinks: np.ndarray | None = None,
     vmla: np.ndarray | None = None,
     v_permuted: bool = False,
+    f32_logits: bool = False,
 ) -> np.ndarray:
     """Attention: GQA (head h uses kv head ``h // (H/H_kv)``), mask head ``h % M2``, sinks.
+
+    With ``f32_logits`` the scaled logits and their sum with the mask are rounded to float32,
+    as every CPU kernel stores them (it matters where the mask shifts logits by ``~1e4``).
 
     Shapes (numpy views): q ``(B, Lq, H, dk)``, k ``(B, Lk, Hkv, dk)``, v ``(B, Lk, Hkv, dv)``
     (``(B, Hkv, dv, Lk)`` if ``v_permuted``), mask ``(M3, M2, Lq', Lk)``, sinks ``(H,)``,
@@ -694,9 +699,13 @@ def sdpa(
     kk = np.repeat(k4, r, axis=2)
     vv = np.repeat(v4_, r, axis=2)
     logits = np.einsum("bnhd,bjhd->bhnj", q4, kk) * float(F32(scale))
+    if f32_logits:
+        logits = f32(logits)
     if mask is not None:
         m4 = v4(mask)[:, :, :lq, :]
         logits = logits + m4[np.arange(bsz) % m4.shape[0]][:, np.arange(h) % m4.shape[1]]
+        if f32_logits:
+            logits = f32(logits)
     mx = logits.max(-1, keepdims=True)
     if sinks is not None:
         mx = np.maximum(mx, sinks.reshape(-1)[None, :, None, None])
