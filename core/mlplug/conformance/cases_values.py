@@ -25,7 +25,7 @@ from ..context import Context
 from ..dtypes import DType
 from ..tensor import Tensor
 from . import reference as R
-from ._common import EXACT, F16, F32, TRANSCENDENTAL, ULP1, rows_tol
+from ._common import EXACT, F16, F32, TRANSCENDENTAL, ULP1, mulmat_tol, rows_tol
 from .case import Arg, Case, Inputs, Tolerance
 
 __all__ = ["cases"]
@@ -346,6 +346,37 @@ def _sdpa_cases() -> list[Case]:
     ]
 
 
+def _ties(name: str, k: int, n: int) -> tuple[float, ...]:
+    """Activations whose quantised values land on exact halves: each 32-block opens with
+    ``±127`` (so the Q8_0 and Q8_K scales are exactly 1) and holds ``m + 0.5`` elsewhere."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    v = rng.integers(-126, 126, (n, k)).astype(np.float64) + 0.5
+    v[:, ::32] = 127.0 * rng.choice([-1.0, 1.0], (n, k // 32))
+    return tuple(float(x) for x in v.reshape(-1))
+
+
+def _quant_tie_cases() -> list[Case]:
+    """Quantised products whose activations round on exact halves: ggml's x86 CPU rounds them
+    to even (8.5 -> 8), the portable C quantiser away from zero (8.5 -> 9)."""
+    out = []
+    for q, k in ((DType.Q8_0, 64), (DType.Q4_0, 64), (DType.Q4_K, 256), (DType.Q6_K, 256)):
+        name = f"mulmat-{q.name.lower()}-values-ties-{k}x3x2"
+        out.append(
+            Case(
+                name,
+                "mulmat",
+                (Arg((k, 3), q), _fixed((k, 2), _ties(name, k, 2))),
+                lambda ctx, x: x[0].mulmat(ctx, x[1]),
+                lambda a, b, q=q: R.mulmat_q(a, b, q),
+                mulmat_tol(q, k),
+                dtype=q.name.lower(),
+                out_dtype=F32,
+                bound=lambda a, b, q=q: R.mulmat_q_bound(a, b, q),
+            )
+        )
+    return out
+
+
 def cases() -> list[Case]:
     """Every special-value case."""
     return [
@@ -357,5 +388,6 @@ def cases() -> list[Case]:
         *_sum_cases(),
         *_sort_cases(),
         *_sdpa_cases(),
+        *_quant_tie_cases(),
     ]
 
