@@ -200,16 +200,21 @@ def _const_rows(name: str, n: int, rows: int, scale: float) -> tuple[float, ...]
     return tuple(float(v) for v in np.repeat(c, n))
 
 
+def _rms(eps: float) -> tuple[Callable[[Context, Tensor], Tensor], Callable[..., np.ndarray]]:
+    return (lambda c, t: t.rms_norm(c, None, eps)), (lambda a: R.rms_norm(a, eps))
+
+
 def _norm_cases() -> list[Case]:
     out = []
     for eps in (1e-6, 1e-5):
+        build, ref = _rms(eps)
         out.append(
             _unary(
                 "rms_norm",
                 f"eps{eps:g}-dominated",
                 Arg((16, 4), gen="magnitude", lo=1e-5, hi=1e-3),
-                lambda c, t, e=eps: t.rms_norm(c, None, e),
-                lambda a, e=eps: R.rms_norm(a, e),
+                build,
+                ref,
                 rows_tol(),
             )
         )
@@ -390,4 +395,3 @@ def cases() -> list[Case]:
         *_sdpa_cases(),
         *_quant_tie_cases(),
     ]
-
