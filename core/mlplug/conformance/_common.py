@@ -30,7 +30,7 @@ TRANSCENDENTAL: Final = {
 }
 GELU: Final = Tolerance(nmse=1e-6, atol=2e-3, rtol=2e-3)
 MULMAT_F16: Final = Tolerance(nmse=1e-6)
-MULMAT_BF16: Final = Tolerance(nmse=1e-5)
+MULMAT_BF16: Final = Tolerance(nmse=1e-6)
 #: Quantised products, against a reference that quantises the activations as ggml's CPU does:
 #: NMSE plus the per-element bound ``DOT_REL * sum |a_k y_k|`` each case carries (float32
 #: rounding of the dot product; the Q8_1 sum field for Q4_1 / Q5_1).

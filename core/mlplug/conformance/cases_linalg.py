@@ -39,11 +39,12 @@ def _mm(op: str) -> Callable[[Context, Tensor, Tensor], Tensor]:
 
 
 def _mulmat_ref(a_dtype: DType, b_dtype: DType) -> Callable[..., np.ndarray]:
-    """F16 left with F32 right: the right operand is rounded to f16 first, as ggml does; a
-    quantised left operand sees the right one through ggml's CPU activation quantiser."""
+    """F16 left with F32 right: the right operand is rounded to f16 first, as ggml does (to
+    bf16 for BF16); a quantised left operand sees the right one through ggml's CPU activation
+    quantiser."""
     if a_dtype == F16 and b_dtype == F32:
         return lambda a, b: R.mulmat(a, R.f16(b))
-    if a_dtype.is_quantized and b_dtype == F32:
+    if (a_dtype.is_quantized or a_dtype == BF16) and b_dtype == F32:
         return lambda a, b: R.mulmat_q(a, b, a_dtype)
     return R.mulmat
 
@@ -199,7 +200,7 @@ def _mulmat_id_cases() -> list[Case]:
     def ref_for(dt: DType) -> Callable[..., np.ndarray]:
         if dt == F16:
             return lambda w, xx, i: R.mulmat_id(w, R.f16(xx), i)
-        if dt.is_quantized:
+        if dt.is_quantized or dt == BF16:
             return lambda w, xx, i: R.mulmat_id(w, R.operand_as_dot(xx, dt), i)
         return R.mulmat_id
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.plugin_api import DType, OutOfRangeError, TriParams
+from mlplug.plugin_api import DType, OutOfRangeError, TriParams, bf16_to_f32, f32_to_bf16
 
 from ._registry import implements
 
@@ -61,6 +61,8 @@ def _right(ctx: NumpyContext, a: Tensor, b: Tensor) -> np.ndarray:
     bv = ctx.values(b)
     if a.dtype == DType.F16 and b.dtype == DType.F32:
         return bv.astype(np.float16).astype(F32)
+    if a.dtype == DType.BF16 and b.dtype == DType.F32:
+        return bf16_to_f32(f32_to_bf16(bv))
     if a.dtype in _Q8_DOT and b.dtype == DType.F32:
         return q8_0_round(bv)
     if a.dtype in _Q8K_DOT and b.dtype == DType.F32:

@@ -69,6 +69,8 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
     bv = ctx.values(b)
     if a.dtype == DType.F16 and b.dtype == DType.F32:
         return f16_round(bv)
+    if a.dtype == DType.BF16 and b.dtype == DType.F32:
+        return bv.to(torch.bfloat16).float()
     if a.dtype in _Q8_DOT and b.dtype == DType.F32:
         return q8_0_round(bv)
     if a.dtype in _Q8K_DOT and b.dtype == DType.F32:
