@@ -27,6 +27,9 @@ def nmse(got: np.ndarray, ref: np.ndarray) -> float:
     g, r = _finite_pair(got, ref)
     if g is None or r is None:
         return float("inf")
+    scale = float(max(np.max(np.abs(g), initial=0.0), np.max(np.abs(r), initial=0.0)))
+    if scale > 0.0:  # values near the float64 range must not overflow when squared
+        g, r = g / scale, r / scale
     err = float(np.sum((g - r) ** 2))
     den = float(np.sum(r * r))
     if den == 0.0:
