@@ -309,6 +309,12 @@ def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
     )
 
 
+def _tolerance_text(case: Case) -> str:
+    """The case's tolerance as the report shows it (``+bound``: a per-element bound too)."""
+    text = case.tol.describe()
+    return text + " +bound" if case.bound is not None and text != "bound" else text
+
+
 def _agreement(case: Case, seed: int, a: Outcome, b: Outcome) -> Comparison:
     tol = case.tol.scaled(2.0)
     worst_abs, worst_nmse, detail, ok = 0.0, 0.0, "", True
@@ -385,7 +391,7 @@ def run(
                         nmse=out.nmse,
                         error=out.error,
                         dtype=case.dtype,
-                        tolerance=case.tol.describe() + (" +bound" if case.bound else ""),
+                        tolerance=_tolerance_text(case),
                         max_ulp=out.max_ulp,
                         limit_used=out.limit_used,
                     )
