@@ -45,8 +45,11 @@ def test_inputs_depend_only_on_seed_and_id() -> None:
 
 
 def test_sort_keys_are_distinct() -> None:
-    """Argsort and top_k inputs never tie (the tie order is unspecified)."""
+    """Argsort and top_k inputs compared by index never tie (the tie order is unspecified; the
+    ``-values-`` cases with ties compare the gathered keys instead)."""
     for case in select(all_cases(), "argsort") + select(all_cases(), "top_k"):
+        if "-values-" in case.id:
+            continue
         x = prepare(case, 0).operands[0]
         rows = x.reshape(-1, x.shape[-1])
         assert all(len(set(r.tolist())) == r.size for r in rows), case.id

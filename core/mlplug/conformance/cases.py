@@ -28,6 +28,7 @@ def all_cases() -> tuple[Case, ...]:
         cases_linalg,
         cases_nn,
         cases_reduce,
+        cases_values,
         cases_views,
     )
 
@@ -45,6 +46,7 @@ def all_cases() -> tuple[Case, ...]:
     for family in families:
         out += family.cases()
     out += cases_layouts.cases(out)
+    out += cases_values.cases()
     seen: set[str] = set()
     for c in out:
         if c.id in seen:

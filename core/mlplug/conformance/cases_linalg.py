@@ -16,8 +16,10 @@ from ._common import (
     EXACT,
     F16,
     F32,
+    FULL_PREC_REL,
     I32,
     K_QUANTS,
+    MULMAT_FULL_PREC,
     MXFP4,
     Q4_0,
     Q8_0,
@@ -37,10 +39,25 @@ def _mm(op: str) -> Callable[[Context, Tensor, Tensor], Tensor]:
 
 
 def _mulmat_ref(a_dtype: DType, b_dtype: DType) -> Callable[..., np.ndarray]:
-    """F16 left with F32 right: the right operand is rounded to f16 first, as ggml does."""
+    """F16 left with F32 right: the right operand is rounded to f16 first, as ggml does (to
+    bf16 for BF16); a quantised left operand sees the right one through ggml's CPU activation
+    quantiser."""
     if a_dtype == F16 and b_dtype == F32:
         return lambda a, b: R.mulmat(a, R.f16(b))
+    if (a_dtype.is_quantized or a_dtype == BF16) and b_dtype == F32:
+        return lambda a, b: R.mulmat_q(a, b, a_dtype)
     return R.mulmat
+
+
+def _mulmat_bound(op: str, a_dtype: DType, b_dtype: DType) -> Callable[..., np.ndarray] | None:
+    """Per-element bound: quantised products and the full-precision product of f32/f16."""
+    if b_dtype != F32:
+        return None
+    if a_dtype.is_quantized:
+        return lambda a, b: R.mulmat_q_bound(a, b, a_dtype)
+    if op == "mulmat_full_prec" and a_dtype in (F32, F16):
+        return lambda a, b: R.mulmat_q_bound(a, b, a_dtype, rel=FULL_PREC_REL)
+    return None
 
 
 def _mulmat_cases(op: str) -> list[Case]:
@@ -54,17 +71,19 @@ def _mulmat_cases(op: str) -> list[Case]:
         ref: Callable[..., np.ndarray] | None = None,
         k: int | None = None,
     ) -> Case:
+        full = op == "mulmat_full_prec" and a.dtype in (F32, F16) and b.dtype == F32
         return Case(
             f"{op}-{tag}",
             op,
             (a, b),
             build or (lambda ctx, x: call(ctx, x[0], x[1])),
             ref or _mulmat_ref(a.dtype, b.dtype),
-            mulmat_tol(a.dtype, k or a.ne[0]),
+            MULMAT_FULL_PREC if full else mulmat_tol(a.dtype, k or a.ne[0]),
             dtype=lbl(a.dtype)
             if a.dtype == b.dtype or b.dtype == F32
             else f"{lbl(a.dtype)}x{lbl(b.dtype)}",
             out_dtype=F32,
+            bound=None if ref is not None else _mulmat_bound(op, a.dtype, b.dtype),
         )
 
     out = [
@@ -181,7 +200,16 @@ def _mulmat_id_cases() -> list[Case]:
     def ref_for(dt: DType) -> Callable[..., np.ndarray]:
         if dt == F16:
             return lambda w, xx, i: R.mulmat_id(w, R.f16(xx), i)
+        if dt.is_quantized or dt == BF16:
+            return lambda w, xx, i: R.mulmat_id(w, R.operand_as_dot(xx, dt), i)
         return R.mulmat_id
+
+    def bound_for(dt: DType) -> Callable[..., np.ndarray] | None:
+        if not dt.is_quantized:
+            return None
+        return lambda w, xx, i: (
+            R.DOT_REL * R.mulmat_id(np.abs(w), np.abs(R.operand_as_dot(xx, dt)), i)
+        )
 
     out = []
     for dt, k, r, e, b1, u, t in (
@@ -206,6 +234,7 @@ def _mulmat_id_cases() -> list[Case]:
                 mulmat_tol(dt, k),
                 dtype=lbl(dt),
                 out_dtype=F32,
+                bound=bound_for(dt),
             )
         )
     out.append(

@@ -3,8 +3,8 @@
 Every case draws its inputs from ``numpy.random.default_rng([seed, crc32(case id)])``, so a
 case's data depends only on the seed and its own id. Quantised inputs are made of valid blocks
 (the ``gguf`` package's quantisers for the types that have one, random blocks with scaled
-``f16`` fields for k-quants); the reference sees them through ``gguf.quants.dequantize``, so
-it never depends on any backend's quantiser.
+``f16`` fields for k-quants); the reference sees them through its own decoders
+(:mod:`.refquants`), so it shares no code with a backend's dequantiser.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gguf import GGMLQuantizationType
 from gguf import quants as gq
 
 from ..dtypes import TRAITS, DType
+from . import refquants
 from .case import Arg
 
 if TYPE_CHECKING:
@@ -88,8 +89,7 @@ def bf16_values(bits: np.ndarray) -> np.ndarray:
 
 def dequant(rows: np.ndarray, dtype: DType) -> np.ndarray:
     """Dequantise uint8 rows ``(..., row_bytes)`` of ``dtype`` to float64 ``(..., elements)``."""
-    qtype = GGMLQuantizationType(TRAITS[dtype].ggml_type)
-    return np.asarray(gq.dequantize(np.ascontiguousarray(rows), qtype), np.float64)
+    return refquants.dequantize(rows, dtype)
 
 
 def _quant_rows(rng: np.random.Generator, dtype: DType, ne: tuple[int, ...]) -> np.ndarray:

@@ -27,6 +27,9 @@ def nmse(got: np.ndarray, ref: np.ndarray) -> float:
     g, r = _finite_pair(got, ref)
     if g is None or r is None:
         return float("inf")
+    scale = float(max(np.max(np.abs(g), initial=0.0), np.max(np.abs(r), initial=0.0)))
+    if scale > 0.0:  # values near the float64 range must not overflow when squared
+        g, r = g / scale, r / scale
     err = float(np.sum((g - r) ** 2))
     den = float(np.sum(r * r))
     if den == 0.0:
@@ -99,12 +102,28 @@ def bf16_float(bits: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Outcome of one comparison: pass/fail, the two metrics, and what failed."""
+    """Outcome of one comparison: pass/fail, the metrics, and what failed.
+
+    ``max_ulp`` is the largest distance in units in the last place of the result dtype from the
+    reference rounded to that dtype (float results only); ``limit_used`` the largest
+    ``|got - ref|`` as a fraction of its element's limit ``atol + rtol |ref| + bound`` (1 is the
+    edge of the tolerance; None where no per-element limit applies).
+    """
 
     passed: bool
     max_abs_err: float
     nmse: float
     detail: str = ""
+    max_ulp: float | None = None
+    limit_used: float | None = None
+
+
+def _max_ulp(got: np.ndarray, ref: np.ndarray, dtype: DType) -> float | None:
+    """Largest ulp distance of ``got`` from float64 ``ref`` rounded to ``dtype`` (floats only)."""
+    if dtype not in (*_FLOAT_VIEWS, DType.BF16) or got.size == 0:
+        return None
+    dist = ulp_distance(got, round_to(ref, dtype), dtype)
+    return float(dist.max())
 
 
 def compare(
@@ -135,6 +154,7 @@ def compare(
     if tol.ulp is not None:
         dist = ulp_distance(got, rounded, dtype)
         worst = float(dist.max()) if dist.size else 0.0
+        ulp = worst if dtype in (*_FLOAT_VIEWS, DType.BF16) else None
         if worst > tol.ulp:
             i = int(np.argmax(dist))
             unit = "ulp" if dtype in (*_FLOAT_VIEWS, DType.BF16) else ""
@@ -142,8 +162,8 @@ def compare(
                 f"element {i}: got {float(got_v[i])!r}, expected {float(ref_v[i])!r} "
                 f"({worst:g} {unit} apart, allowed {tol.ulp})"
             )
-            return Comparison(False, err, rel, detail)
-        return Comparison(True, err, rel)
+            return Comparison(False, err, rel, detail, ulp)
+        return Comparison(True, err, rel, max_ulp=ulp)
     g = np.asarray(got_v, np.float64)
     limit = tol.atol + tol.rtol * np.abs(ref_v)
     if bound is not None:
@@ -152,6 +172,8 @@ def compare(
         diff = np.abs(g - ref_v)
     same = (g == ref_v) | (np.isnan(g) & np.isnan(ref_v))
     bad = ~same & ~(diff <= limit)
+    ulp = _max_ulp(got, ref_v, dtype)
+    used = _limit_used(diff, limit, same) if (tol.atol or tol.rtol or bound is not None) else None
     if (tol.atol or tol.rtol or bound is not None) and bad.any():
         i = int(np.argmax(bad))
         detail = (
@@ -160,7 +182,20 @@ def compare(
             f"{float(np.broadcast_to(limit, diff.shape)[i]):.3g}); "
             f"{int(bad.sum())} of {bad.size} elements out of tolerance"
         )
-        return Comparison(False, err, rel, detail)
+        return Comparison(False, err, rel, detail, ulp, used)
     if tol.nmse is not None and not rel <= tol.nmse:
-        return Comparison(False, err, rel, f"nmse {rel:.3g} > {tol.nmse:g}")
-    return Comparison(True, err, rel)
+        return Comparison(False, err, rel, f"nmse {rel:.3g} > {tol.nmse:g}", ulp, used)
+    return Comparison(True, err, rel, max_ulp=ulp, limit_used=used)
+
+
+def _limit_used(diff: np.ndarray, limit: np.ndarray, same: np.ndarray) -> float:
+    """Largest ``diff / limit`` over the elements that differ (inf where a limit is 0)."""
+    lim = np.broadcast_to(np.asarray(limit, np.float64), diff.shape)
+    differ = ~same
+    if not differ.any():
+        return 0.0
+    d, m = diff[differ], lim[differ]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(m > 0, d / np.where(m > 0, m, 1.0), np.inf)
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    return float(ratio.max())

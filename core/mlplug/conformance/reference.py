@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..dtypes import DType
+from . import refquants
 
 F64 = np.float64
 F32 = np.float32
@@ -42,6 +43,8 @@ __all__ = [
     "mean",
     "mulmat",
     "mulmat_id",
+    "mulmat_q",
+    "mulmat_q_bound",
     "pad",
     "permute",
     "quant_step",
@@ -74,8 +77,9 @@ def v4(a: np.ndarray) -> np.ndarray:
 
 
 def f32(x: np.ndarray | float) -> np.ndarray:
-    """Round to float32 and return as float64."""
-    return np.asarray(x, F64).astype(F32).astype(F64)
+    """Round to float32 (overflow to inf) and return as float64."""
+    with np.errstate(over="ignore"):
+        return np.asarray(x, F64).astype(F32).astype(F64)
 
 
 def f16(x: np.ndarray | float) -> np.ndarray:
@@ -157,6 +161,50 @@ def mulmat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a4, b4 = v4(a), v4(b)
     a4 = np.repeat(np.repeat(a4, b4.shape[1] // a4.shape[1], 1), b4.shape[0] // a4.shape[0], 0)
     return np.asarray(b4 @ a4.swapaxes(-1, -2), F64)
+
+
+def mulmat_q(a: np.ndarray, b: np.ndarray, weight: DType) -> np.ndarray:
+    """``mulmat(a, b)`` with b rounded as the CPU dot product of a ``weight`` operand sees it
+    (Q8_0 blocks for the 32-element types, Q8_K for the k-quants, f16 for F16, bf16 for BF16)."""
+    return mulmat(a, operand_as_dot(b, weight))
+
+
+def operand_as_dot(b: np.ndarray, weight: DType) -> np.ndarray:
+    """The right operand of a product with a ``weight``-typed left operand, as its dot sees it."""
+    if weight == DType.F16:
+        return f16(b)
+    if weight == DType.BF16:
+        return _bf16(b)
+    return refquants.dot_activations(b, weight)
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    bits = np.ascontiguousarray(x, F32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return np.asarray(rounded.astype(np.uint32).view(F32), F64)
+
+
+#: Relative rounding budget of a float32 dot product, per unit of ``sum |a_k b_k|``.
+DOT_REL = 1e-5
+#: Bound on the rounding of a Q8_1 block's f16 sum field (``s = f16(d * sum q)``): 2^-10.
+_Q8_1_SUM_REL = 2.0**-10
+
+
+def mulmat_q_bound(a: np.ndarray, b: np.ndarray, weight: DType, rel: float = DOT_REL) -> np.ndarray:
+    """Per-element bound of a product against :func:`mulmat_q`: ``rel * sum |a_k y_k|``.
+
+    For Q4_1 and Q5_1 ggml adds each block's offset times the activation block's f16-rounded
+    sum ``s = f16(d * sum q)``; the bound adds ``max|a block| * 2^-10 * |d * sum q|`` per block.
+    """
+    y = operand_as_dot(b, weight)
+    out = rel * mulmat(np.abs(a), np.abs(y))
+    if weight in (DType.Q4_1, DType.Q5_1):
+        q, d = refquants.q8_0_quantize(np.asarray(b, F32))
+        qb = q.reshape(d.shape[:-1] + (32,))
+        ds = np.abs(d[..., 0].astype(F64) * qb.sum(-1))  # (..., n_blocks)
+        amax = np.abs(a).reshape(*a.shape[:-1], -1, 32).max(-1)
+        out = out + _Q8_1_SUM_REL * mulmat(amax, ds)
+    return np.asarray(out, F64)
 
 
 def mulmat_id(w: np.ndarray, x: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -633,8 +681,12 @@ def sdpa(
     sinks: np.ndarray | None = None,
     vmla: np.ndarray | None = None,
     v_permuted: bool = False,
+    f32_logits: bool = False,
 ) -> np.ndarray:
     """Attention: GQA (head h uses kv head ``h // (H/H_kv)``), mask head ``h % M2``, sinks.
+
+    With ``f32_logits`` the scaled logits and their sum with the mask are rounded to float32,
+    as every CPU kernel stores them (it matters where the mask shifts logits by ``~1e4``).
 
     Shapes (numpy views): q ``(B, Lq, H, dk)``, k ``(B, Lk, Hkv, dk)``, v ``(B, Lk, Hkv, dv)``
     (``(B, Hkv, dv, Lk)`` if ``v_permuted``), mask ``(M3, M2, Lq', Lk)``, sinks ``(H,)``,
@@ -647,9 +699,13 @@ def sdpa(
     kk = np.repeat(k4, r, axis=2)
     vv = np.repeat(v4_, r, axis=2)
     logits = np.einsum("bnhd,bjhd->bhnj", q4, kk) * float(F32(scale))
+    if f32_logits:
+        logits = f32(logits)
     if mask is not None:
         m4 = v4(mask)[:, :, :lq, :]
         logits = logits + m4[np.arange(bsz) % m4.shape[0]][:, np.arange(h) % m4.shape[1]]
+        if f32_logits:
+            logits = f32(logits)
     mx = logits.max(-1, keepdims=True)
     if sinks is not None:
         mx = np.maximum(mx, sinks.reshape(-1)[None, :, None, None])

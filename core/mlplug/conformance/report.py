@@ -54,6 +54,13 @@ class CaseResult(BaseModel):
     nmse: float | None
     error: str | None = None
     dtype: str
+    #: The case's tolerance (``Tolerance.describe()``), beside the measured errors.
+    tolerance: str | None = None
+    #: Largest distance in ulp of the result dtype from the rounded reference (float results).
+    max_ulp: float | None = None
+    #: Largest ``|got - ref| / (atol + rtol |ref| + bound)``: the share of the per-element
+    #: budget used (above 1 fails; None where the tolerance has no per-element limit).
+    limit_used: float | None = None
 
 
 class Disagreement(BaseModel):

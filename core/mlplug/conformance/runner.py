@@ -99,6 +99,8 @@ class Outcome:
     error: str | None = None
     outputs: list[np.ndarray] = field(default_factory=list)
     dtypes: list[DType] = field(default_factory=list)
+    max_ulp: float | None = None
+    limit_used: float | None = None
 
 
 def as_list(built: Tensor | Sequence[Tensor]) -> list[Tensor]:
@@ -225,7 +227,8 @@ def run_case(
 
     :param known: declared known failures (case id -> reason); see :func:`known_failures`.
     """
-    outcome = _evaluate(backend, case, seed)
+    with np.errstate(all="ignore"):  # special-value cases make inf and NaN on purpose
+        outcome = _evaluate(backend, case, seed)
     reason = (known or {}).get(case.id)
     if reason is not None:
         if outcome.status == "pass":
@@ -280,17 +283,36 @@ def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
     except Exception as exc:
         return Outcome("fail", error=f"{type(exc).__name__}: {exc}")
     worst_abs, worst_nmse, problems = 0.0, 0.0, []
+    worst_ulp: float | None = None
+    worst_used: float | None = None
     for i, ((got, dt), e, b) in enumerate(zip(results, prep.expected, prep.bounds, strict=True)):
         cmp = _check_output(case, outs[i], got, dt, e, b)
         worst_abs = max(worst_abs, cmp.max_abs_err)
         worst_nmse = max(worst_nmse, cmp.nmse)
+        if cmp.max_ulp is not None:
+            worst_ulp = max(worst_ulp or 0.0, cmp.max_ulp)
+        if cmp.limit_used is not None:
+            worst_used = max(worst_used or 0.0, cmp.limit_used)
         if not cmp.passed:
             problems.append(f"output {i}: {cmp.detail}" if len(results) > 1 else cmp.detail)
     status: Status = "fail" if problems else "pass"
     error = "; ".join(problems) + f" (tolerance {case.tol.describe()})" if problems else None
     return Outcome(
-        status, worst_abs, worst_nmse, error, [g for g, _ in results], [d for _, d in results]
+        status,
+        worst_abs,
+        worst_nmse,
+        error,
+        [g for g, _ in results],
+        [d for _, d in results],
+        worst_ulp,
+        worst_used,
     )
+
+
+def _tolerance_text(case: Case) -> str:
+    """The case's tolerance as the report shows it (``+bound``: a per-element bound too)."""
+    text = case.tol.describe()
+    return text + " +bound" if case.bound is not None and text != "bound" else text
 
 
 def _agreement(case: Case, seed: int, a: Outcome, b: Outcome) -> Comparison:
@@ -369,6 +391,9 @@ def run(
                         nmse=out.nmse,
                         error=out.error,
                         dtype=case.dtype,
+                        tolerance=_tolerance_text(case),
+                        max_ulp=out.max_ulp,
+                        limit_used=out.limit_used,
                     )
                 )
                 if progress is not None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.plugin_api import DType, OutOfRangeError, TriParams, dequantize, quantize
+from mlplug.plugin_api import DType, OutOfRangeError, TriParams, bf16_to_f32, f32_to_bf16
 
 from ._registry import implements
 
@@ -21,6 +21,39 @@ F32 = np.float32
 #: Left-operand types whose dot product ggml's CPU takes against Q8_0-quantised activations
 #: (Q8_1 for Q4_1/Q5_1, whose values round the same way).
 _Q8_DOT = frozenset({DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4})
+#: k-quant left operands: their dot product takes Q8_K activations (super-blocks of 256).
+_Q8K_DOT = frozenset({DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K})
+
+
+def q8_0_round(x: np.ndarray) -> np.ndarray:
+    """Round float32 rows (length a multiple of 32) through Q8_0 as ggml's x86 CPU does.
+
+    Each block of 32 is scaled by ``127 / amax`` in float32 and rounded to the nearest integer,
+    halves to even (the vector rounding instruction); the values are ``q * f16(amax / 127)``.
+    """
+    blocks = x.astype(F32).reshape(*x.shape[:-1], -1, 32)
+    amax = np.max(np.abs(blocks), axis=-1, keepdims=True)
+    safe = np.where(amax == 0, F32(1), amax)
+    scale = np.where(amax == 0, F32(0), F32(127) / safe).astype(F32)
+    q = np.rint(blocks * scale)
+    d = (amax / F32(127)).astype(np.float16).astype(F32)
+    return (q * d).astype(F32).reshape(x.shape)
+
+
+def q8_k_round(x: np.ndarray) -> np.ndarray:
+    """Round float32 rows (length a multiple of 256) through Q8_K as ggml's CPU does.
+
+    The first value of largest magnitude ``m`` of each super-block sets ``iscale = -127 / m``;
+    ``q = min(127, rint(iscale * x))`` (halves to even) and the values are ``q / iscale``.
+    """
+    blocks = x.astype(F32).reshape(*x.shape[:-1], -1, 256)
+    pick = np.argmax(np.abs(blocks), axis=-1)[..., None]
+    m = np.take_along_axis(blocks, pick, axis=-1)
+    zero = m == 0
+    iscale = np.where(zero, F32(0), F32(-127) / np.where(zero, F32(1), m)).astype(F32)
+    q = np.minimum(np.rint(blocks * iscale), F32(127))
+    d = np.where(zero, F32(0), F32(1) / np.where(zero, F32(1), iscale)).astype(F32)
+    return (q * d).astype(F32).reshape(x.shape)
 
 
 def _right(ctx: NumpyContext, a: Tensor, b: Tensor) -> np.ndarray:
@@ -28,8 +61,12 @@ def _right(ctx: NumpyContext, a: Tensor, b: Tensor) -> np.ndarray:
     bv = ctx.values(b)
     if a.dtype == DType.F16 and b.dtype == DType.F32:
         return bv.astype(np.float16).astype(F32)
+    if a.dtype == DType.BF16 and b.dtype == DType.F32:
+        return bf16_to_f32(f32_to_bf16(bv))
     if a.dtype in _Q8_DOT and b.dtype == DType.F32:
-        return dequantize(quantize(bv, DType.Q8_0), DType.Q8_0).reshape(bv.shape)
+        return q8_0_round(bv)
+    if a.dtype in _Q8K_DOT and b.dtype == DType.F32:
+        return q8_k_round(bv)
     return bv
 
 

@@ -30,14 +30,38 @@ if TYPE_CHECKING:
 _Q8_DOT = frozenset({DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4})
 
 
+#: k-quant left operands: their dot product takes Q8_K activations (super-blocks of 256).
+_Q8K_DOT = frozenset({DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K})
+
+
 def q8_0_round(x: torch.Tensor) -> torch.Tensor:
-    """Round float32 rows (length a multiple of 32) through Q8_0: ``q * f16(amax / 127)``."""
+    """Round float32 rows (length a multiple of 32) through Q8_0 as ggml's x86 CPU does.
+
+    Each block is scaled by ``127 / amax`` in float32 and rounded to the nearest integer with
+    halves to even (``torch.round``); the values are ``q * f16(amax / 127)``.
+    """
     blocks = x.reshape(*x.shape[:-1], -1, 32)
-    d = blocks.abs().amax(dim=-1, keepdim=True) / 127.0
-    inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
-    v = blocks * inv
-    q = torch.sign(v) * torch.floor(v.abs() + 0.5)  # roundf: halves away from zero
-    return (q * f16_round(d)).reshape(x.shape)
+    amax = blocks.abs().amax(dim=-1, keepdim=True)
+    zero = amax == 0
+    scale = torch.where(zero, torch.zeros_like(amax), 127.0 / torch.where(zero, 1.0, amax))
+    q = torch.round(blocks * scale)
+    return (q * f16_round(amax / 127.0)).reshape(x.shape)
+
+
+def q8_k_round(x: torch.Tensor) -> torch.Tensor:
+    """Round float32 rows (length a multiple of 256) through Q8_K as ggml's CPU does.
+
+    The first value of largest magnitude ``m`` of each super-block sets ``iscale = -127 / m``;
+    ``q = min(127, round(iscale * x))`` (halves to even) and the values are ``q * (1 / iscale)``.
+    """
+    blocks = x.reshape(*x.shape[:-1], -1, 256)
+    pick = blocks.abs().argmax(dim=-1, keepdim=True)
+    m = torch.gather(blocks, -1, pick)
+    zero = m == 0
+    iscale = torch.where(zero, torch.zeros_like(m), -127.0 / torch.where(zero, 1.0, m))
+    q = torch.clamp(torch.round(blocks * iscale), max=127.0)
+    d = torch.where(zero, torch.zeros_like(m), 1.0 / torch.where(zero, 1.0, iscale))
+    return (q * d).reshape(x.shape)
 
 
 def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
@@ -45,8 +69,12 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
     bv = ctx.values(b)
     if a.dtype == DType.F16 and b.dtype == DType.F32:
         return f16_round(bv)
+    if a.dtype == DType.BF16 and b.dtype == DType.F32:
+        return bv.to(torch.bfloat16).float()
     if a.dtype in _Q8_DOT and b.dtype == DType.F32:
         return q8_0_round(bv)
+    if a.dtype in _Q8K_DOT and b.dtype == DType.F32:
+        return q8_k_round(bv)
     return bv
 
 
