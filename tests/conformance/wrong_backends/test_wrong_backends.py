@@ -12,9 +12,11 @@ conformance suite itself (``tests/conformance/test_ops.py``).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 pytest.importorskip("mlplug_cpu_numpy", reason="the wrong backends derive from cpu_numpy")
@@ -24,7 +26,12 @@ from mlplug.cli import main
 from mlplug.conformance import all_cases, select
 from mlplug.conformance.report import CaseResult
 from mlplug.conformance.runner import run
-from mlplug.registry import manager, register_backend
+from mlplug.errors import MlplugError
+from mlplug.plugin_api import DType
+from mlplug.registry import manager, new_backend, register_backend
+
+if TYPE_CHECKING:
+    from mlplug import Context, Tensor
 
 
 @contextmanager
@@ -92,3 +99,77 @@ def test_run_fails_when_core_kernels_are_removed(capsys: pytest.CaptureFixture[s
     assert rc == 1, f"exit status {rc}:\n{out[-2000:]}"
     for op in ("mulmat", "softmax", "rope"):
         assert op in out
+
+
+def _softmax(ctx: Context) -> Tensor:
+    return ctx.from_floats([1000.0, 0.0, 0.0, -5.0], 4).softmax(ctx)
+
+
+def _sdpa(ctx: Context) -> Tensor:
+    q = ctx.from_floats([1.0, 2.0], 1, 2, 1)
+    k = ctx.from_floats([1000.0, 0.0], 1, 1, 2)
+    v = ctx.from_floats([10.0, 20.0], 1, 1, 2)
+    return q.scaled_dot_product_attention(ctx, k, v, None, None, None, 1.0, False)
+
+
+def _mulmat_dim3(ctx: Context) -> Tensor:
+    a = ctx.from_floats(np.arange(1, 5, dtype=np.float32), 2, 1, 1, 2)
+    b = ctx.from_floats(np.arange(1, 9, dtype=np.float32), 2, 1, 1, 4)
+    return a.mulmat(ctx, b)
+
+
+def _binary_dim3(ctx: Context) -> Tensor:
+    return ctx.zeros(DType.F32, 1, 1, 1, 4).add(ctx, ctx.from_floats([1.0, 2.0], 1, 1, 1, 2))
+
+
+def _add_nonfinite(ctx: Context) -> Tensor:
+    return ctx.from_floats([np.inf, np.nan, -np.inf], 3).add(ctx, ctx.from_floats([1.0] * 3, 3))
+
+
+def _argsort_ties(ctx: Context) -> Tensor:
+    return ctx.from_floats([1.0, 1.0, 0.0, 1.0], 4).argsort(ctx)
+
+
+def _rows_minus_one(ctx: Context) -> Tensor:
+    return ctx.from_floats(np.arange(6, dtype=np.float32), 2, 3).rows(ctx, ctx.from_ints([-1]))
+
+
+#: A crafted input on which each not-yet-caught bug visibly changes the result (or the error),
+#: so that its strict xfail waits for cases that can catch it rather than for nothing.
+CRAFTED: dict[str, Callable[[Context], Tensor]] = {
+    "wrong_softmax_no_max": _softmax,
+    "wrong_sdpa_no_max": _sdpa,
+    "wrong_mulmat_tile_dim3": _mulmat_dim3,
+    "wrong_binary_repeat_dim3": _binary_dim3,
+    "wrong_add_flush_nonfinite": _add_nonfinite,
+    "wrong_argsort_ties": _argsort_ties,
+    "wrong_rows_negative_id": _rows_minus_one,
+}
+
+
+def _outcome(backend: str, build: Callable[[Context], Tensor]) -> object:
+    with new_backend(None, backend=backend) as be, be.new_context() as ctx:
+        try:
+            y = build(ctx)
+            ctx.compute(y)
+        except MlplugError as exc:
+            return type(exc).__name__
+        return y.to_numpy().tolist()
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED))
+def test_uncaught_bug_changes_a_result(name: str) -> None:
+    """Each bug the catalogue cannot catch yet gives another result than cpu_numpy somewhere."""
+    (wrong,) = [w for w in WRONG if w.name == name]
+    assert wrong.needs is not None, f"{name} is caught today: drop it from CRAFTED"
+    right = _outcome("cpu_numpy", CRAFTED[name])
+    with registered(wrong):
+        got = _outcome(name, CRAFTED[name])
+    assert repr(got) != repr(right), f"{wrong.bug}: same result {got}"
+
+
+def test_every_uncaught_bug_has_a_crafted_input() -> None:
+    """A strict xfail without a crafted input could wait for a bug that changes nothing."""
+    quantised = {w.name for w in WRONG if w.name.startswith("wrong_qmulmat_")}
+    pending = {w.name for w in WRONG if w.needs is not None} - quantised
+    assert pending == set(CRAFTED)
