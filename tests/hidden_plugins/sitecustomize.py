@@ -29,7 +29,7 @@ def _norm(name: str) -> str:
 
 
 class _Hider:
-    """A meta-path finder refusing hidden modules and filtering hidden distributions."""
+    """The hidden plugins' module and distribution names."""
 
     def __init__(self, plugins: Iterable[str]) -> None:
         self.modules: set[str] = set()
@@ -38,16 +38,24 @@ class _Hider:
             self.modules.update((f"mlplug_{p}", *_EXTRA.get(p, ())))
             self.dists.update(_norm(d) for d in _DISTS.get(p, (f"mlplug-{p}",)))
 
+
+class _Blind:
+    """A meta-path finder that does not see the hidden modules (as if not installed)."""
+
+    def __init__(self, finder: Any, hider: _Hider) -> None:
+        self._finder = finder
+        self._hider = hider
+
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
-    ) -> None:
-        if fullname.split(".")[0] in self.modules:
-            msg = f"No module named {fullname!r} (hidden by MLPLUG_TEST_HIDE)"
-            raise ModuleNotFoundError(msg, name=fullname)
-        return None
+    ) -> Any:
+        if fullname.split(".")[0] in self._hider.modules:
+            return None
+        find = getattr(self._finder, "find_spec", None)
+        return None if find is None else find(fullname, path, target)
 
-    def find_distributions(self, context: Any = None) -> Iterable[Any]:
-        return ()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._finder, name)
 
 
 def _filter_discovery(module_name: str, hider: _Hider) -> None:
@@ -72,7 +80,10 @@ def _install() -> None:
     if not hidden:
         return
     hider = _Hider(hidden)
-    sys.meta_path.insert(0, hider)  # type: ignore[arg-type]
+    for name in list(sys.modules):
+        if name.split(".")[0] in hider.modules:
+            del sys.modules[name]
+    sys.meta_path[:] = [_Blind(f, hider) for f in sys.meta_path]
     for name in ("importlib.metadata", "importlib_metadata"):
         _filter_discovery(name, hider)
 
