@@ -200,6 +200,16 @@ def cum_sum_exclusive(ctx: Any, t: Any) -> None:
     np.cumsum(x[..., :-1], axis=-1, dtype=F32, out=out[..., 1:])
 
 
+def l2_norm_eps_inside(ctx: Any, t: Any) -> None:
+    """``x / sqrt(||x||^2 + eps)`` instead of ``x / max(||x||, eps)``."""
+    from mlplug.plugin_api import NormParams
+
+    x = ctx.values(t.src[0])
+    ss = np.square(x).sum(axis=-1, keepdims=True, dtype=np.float64)
+    scale = (1.0 / np.sqrt(ss + NormParams.of(t).eps)).astype(F32)
+    np.multiply(x, scale, out=ctx.arr(t))
+
+
 # -- gather and scatter -------------------------------------------------------------------------
 def rows_unchecked(ctx: Any, t: Any) -> None:
     """Row gather without the id range check: id -1 silently reads the last row."""
@@ -211,6 +221,17 @@ def rows_unchecked(ctx: Any, t: Any) -> None:
         ctx.arr(t)[...] = ctx.arr(table)[k, j, idx]
     else:
         ctx.put(t, ctx.values(table)[k, j, idx])
+
+
+def mulmat_id_first_token_experts(ctx: Any, t: Any) -> None:
+    """Expert products where every token uses the experts chosen for token 0."""
+    a, b, ids = t.src
+    w = ctx.values(a)[0]
+    x = _right(ctx, a, b)[0]
+    idx = ctx.arr(ids)[0, 0]
+    idx = np.broadcast_to(idx[:1], idx.shape)
+    xs = x[:, np.arange(idx.shape[1]) % x.shape[1]]
+    ctx.arr(t)[0] = np.einsum("tuk,turk->tur", xs, w[idx], dtype=F32)
 
 
 def set_rows_broadcast_by_block(ctx: Any, t: Any) -> None:
@@ -380,6 +401,20 @@ WRONG: tuple[Wrong, ...] = (
         {"rms_norm": rms_norm_no_eps},
         ("rms_norm",),
         catch=("rms_norm-f32-9x4x3", "rms_norm-f32-weight-*"),
+    ),
+    Wrong(
+        "wrong_l2_norm_eps_inside",
+        "l2_norm adds eps under the square root instead of clamping the norm",
+        {"l2_norm": l2_norm_eps_inside},
+        ("l2_norm",),
+        catch=("l2_norm-f32-gold-eps-floor",),
+    ),
+    Wrong(
+        "wrong_mulmat_id_routing",
+        "mulmat_id: every token uses the experts chosen for token 0",
+        {"mulmat_id": mulmat_id_first_token_experts},
+        ("mulmat_id",),
+        catch=("mulmat_id-f32-gold", "mulmat_id-f32-topk-*", "mulmat_id-q8_0-*"),
     ),
     Wrong(
         "wrong_rows_negative_id",
