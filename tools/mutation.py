@@ -166,7 +166,9 @@ def _run_plugin(plugin: str, copy: Path, args: argparse.Namespace) -> Path:
     session = Path(args.workdir).resolve() / f"{plugin}.sqlite"
     env = _env(copy)
     cr = [sys.executable, "-m", "cosmic_ray.cli"]
-    subprocess.run([*cr, "init", str(config), str(session), "--force"], cwd=copy, env=env, check=True)
+    subprocess.run(
+        [*cr, "init", str(config), str(session), "--force"], cwd=copy, env=env, check=True
+    )
     if args.sample is not None:
         kept = _sample(session, args.sample, args.seed)
         print(f"{plugin}: a sample of {kept} mutants (seed {args.seed})", flush=True)
