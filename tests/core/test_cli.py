@@ -974,16 +974,25 @@ def test_progress_counts_label_only_calls() -> None:
     assert stream.getvalue().endswith("\r\x1b[2K")
 
 
-def test_progress_in_a_log_stays_quiet_for_short_runs() -> None:
-    """Off a terminal, a run shorter than two seconds prints no progress line."""
+def test_progress_in_a_log_stays_quiet_for_short_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal, nothing is printed during a run's first two seconds; then a line."""
     import io
+    import types
 
+    from mlplug.cli import _common
+
+    now = [1000.0]  # a clock the test moves by hand: no dependence on the machine's speed
+    monkeypatch.setattr(_common, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     stream = io.StringIO()
-    progress = Progress(stream=stream, total=3, tty=False)
+    progress = Progress(stream=stream, total=4, tty=False)
     progress("a")
+    now[0] += 1.9
     progress("b")
-    progress.finish()
     assert stream.getvalue() == ""
+    now[0] += 0.2
+    progress("c")
+    assert stream.getvalue() == "[3/4  75%] c (2 s)\n"
+    progress.finish()
 
 
 def test_progress_disabled_writes_nothing() -> None:

@@ -19,6 +19,9 @@ from mlplug.runner import (
     get_devices_from_runner,
 )
 
+#: Hang guard for waits that only end early when something is broken (no test relies on it).
+HANG_GUARD_S = 60
+
 #: (status, body) for each request; the last one repeats.
 Replies = list[tuple[int, bytes]]
 
@@ -65,11 +68,16 @@ def serve(replies: Replies) -> Iterator[tuple[int, list[dict[str, str]]]]:
         thread.join(timeout=5)
 
 
-def free_port() -> int:
-    """Return a loopback port nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextmanager
+def refusing_port() -> Iterator[tuple[int, socket.socket]]:
+    """Yield a loopback port that refuses connections, and the socket holding it.
+
+    The socket is bound but not listening, and stays open for the whole block, so no other
+    process can take the port meanwhile (closing a probe socket and reusing its number races).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1]), sock
 
 
 DEVICES = [
@@ -139,26 +147,29 @@ def test_bad_json_is_retried(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_runner_crashed() -> None:
     """A connection error from an exited runner is 'runner crashed'."""
-    with pytest.raises(RuntimeError, match=r"^runner crashed$"):
-        get_devices_from_runner(FakeRunner(free_port(), exited=True), timeout=5)
+    with refusing_port() as (port, _), pytest.raises(RuntimeError, match=r"^runner crashed$"):
+        get_devices_from_runner(FakeRunner(port, exited=True), timeout=5)
 
 
 def test_timeout_while_not_answering() -> None:
     """A live runner that never answers times out with the reference's message."""
-    with pytest.raises(TimeoutError, match=r"^failed to finish discovery before timeout$"):
-        get_devices_from_runner(FakeRunner(free_port()), timeout=0.1)
+    with refusing_port() as (port, _):
+        with pytest.raises(TimeoutError, match=r"^failed to finish discovery before timeout$"):
+            get_devices_from_runner(FakeRunner(port), timeout=0.1)
 
 
 def test_cancel() -> None:
-    """Setting the cancel event stops the polling."""
+    """Setting the cancel event while polling stops the polling."""
     cancel = threading.Event()
-    timer = threading.Timer(0.05, cancel.set)
-    timer.start()
-    try:
+
+    class Runner(FakeRunner):
+        def has_exited(self) -> bool:  # asked after each refused connection
+            cancel.set()
+            return False
+
+    with refusing_port() as (port, _):
         with pytest.raises(TimeoutError, match="before timeout"):
-            get_devices_from_runner(FakeRunner(free_port()), cancel=cancel, timeout=10)
-    finally:
-        timer.cancel()
+            get_devices_from_runner(Runner(port), cancel=cancel, timeout=HANG_GUARD_S)
 
 
 def test_cancel_already_set() -> None:
@@ -172,25 +183,21 @@ def test_cancel_already_set() -> None:
             runner_calls.append("has_exited")
             return False
 
-    with pytest.raises(TimeoutError):
-        get_devices_from_runner(Runner(free_port()), cancel=cancel)
+    with refusing_port() as (port, _), pytest.raises(TimeoutError):
+        get_devices_from_runner(Runner(port), cancel=cancel)
     assert runner_calls == []
 
 
 def test_runner_starts_late() -> None:
     """Connection errors from a live runner are retried until it listens."""
-    port = free_port()
     result: list[list[DeviceInfo]] = []
     errors: list[BaseException] = []
+    refused = threading.Semaphore(0)
 
-    def poll() -> None:
-        try:
-            result.append(get_devices_from_runner(FakeRunner(port), timeout=5))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=poll)
-    thread.start()
+    class Runner(FakeRunner):
+        def has_exited(self) -> bool:  # asked after each refused connection
+            refused.release()
+            return False
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -203,16 +210,33 @@ def test_runner_starts_late() -> None:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    threading.Event().wait(0.1)  # let a few connection attempts fail first
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-    server_thread.start()
-    try:
-        thread.join(timeout=10)
-    finally:
-        server.shutdown()
-        server.server_close()
-        server_thread.join(timeout=5)
+    with refusing_port() as (port, sock):
+
+        def poll() -> None:
+            try:
+                result.append(get_devices_from_runner(Runner(port), timeout=HANG_GUARD_S))
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=poll)
+        thread.start()
+        for _ in range(3):  # three attempts refused before the runner listens
+            assert refused.acquire(timeout=HANG_GUARD_S)
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", port), Handler, bind_and_activate=False
+        )
+        server.socket.close()
+        server.socket = sock  # the very socket that held the port: listen on it now
+        server.server_activate()
+        server_thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}
+        )
+        server_thread.start()
+        try:
+            thread.join(timeout=HANG_GUARD_S)
+        finally:
+            server.shutdown()
+            server_thread.join(timeout=HANG_GUARD_S)
     assert errors == [] and result == [[]]
 
 

@@ -5,10 +5,13 @@ The rules tested are those of docs/models-and-memory.md.
 
 from __future__ import annotations
 
+import builtins
+import mmap
 import os
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -356,11 +359,60 @@ def test_open_error_closes_backend(tmp_path: Path) -> None:
     assert closed == [True]
 
 
-def test_file_opened_read_only(llama: LlamaModel, backend_name: str) -> None:
-    """Opening needs only read permission (the file is never opened for writing)."""
-    os.chmod(llama.path, 0o444)
+def test_file_opened_read_only(
+    llama: LlamaModel, backend_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening and loading open the file for reading only, and map it read-only.
+
+    Permission bits alone prove nothing when the tests run as root, so every ``open``,
+    ``os.open`` and ``mmap.mmap`` of the file is recorded and its mode checked.
+    """
+    target = os.path.realpath(llama.path)
+    modes: list[str] = []
+    flags: list[int] = []
+    maps: list[tuple[int, int | None]] = []
+    real_open, real_os_open, real_mmap = builtins.open, os.open, mmap.mmap
+
+    def is_target(file: object) -> bool:
+        if isinstance(file, int):
+            try:
+                file = os.readlink(f"/proc/self/fd/{file}")
+            except OSError:
+                return False
+        if not isinstance(file, (str, bytes, os.PathLike)):
+            return False
+        return os.path.realpath(os.fsdecode(file)) == target
+
+    def logged_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if is_target(file):
+            modes.append(mode)
+        return real_open(file, mode, *args, **kwargs)
+
+    def logged_os_open(path: Any, flag: int, *args: Any, **kwargs: Any) -> int:
+        if is_target(path):
+            flags.append(flag)
+        return real_os_open(path, flag, *args, **kwargs)
+
+    def logged_mmap(fileno: int, length: int, *args: Any, **kwargs: Any) -> mmap.mmap:
+        if is_target(fileno):
+            maps.append((kwargs.get("access", mmap.ACCESS_DEFAULT), kwargs.get("prot")))
+        return real_mmap(fileno, length, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", logged_open)
+    monkeypatch.setattr(os, "open", logged_os_open)
+    monkeypatch.setattr(mmap, "mmap", logged_mmap)
+    os.chmod(llama.path, 0o444)  # and, for a user who is not root, no write permission
     try:
         with open_backend(llama.path, backend_name, alloc_memory=True) as be:
             be.load()
     finally:
         os.chmod(llama.path, 0o644)
+    assert modes or flags, "the model file was never opened"
+    for mode in modes:
+        assert "r" in mode and not set(mode) & set("wax+"), f"opened with mode {mode!r}"
+    write = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+    for flag in flags:
+        assert flag & os.O_ACCMODE == os.O_RDONLY and not flag & write, f"os.open flags {flag:#o}"
+    assert maps, "the model file was not memory-mapped"
+    for access, prot in maps:
+        assert access == mmap.ACCESS_READ or prot == mmap.PROT_READ, (access, prot)
