@@ -23,6 +23,7 @@ def all_cases() -> tuple[Case, ...]:
         cases_copy,
         cases_data,
         cases_elementwise,
+        cases_errors,
         cases_gather,
         cases_layouts,
         cases_linalg,
@@ -45,6 +46,7 @@ def all_cases() -> tuple[Case, ...]:
     for family in families:
         out += family.cases()
     out += cases_layouts.cases(out)
+    out += cases_errors.cases()
     seen: set[str] = set()
     for c in out:
         if c.id in seen:

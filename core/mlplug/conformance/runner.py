@@ -134,6 +134,8 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
     rng = case_rng(seed, case.id)
     raw = tuple(draw(rng, a) for a in case.args)
     ops = tuple(r if case.raw_ref else operand(a, r) for a, r in zip(case.args, raw, strict=True))
+    if case.expect_error is not None:  # an error case has no reference
+        return Prepared(raw, ops, (), ())
     try:
         exp = case.reference(*ops)
         expected = tuple(np.asarray(e) for e in (exp if isinstance(exp, (list, tuple)) else [exp]))
@@ -242,6 +244,8 @@ def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
         prep = prepare(case, seed)
     except ReferenceFailure as exc:
         return Outcome("fail", error=str(exc))
+    if case.expect_error is not None:
+        return _evaluate_error(backend, case, case.expect_error, prep)
     try:
         with backend.new_context() as ctx:
             tensors = [
@@ -291,6 +295,31 @@ def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
     return Outcome(
         status, worst_abs, worst_nmse, error, [g for g, _ in results], [d for _, d in results]
     )
+
+
+def _evaluate_error(
+    backend: Backend, case: Case, expected: type[Exception], prep: Prepared
+) -> Outcome:
+    """Run an error case: building or computing must raise ``expected``."""
+    want = expected.__name__
+    try:
+        with backend.new_context() as ctx:
+            tensors = [
+                make_input(ctx, a, r) if a.tensor else None
+                for a, r in zip(case.args, prep.raw, strict=True)
+            ]
+            outs = as_list(case.build(ctx, Inputs(tensors, prep.raw)))
+            readable = [
+                t if t.nelements == 0 or t.is_contiguous() else t.contiguous(ctx) for t in outs
+            ]
+            ctx.compute(*readable)
+    except expected:
+        return Outcome("pass")
+    except NotSupportedError as exc:
+        return Outcome("unsupported", error=str(exc))
+    except Exception as exc:
+        return Outcome("fail", error=f"expected {want}, got {type(exc).__name__}: {exc}")
+    return Outcome("fail", error=f"expected {want}, but nothing was raised")
 
 
 def _agreement(case: Case, seed: int, a: Outcome, b: Outcome) -> Comparison:
