@@ -17,7 +17,7 @@ import numpy as np
 
 from ..context import Context
 from ..dtypes import DType
-from ..errors import DTypeError, MlplugError, ShapeError
+from ..errors import DTypeError, GraphError, MlplugError, ShapeError
 from ..tensor import Tensor
 from .case import Arg, Case, Inputs, Tolerance
 
@@ -329,6 +329,10 @@ def _reduce() -> list[Case]:
             (f(4, 3), f(4), f(5)),
             lambda ctx, x: x[0].layer_norm(ctx, x[1], x[2], 1e-6),
             ShapeError,
+        ),
+        error_case("argsort", "f16", (f(4, 3, dtype=F16),), _method("argsort"), DTypeError),
+        error_case(
+            "top_k", "f16", (f(4, 3, dtype=F16),), lambda ctx, x: x[0].top_k(ctx, 2), DTypeError
         ),
         error_case("top_k", "k-zero", (f(4, 3),), lambda ctx, x: x[0].top_k(ctx, 0), ShapeError),
         error_case(
@@ -670,6 +674,65 @@ def _nn() -> list[Case]:
     ]
 
 
+def _ssm_scan(what: str, b_ne: tuple[int, ...], ids: Arg, error: type[MlplugError]) -> Case:
+    """An ssm_scan on a one-state, one-head pool of two tokens with a broken B or ids."""
+    args = (
+        f(1, 1, 1, 1),
+        f(1, 1, 2, 1),
+        f(1, 2, 1),
+        f(1, 1),
+        Arg(b_ne),
+        f(1, 1, 2, 1),
+        ids,
+    )
+    return error_case(
+        "ssm_scan",
+        what,
+        args,
+        lambda ctx, x: x[0].ssm_scan(ctx, x[1], x[2], x[3], x[4], x[5], x[6]),
+        error,
+    )
+
+
+def _setters() -> list[Case]:
+    """Writing data of the wrong size into a tensor, or into a graph node."""
+    return [
+        error_case(
+            "from_floats",
+            "count",
+            (),
+            lambda ctx, x: _written(ctx.empty(F32, 3), lambda t: t.from_floats([1.0, 2.0])),
+            ShapeError,
+        ),
+        error_case(
+            "from_ints",
+            "count",
+            (),
+            lambda ctx, x: _written(ctx.empty(I32, 2), lambda t: t.from_ints([1, 2, 3])),
+            ShapeError,
+        ),
+        error_case(
+            "from_bytes",
+            "size",
+            (),
+            lambda ctx, x: _written(ctx.empty(F16, 2), lambda t: t.from_bytes(bytes(6))),
+            ShapeError,
+        ),
+        error_case(
+            "from_floats",
+            "graph-node",
+            (f(3),),
+            lambda ctx, x: _written(x[0].neg(ctx), lambda t: t.from_floats([1.0, 2.0, 3.0])),
+            GraphError,
+        ),
+    ]
+
+
+def _written(t: Tensor, write: Callable[[Tensor], None]) -> Tensor:
+    write(t)
+    return t
+
+
 def _constructors() -> list[Case]:
     return [
         error_case(
@@ -733,4 +796,15 @@ def _constructors() -> list[Case]:
 
 def cases() -> list[Case]:
     """Return the error cases of every op family."""
-    return [*_elementwise(), *_linalg(), *_reduce(), *_layout(), *_nn(), *_constructors()]
+    return [
+        *_elementwise(),
+        *_linalg(),
+        *_reduce(),
+        *_layout(),
+        *_nn(),
+        _ssm_scan("b-c-shapes", (1, 1, 1, 1), i(1, hi=1), ShapeError),
+        _ssm_scan("ids-f32", (1, 1, 2, 1), f(1), DTypeError),
+        _ssm_scan("ids-count", (1, 1, 2, 1), i(2, hi=1), ShapeError),
+        *_setters(),
+        *_constructors(),
+    ]
