@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import types
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from ._common import (
     CommandError,
@@ -106,7 +106,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     n_backends = len(backends) if backends else len(manager().backends())
     progress = Progress(enabled=not args.quiet, total=len(selected) * n_backends)
     kept: dict[str, Outcome] = {}
-    extra: dict[str, object] = {}
+    extra: dict[str, Any] = {}
     if getattr(args, "strict", False):
         extra["strict"] = True
     if getattr(args, "case", None):

@@ -1,11 +1,12 @@
-"""Error cases: invalid shapes, dtypes, parameters and layouts every backend must reject.
+"""Error cases: invalid shapes, dtypes, parameters, layouts and indices every backend rejects.
 
 The core checks an op's operands before any backend sees the node, so every backend raises the
 same typed error (:class:`~mlplug.errors.ShapeError`, :class:`~mlplug.errors.DTypeError`, ...)
-for the same mistake. Each case here builds one such mistake and names the error it expects
-(:attr:`Case.expect_error`); a backend passes when building or computing raises that error, and
-fails when it raises another one, aborts, or silently computes something. Ids read
-``<op>-err-<what is wrong>``; the dtype label is ``err``.
+for the same mistake; index values outside their table are checked when the graph runs
+(:class:`~mlplug.errors.OutOfRangeError`, never a silent read of another row). Each case builds
+one such mistake and names the error it expects (:attr:`Case.expect_error`); a backend passes
+when building or computing raises that error, and fails when it raises another one, aborts, or
+silently computes something. Ids read ``<op>-err-<what is wrong>``; the dtype label is ``err``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..context import Context
 from ..dtypes import DType
-from ..errors import DTypeError, GraphError, MlplugError, ShapeError
+from ..errors import DTypeError, GraphError, MlplugError, OutOfRangeError, ShapeError
 from ..tensor import Tensor
 from .case import Arg, Case, Inputs, Tolerance
 
@@ -694,6 +695,52 @@ def _ssm_scan(what: str, b_ne: tuple[int, ...], ids: Arg, error: type[MlplugErro
     )
 
 
+def ids(*values: int, ne: tuple[int, ...] | None = None) -> Arg:
+    """An I32 input holding exactly ``values`` (flat, ggml order), of shape ``ne``."""
+    return Arg(ne or (len(values),), dtype=I32, gen="fixed", values=tuple(float(v) for v in values))
+
+
+def _indices() -> list[Case]:
+    """Index values outside their table: checked when the graph runs, on every backend."""
+    out = []
+    for what, bad in (("id-past-end", 5), ("negative-id", -1)):
+        out += [
+            error_case(
+                "rows",
+                what,
+                (f(4, 5), ids(0, bad)),
+                lambda ctx, x: x[0].rows(ctx, x[1]),
+                OutOfRangeError,
+            ),
+            error_case(
+                "set_rows",
+                what,
+                (f(4, 3), f(4, 1), ids(min(bad, 3))),
+                lambda ctx, x: x[0].set_rows(ctx, x[1], x[2]),
+                OutOfRangeError,
+            ),
+            error_case(
+                "mulmat_id",
+                what,
+                (f(32, 4, 3), f(32, 1, 2), ids(0, min(bad, 3), ne=(1, 2))),
+                lambda ctx, x: x[0].mulmat_id(ctx, x[1], x[2]),
+                OutOfRangeError,
+            ),
+            error_case(
+                "add_id",
+                what,
+                (f(4, 2, 3), f(4, 2), ids(0, 1, 0, 1, 0, min(bad, 2), ne=(2, 3))),
+                lambda ctx, x: x[0].add_id(ctx, x[1], x[2]),
+                OutOfRangeError,
+            ),
+        ]
+    out += [
+        _ssm_scan("id-past-end", (1, 1, 2, 1), ids(1), OutOfRangeError),
+        _ssm_scan("negative-id", (1, 1, 2, 1), ids(-1), OutOfRangeError),
+    ]
+    return out
+
+
 def _setters() -> list[Case]:
     """Writing data of the wrong size into a tensor, or into a graph node."""
     return [
@@ -805,6 +852,7 @@ def cases() -> list[Case]:
         _ssm_scan("b-c-shapes", (1, 1, 1, 1), i(1, hi=1), ShapeError),
         _ssm_scan("ids-f32", (1, 1, 2, 1), f(1), DTypeError),
         _ssm_scan("ids-count", (1, 1, 2, 1), i(2, hi=1), ShapeError),
+        *_indices(),
         *_setters(),
         *_constructors(),
     ]
