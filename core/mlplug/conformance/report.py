@@ -10,6 +10,7 @@ next;
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -189,8 +190,15 @@ class ConformanceReport(BaseModel):
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
-        """Return the report as JSON (``backends``, ``results``, ``summary``, ...)."""
-        return self.model_dump_json(indent=indent)
+        """Return the report as JSON (``backends``, ``results``, ``summary``, ...).
+
+        Two keys are added to the model's fields: ``failed`` (:meth:`failed`) and ``problems``
+        (:meth:`problems`), so a consumer need not recompute the verdict.
+        """
+        data = json.loads(self.model_dump_json())
+        data["failed"] = self.failed()
+        data["problems"] = self.problems()
+        return json.dumps(data, indent=indent)
 
     # -- renderings -----------------------------------------------------------------------------
     def _cells(self, key: str) -> dict[tuple[str, str], list[CaseResult]]:
