@@ -234,3 +234,41 @@ def test_pin_unsupported_prints_the_list(
     assert [x.split()[0] for x in lines] == [
         c.id for c in all_cases() if c.id.startswith("softmax-f32-10x4")
     ]
+
+
+def _pytest_in(folder: Path, *args: str, seed: str = "") -> Any:
+    import os
+    import subprocess
+    import sys
+
+    (folder / "test_mlplug_conformance.py").write_text(
+        "from mlplug.conformance.testing import test_op  # noqa: F401\n", encoding="utf-8"
+    )
+    env = dict(os.environ, MLPLUG_CONFORMANCE_SEED=seed)
+    argv = [sys.executable, "-m", "pytest", "-p", "mlplug.conformance", "-p", "no:cacheprovider"]
+    return subprocess.run(
+        [*argv, "--mlplug-backend", "cpu_numpy", "-q", "-rA", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_pytest_plugin_strict_seed_and_empty_selection(tmp_path: Path) -> None:
+    """Under pytest: --mlplug-strict fails an unsupported case with its rerun command (seed from
+    MLPLUG_CONFORMANCE_SEED); without it the case is an xfail counted per op; a pattern
+    matching no case is a usage error."""
+    case = "cast-f32-to-q4_k-256x2"  # cpu_numpy has no k-quant quantiser (pinned)
+    strict = _pytest_in(tmp_path, "--mlplug-op", case, "--mlplug-strict", seed="7")
+    assert strict.returncode == 1, strict.stdout
+    assert f"mlplug conformance --backend cpu_numpy --case {case} --seed 7" in strict.stdout
+    lenient = _pytest_in(tmp_path, "--mlplug-op", case)
+    assert lenient.returncode == 0, lenient.stdout
+    assert "1 xfailed" in lenient.stdout
+    assert "unsupported cases by op: cast 1" in lenient.stdout
+    empty = _pytest_in(tmp_path, "--mlplug-op", "nosuchop")
+    assert empty.returncode == 4
+    assert "no conformance case matches --mlplug-op 'nosuchop'" in empty.stderr + empty.stdout

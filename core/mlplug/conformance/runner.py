@@ -6,6 +6,9 @@ or an exception other than :class:`~mlplug.errors.NotSupportedError`), ``unsuppo
 (``NotSupportedError`` while creating inputs, building or computing: the backend declares it
 cannot run the op), ``xfail`` (failed, and the backend declares it a known failure) or ``xpass``
 (declared a known failure but passed: strict, counts as a failure so that a fix shows).
+An error case (``Case.expect_error``) passes when building or computing raises that error. A
+backend whose plugin pins its unsupported set (``unsupported.txt``) fails an unsupported case
+that is not listed, and xpasses a listed case that passes.
 
 Cross-backend agreement: when two backends both produced a result for a case, their results are
 compared with each other at the case's tolerance widened by the triangle inequality (atol, rtol

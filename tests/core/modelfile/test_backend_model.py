@@ -29,6 +29,7 @@ PUBLIC_API = {
     "devices",
     "get",
     "known_failures",
+    "supported_ops",
     "load",
     "max_graph_nodes",
     "new_context",
