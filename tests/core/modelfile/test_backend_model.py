@@ -29,11 +29,11 @@ PUBLIC_API = {
     "devices",
     "get",
     "known_failures",
-    "supported_ops",
     "load",
     "max_graph_nodes",
     "new_context",
     "new_context_size",
+    "supported_ops",
 }
 
 
