@@ -190,7 +190,7 @@ def test_every_op_with_checked_inputs_has_an_error_case() -> None:
 
 
 def test_seed_comes_from_the_case_id_and_the_seed() -> None:
-    """Inputs depend on the case id and the seed: same pair, same data; other pair, other data."""
+    """Inputs depend on the case id and a seed number: same pair, same data; else other data."""
     a, b = (next(c for c in all_cases() if c.id == i) for i in ("add-f32-4x3", "sub-f32-4x3"))
     same = prepare(a, 0).raw[0]
     assert np.array_equal(same, prepare(a, 0).raw[0])
@@ -261,14 +261,14 @@ def test_pytest_plugin_strict_seed_and_empty_selection(tmp_path: Path) -> None:
     """Under pytest: --mlplug-strict fails an unsupported case with its rerun command (seed from
     MLPLUG_CONFORMANCE_SEED); without it the case is an xfail counted per op; a pattern
     matching no case is a usage error."""
-    case = "cast-f32-to-q4_k-256x2"  # cpu_numpy has no k-quant quantiser (pinned)
+    case = "cast-f32-to-q4_k-256x2"  # and its layout variant: no k-quant quantiser (pinned)
     strict = _pytest_in(tmp_path, "--mlplug-op", case, "--mlplug-strict", seed="7")
     assert strict.returncode == 1, strict.stdout
     assert f"mlplug conformance --backend cpu_numpy --case {case} --seed 7" in strict.stdout
     lenient = _pytest_in(tmp_path, "--mlplug-op", case)
     assert lenient.returncode == 0, lenient.stdout
-    assert "1 xfailed" in lenient.stdout
-    assert "unsupported cases by op: cast 1" in lenient.stdout
+    assert "2 xfailed" in lenient.stdout
+    assert "unsupported cases by op: cast 2" in lenient.stdout
     empty = _pytest_in(tmp_path, "--mlplug-op", "nosuchop")
-    assert empty.returncode == 4
+    assert empty.returncode == 2  # a collection error: nothing runs
     assert "no conformance case matches --mlplug-op 'nosuchop'" in empty.stderr + empty.stdout

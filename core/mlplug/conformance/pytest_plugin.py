@@ -36,7 +36,7 @@ __all__ = [
     "run_options",
 ]
 
-#: Environment variable giving the seed when ``--mlplug-seed`` is not passed (CI's second seed).
+#: Environment variable giving the input seed when ``--mlplug-seed`` is not passed (CI runs seed 1).
 SEED_ENV = "MLPLUG_CONFORMANCE_SEED"
 
 _TALLY = pytest.StashKey[dict[str, Counter[str]]]()
