@@ -107,7 +107,7 @@ class Backend(ABC):
     :meth:`hook_weight_writer`, :meth:`hook_measure_graph`, :meth:`hook_held_bytes` and
     :meth:`hook_close`. Capabilities the core reads are class attributes with defaults:
     :attr:`name`, :attr:`kernels`, :attr:`dtypes`, :attr:`plain_library`, :attr:`xfails_path`
-    and the method :meth:`known_failures`.
+    and the methods :meth:`known_failures` and :meth:`supported_ops`.
 
     **Core internals** start with ``_`` (the op layer's :meth:`check_node` excepted) and are
     called by Context, the op builders and the model-file layer only.
@@ -170,6 +170,17 @@ class Backend(ABC):
         Default: none besides the :attr:`xfails_path` file. Entries are strict xfails.
         """
         return {}
+
+    def supported_ops(self) -> set[tuple[str, str]] | frozenset[tuple[str, str]] | None:
+        """Return the (op, dtype) pairs this backend claims to run, or None to claim nothing.
+
+        An op is a public op name as the conformance suite labels it (``"mulmat"``,
+        ``"Context.arange"``), a dtype the case's dtype label (``"f32"``, ``"q8_0"``; see
+        ``mlplug conformance``'s matrix). With a declaration, the conformance report lists the
+        pairs declared but failing or unsupported (a failure of the run) and the pairs that
+        pass without being declared (a warning). Default: None.
+        """
+        return None
 
     def hook_gpu_devices(self) -> list[DeviceInfo]:
         """Return the GPUs model layers may go to, in order; their positions are device indices.

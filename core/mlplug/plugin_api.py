@@ -9,7 +9,9 @@ What is here, by job:
 - registration: :data:`hookimpl` (the pluggy marker for ``mlplug_register_backends``) and the
   :class:`Register` callable's type;
 - the classes a backend derives from: :class:`Backend` (it overrides the ``hook_*`` methods
-  and declares its capabilities as class attributes; see its docstring), :class:`Context`,
+  and declares its capabilities as class attributes, and may declare the (op, dtype) pairs it
+  runs with :meth:`Backend.supported_ops`, checked by the conformance report; see its
+  docstring), :class:`Context`,
   :class:`ArrayContext` (the engine of backends holding tensors as strided views of flat
   buffers, with its :data:`Preparer` / :data:`Step` table of kernels that bind their arrays once
   per plan) and the :class:`Tensor` nodes kernels receive;

@@ -84,7 +84,8 @@ def test_backend_without_kernels_is_unsupported_never_passed(throwaway_plugin: s
     report = run([throwaway_plugin], "*")
     by_op: dict[str, set[str]] = {}
     for r in report.results:
-        by_op.setdefault(r.op, set()).add(r.status)
+        if r.dtype != "err":  # error cases are checked by the core: they pass everywhere
+            by_op.setdefault(r.op, set()).add(r.status)
     assert by_op["mulmat"] == {"unsupported"}
     assert by_op["Context.from_floats"] == {"pass"}
     assert "pass" not in by_op["rope"]

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (0)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-': stdout)")
     p.add_argument("--markdown", metavar="FILE", help="write the matrix as Markdown ('-': stdout)")
+    from ._conformance import add_flags as _conformance_flags
+
+    _conformance_flags(p)
     quiet_flag(p)
 
     p = command(

@@ -144,6 +144,9 @@ class Case:
         (block moves of quantised data).
     :param gold: the worked example's known result (flat, ggml order) per output; the
         reference must reproduce it within ``gold_atol`` or the case fails on every backend.
+    :param expect_error: an error case: building (or computing) must raise this typed error
+        (a subclass of :class:`~mlplug.errors.MlplugError`), the same on every backend; the
+        reference is not called and the tolerance is not used.
     """
 
     id: str
@@ -160,6 +163,7 @@ class Case:
     raw_ref: bool = False
     gold: tuple[tuple[float, ...], ...] | None = None
     gold_atol: float = 1e-6
+    expect_error: type[Exception] | None = None
 
     def with_id(self, new_id: str) -> Case:
         """Return a copy with another id."""

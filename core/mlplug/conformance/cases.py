@@ -23,6 +23,7 @@ def all_cases() -> tuple[Case, ...]:
         cases_copy,
         cases_data,
         cases_elementwise,
+        cases_errors,
         cases_gather,
         cases_layouts,
         cases_linalg,
@@ -47,6 +48,7 @@ def all_cases() -> tuple[Case, ...]:
         out += family.cases()
     out += cases_layouts.cases(out)
     out += cases_values.cases()
+    out += cases_errors.cases()
     seen: set[str] = set()
     for c in out:
         if c.id in seen:

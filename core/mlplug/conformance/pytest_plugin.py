@@ -3,13 +3,17 @@
 It parametrises a session-scoped ``backend`` fixture over the installed backends (narrowed by
 ``--mlplug-backend NAME``, repeatable) and ``case`` over the catalogue (narrowed by
 ``--mlplug-op PATTERN``, see :func:`mlplug.conformance.runner.select`); test ids read
-``test_op[<backend>-<case id>]``, so ``-k "torch and mulmat"`` works. At the end it prints
-passed / failed / unsupported / known-failure counts per backend. The test function itself is
+``test_op[<backend>-<case id>]``, so ``-k "torch and mulmat"`` works. ``--mlplug-seed N`` (or
+the environment variable ``MLPLUG_CONFORMANCE_SEED``) draws every case's inputs from another
+seed; ``--mlplug-strict`` fails unsupported cases. A selection matching no case is a usage
+error. At the end it prints passed / failed / unsupported / known-failure counts per backend,
+and the unsupported cases per op. The test function itself is
 :func:`mlplug.conformance.testing.test_op` (import it into a test module).
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,15 +27,20 @@ if TYPE_CHECKING:
     from ..backend import Backend
 
 __all__ = [
+    "SEED_ENV",
     "backend_fixture",
     "pytest_addoption",
     "pytest_generate_tests",
     "pytest_runtest_makereport",
     "pytest_terminal_summary",
+    "run_options",
 ]
 
+#: Environment variable giving the input seed when ``--mlplug-seed`` is not passed (CI runs seed 1).
+SEED_ENV = "MLPLUG_CONFORMANCE_SEED"
+
 _TALLY = pytest.StashKey[dict[str, Counter[str]]]()
-_UNSUPPORTED_OPS = pytest.StashKey[dict[str, set[str]]]()
+_UNSUPPORTED_OPS = pytest.StashKey[dict[str, Counter[str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +62,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATTERN",
         help="run only the cases whose op or id matches (glob, or an op name)",
     )
+    group.addoption(
+        "--mlplug-seed",
+        dest="mlplug_seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"seed of the cases' inputs (default: ${SEED_ENV}, else 0)",
+    )
+    group.addoption(
+        "--mlplug-strict",
+        dest="mlplug_strict",
+        action="store_true",
+        default=False,
+        help="fail unsupported cases instead of reporting them as xfails",
+    )
+
+
+def run_options(request: pytest.FixtureRequest) -> tuple[int, bool]:
+    """Return the ``(seed, strict)`` a conformance test runs with (pytest options, env)."""
+    config = request.config
+    seed = config.getoption("mlplug_seed", default=None)
+    if seed is None:
+        text = os.environ.get(SEED_ENV, "").strip()
+        try:
+            seed = int(text) if text else 0
+        except ValueError:
+            msg = f"{SEED_ENV} must be an integer, got {text!r}"
+            raise pytest.UsageError(msg) from None
+    return int(seed), bool(config.getoption("mlplug_strict", default=False))
 
 
 def backend_names(config: pytest.Config) -> list[str]:
@@ -90,7 +128,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = backend_names(metafunc.config)
         metafunc.parametrize("backend", names, indirect=True, ids=names, scope="session")
         if "case" in metafunc.fixturenames and "case" not in taken:
-            cases = select(all_cases(), metafunc.config.getoption("mlplug_op", default=None))
+            pattern = metafunc.config.getoption("mlplug_op", default=None)
+            cases = select(all_cases(), pattern)
+            if not cases:
+                msg = f"no conformance case matches --mlplug-op {pattern!r}"
+                raise pytest.UsageError(msg)
             metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
@@ -135,11 +177,11 @@ def pytest_runtest_makereport(
         stash = item.config.stash
         if _TALLY not in stash:
             tally: dict[str, Counter[str]] = defaultdict(Counter)
-            ops: dict[str, set[str]] = defaultdict(set)
+            ops: dict[str, Counter[str]] = defaultdict(Counter)
             stash[_TALLY], stash[_UNSUPPORTED_OPS] = tally, ops
         stash[_TALLY][backend][status] += 1
         if status == "unsupported":
-            stash[_UNSUPPORTED_OPS][backend].add(getattr(case, "op", str(case)))
+            stash[_UNSUPPORTED_OPS][backend][getattr(case, "op", str(case))] += 1
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -155,7 +197,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"{backend}: {c['pass']} passed, {c['fail']} failed, {c['unsupported']} "
             f"unsupported, {c['xfail']} known failures"
         )
-        ops = sorted(unsupported.get(backend, ()))
+        ops = sorted(unsupported.get(backend, Counter()).items())
         if ops:
-            line += f"; ops with unsupported cases: {', '.join(ops)}"
+            line += "; unsupported cases by op: " + ", ".join(f"{op} {n}" for op, n in ops)
         terminalreporter.write_line(line)

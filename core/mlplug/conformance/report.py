@@ -10,9 +10,10 @@ next;
 
 from __future__ import annotations
 
+import json
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 from urllib.parse import quote
 
@@ -26,6 +27,7 @@ __all__ = [
     "ConformanceReport",
     "Disagreement",
     "Status",
+    "repro_command",
 ]
 
 Status = Literal["pass", "fail", "unsupported", "xfail", "xpass"]
@@ -39,6 +41,11 @@ _MARK = {
     "unsupported": "unsup",
     "partial": "part",
 }
+
+
+def repro_command(backend: str, case_id: str, seed: int = 0) -> str:
+    """Return the command that reruns exactly one case on one backend with the same data."""
+    return f"mlplug conformance --backend {backend} --case {case_id} --seed {seed}"
 
 
 class CaseResult(BaseModel):
@@ -95,6 +102,21 @@ class BackendSummary(BaseModel):
     #: Ops with at least one failed (or xpassed) case.
     failed_ops: list[str] = Field(default_factory=list)
     seconds: float = 0.0
+    #: Unsupported cases per op (ops with none are left out).
+    unsupported_by_op: dict[str, int] = Field(default_factory=dict)
+    #: Whether the backend's unsupported set is pinned (its plugin ships ``unsupported.txt``).
+    pinned: bool = False
+    #: Whether the backend declares its (op, dtype) pairs (``Backend.supported_ops``).
+    declares_support: bool = False
+    #: Declared ``"op dtype"`` pairs with a failed or unsupported case (a failure of the run).
+    declared_but_failing: list[str] = Field(default_factory=list)
+    #: ``"op dtype"`` pairs with a passing case that the backend does not declare (a warning).
+    working_but_undeclared: list[str] = Field(default_factory=list)
+
+    @property
+    def ran(self) -> int:
+        """Cases that ran (every status but unsupported)."""
+        return self.total - self.unsupported
 
 
 class ConformanceReport(BaseModel):
@@ -107,6 +129,8 @@ class ConformanceReport(BaseModel):
     summary: dict[str, BackendSummary]
     disagreements: list[Disagreement] = Field(default_factory=list)
     seed: int = 0
+    #: Whether unsupported cases fail the run (``mlplug conformance --strict``).
+    strict: bool = False
 
     @classmethod
     def build(
@@ -117,10 +141,22 @@ class ConformanceReport(BaseModel):
         *,
         seed: int = 0,
         seconds: dict[str, float] | None = None,
+        strict: bool = False,
+        declared: Mapping[str, frozenset[tuple[str, str]] | None] | None = None,
+        pinned: Mapping[str, bool] | None = None,
     ) -> ConformanceReport:
-        """Return a report with the summary computed from ``results``."""
+        """Return a report with the summary computed from ``results``.
+
+        :param declared: per backend, the (op, dtype) pairs it declares (None: no declaration).
+        :param pinned: per backend, whether its unsupported set is pinned.
+        """
         summary = {
-            b: _summarise([r for r in results if r.backend == b], (seconds or {}).get(b))
+            b: _summarise(
+                [r for r in results if r.backend == b],
+                (seconds or {}).get(b),
+                (declared or {}).get(b),
+                (pinned or {}).get(b, False),
+            )
             for b in backends
         }
         return cls(
@@ -129,17 +165,47 @@ class ConformanceReport(BaseModel):
             summary=summary,
             disagreements=list(disagreements),
             seed=seed,
+            strict=strict,
         )
 
     def failed(self) -> bool:
-        """Whether any case failed or xpassed, or two passing backends disagree."""
-        return any(r.status in ("fail", "xpass") for r in self.results) or any(
-            d.status == "fail" for d in self.disagreements
-        )
+        """Whether the run failed: see :meth:`problems` (and any failed or xpassed case)."""
+        return any(r.status in ("fail", "xpass") for r in self.results) or bool(self.problems())
+
+    def problems(self) -> list[str]:
+        """Return why the run fails beyond its failed cases, one line each.
+
+        A backend that ran no case, declared (op, dtype) pairs that fail or are unsupported,
+        unsupported cases under ``strict``, and two passing backends that disagree.
+        """
+        out = []
+        for b in self.backends:
+            s = self.summary[b]
+            if s.ran == 0:
+                what = "no case was selected" if s.total == 0 else "every case was unsupported"
+                out.append(f"{b}: no case ran ({what})")
+            if s.declared_but_failing:
+                out.append(
+                    f"{b}: declared supported but failing or unsupported: "
+                    + ", ".join(s.declared_but_failing)
+                )
+            if self.strict and s.unsupported:
+                out.append(f"{b}: {s.unsupported} unsupported cases (--strict)")
+        bad = sum(1 for d in self.disagreements if d.status == "fail")
+        if bad:
+            out.append(f"cross-backend: {bad} disagreements between passing backends")
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
-        """Return the report as JSON (``backends``, ``results``, ``summary``, ...)."""
-        return self.model_dump_json(indent=indent)
+        """Return the report as JSON (``backends``, ``results``, ``summary``, ...).
+
+        Two keys are added to the model's fields: ``failed`` (:meth:`failed`) and ``problems``
+        (:meth:`problems`), so a consumer need not recompute the verdict.
+        """
+        data = json.loads(self.model_dump_json())
+        data["failed"] = self.failed()
+        data["problems"] = self.problems()
+        return json.dumps(data, indent=indent)
 
     # -- renderings -----------------------------------------------------------------------------
     def _cells(self, key: str) -> dict[tuple[str, str], list[CaseResult]]:
@@ -187,6 +253,20 @@ class ConformanceReport(BaseModel):
             if s.unsupported_ops:
                 line += f"; unsupported ops: {', '.join(s.unsupported_ops)}"
             out.append(line)
+            if s.unsupported_by_op:
+                counts = ", ".join(f"{op} {n}" for op, n in s.unsupported_by_op.items())
+                pin = "pinned" if s.pinned else "not pinned"
+                out.append(f"  unsupported cases by op ({pin}): {counts}")
+            if s.working_but_undeclared:
+                out.append(
+                    "  passing but not declared in supported_ops(): "
+                    + ", ".join(s.working_but_undeclared)
+                )
+            if s.declared_but_failing:
+                out.append(
+                    "  declared in supported_ops() but failing or unsupported: "
+                    + ", ".join(s.declared_but_failing)
+                )
         bad = [d for d in self.disagreements if d.status == "fail"]
         if self.disagreements:
             out.append(
@@ -276,14 +356,20 @@ class ConformanceReport(BaseModel):
         return "\n".join(lines) + "\n"
 
 
-def _summarise(results: Sequence[CaseResult], seconds: float | None) -> BackendSummary:
+def _summarise(
+    results: Sequence[CaseResult],
+    seconds: float | None,
+    declared: frozenset[tuple[str, str]] | None = None,
+    pinned: bool = False,
+) -> BackendSummary:
     counts = {
         s: sum(1 for r in results if r.status == s)
         for s in ("pass", "fail", "unsupported", "xfail", "xpass")
     }
     by_op: dict[str, set[str]] = defaultdict(set)
     for r in results:
-        by_op[r.op].add(r.status)
+        if r.dtype != "err":  # error cases run in the core: they say nothing of support
+            by_op[r.op].add(r.status)
     return BackendSummary(
         passed=counts["pass"],
         failed=counts["fail"],
@@ -297,7 +383,33 @@ def _summarise(results: Sequence[CaseResult], seconds: float | None) -> BackendS
         ),
         failed_ops=sorted(op for op, st in by_op.items() if st & {"fail", "xpass"}),
         seconds=round(seconds or 0.0, 3),
+        unsupported_by_op=dict(
+            sorted(Counter(r.op for r in results if r.status == "unsupported").items())
+        ),
+        pinned=pinned,
+        declares_support=declared is not None,
+        **_support_claims(results, declared),
     )
+
+
+def _support_claims(
+    results: Sequence[CaseResult], declared: frozenset[tuple[str, str]] | None
+) -> dict[str, list[str]]:
+    """Compare a backend's declared (op, dtype) pairs with what its cases did."""
+    if declared is None:
+        return {}
+    by_pair: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in results:
+        if r.dtype != "err":
+            by_pair[(r.op, r.dtype)].add(r.status)
+    failing = sorted(
+        p for p in declared if by_pair.get(p, set()) & {"fail", "unsupported", "xfail"}
+    )
+    undeclared = sorted(p for p, st in by_pair.items() if "pass" in st and p not in declared)
+    return {
+        "declared_but_failing": [f"{op} {dt}" for op, dt in failing],
+        "working_but_undeclared": [f"{op} {dt}" for op, dt in undeclared],
+    }
 
 
 def _aggregate(rs: Iterable[CaseResult]) -> str:

@@ -6,6 +6,9 @@ or an exception other than :class:`~mlplug.errors.NotSupportedError`), ``unsuppo
 (``NotSupportedError`` while creating inputs, building or computing: the backend declares it
 cannot run the op), ``xfail`` (failed, and the backend declares it a known failure) or ``xpass``
 (declared a known failure but passed: strict, counts as a failure so that a fix shows).
+An error case (``Case.expect_error``) passes when building or computing raises that error. A
+backend whose plugin pins its unsupported set (``unsupported.txt``) fails an unsupported case
+that is not listed, and xpasses a listed case that passes.
 
 Cross-backend agreement: when two backends both produced a result for a case, their results are
 compared with each other at the case's tolerance widened by the triangle inequality (atol, rtol
@@ -34,7 +37,7 @@ from .case import Case, Inputs
 from .data import case_rng, dequant, draw, make_input, operand, rev
 from .metrics import Comparison, bf16_float, compare, max_abs_err, nmse
 from .report import CaseResult, ConformanceReport, Disagreement, Status
-from .xfails import known_failures
+from .xfails import UNSUPPORTED_FILE, known_failures, pinned_unsupported
 
 if TYPE_CHECKING:
     from ..backend import Backend
@@ -136,6 +139,8 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
     rng = case_rng(seed, case.id)
     raw = tuple(draw(rng, a) for a in case.args)
     ops = tuple(r if case.raw_ref else operand(a, r) for a, r in zip(case.args, raw, strict=True))
+    if case.expect_error is not None:  # an error case has no reference
+        return Prepared(raw, ops, (), ())
     try:
         exp = case.reference(*ops)
         expected = tuple(np.asarray(e) for e in (exp if isinstance(exp, (list, tuple)) else [exp]))
@@ -221,11 +226,19 @@ def _check_output(
 
 
 def run_case(
-    backend: Backend, case: Case, seed: int = 0, known: dict[str, str] | None = None
+    backend: Backend,
+    case: Case,
+    seed: int = 0,
+    known: dict[str, str] | None = None,
+    pinned: dict[str, str] | None = None,
 ) -> Outcome:
     """Run ``case`` on ``backend`` in a fresh context and classify the result.
 
     :param known: declared known failures (case id -> reason); see :func:`known_failures`.
+    :param pinned: the backend's pinned unsupported set (case id -> reason, see
+        :func:`~mlplug.conformance.xfails.pinned_unsupported`); None: not pinned. With a pin,
+        an unlisted unsupported case fails (the backend's support shrank) and a listed case
+        that passes is an ``xpass`` (the list must be updated).
     """
     with np.errstate(all="ignore"):  # special-value cases make inf and NaN on purpose
         outcome = _evaluate(backend, case, seed)
@@ -237,6 +250,20 @@ def run_case(
         elif outcome.status == "fail":
             outcome.status = "xfail"
             outcome.error = f"known failure: {reason}; {outcome.error}"
+    if pinned is not None:
+        pin = pinned.get(case.id)
+        if pin is None and outcome.status == "unsupported":
+            outcome.status = "fail"
+            outcome.error = (
+                f"unsupported, but not in {backend.name}'s pinned {UNSUPPORTED_FILE} "
+                f"(its support shrank): {outcome.error}"
+            )
+        elif pin is not None and outcome.status == "pass":
+            outcome.status = "xpass"
+            outcome.error = (
+                f"pinned unsupported in {UNSUPPORTED_FILE} ({pin}) but runs and passes: "
+                "remove it from the list"
+            )
     return outcome
 
 
@@ -245,6 +272,8 @@ def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
         prep = prepare(case, seed)
     except ReferenceFailure as exc:
         return Outcome("fail", error=str(exc))
+    if case.expect_error is not None:
+        return _evaluate_error(backend, case, case.expect_error, prep)
     try:
         with backend.new_context() as ctx:
             tensors = [
@@ -315,6 +344,31 @@ def _tolerance_text(case: Case) -> str:
     return text + " +bound" if case.bound is not None and text != "bound" else text
 
 
+def _evaluate_error(
+    backend: Backend, case: Case, expected: type[Exception], prep: Prepared
+) -> Outcome:
+    """Run an error case: building or computing must raise ``expected``."""
+    want = expected.__name__
+    try:
+        with backend.new_context() as ctx:
+            tensors = [
+                make_input(ctx, a, r) if a.tensor else None
+                for a, r in zip(case.args, prep.raw, strict=True)
+            ]
+            outs = as_list(case.build(ctx, Inputs(tensors, prep.raw)))
+            readable = [
+                t if t.nelements == 0 or t.is_contiguous() else t.contiguous(ctx) for t in outs
+            ]
+            ctx.compute(*readable)
+    except expected:
+        return Outcome("pass")
+    except NotSupportedError as exc:
+        return Outcome("unsupported", error=str(exc))
+    except Exception as exc:
+        return Outcome("fail", error=f"expected {want}, got {type(exc).__name__}: {exc}")
+    return Outcome("fail", error=f"expected {want}, but nothing was raised")
+
+
 def _agreement(case: Case, seed: int, a: Outcome, b: Outcome) -> Comparison:
     tol = case.tol.scaled(2.0)
     worst_abs, worst_nmse, detail, ok = 0.0, 0.0, "", True
@@ -341,21 +395,30 @@ def run(
     *,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    strict: bool = False,
+    cases: Sequence[Case] | None = None,
+    keep: Callable[[str, Case, Outcome], None] | None = None,
 ) -> ConformanceReport:
     """Run the catalogue on ``backends`` (None: every installed one) and return the report.
 
     Each backend is created once (``new_backend(None, backend=name)``) and every case runs in a
-    fresh context of it, closed afterwards. ``op_pattern`` selects cases (see :func:`select`).
-    ``progress`` receives one line per case and backend.
+    fresh context of it, closed afterwards. ``op_pattern`` selects cases (see :func:`select`)
+    from ``cases`` (default: the whole catalogue). ``progress`` receives one line per case and
+    backend; ``keep(backend, case, outcome)`` sees every outcome with its outputs (to dump
+    them). With ``strict`` any unsupported case makes the report fail. A backend's pinned
+    unsupported set and its declared :meth:`~mlplug.backend.Backend.supported_ops` are applied
+    (see :func:`run_case` and :class:`~mlplug.conformance.report.BackendSummary`).
     """
     from ..registry import manager, new_backend
     from .cases import all_cases
 
     names = list(backends) if backends else [b.name for b in manager().backends()]
-    selected = select(all_cases(), op_pattern)
+    selected = select(all_cases() if cases is None else cases, op_pattern)
     results: list[CaseResult] = []
     outputs: dict[tuple[str, str], Outcome] = {}
     timings: dict[str, float] = {}
+    declared: dict[str, frozenset[tuple[str, str]] | None] = {}
+    pinned_by: dict[str, bool] = {}
     for name in names:
         start = time.perf_counter()
         try:
@@ -378,8 +441,13 @@ def run(
             continue
         try:
             known = known_failures(be)
+            pinned = pinned_unsupported(be)
+            pinned_by[name] = pinned is not None
+            declared[name] = _declared_support(be)
             for case in selected:
-                out = run_case(be, case, seed, known)
+                out = run_case(be, case, seed, known, pinned)
+                if keep is not None:
+                    keep(name, case, out)
                 outputs[(case.id, name)] = out
                 results.append(
                     CaseResult(
@@ -429,4 +497,19 @@ def run(
                     note=note,
                 )
             )
-    return ConformanceReport.build(names, results, disagreements, seed=seed, seconds=timings)
+    return ConformanceReport.build(
+        names,
+        results,
+        disagreements,
+        seed=seed,
+        seconds=timings,
+        strict=strict,
+        declared=declared,
+        pinned=pinned_by,
+    )
+
+
+def _declared_support(backend: Backend) -> frozenset[tuple[str, str]] | None:
+    """Return the (op, dtype) pairs ``backend`` declares, or None when it declares none."""
+    pairs = backend.supported_ops()
+    return None if pairs is None else frozenset((str(op), str(dt)) for op, dt in pairs)

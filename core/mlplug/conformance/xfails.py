@@ -1,4 +1,5 @@
-"""A backend's declared known failures: ``xfails.txt`` and ``Backend.known_failures()``.
+"""A backend's declared known failures (``xfails.txt``, ``Backend.known_failures()``) and its
+pinned unsupported set (``unsupported.txt``).
 
 ``xfails.txt`` ships inside the plugin's package (declare it as package data so installed
 plugins keep it); one in the plugin's root, beside its ``pyproject.toml``, is read too, and a
@@ -12,6 +13,12 @@ Format, one entry per line::
 The first field is a case id or a glob over case ids; the rest of the line is the reason.
 A backend may also override :meth:`Backend.known_failures` (id or glob -> reason).
 Known failures are strict: a declared case that passes is reported as ``xpass``, a failure.
+
+``unsupported.txt`` (same place and format, beside ``xfails.txt``) pins the cases the backend
+cannot run. When a plugin ships one, its support cannot shrink silently: a case that raises
+``NotSupportedError`` but is not listed fails, and a listed case that runs is reported as
+``xpass`` (remove it from the list). ``mlplug conformance --backend NAME --pin-unsupported``
+prints the list of a run in this format. Without the file, unsupported cases are only counted.
 """
 
 from __future__ import annotations
@@ -26,7 +33,17 @@ if TYPE_CHECKING:
     from ..backend import Backend
     from .case import Case
 
-__all__ = ["known_failures", "parse_xfails", "xfails_file"]
+__all__ = [
+    "UNSUPPORTED_FILE",
+    "known_failures",
+    "parse_xfails",
+    "pin_file",
+    "pinned_unsupported",
+    "xfails_file",
+]
+
+#: File name of a plugin's pinned unsupported set, beside its ``xfails.txt``.
+UNSUPPORTED_FILE = "unsupported.txt"
 
 
 def parse_xfails(text: str) -> dict[str, str]:
@@ -47,6 +64,23 @@ def xfails_file(backend: Backend) -> Path | None:
     if explicit is not None:
         path = Path(explicit)
         return path if path.is_file() else None
+    return _plugin_file(backend, "xfails.txt")
+
+
+def pin_file(backend: Backend) -> Path | None:
+    """Return the ``unsupported.txt`` of ``backend``'s plugin, or None if it has none.
+
+    It is looked for beside :attr:`Backend.xfails_path` when that is set, else where
+    ``xfails.txt`` would be (inside the plugin's package, or in its root).
+    """
+    explicit = backend.xfails_path
+    if explicit is not None:
+        path = Path(explicit).with_name(UNSUPPORTED_FILE)
+        return path if path.is_file() else None
+    return _plugin_file(backend, UNSUPPORTED_FILE)
+
+
+def _plugin_file(backend: Backend, filename: str) -> Path | None:
     module = sys.modules.get(type(backend).__module__)
     file = getattr(module, "__file__", None)
     if file is None:
@@ -55,11 +89,11 @@ def xfails_file(backend: Backend) -> Path | None:
     pkg = Path(file).resolve().parent
     while pkg.name != top and pkg.parent != pkg:
         pkg = pkg.parent
-    inside = pkg / "xfails.txt"
+    inside = pkg / filename
     if inside.is_file():
         return inside
     root = pkg.parent
-    beside = root / "xfails.txt"
+    beside = root / filename
     is_plugin_root = (root / "pyproject.toml").is_file() or (root / "setup.py").is_file()
     return beside if is_plugin_root and beside.is_file() else None
 
@@ -78,15 +112,37 @@ def declared(backend: Backend) -> dict[str, str]:
 
 def known_failures(backend: Backend, cases: Iterable[Case] | None = None) -> dict[str, str]:
     """Return ``{case id: reason}`` for every catalogue case ``backend`` declares failing."""
+    return _matching(declared(backend), cases)
+
+
+def pinned_unsupported(
+    backend: Backend, cases: Iterable[Case] | None = None
+) -> dict[str, str] | None:
+    """Return ``{case id: reason}`` of the cases ``backend`` pins as unsupported.
+
+    None when the plugin ships no ``unsupported.txt`` (its support is not pinned); an empty
+    dict when it ships one that lists nothing (every case must run).
+    """
+    path = pin_file(backend)
+    if path is None:
+        return None
+    return _matching(parse_xfails(path.read_text(encoding="utf-8")), cases)
+
+
+def _matching(decl: Mapping[str, str], cases: Iterable[Case] | None) -> dict[str, str]:
     from .cases import all_cases
 
-    decl = declared(backend)
     if not decl:
         return {}
+    exact = {k: v for k, v in decl.items() if not any(ch in k for ch in "*?[")}
+    globs = {k: v for k, v in decl.items() if k not in exact}
     out: dict[str, str] = {}
     for c in cases if cases is not None else all_cases():
-        for pattern, reason in decl.items():
-            if c.id == pattern or fnmatch.fnmatchcase(c.id, pattern):
+        if c.id in exact:
+            out[c.id] = exact[c.id]
+            continue
+        for pattern, reason in globs.items():
+            if fnmatch.fnmatchcase(c.id, pattern):
                 out[c.id] = reason
                 break
     return out

@@ -74,11 +74,3 @@ def test_inplace_result_aliases_input(ctx: ml.Context) -> None:
     assert y.root is x and y.nb == x.nb
     ctx.compute(y)
     assert np.allclose(y.floats(), np.tanh([0.5, -1.0, 2.0]))
-
-
-def test_out_of_range_rows_raise(ctx: ml.Context) -> None:
-    """A row index outside the table raises OutOfRangeError instead of reading garbage."""
-    t = ctx.from_floats(np.arange(6, dtype=np.float32), 3, 2)
-    r = t.rows(ctx, ctx.from_ints([5], 1))
-    with pytest.raises(ml.OutOfRangeError, match="out of range"):
-        ctx.compute(r)

@@ -1,4 +1,5 @@
-"""Quantised data in the torch backend: device dequantisers, host quantisers, round trips."""
+"""Quantised data in the torch backend: its device dequantisers and quantisers against the host
+codecs (casts through quantised types are the conformance catalogue's ``cast-*`` cases)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,9 @@ pytest.importorskip("mlplug_torch")
 
 import torch
 
-from mlplug import DType, NotSupportedError, Tensor, quants
+from mlplug import DType, NotSupportedError, quants
 from mlplug_torch import TorchBackend
 from mlplug_torch.quant import can_quantize, dequantize, quantize
-
-
-def _floats(t: Tensor) -> np.ndarray:
-    v = t.floats()
-    assert v is not None, f"{t!r} was not computed"
-    return v
 
 
 def _random_blocks(dtype: DType, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,18 +46,6 @@ def test_quantize_matches_the_host_codec(dtype: DType) -> None:
     got = quantize(torch.from_numpy(v), dtype)
     assert got.shape == (3, 2, dtype.traits.type_size)
     assert got.numpy().tobytes() == quants.quantize(v, dtype).tobytes()
-
-
-def test_cast_round_trip_through_q8_0() -> None:
-    """F32 -> Q8_0 -> F32 stays within one quantisation step of each block."""
-    v = np.random.default_rng(5).uniform(-1, 1, size=128).astype(np.float32)
-    with TorchBackend(None, device="cpu") as be, be.new_context() as ctx:
-        q = ctx.input().from_floats(v).cast(ctx, DType.Q8_0)
-        back = q.cast(ctx, DType.F32)
-        ctx.compute(q, back)
-        assert q.bytes() == quants.quantize(v.reshape(1, -1), DType.Q8_0).tobytes()
-        step = np.abs(v.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
-        assert np.all(np.abs(_floats(back).reshape(-1, 32) - v.reshape(-1, 32)) <= step)
 
 
 def test_k_quant_targets_are_unsupported() -> None:

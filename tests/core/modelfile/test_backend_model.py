@@ -33,6 +33,7 @@ PUBLIC_API = {
     "max_graph_nodes",
     "new_context",
     "new_context_size",
+    "supported_ops",
 }
 
 
