@@ -423,7 +423,6 @@ WRONG: tuple[Wrong, ...] = (
         "get_rows: id -1 returns the last row instead of an error",
         {"rows": rows_unchecked},
         ("rows",),
-        needs="errors (item 7): an out-of-range id case for rows",
     ),
     Wrong(
         "wrong_set_rows_broadcast",
