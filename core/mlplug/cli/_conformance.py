@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 from typing import TYPE_CHECKING
 
 from ._common import (
@@ -36,7 +35,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         raise CommandError(msg) from exc
     from ..registry import manager
 
-    selected = conformance.select(conformance.all_cases(), args.op)
+    selected = conformance.select(conformance.all_cases(_tier(args)), args.op)
     if not selected:
         msg = (
             f"no conformance case matches --op {args.op!r}; "
@@ -51,9 +50,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if backends is None and not manager().backends():
         msg = "no backend plugin is installed; install one, e.g.: pip install mlplug-cpu-numpy"
         raise CommandError(msg)
-    progress = Progress(enabled=not args.quiet, total=_count_runs(conformance, backends, args.op))
+    progress = Progress(enabled=not args.quiet, total=len(selected) * _n_backends(backends))
     try:
-        report = conformance.run(backends, args.op, seed=args.seed, progress=progress)
+        report = conformance.run(
+            backends, args.op, seed=args.seed, progress=progress, tier=_tier(args)
+        )
     finally:
         progress.finish()
     if args.json is not None:
@@ -86,15 +87,13 @@ def _list_ops(cases: list[Case]) -> int:
     return 0
 
 
-def _count_runs(
-    suite: types.ModuleType, backends: list[str] | None, op_pattern: str | None
-) -> int | None:
-    """Return how many (case, backend) runs are ahead, or None if the suite cannot say."""
+def _tier(args: argparse.Namespace) -> str:
+    """Return the tier ``--tier`` chose (``default`` when the namespace has none)."""
+    return str(getattr(args, "tier", None) or "default")
+
+
+def _n_backends(backends: list[str] | None) -> int:
+    """Return how many backends the run covers."""
     from ..registry import manager
 
-    try:
-        n_cases = len(suite.select(suite.all_cases(), op_pattern))
-    except Exception:  # the count only decorates the progress line
-        return None
-    n_backends = len(backends) if backends else len(manager().backends())
-    return n_cases * n_backends
+    return len(backends) if backends else len(manager().backends())

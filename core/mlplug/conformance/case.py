@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..dtypes import DType
+from ..params import BackendParams
 
 if TYPE_CHECKING:
     from ..tensor import Tensor
@@ -26,8 +27,13 @@ __all__ = [
     "Case",
     "Inputs",
     "Reference",
+    "TIERS",
     "Tolerance",
 ]
+
+#: The tiers of the catalogue: ``default`` runs everywhere (fast), ``full`` holds the cases at
+#: real sizes (large K, long rows, many keys); a selection names one tier or ``all``.
+TIERS: tuple[str, ...] = ("default", "full")
 
 #: ``reference(*operands) -> array | list of arrays`` (float64 / int numpy views).
 Reference = Callable[..., "np.ndarray | Sequence[np.ndarray]"]
@@ -144,6 +150,13 @@ class Case:
         (block moves of quantised data).
     :param gold: the worked example's known result (flat, ggml order) per output; the
         reference must reproduce it within ``gold_atol`` or the case fails on every backend.
+    :param expect_error: an error case: building (or computing) must raise this typed error
+        (a subclass of :class:`~mlplug.errors.MlplugError`), the same on every backend; the
+        reference is not called and the tolerance is not used.
+    :param tier: ``default`` (the fast run) or ``full`` (real sizes, where kernels block, tile
+        and thread: ``mlplug conformance --tier full``); see :data:`TIERS`.
+    :param backend_params: the backend parameters the case needs (flash attention, say); the
+        runner opens one more instance of the backend with them. None: the backend as given.
     """
 
     id: str
@@ -160,6 +173,9 @@ class Case:
     raw_ref: bool = False
     gold: tuple[tuple[float, ...], ...] | None = None
     gold_atol: float = 1e-6
+    expect_error: type[Exception] | None = None
+    tier: str = "default"
+    backend_params: BackendParams | None = None
 
     def with_id(self, new_id: str) -> Case:
         """Return a copy with another id."""

@@ -2,7 +2,8 @@
 
 It parametrises a session-scoped ``backend`` fixture over the installed backends (narrowed by
 ``--mlplug-backend NAME``, repeatable) and ``case`` over the catalogue (narrowed by
-``--mlplug-op PATTERN``, see :func:`mlplug.conformance.runner.select`); test ids read
+``--mlplug-op PATTERN``, see :func:`mlplug.conformance.runner.select`, and by tier with
+``--mlplug-tier default|full|all`` or ``$MLPLUG_CONFORMANCE_TIER``); test ids read
 ``test_op[<backend>-<case id>]``, so ``-k "torch and mulmat"`` works. At the end it prints
 passed / failed / unsupported / known-failure counts per backend. The test function itself is
 :func:`mlplug.conformance.testing.test_op` (import it into a test module).
@@ -28,6 +29,7 @@ __all__ = [
     "pytest_generate_tests",
     "pytest_runtest_makereport",
     "pytest_terminal_summary",
+    "tier",
 ]
 
 _TALLY = pytest.StashKey[dict[str, Counter[str]]]()
@@ -35,7 +37,8 @@ _UNSUPPORTED_OPS = pytest.StashKey[dict[str, set[str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Add ``--mlplug-backend NAME`` (repeatable) and ``--mlplug-op PATTERN``."""
+    """Add ``--mlplug-backend NAME`` (repeatable), ``--mlplug-op PATTERN`` and
+    ``--mlplug-tier TIER``."""
     group = parser.getgroup("mlplug", "mlplug conformance suite")
     group.addoption(
         "--mlplug-backend",
@@ -52,6 +55,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="PATTERN",
         help="run only the cases whose op or id matches (glob, or an op name)",
+    )
+    group.addoption(
+        "--mlplug-tier",
+        dest="mlplug_tier",
+        default=None,
+        choices=("default", "full", "all"),
+        help="which tier of the catalogue: default (fast), full (real sizes) or all "
+        f"(default: ${TIER_ENV}, else default)",
+    )
+
+
+#: Environment variable naming the tier when ``--mlplug-tier`` is not given.
+TIER_ENV = "MLPLUG_CONFORMANCE_TIER"
+
+
+def tier(config: pytest.Config) -> str:
+    """Return the tier to run: ``--mlplug-tier``, else ``$MLPLUG_CONFORMANCE_TIER``, else
+    ``default``."""
+    import os
+
+    return str(
+        config.getoption("mlplug_tier", default=None) or os.environ.get(TIER_ENV) or "default"
     )
 
 
@@ -90,7 +115,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = backend_names(metafunc.config)
         metafunc.parametrize("backend", names, indirect=True, ids=names, scope="session")
         if "case" in metafunc.fixturenames and "case" not in taken:
-            cases = select(all_cases(), metafunc.config.getoption("mlplug_op", default=None))
+            pattern = metafunc.config.getoption("mlplug_op", default=None)
+            cases = select(all_cases(tier(metafunc.config)), pattern)
             metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 

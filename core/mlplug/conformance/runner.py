@@ -225,7 +225,7 @@ def run_case(
 
     :param known: declared known failures (case id -> reason); see :func:`known_failures`.
     """
-    outcome = _evaluate(backend, case, seed)
+    outcome = _evaluate_with_params(backend, case, seed)
     reason = (known or {}).get(case.id)
     if reason is not None:
         if outcome.status == "pass":
@@ -237,7 +237,50 @@ def run_case(
     return outcome
 
 
+def _evaluate_with_params(backend: Backend, case: Case, seed: int) -> Outcome:
+    """Run ``case`` on ``backend``, or on a fresh instance of it with the case's parameters."""
+    params = case.backend_params
+    if params is None or backend.params == params:
+        return _evaluate(backend, case, seed)
+    from ..registry import new_backend
+
+    try:
+        be = new_backend(None, params, backend=backend.name)
+    except Exception as exc:
+        msg = f"backend {backend.name!r} could not be opened with {params!r}: {exc}"
+        return Outcome("fail", error=msg)
+    try:
+        return _evaluate(be, case, seed)
+    finally:
+        be.close()
+
+
+def _evaluate_error_case(
+    backend: Backend, case: Case, seed: int, expected: type[Exception]
+) -> Outcome:
+    """An error case passes when building or computing raises ``expected`` (nothing else)."""
+    rng = case_rng(seed, case.id)
+    raw = tuple(draw(rng, a) for a in case.args)
+    try:
+        with backend.new_context() as ctx:
+            tensors = [
+                make_input(ctx, a, r) if a.tensor else None
+                for a, r in zip(case.args, raw, strict=True)
+            ]
+            outs = as_list(case.build(ctx, Inputs(tensors, raw)))
+            ctx.compute(*[t if t.is_contiguous() else t.contiguous(ctx) for t in outs])
+    except expected:
+        return Outcome("pass")
+    except Exception as exc:
+        return Outcome(
+            "fail", error=f"raised {type(exc).__name__}: {exc}; expected {expected.__name__}"
+        )
+    return Outcome("fail", error=f"no error raised; expected {expected.__name__}")
+
+
 def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
+    if case.expect_error is not None:
+        return _evaluate_error_case(backend, case, seed, case.expect_error)
     try:
         prep = prepare(case, seed)
     except ReferenceFailure as exc:
@@ -319,18 +362,22 @@ def run(
     *,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    tier: str = "default",
 ) -> ConformanceReport:
     """Run the catalogue on ``backends`` (None: every installed one) and return the report.
 
     Each backend is created once (``new_backend(None, backend=name)``) and every case runs in a
-    fresh context of it, closed afterwards. ``op_pattern`` selects cases (see :func:`select`).
+    fresh context of it, closed afterwards. ``op_pattern`` selects cases (see :func:`select`)
+    of ``tier`` (``default``, ``full`` or ``all``, see :func:`~.cases.all_cases`).
     ``progress`` receives one line per case and backend.
+
+    :raises ValueError: an unknown tier.
     """
     from ..registry import manager, new_backend
     from .cases import all_cases
 
     names = list(backends) if backends else [b.name for b in manager().backends()]
-    selected = select(all_cases(), op_pattern)
+    selected = select(all_cases(tier), op_pattern)
     results: list[CaseResult] = []
     outputs: dict[tuple[str, str], Outcome] = {}
     timings: dict[str, float] = {}
