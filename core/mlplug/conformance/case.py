@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..dtypes import DType
-from ..params import BackendParams
 
 if TYPE_CHECKING:
     from ..tensor import Tensor
@@ -155,8 +154,9 @@ class Case:
         reference is not called and the tolerance is not used.
     :param tier: ``default`` (the fast run) or ``full`` (real sizes, where kernels block, tile
         and thread: ``mlplug conformance --tier full``); see :data:`TIERS`.
-    :param backend_params: the backend parameters the case needs (flash attention, say); the
-        runner opens one more instance of the backend with them. None: the backend as given.
+    :param backend_params: ``BackendParams`` fields the case needs, as ``(name, value)`` pairs
+        (``(("flash_attention", FlashAttentionType.ENABLED),)``); the runner opens one more
+        instance of the backend with them. Empty: the backend as given.
     """
 
     id: str
@@ -175,7 +175,7 @@ class Case:
     gold_atol: float = 1e-6
     expect_error: type[Exception] | None = None
     tier: str = "default"
-    backend_params: BackendParams | None = None
+    backend_params: tuple[tuple[str, object], ...] = ()
 
     def with_id(self, new_id: str) -> Case:
         """Return a copy with another id."""

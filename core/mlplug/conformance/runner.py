@@ -239,12 +239,15 @@ def run_case(
 
 def _evaluate_with_params(backend: Backend, case: Case, seed: int) -> Outcome:
     """Run ``case`` on ``backend``, or on a fresh instance of it with the case's parameters."""
-    params = case.backend_params
-    if params is None or backend.params == params:
+    if not case.backend_params:
         return _evaluate(backend, case, seed)
     from ..registry import new_backend
 
+    fields = dict(case.backend_params)
+    if all(getattr(backend.params, k, None) == v for k, v in fields.items()):
+        return _evaluate(backend, case, seed)
     try:
+        params = backend.params.model_copy(update=fields)
         be = new_backend(None, params, backend=backend.name)
     except Exception as exc:
         msg = f"backend {backend.name!r} could not be opened with {params!r}: {exc}"
