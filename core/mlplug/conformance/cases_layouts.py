@@ -1,12 +1,19 @@
-"""Layout variants: catalogue cases re-run with every input presented as a non-contiguous view.
+"""Layout variants: catalogue cases re-run with their inputs presented as non-contiguous views.
 
-A generic transform, not hand-written cases: for each op, the first case whose inputs are all
-plain (non-quantised) tensors is repeated once per layout of :data:`~.data.LAYOUTS` (a permuted
-view, rows with gaps on both sides, every other dim-2 plane), and the first such case of each
-other dtype once, with the same reference and tolerance; ids read ``<case id>-<layout>``. The
-values are drawn for the new id, so each variant is an independent case. Ops whose meaning
-depends on the storage of an input (byte-offset views, reshapes, writes into a destination)
-are left out.
+A generic transform, not hand-written cases. Every case of an op that reads its inputs by their
+logical values is run again with its inputs in a layout of :data:`~.data.LAYOUTS` (a permuted
+view, rows with NaN gaps on both sides, every other dim-2 plane, a view at an offset into one
+buffer holding three tensors side by side, NaN where the others would be, as q, k and v are
+taken from one projection); block-quantised inputs take the layouts that move whole rows
+(:data:`~.data.QUANT_LAYOUTS`). The reference and tolerance are the case's own; ids read
+``<case id>-<layout>`` (``-in<i>`` when only input i is a view). The values are drawn for the
+new id, so each variant is an independent case.
+
+The ops left out are derived from the op table: the primitives that write into an input
+(:data:`~mlplug.ops.table.WRITE_OPS`) and ``view`` (its meaning is its byte offsets); cases that
+check metadata, read outputs their own way or compare raw blocks are left out too. The write
+ops require some inputs to be contiguous instead: :func:`error_cases` holds those, one per
+rule, where every backend must raise the core's :class:`~mlplug.errors.ShapeError`.
 """
 
 from __future__ import annotations
@@ -14,42 +21,54 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .case import Case
-from .data import LAYOUTS
+import numpy as np
 
-__all__ = ["cases", "layout_variants", "single_input_variants"]
+from ..context import Context
+from ..dtypes import DType
+from ..errors import ShapeError
+from ..ops.table import WRITE_OPS
+from ..tensor import Tensor
+from .case import Arg, Case, Inputs, Tolerance
+from .data import LAYOUTS, QUANT_LAYOUTS
 
-#: Ops whose inputs' storage is part of their meaning (views by byte offset, reshapes, ops
-#: writing into an input) or that create tensors rather than reading them.
-_STORAGE_OPS = frozenset(
-    {
-        "view",
-        "reshape",
-        "set_rows",
-        "set_inplace",
-        "copy",
-    }
-)
+__all__ = ["cases", "error_cases", "layout_variants", "single_input_variants"]
+
+#: Ops whose inputs' storage is part of their meaning: writes into an input, views by byte
+#: offset. Derived from the op table, so a new write op is left out without editing this.
+_STORAGE_OPS = frozenset(WRITE_OPS | {"view"})
+#: The layouts the first cases met (kept in this order so their ids stay as they were).
+_FIRST_LAYOUTS = LAYOUTS[:3]
 
 
-def _eligible(c: Case) -> bool:
+def _transformable(c: Case) -> bool:
     return (
         not c.op.startswith("Context.")
         and c.op not in _STORAGE_OPS
         and c.check is None
         and c.read is None
         and not c.raw_ref
+        and c.expect_error is None
         and bool(c.args)
-        and all(a.tensor and not a.dtype.is_quantized and not a.layout for a in c.args)
+        and all(a.tensor and not a.layout for a in c.args)
     )
 
 
+def _eligible(c: Case) -> bool:
+    """Every input can take every layout (no block-quantised input)."""
+    return _transformable(c) and not any(a.dtype.is_quantized for a in c.args)
+
+
+def _fits(c: Case, layout: str) -> bool:
+    return all(layout in QUANT_LAYOUTS or not a.dtype.is_quantized for a in c.args)
+
+
+def _variant(c: Case, layout: str) -> Case:
+    return replace(c, id=f"{c.id}-{layout}", args=tuple(replace(a, layout=layout) for a in c.args))
+
+
 def layout_variants(c: Case) -> list[Case]:
-    """Return ``c`` once per layout, every input presented through that layout."""
-    return [
-        replace(c, id=f"{c.id}-{lay}", args=tuple(replace(a, layout=lay) for a in c.args))
-        for lay in LAYOUTS
-    ]
+    """Return ``c`` once per layout its inputs can take, every input in that layout."""
+    return [_variant(c, lay) for lay in LAYOUTS if _fits(c, lay)]
 
 
 def single_input_variants(c: Case) -> list[Case]:
@@ -69,26 +88,112 @@ def single_input_variants(c: Case) -> list[Case]:
 
 
 def cases(base: Sequence[Case]) -> list[Case]:
-    """Return the layout variants of ``base``.
+    """Return the layout variants of ``base``, then the error cases of :func:`error_cases`.
 
     The first eligible case of each op gets every layout (on all inputs at once, then on each
-    input alone); the first eligible case of each
-    further (op, dtype) pair (f16, bf16, i32 storage, mixed pairs) gets one layout, taken in
-    turn, so every storage type meets every kind of view somewhere without tripling the suite.
+    input alone); the first eligible case of each further (op, dtype) pair (f16, bf16, i32
+    storage, mixed pairs) gets one of the first three layouts, taken in turn. Then every other
+    case that can take a layout gets one, taken in turn per op (block-quantised inputs: the
+    layouts that move whole rows), so every case meets a non-contiguous input somewhere: in
+    the default tier for the first case of an (op, dtype) pair not met yet (quantised inputs),
+    in the ``full`` tier for the rest, so that the default run stays fast.
     """
     out: list[Case] = []
     seen: set[tuple[str, str]] = set()
+    done: set[str] = set()
     ops: set[str] = set()
     turn = 0
     for c in base:
         if (c.op, c.dtype) in seen or not _eligible(c):
             continue
         seen.add((c.op, c.dtype))
-        variants = layout_variants(c)
+        done.add(c.id)
         if c.op not in ops:
             ops.add(c.op)
-            out += variants + single_input_variants(c)
+            out += layout_variants(c) + single_input_variants(c)
         else:
-            out.append(variants[turn % len(variants)])
+            out.append(_variant(c, _FIRST_LAYOUTS[turn % len(_FIRST_LAYOUTS)]))
             turn += 1
+    turns: dict[str, int] = {}
+    for c in base:
+        if c.id in done or not _transformable(c):
+            continue
+        options = [lay for lay in LAYOUTS if _fits(c, lay)]
+        if not options:
+            continue
+        k = turns.get(c.op, 0)
+        turns[c.op] = k + 1
+        # start each op's turn at fused, which the first pass gave only its first case
+        variant = _variant(c, options[(k + len(options) - 1) % len(options)])
+        if (c.op, c.dtype) in seen or c.tier != "default":
+            variant = replace(variant, tier="full")  # the default run stays fast
+        seen.add((c.op, c.dtype))
+        out.append(variant)
+    return out + error_cases()
+
+
+# -- ops that require contiguous inputs: the core's typed error on every backend -------------
+def _set_inplace_into(ctx: Context, x: Inputs) -> Tensor:
+    dst, src = x[0], x[1]
+    return dst.set_inplace(ctx, src, dst.stride(1), dst.stride(2), dst.stride(3), 0)
+
+
+def _set_rows_into(ctx: Context, x: Inputs) -> Tensor:
+    return x[0].set_rows(ctx, x[1], x[2])
+
+
+def _copy_into_q8_0(ctx: Context, x: Inputs) -> Tensor:
+    dst = ctx.zeros(DType.Q8_0, 32, 6).permute(ctx, 1, 0)  # [6, 32]: not contiguous
+    return x[0].copy(ctx, dst)
+
+
+def _no_reference(*_: np.ndarray) -> np.ndarray:
+    msg = "an error case has no reference"
+    raise AssertionError(msg)
+
+
+def error_cases() -> list[Case]:
+    """Cases where a non-contiguous input is refused: every backend raises ``ShapeError``.
+
+    ``set_inplace`` needs a contiguous destination, ``set_rows`` destination rows with a packed
+    dim 0, and ``copy`` into a quantised type a contiguous destination.
+    """
+    tol = Tolerance(ulp=0)
+    ids = Arg((2,), DType.I32, gen="perm", hi=4)
+    out = [
+        Case(
+            f"set_inplace-f32-err-dst-{lay}",
+            "set_inplace",
+            (Arg((6, 4, 2), layout=lay), Arg((6, 2))),
+            _set_inplace_into,
+            _no_reference,
+            tol,
+            expect_error=ShapeError,
+        )
+        for lay in LAYOUTS
+    ]
+    out += [
+        Case(
+            f"set_rows-f32-err-dst-{lay}",
+            "set_rows",
+            (Arg((6, 4), layout=lay), Arg((6, 2)), ids),
+            _set_rows_into,
+            _no_reference,
+            tol,
+            expect_error=ShapeError,
+        )
+        for lay in ("permuted",)
+    ]
+    out.append(
+        Case(
+            "copy-q8_0-err-dst-permuted",
+            "copy",
+            (Arg((6, 32)),),
+            _copy_into_q8_0,
+            _no_reference,
+            tol,
+            dtype="q8_0",
+            expect_error=ShapeError,
+        )
+    )
     return out
