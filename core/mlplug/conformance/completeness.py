@@ -98,12 +98,14 @@ def _case_graphs(
 ) -> Iterator[tuple[Case, list[Tensor]]]:
     """Build every case on ``backend``; yield each with its graph's nodes (context still open).
 
-    Cases the backend cannot build (``NotSupportedError``) are skipped.
+    Cases the backend cannot build (``NotSupportedError``) and error cases are skipped.
     """
     from ..errors import NotSupportedError
     from .cases import all_cases
 
     for case in cases if cases is not None else all_cases():
+        if case.expect_error is not None:  # error cases build no graph
+            continue
         rng = case_rng(0, case.id)
         raw = [draw(rng, a) for a in case.args]
         with backend.new_context() as ctx:
