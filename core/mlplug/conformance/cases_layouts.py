@@ -14,6 +14,7 @@ The ops left out are derived from the op table: the primitives that write into a
 check metadata, read outputs their own way or compare raw blocks are left out too. The write
 ops require some inputs to be contiguous instead: :func:`error_cases` holds those, one per
 rule, where every backend must raise the core's :class:`~mlplug.errors.ShapeError`.
+:func:`projection_cases` take q, k and v as views of one projection tensor, as models do.
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ from ..dtypes import DType
 from ..errors import ShapeError
 from ..ops.table import WRITE_OPS
 from ..tensor import Tensor
+from . import reference as R
 from .case import Arg, Case, Inputs, Tolerance
+from .cases_sizes import FLASH
 from .data import LAYOUTS, QUANT_LAYOUTS
 
-__all__ = ["cases", "error_cases", "layout_variants", "single_input_variants"]
+__all__ = [
+    "cases",
+    "error_cases",
+    "layout_variants",
+    "projection_cases",
+    "single_input_variants",
+]
 
 #: Ops whose inputs' storage is part of their meaning: writes into an input, views by byte
 #: offset. Derived from the op table, so a new write op is left out without editing this.
@@ -129,7 +138,76 @@ def cases(base: Sequence[Case]) -> list[Case]:
             variant = replace(variant, tier="full")  # the default run stays fast
         seen.add((c.op, c.dtype))
         out.append(variant)
-    return out + error_cases()
+    return out + projection_cases() + error_cases()
+
+
+# -- q, k and v as views into one projection, as models take them --------------------------
+def _qkv_views(
+    ctx: Context, qkv: Tensor, dk: int, h: int, hkv: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Split a projection ``[(h + 2 hkv) dk, L]``: q ``[dk, h, L]``, k and v ``[dk, hkv, L]``."""
+    es, row, n = qkv.stride(0), qkv.stride(1), qkv.ne[1]
+    q = qkv.view(ctx, 0, dk, dk * es, h, row, n)
+    k = qkv.view(ctx, h * dk * es, dk, dk * es, hkv, row, n)
+    v = qkv.view(ctx, (h + hkv) * dk * es, dk, dk * es, hkv, row, n)
+    return q, k, v
+
+
+def _split_qkv(
+    a: np.ndarray, dk: int, h: int, hkv: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = a.shape[0]
+    q = a[:, : h * dk].reshape(n, h, dk)
+    k = a[:, h * dk : (h + hkv) * dk].reshape(n, hkv, dk)
+    v = a[:, (h + hkv) * dk :].reshape(n, hkv, dk)
+    return q, k, v
+
+
+def projection_cases() -> list[Case]:
+    """Attention and rope on q, k and v taken as ``view``s of one projection tensor."""
+    dk, h, hkv, n = 8, 4, 2, 6
+    scale = 1 / np.sqrt(dk)
+    proj = Arg(((h + 2 * hkv) * dk, n))
+
+    def attend(ctx: Context, x: Inputs) -> Tensor:
+        q, k, v = _qkv_views(ctx, x[0], dk, h, hkv)
+        return q.scaled_dot_product_attention(ctx, k, v, x[1], None, None, float(scale), False)
+
+    def attend_ref(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+        q, k, v = _split_qkv(a, dk, h, hkv)
+        return R.sdpa(q, k, v, float(scale), mask=m)
+
+    def rope_q(ctx: Context, x: Inputs) -> Tensor:
+        q, _, _ = _qkv_views(ctx, x[0], dk, h, hkv)
+        return q.rope(ctx, x[1], dk, 10000.0, 1.0, rope_type=2)
+
+    def rope_ref(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        return R.rope(_split_qkv(a, dk, h, hkv)[0], pos, dk, 10000.0, 1.0, mode=2)
+
+    shape = f"{dk}x{h}x{n}-kv{hkv}"
+    attention = Case(
+        f"scaled_dot_product_attention-f32-qkv-views-{shape}",
+        "scaled_dot_product_attention",
+        (proj, Arg((n, n), gen="mask")),
+        attend,
+        attend_ref,
+        Tolerance(atol=1e-6, rtol=1e-5),
+        out_dtype=DType.F32,
+    )
+    return [
+        attention,
+        replace(attention, id=f"{attention.id}-flash", backend_params=FLASH),
+        Case(
+            f"rope-f32-qkv-views-neox-{shape}",
+            "rope",
+            (proj, Arg((n,), DType.I32, gen="int", lo=0, hi=500)),
+            rope_q,
+            rope_ref,
+            Tolerance(),
+            out_dtype=DType.F32,
+            bound=lambda a, _p: np.asarray(1e-4 * np.abs(a).max()),
+        ),
+    ]
 
 
 # -- ops that require contiguous inputs: the core's typed error on every backend -------------
