@@ -208,9 +208,35 @@ def _attention_cases() -> list[Case]:
                 "sinks-8x2x3-kv2x7", 8, 2, 2, 3, 7, mask="shared", sinks=True, flash=flash
             ),
             attention_case("nomask-8x2x1-kv1x4", 8, 2, 1, 1, 4, flash=flash),
+            attention_case("one-key-8x2x1-kv1x1", 8, 2, 1, 1, 1, flash=flash),
+            attention_case("one-key-8x4x3-kv2x1", 8, 4, 2, 3, 1, mask="shared", flash=flash),
             attention_case("gqa-8x4x3-kv2x5", 8, 4, 2, 3, 5, kv=F16, mask="shared", flash=flash),
             attention_case(
                 "full-d128-h8x2-q9-k73", 128, 8, 2, 9, 73, mask="shared", flash=flash, tier="full"
+            ),
+            attention_case(
+                "full-d256-h8x2-q4-k300",
+                256,
+                8,
+                2,
+                4,
+                300,
+                mask="shared",
+                sinks=True,
+                flash=flash,
+                tier="full",
+            ),
+            attention_case(
+                "full-dk192-dv128-h4x1-q3-k50",
+                192,
+                4,
+                1,
+                3,
+                50,
+                dv=128,
+                mask="heads",
+                flash=flash,
+                tier="full",
             ),
             attention_case(
                 "full-d64-h4x4-q5-k40",
