@@ -95,6 +95,34 @@ def _mulmat_cases() -> list[Case]:
     for q in (*QUANTS, *K_QUANTS):  # 128 blocks, 16 super-blocks per row
         if q not in (Q8_0, Q4_0):
             out.append(_mulmat(f"{lbl(q)}-full-4096x4x9", Arg((4096, 4), q), Arg((4096, 9))))
+    out += [
+        Case(
+            "mulmat_full_prec-f16-full-4096x8x9",
+            "mulmat_full_prec",
+            (Arg((4096, 8), F16), Arg((4096, 9))),
+            lambda ctx, x: x[0].mulmat_full_prec(ctx, x[1]),
+            _mulmat_ref(F16),
+            mulmat_tol(F16, 4096),
+            dtype="f16",
+            out_dtype=F32,
+            tier=FULL,
+        )
+    ]
+    for q, k in ((F32, 1024), (Q4_0, 2048), (DType.Q4_K, 1280), (DType.MXFP4, 160)):
+        # experts [k, 16, 8]; 9 tokens, 3 experts each
+        out.append(
+            Case(
+                f"mulmat_id-{lbl(q)}-full-{k}x16x8-u3b1t9",
+                "mulmat_id",
+                (Arg((k, 16, 8), q), Arg((k, 1, 9)), Arg((3, 9), DType.I32, gen="perm", hi=8)),
+                lambda ctx, x: x[0].mulmat_id(ctx, x[1], x[2]),
+                R.mulmat_id,
+                mulmat_tol(q, k),
+                dtype=lbl(q),
+                out_dtype=F32,
+                tier=FULL,
+            )
+        )
     for q in QUANTS:  # rows of 3, 5 and 7 blocks (odd counts)
         for blocks in (3, 5, 7):
             k = 32 * blocks
