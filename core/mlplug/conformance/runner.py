@@ -252,7 +252,7 @@ def _evaluate_with_params(backend: Backend, case: Case, seed: int) -> Outcome:
         params = backend.params.model_copy(update=fields)
         be = new_backend(None, params, backend=backend.name)
     except Exception as exc:
-        msg = f"backend {backend.name!r} could not be opened with {params!r}: {exc}"
+        msg = f"backend {backend.name!r} could not be opened with {fields!r}: {exc}"
         return Outcome("fail", error=msg)
     try:
         return _evaluate(be, case, seed)
