@@ -12,8 +12,9 @@ new id, so each variant is an independent case.
 The ops left out are derived from the op table: the primitives that write into an input
 (:data:`~mlplug.ops.table.WRITE_OPS`) and ``view`` (its meaning is its byte offsets); cases that
 check metadata, read outputs their own way or compare raw blocks are left out too. The write
-ops require some inputs to be contiguous instead: :func:`error_cases` holds those, one per
-rule, where every backend must raise the core's :class:`~mlplug.errors.ShapeError`.
+ops get :func:`write_variants` instead (their destination in the layouts each allows, their
+sources in any), and the layouts a destination may not take are :func:`error_cases`, where
+every backend must raise the core's :class:`~mlplug.errors.ShapeError`.
 :func:`projection_cases` take q, k and v as views of one projection tensor, as models do.
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 from ..context import Context
 from ..dtypes import DType
 from ..errors import ShapeError
-from ..ops.table import WRITE_OPS
+from ..ops.table import PRIMITIVES, WRITE_OPS
 from ..tensor import Tensor
 from . import reference as R
 from .case import Arg, Case, Inputs, Tolerance
@@ -40,6 +41,7 @@ __all__ = [
     "layout_variants",
     "projection_cases",
     "single_input_variants",
+    "write_variants",
 ]
 
 #: Ops whose inputs' storage is part of their meaning: writes into an input, views by byte
@@ -138,7 +140,54 @@ def cases(base: Sequence[Case]) -> list[Case]:
             variant = replace(variant, tier="full")  # the default run stays fast
         seen.add((c.op, c.dtype))
         out.append(variant)
-    return out + projection_cases() + error_cases()
+    return out + write_variants(base) + projection_cases() + error_cases()
+
+
+# -- ops that write into an input: their destination takes the layouts the op allows -------
+#: Destination layouts each write op accepts (the others are error cases, below): set_rows
+#: needs dim 0 packed, set_inplace a contiguous destination, copy (to a float type) any.
+_DST_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "set_rows": ("gapped", "strided2", "fused"),
+    "set_inplace": (),
+    "copy": LAYOUTS,
+}
+
+
+def _operand_names(op: str) -> list[str]:
+    """The op table's operand names of primitive ``op`` (``dst``, ``src``, ``idxs``)."""
+    return [n.strip().split(" ")[0] for n in PRIMITIVES[op].operands.split(",")]
+
+
+def write_variants(base: Sequence[Case]) -> list[Case]:
+    """The first F32 case of each write op, with its destination in each layout the op allows
+    (``-dst-<layout>``) and each other float input in a layout (``-src-<layout>``).
+
+    The destination is found by name in the op table's operands, so the case must pass its
+    inputs in that order (the catalogue's write cases do).
+    """
+    out: list[Case] = []
+    done: set[str] = set()
+    for c in base:
+        if c.op not in WRITE_OPS or c.op in done or c.check or c.read or c.raw_ref:
+            continue
+        names = _operand_names(c.op)
+        if len(c.args) != len(names) or c.gold is not None:
+            continue
+        if not all(
+            a.tensor and (a.dtype == DType.F32 or n == "idxs") for a, n in zip(c.args, names)
+        ):
+            continue
+        done.add(c.op)
+        dst = names.index("dst")
+        for lay in _DST_LAYOUTS[c.op]:
+            args = tuple(replace(a, layout=lay) if i == dst else a for i, a in enumerate(c.args))
+            out.append(replace(c, id=f"{c.id}-dst-{lay}", args=args))
+        floats = [i for i, a in enumerate(c.args) if i != dst and a.dtype == DType.F32]
+        for k, lay in enumerate(LAYOUTS if floats else ()):
+            i = floats[k % len(floats)]
+            args = tuple(replace(a, layout=lay) if j == i else a for j, a in enumerate(c.args))
+            out.append(replace(c, id=f"{c.id}-src-{lay}", args=args))
+    return out
 
 
 # -- q, k and v as views into one projection, as models take them --------------------------
