@@ -268,7 +268,7 @@ def test_out_of_range_indices_raise(ctx: Context) -> None:
         ctx.compute(out)
 
 
-@pytest.mark.parametrize("layout", ["permuted", "gapped", "strided2"])
+@pytest.mark.parametrize("layout", ["permuted", "gapped", "strided2", "fused"])
 @pytest.mark.parametrize("dtype", [F32, F16, I32])
 def test_layout_inputs_are_views_holding_the_drawn_values(
     backend: Backend, layout: str, dtype: DType

@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the ops (and how many cases each has) instead of running them",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (0)")
+    p.add_argument(
+        "--tier",
+        choices=("default", "full", "all"),
+        default="default",
+        help="which cases: the fast default tier, the real-size cases of the full tier, or all",
+    )
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-': stdout)")
     p.add_argument("--markdown", metavar="FILE", help="write the matrix as Markdown ('-': stdout)")
     from ._conformance import add_flags as _conformance_flags

@@ -2,8 +2,11 @@
 
 The catalogue (:func:`all_cases`) holds several cases for every public Tensor method and
 Context constructor: shapes with broadcasting, non-contiguous operands and every accepted dtype,
-plus worked examples with known results, and (:mod:`.cases_layouts`) cases re-run with their
-inputs given as permuted views, gapped rows or dim-2 strided slices. Each case draws its inputs
+plus worked examples with known results, (:mod:`.cases_layouts`) cases re-run with their
+inputs given as permuted views, gapped rows, dim-2 strided slices or views into one fused
+buffer, (:mod:`.cases_fused`) fused ops against their decomposition on the same backend and
+(:mod:`.cases_sizes`) cases at real sizes. Cases belong to a tier: ``default`` (fast) or
+``full`` (``all_cases("full")``, ``mlplug conformance --tier full``). Each case draws its inputs
 from a seed, builds its graph with the public API only, and is compared with an independent
 float64 reference (:mod:`mlplug.conformance.reference`) using ggml's NMSE and the max absolute
 error at the op's tolerance (:mod:`mlplug.conformance._common` holds the tolerance families).

@@ -26,8 +26,13 @@ __all__ = [
     "Case",
     "Inputs",
     "Reference",
+    "TIERS",
     "Tolerance",
 ]
+
+#: The tiers of the catalogue: ``default`` runs everywhere (fast), ``full`` holds the cases at
+#: real sizes (large K, long rows, many keys); a selection names one tier or ``all``.
+TIERS: tuple[str, ...] = ("default", "full")
 
 #: ``reference(*operands) -> array | list of arrays`` (float64 / int numpy views).
 Reference = Callable[..., "np.ndarray | Sequence[np.ndarray]"]
@@ -147,6 +152,11 @@ class Case:
     :param expect_error: an error case: building (or computing) must raise this typed error
         (a subclass of :class:`~mlplug.errors.MlplugError`), the same on every backend; the
         reference is not called and the tolerance is not used.
+    :param tier: ``default`` (the fast run) or ``full`` (real sizes, where kernels block, tile
+        and thread: ``mlplug conformance --tier full``); see :data:`TIERS`.
+    :param backend_params: ``BackendParams`` fields the case needs, as ``(name, value)`` pairs
+        (``(("flash_attention", FlashAttentionType.ENABLED),)``); the runner opens one more
+        instance of the backend with them. Empty: the backend as given.
     """
 
     id: str
@@ -164,6 +174,8 @@ class Case:
     gold: tuple[tuple[float, ...], ...] | None = None
     gold_atol: float = 1e-6
     expect_error: type[Exception] | None = None
+    tier: str = "default"
+    backend_params: tuple[tuple[str, object], ...] = ()
 
     def with_id(self, new_id: str) -> Case:
         """Return a copy with another id."""

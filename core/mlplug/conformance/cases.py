@@ -8,27 +8,44 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .case import Case
+from .case import TIERS, Case
 
 __all__ = ["all_cases", "by_id"]
 
 
-@lru_cache(maxsize=1)
-def all_cases() -> tuple[Case, ...]:
-    """Return the whole catalogue (built once).
+def all_cases(tier: str = "default") -> tuple[Case, ...]:
+    """Return the catalogue's cases of ``tier`` (built once).
 
-    :raises ValueError: if two cases share an id (a bug in the catalogue).
+    ``default`` is the fast run every backend meets first; ``full`` the cases at real sizes
+    only; ``all`` both (the default tier first, in the same order). The default tier's order
+    never depends on the full tier.
+
+    :raises ValueError: an unknown tier, or two cases share an id (a bug in the catalogue).
     """
+    everything = _catalogue()
+    if tier == "all":
+        return tuple(c for t in TIERS for c in everything if c.tier == t)
+    if tier not in TIERS:
+        msg = f"unknown conformance tier {tier!r}; choose one of {', '.join((*TIERS, 'all'))}"
+        raise ValueError(msg)
+    return tuple(c for c in everything if c.tier == tier)
+
+
+@lru_cache(maxsize=1)
+def _catalogue() -> tuple[Case, ...]:
+    """Build the whole catalogue, every tier, once."""
     from . import (
         cases_copy,
         cases_data,
         cases_elementwise,
         cases_errors,
+        cases_fused,
         cases_gather,
         cases_layouts,
         cases_linalg,
         cases_nn,
         cases_reduce,
+        cases_sizes,
         cases_values,
         cases_views,
     )
@@ -48,6 +65,8 @@ def all_cases() -> tuple[Case, ...]:
         out += family.cases()
     out += cases_layouts.cases(out)
     out += cases_values.cases()
+    out += cases_fused.cases()
+    out += cases_sizes.cases()
     out += cases_errors.cases()
     seen: set[str] = set()
     for c in out:
@@ -59,11 +78,11 @@ def all_cases() -> tuple[Case, ...]:
 
 
 def by_id(case_id: str) -> Case:
-    """Return the case called ``case_id``.
+    """Return the case called ``case_id`` (of any tier).
 
     :raises KeyError: if there is none.
     """
-    for c in all_cases():
+    for c in all_cases("all"):
         if c.id == case_id:
             return c
     raise KeyError(case_id)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LAYOUTS",
+    "QUANT_LAYOUTS",
     "bf16_bits",
     "bf16_values",
     "case_rng",
@@ -51,7 +52,11 @@ _KQUANT_F16_FIELDS: dict[DType, tuple[int, ...]] = {
     DType.Q6_K: (208,),
 }
 #: Non-contiguous presentations of an input (``Arg.layout``), see :func:`make_input`.
-LAYOUTS: tuple[str, ...] = ("permuted", "gapped", "strided2")
+LAYOUTS: tuple[str, ...] = ("permuted", "gapped", "strided2", "fused")
+#: The layouts a block-quantised input can take (whole rows move, blocks are never split).
+QUANT_LAYOUTS: tuple[str, ...] = ("fused",)
+#: Slots of a ``fused`` buffer (q, k, v side by side) and the one an input occupies.
+_FUSED_SLOTS, _FUSED_SLOT = 3, 1
 #: Elements of filler before and after each row of a ``gapped`` input.
 _GAP_BEFORE, _GAP_AFTER = 2, 1
 _NUMPY_STORAGE: dict[DType, str] = {
@@ -208,15 +213,20 @@ def make_input(ctx: Context, a: Arg, raw: np.ndarray) -> Tensor:
     The tensor handed to the build always has shape ``a.ne`` and the values of ``raw``; only
     its storage differs: ``permuted`` stores dims 0 and 1 swapped and permutes them back,
     ``gapped`` pads every row with filler and slices dim 0, ``strided2`` interleaves filler
-    planes along dim 2 and takes every other one.
+    planes along dim 2 and takes every other one, ``fused`` is a ``view`` at a byte offset into
+    one buffer holding three tensors side by side, filler where the others would be (like q,
+    k and v taken from one projection: along dim 0, or along dim 1 for quantised rows).
 
-    :raises ValueError: an unknown layout, or a block-quantised input (blocks cannot be split).
+    :raises ValueError: an unknown layout, or a block-quantised input in a layout that would
+        split its blocks (only ``fused`` moves whole rows).
     """
     if not a.layout:
         return make_tensor(ctx.input(), a, raw)
-    if a.layout not in LAYOUTS or a.dtype.is_quantized:
+    if a.layout not in LAYOUTS or (a.dtype.is_quantized and a.layout not in QUANT_LAYOUTS):
         msg = f"layout {a.layout!r} is not available for a {a.dtype.name} input"
         raise ValueError(msg)
+    if a.layout == "fused":
+        return _fused_view(ctx, a, raw)
     ne = (*a.ne, 1, 1, 1)[:4]
     v = np.asarray(raw).reshape(rev(ne))
     fill = _filler(v)
@@ -233,3 +243,33 @@ def make_input(ctx: Context, a: Arg, raw: np.ndarray) -> Tensor:
     stored[:, 1::2] = v
     back = make_tensor(ctx.input(), replace(a, ne=rev(stored.shape)), stored)
     return back.slice(ctx, 2, 1, 2 * ne[2], 2)
+
+
+def _fused_view(ctx: Context, a: Arg, raw: np.ndarray) -> Tensor:
+    """Input ``a`` as slot 1 of 3 in one buffer (dim 0; dim 1 for quantised rows), by ``view``."""
+    ne = (*a.ne, 1, 1, 1)[:4]
+    if a.dtype.is_quantized:  # whole rows side by side; 0xFF filler has NaN scales
+        rows = np.asarray(raw, np.uint8).reshape(ne[3], ne[2], ne[1], -1)
+        stored = np.full((ne[3], ne[2], _FUSED_SLOTS * ne[1], rows.shape[-1]), 0xFF, np.uint8)
+        stored[:, :, _FUSED_SLOT * ne[1] : (_FUSED_SLOT + 1) * ne[1]] = rows
+        back_ne = (ne[0], _FUSED_SLOTS * ne[1], ne[2], ne[3])
+        offset_elems_dim = 1
+    else:
+        v = np.asarray(raw).reshape(rev(ne))
+        stored = np.full((*v.shape[:3], _FUSED_SLOTS * ne[0]), _filler(v), v.dtype)
+        stored[..., _FUSED_SLOT * ne[0] : (_FUSED_SLOT + 1) * ne[0]] = v
+        back_ne = (_FUSED_SLOTS * ne[0], ne[1], ne[2], ne[3])
+        offset_elems_dim = 0
+    back = make_tensor(ctx.input(), replace(a, ne=back_ne), stored)
+    offset = _FUSED_SLOT * ne[offset_elems_dim] * back.stride(offset_elems_dim)
+    return back.view(
+        ctx,
+        offset,
+        ne[0],
+        back.stride(1),
+        ne[1],
+        back.stride(2),
+        ne[2],
+        back.stride(3),
+        ne[3],
+    )

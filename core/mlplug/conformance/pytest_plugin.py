@@ -2,7 +2,8 @@
 
 It parametrises a session-scoped ``backend`` fixture over the installed backends (narrowed by
 ``--mlplug-backend NAME``, repeatable) and ``case`` over the catalogue (narrowed by
-``--mlplug-op PATTERN``, see :func:`mlplug.conformance.runner.select`); test ids read
+``--mlplug-op PATTERN``, see :func:`mlplug.conformance.runner.select`, and by tier with
+``--mlplug-tier default|full|all`` or ``$MLPLUG_CONFORMANCE_TIER``); test ids read
 ``test_op[<backend>-<case id>]``, so ``-k "torch and mulmat"`` works. ``--mlplug-seed N`` (or
 the environment variable ``MLPLUG_CONFORMANCE_SEED``) draws every case's inputs from another
 seed; ``--mlplug-strict`` fails unsupported cases. A selection matching no case is a usage
@@ -34,6 +35,7 @@ __all__ = [
     "pytest_runtest_makereport",
     "pytest_terminal_summary",
     "run_options",
+    "tier",
 ]
 
 #: Environment variable giving the input seed when ``--mlplug-seed`` is not passed (CI runs seed 1).
@@ -44,7 +46,8 @@ _UNSUPPORTED_OPS = pytest.StashKey[dict[str, Counter[str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Add ``--mlplug-backend NAME`` (repeatable) and ``--mlplug-op PATTERN``."""
+    """Add ``--mlplug-backend NAME`` (repeatable), ``--mlplug-op PATTERN`` and
+    ``--mlplug-tier TIER``."""
     group = parser.getgroup("mlplug", "mlplug conformance suite")
     group.addoption(
         "--mlplug-backend",
@@ -77,6 +80,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="fail unsupported cases instead of reporting them as xfails",
     )
+    group.addoption(
+        "--mlplug-tier",
+        dest="mlplug_tier",
+        default=None,
+        choices=("default", "full", "all"),
+        help="which tier of the catalogue: default (fast), full (real sizes) or all "
+        f"(default: ${TIER_ENV}, else default)",
+    )
 
 
 def run_options(request: pytest.FixtureRequest) -> tuple[int, bool]:
@@ -91,6 +102,18 @@ def run_options(request: pytest.FixtureRequest) -> tuple[int, bool]:
             msg = f"{SEED_ENV} must be an integer, got {text!r}"
             raise pytest.UsageError(msg) from None
     return int(seed), bool(config.getoption("mlplug_strict", default=False))
+
+
+#: Environment variable naming the tier when ``--mlplug-tier`` is not given.
+TIER_ENV = "MLPLUG_CONFORMANCE_TIER"
+
+
+def tier(config: pytest.Config) -> str:
+    """Return the tier to run: ``--mlplug-tier``, else ``$MLPLUG_CONFORMANCE_TIER``, else
+    ``default``."""
+    return str(
+        config.getoption("mlplug_tier", default=None) or os.environ.get(TIER_ENV) or "default"
+    )
 
 
 def backend_names(config: pytest.Config) -> list[str]:
@@ -129,7 +152,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", names, indirect=True, ids=names, scope="session")
         if "case" in metafunc.fixturenames and "case" not in taken:
             pattern = metafunc.config.getoption("mlplug_op", default=None)
-            cases = select(all_cases(), pattern)
+            cases = select(all_cases(tier(metafunc.config)), pattern)
             if not cases:
                 msg = f"no conformance case matches --mlplug-op {pattern!r}"
                 raise pytest.UsageError(msg)

@@ -241,7 +241,7 @@ def run_case(
         that passes is an ``xpass`` (the list must be updated).
     """
     with np.errstate(all="ignore"):  # special-value cases make inf and NaN on purpose
-        outcome = _evaluate(backend, case, seed)
+        outcome = _evaluate_with_params(backend, case, seed)
     reason = (known or {}).get(case.id)
     if reason is not None:
         if outcome.status == "pass":
@@ -265,6 +265,27 @@ def run_case(
                 "remove it from the list"
             )
     return outcome
+
+
+def _evaluate_with_params(backend: Backend, case: Case, seed: int) -> Outcome:
+    """Run ``case`` on ``backend``, or on a fresh instance of it with the case's parameters."""
+    if not case.backend_params:
+        return _evaluate(backend, case, seed)
+    from ..registry import new_backend
+
+    fields = dict(case.backend_params)
+    if all(getattr(backend.params, k, None) == v for k, v in fields.items()):
+        return _evaluate(backend, case, seed)
+    try:
+        params = backend.params.model_copy(update=fields)
+        be = new_backend(None, params, backend=backend.name)
+    except Exception as exc:
+        msg = f"backend {backend.name!r} could not be opened with {fields!r}: {exc}"
+        return Outcome("fail", error=msg)
+    try:
+        return _evaluate(be, case, seed)
+    finally:
+        be.close()
 
 
 def _evaluate(backend: Backend, case: Case, seed: int) -> Outcome:
@@ -398,22 +419,26 @@ def run(
     strict: bool = False,
     cases: Sequence[Case] | None = None,
     keep: Callable[[str, Case, Outcome], None] | None = None,
+    tier: str = "default",
 ) -> ConformanceReport:
     """Run the catalogue on ``backends`` (None: every installed one) and return the report.
 
     Each backend is created once (``new_backend(None, backend=name)``) and every case runs in a
     fresh context of it, closed afterwards. ``op_pattern`` selects cases (see :func:`select`)
-    from ``cases`` (default: the whole catalogue). ``progress`` receives one line per case and
+    from ``cases`` (default: the catalogue's cases of ``tier``: ``default``, ``full`` or
+    ``all``, see :func:`~.cases.all_cases`). ``progress`` receives one line per case and
     backend; ``keep(backend, case, outcome)`` sees every outcome with its outputs (to dump
     them). With ``strict`` any unsupported case makes the report fail. A backend's pinned
     unsupported set and its declared :meth:`~mlplug.backend.Backend.supported_ops` are applied
     (see :func:`run_case` and :class:`~mlplug.conformance.report.BackendSummary`).
+
+    :raises ValueError: an unknown tier.
     """
     from ..registry import manager, new_backend
     from .cases import all_cases
 
     names = list(backends) if backends else [b.name for b in manager().backends()]
-    selected = select(all_cases() if cases is None else cases, op_pattern)
+    selected = select(all_cases(tier) if cases is None else cases, op_pattern)
     results: list[CaseResult] = []
     outputs: dict[tuple[str, str], Outcome] = {}
     timings: dict[str, float] = {}

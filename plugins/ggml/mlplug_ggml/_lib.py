@@ -227,6 +227,7 @@ _REQUIRED: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "ggml_get_mem_size": (c_size_t, (_p,)),
     "ggml_type_name": (c_char_p, (c_int,)),
     "ggml_blck_size": (c_int64, (c_int,)),
+    "ggml_type_size": (c_size_t, (c_int,)),
     "ggml_row_size": (c_size_t, (c_int, c_int64)),
     "ggml_nbytes": (c_size_t, (_p,)),
     # ggml.h: tensors and ops

@@ -12,12 +12,20 @@ from typing import TYPE_CHECKING
 
 from mlplug.plugin_api import TRAITS
 
+from .._lib import GGMLTensor
 from ._registry import Builder
 
 if TYPE_CHECKING:
     from mlplug import Tensor
 
-__all__ = ["canonical_strides", "contiguous_1", "dim0_packed", "packed_src", "rows_packed"]
+__all__ = [
+    "canonical_strides",
+    "contiguous_1",
+    "dim0_packed",
+    "mul_mat_operand",
+    "packed_src",
+    "rows_packed",
+]
 
 Shape4 = tuple[int, int, int, int]
 
@@ -75,3 +83,16 @@ def packed_src(b: Builder, t: Tensor, i: int, rows: bool = False, c1: bool = Fal
     ptr = b.src(t, i)
     ok = rows_packed(s) if rows else contiguous_1(s) if c1 else dim0_packed(s)
     return ptr if ok else int(b.lib.ggml_cont(b.ctx, ptr))
+
+
+def mul_mat_operand(b: Builder, ptr: int) -> int:
+    """Return ggml tensor ``ptr``, or a contiguous copy when ``ggml_mul_mat`` cannot take it as
+    its first operand: dim 0 not packed, or transposed (``nb[0] > nb[1]``, which ggml asserts).
+
+    Judged on ggml's own strides: on a dim of extent 1 they can differ from mlplug's (a stride
+    there is never used), so a view mlplug calls packed may still read as transposed to ggml.
+    """
+    g = GGMLTensor.at(ptr)
+    if g.nb[0] == int(b.lib.ggml_type_size(g.type)) and g.nb[0] <= g.nb[1]:
+        return ptr
+    return int(b.lib.ggml_cont(b.ctx, ptr))

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Final
 
 from mlplug.plugin_api import MulmatParams, TriParams
 
+from ._layout import mul_mat_operand
 from ._registry import Builder, implements
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ GGML_PREC_F32: Final = 10
 @implements("mulmat", needs=("mul_mat", "mul_mat_set_prec"))
 def mulmat(b: Builder, t: Tensor) -> int:
     """``ggml_mul_mat(a, b)``, with ``ggml_mul_mat_set_prec(F32)`` for full precision."""
-    ptr: int = b.lib.ggml_mul_mat(b.ctx, b.src(t, 0), b.src(t, 1))
+    ptr: int = b.lib.ggml_mul_mat(b.ctx, mul_mat_operand(b, b.src(t, 0)), b.src(t, 1))
     if MulmatParams.of(t).precision == "f32":
         b.lib.ggml_mul_mat_set_prec(ptr, GGML_PREC_F32)
     return ptr

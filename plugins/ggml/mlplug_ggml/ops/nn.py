@@ -17,7 +17,7 @@ from mlplug.plugin_api import (
     RopeParams,
 )
 
-from ._layout import dim0_packed, packed_src
+from ._layout import dim0_packed, mul_mat_operand, packed_src
 from ._registry import Builder, implements
 from .layout import ggml_type
 from .linalg import GGML_PREC_F32
@@ -197,7 +197,7 @@ def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
             lib.ggml_flash_attn_ext_add_sinks(out, sinks)
         lib.ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32)
         return out  # [d_v, H, L_q, B]
-    kq = lib.ggml_mul_mat(ctx, k, q)  # [L_k, L_q, H, B]
+    kq = lib.ggml_mul_mat(ctx, mul_mat_operand(b, k), q)  # [L_k, L_q, H, B]
     lib.ggml_mul_mat_set_prec(kq, GGML_PREC_F32)
     kq = lib.ggml_soft_max_ext(ctx, kq, mask, scale, 0.0)
     if sinks is not None:
@@ -207,5 +207,5 @@ def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
     # cache does for this backend; otherwise make it contiguous.
     if v_node.nb[2] != TRAITS[v_node.dtype].type_size:
         v = lib.ggml_cont(ctx, v)
-    kqv = lib.ggml_mul_mat(ctx, v, kq)  # [d_v, L_q, H, B]
+    kqv = lib.ggml_mul_mat(ctx, mul_mat_operand(b, v), kq)  # [d_v, L_q, H, B]
     return lib.ggml_cont(ctx, lib.ggml_permute(ctx, kqv, 0, 2, 1, 3))  # type: ignore[no-any-return]
