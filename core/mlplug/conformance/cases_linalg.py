@@ -191,25 +191,29 @@ def _ids(ne: tuple[int, ...], n: int) -> Arg:
     return Arg(ne, I32, gen="int", lo=0, hi=n)
 
 
+def _mulmat_id_ref(dt: DType) -> Callable[..., np.ndarray]:
+    """mulmat_id's reference: the activations rounded as the CPU dot product of ``dt`` sees them."""
+    if dt == F16:
+        return lambda w, xx, i: R.mulmat_id(w, R.f16(xx), i)
+    if dt.is_quantized or dt == BF16:
+        return lambda w, xx, i: R.mulmat_id(w, R.operand_as_dot(xx, dt), i)
+    return R.mulmat_id
+
+
+def _mulmat_id_bound(dt: DType) -> Callable[..., np.ndarray] | None:
+    """mulmat_id's per-element bound for a quantised expert weight (None otherwise)."""
+    if not dt.is_quantized:
+        return None
+    return lambda w, xx, i: R.DOT_REL * R.mulmat_id(np.abs(w), np.abs(R.operand_as_dot(xx, dt)), i)
+
+
 def _mulmat_id_cases() -> list[Case]:
     op = "mulmat_id"
 
     def build(ctx: Context, x: Inputs) -> Tensor:
         return x[0].mulmat_id(ctx, x[1], x[2])
 
-    def ref_for(dt: DType) -> Callable[..., np.ndarray]:
-        if dt == F16:
-            return lambda w, xx, i: R.mulmat_id(w, R.f16(xx), i)
-        if dt.is_quantized or dt == BF16:
-            return lambda w, xx, i: R.mulmat_id(w, R.operand_as_dot(xx, dt), i)
-        return R.mulmat_id
-
-    def bound_for(dt: DType) -> Callable[..., np.ndarray] | None:
-        if not dt.is_quantized:
-            return None
-        return lambda w, xx, i: (
-            R.DOT_REL * R.mulmat_id(np.abs(w), np.abs(R.operand_as_dot(xx, dt)), i)
-        )
+    ref_for, bound_for = _mulmat_id_ref, _mulmat_id_bound
 
     out = []
     for dt, k, r, e, b1, u, t in (

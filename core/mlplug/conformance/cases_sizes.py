@@ -30,6 +30,7 @@ from ._common import (
     F16,
     F32,
     K_QUANTS,
+    MULMAT_FULL_PREC,
     Q4_0,
     Q8_0,
     QUANTS,
@@ -43,6 +44,7 @@ from ._common import (
     sx,
 )
 from .case import Arg, Case, Inputs, Tolerance
+from .cases_linalg import _mulmat_bound, _mulmat_id_bound, _mulmat_id_ref, _mulmat_ref
 
 __all__ = ["FLASH", "cases"]
 
@@ -51,13 +53,6 @@ FULL = "full"
 FLASH: tuple[tuple[str, object], ...] = (("flash_attention", FlashAttentionType.ENABLED),)
 #: Vector lengths that leave a tail after every common SIMD width and block of work.
 TAILS = (1, 7, 33, 1025)
-
-
-def _mulmat_ref(a_dtype: DType) -> Callable[..., np.ndarray]:
-    """F16 left with F32 right: the right operand is rounded to f16 first, as ggml does."""
-    if a_dtype == F16:
-        return lambda a, b: R.mulmat(a, R.f16(b))
-    return R.mulmat
 
 
 def _mulmat(tag: str, a: Arg, b: Arg, *, tier: str = FULL) -> Case:
@@ -69,10 +64,11 @@ def _mulmat(tag: str, a: Arg, b: Arg, *, tier: str = FULL) -> Case:
         "mulmat",
         (a, b),
         build,
-        _mulmat_ref(a.dtype),
+        _mulmat_ref(a.dtype, b.dtype),
         mulmat_tol(a.dtype, a.ne[0]),
         dtype=lbl(a.dtype),
         out_dtype=F32,
+        bound=_mulmat_bound("mulmat", a.dtype, b.dtype),
         tier=tier,
     )
 
@@ -101,9 +97,10 @@ def _mulmat_cases() -> list[Case]:
             "mulmat_full_prec",
             (Arg((4096, 8), F16), Arg((4096, 9))),
             lambda ctx, x: x[0].mulmat_full_prec(ctx, x[1]),
-            _mulmat_ref(F16),
-            mulmat_tol(F16, 4096),
+            _mulmat_ref(F16, F32),
+            MULMAT_FULL_PREC,
             dtype="f16",
+            bound=_mulmat_bound("mulmat_full_prec", F16, F32),
             out_dtype=F32,
             tier=FULL,
         )
@@ -116,9 +113,10 @@ def _mulmat_cases() -> list[Case]:
                 "mulmat_id",
                 (Arg((k, 16, 8), q), Arg((k, 1, 9)), Arg((3, 9), DType.I32, gen="perm", hi=8)),
                 lambda ctx, x: x[0].mulmat_id(ctx, x[1], x[2]),
-                R.mulmat_id,
+                _mulmat_id_ref(q),
                 mulmat_tol(q, k),
                 dtype=lbl(q),
+                bound=_mulmat_id_bound(q),
                 out_dtype=F32,
                 tier=FULL,
             )

@@ -376,14 +376,12 @@ WRONG: tuple[Wrong, ...] = (
         "mulmat broadcasts a over dim 3 by tiling instead of repeating",
         {"mulmat": _mulmat(tile3=True)},
         ("mulmat",),
-        needs="sizes (item 3): dim-3 broadcast cases for mulmat",
     ),
     Wrong(
         "wrong_binary_repeat_dim3",
         "binary ops broadcast b over dim 3 by repeating instead of tiling",
         {op: _binary_repeat(getattr(np, u)) for op, u in zip(_ADD_FAMILY, _UFUNCS, strict=True)},
         _ADD_FAMILY,
-        needs="sizes (item 3): dim-3 broadcast cases for binary ops",
     ),
     Wrong(
         "wrong_add_flush_nonfinite",
