@@ -12,7 +12,7 @@ For each prompt (token ids tokenised by llama.cpp, BOS first; the last is longer
   second-best logit there (a small gap is a near-tie that rounding alone can flip).
 
 llama.cpp (llama-cpp-python, 2 threads, f16 KV cache, batch 512) runs in a child process, as in
-``gemma_vs_llamacpp.py``, whose file lookup this uses (``--model``, ``$MLPLUG_GEMMA``, ...).
+``gemma_vs_llamacpp.py``, whose file lookup this uses (``--model``, ``$MLPLUG_GEMMA3_GGUF``, ...).
 
 Usage::
 

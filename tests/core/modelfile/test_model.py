@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from model_files import LlamaModel, RawGGUF
 from model_helpers import (
     BACKENDS,
     FakeGPU,
@@ -23,7 +24,6 @@ from model_helpers import (
     needs_cpu_numpy,
     open_backend,
 )
-from modelfile_fixtures import LlamaModel, RawGGUF
 
 import mlplug as ml
 from mlplug.dtypes import DType, nbytes_of
