@@ -429,6 +429,10 @@ class Damage:
     shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: A head count to write in place of the real one.
     head_count: int | None = None
+    #: A key/value head count to write in place of the real one.
+    head_count_kv: int | None = None
+    #: Vocabulary keys (without ``tokenizer.ggml.``) to write in place of the tiny ones.
+    vocabulary: dict[str, Any] = field(default_factory=dict)
 
 
 class _Writer:
@@ -464,7 +468,8 @@ class _Writer:
 
     def vocabulary(self, template: str) -> None:
         """Write :func:`tiny_vocabulary` for ``t.vocab`` tokens and the chat ``template``."""
-        for key, value in tiny_vocabulary(self.t.vocab).items():
+        vocab = tiny_vocabulary(self.t.vocab) | self.damage.vocabulary
+        for key, value in vocab.items():
             kv = kv_value(value)
             if kv.type is GGUFValueType.ARRAY:
                 items = list(kv.value) if isinstance(kv.value, tuple) else kv.value.tolist()
@@ -504,7 +509,7 @@ def write_llama(
     w.add_block_count(t.layers)
     w.add_embedding_length(t.d)
     w.add_head_count(wr.damage.head_count or t.heads)
-    w.add_head_count_kv(t.heads_kv)
+    w.add_head_count_kv(wr.damage.head_count_kv or t.heads_kv)
     w.add_layer_norm_rms_eps(t.eps)
     w.add_rope_freq_base(t.base)
     w.add_rope_dimension_count(t.head_dim)
@@ -578,7 +583,7 @@ def write_gemma3(
     w.add_block_count(t.layers)
     w.add_embedding_length(t.d)
     w.add_head_count(wr.damage.head_count or t.heads)
-    w.add_head_count_kv(t.heads_kv)
+    w.add_head_count_kv(wr.damage.head_count_kv or t.heads_kv)
     w.add_key_length(t.head_dim)
     w.add_value_length(t.head_dim)
     w.add_layer_norm_rms_eps(t.eps)
