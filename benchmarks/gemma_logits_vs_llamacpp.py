@@ -7,9 +7,13 @@ For each prompt (token ids tokenised by llama.cpp, BOS first; the last is longer
   whole sequence (prompt and continuation) in one forward pass and give the logits at every
   position. Reported: the max relative difference, ``max |a - b| / max |b|`` over a position's
   vocabulary, at the worst position; and the share of positions whose argmax agrees.
-* **greedy**: each engine generates ``-n`` tokens on its own; reported is the number of leading
-  tokens equal to llama.cpp's and, at the first difference, llama.cpp's gap between its best and
+* **greedy**: the number of leading tokens of llama.cpp's greedy continuation that are also the
+  engine's own greedy choice (the argmax of its logits above: up to the first difference both
+  engines have seen the same tokens, so this is where a free greedy run of the engine parts),
+  and at the first difference llama.cpp's and the engine's gap between the best and the
   second-best logit there (a small gap is a near-tie that rounding alone can flip).
+  ``--generate`` also runs each engine's own greedy generation (one-token decode steps, slow on
+  backends that dequantise per call) and reports how many of its tokens equal llama.cpp's.
 
 llama.cpp (llama-cpp-python, 2 threads, f16 KV cache, batch 512) runs in a child process, as in
 ``gemma_vs_llamacpp.py``, whose file lookup this uses (``--model``, ``$MLPLUG_GEMMA3_GGUF``, ...).
@@ -68,7 +72,9 @@ def top2_gap(row: np.ndarray) -> float:
     return float(top[1] - top[0])
 
 
-def compare(path: Path, backends: list[str], n_gen: int, n_long: int) -> dict[str, Any]:
+def compare(
+    path: Path, backends: list[str], n_gen: int, n_long: int, *, generate: bool = False
+) -> dict[str, Any]:
     """Logits and greedy tokens of every backend against llama.cpp, for every prompt."""
     n_ctx = max(n_long, 64) + n_gen + 8
     refs: list[dict[str, Any]] = []
@@ -98,10 +104,10 @@ def compare(path: Path, backends: list[str], n_gen: int, n_long: int) -> dict[st
                 seq = ids + want_tokens[:-1]
                 model.reset()
                 got = model.forward(seq, range(len(seq)), outputs=range(len(seq)))
-                tokens = model.generate(ids, n_gen).tokens
-                greedy.setdefault(name, []).append(tokens)
+                ours = got[len(ids) - 1 :].argmax(1).tolist()
                 rel = rel_diff(got, want)
-                k = agree(tokens, want_tokens)
+                k = agree(ours, want_tokens)
+                greedy.setdefault(name, []).append(ours[: k + 1])
                 row: dict[str, Any] = {
                     "prompt_tokens": len(ids),
                     "max_rel_diff": float(rel.max()),
@@ -109,22 +115,25 @@ def compare(path: Path, backends: list[str], n_gen: int, n_long: int) -> dict[st
                     "max_rel_diff_prompt": float(rel[: len(ids)].max()),
                     "argmax_equal": float(np.mean(got.argmax(1) == want.argmax(1))),
                     "greedy_agree": k,
-                    "greedy_tokens": tokens,
                 }
-                if k < n_gen:  # where it parted: llama.cpp's and our top-2 gap at that step
+                if k < n_gen:  # where it parts: llama.cpp's and our top-2 gap at that step
                     at = len(ids) - 1 + k
                     row["first_difference"] = {
                         "step": k,
                         "llamacpp_token": want_tokens[k],
-                        "our_token": tokens[k],
+                        "our_token": ours[k],
                         "llamacpp_top2_gap": top2_gap(want[at]),
                         "our_top2_gap": top2_gap(got[at]),
                         "rel_diff_there": float(rel[at]),
                     }
+                if generate:
+                    tokens = model.generate(ids, n_gen).tokens
+                    row["generated_agree"] = agree(tokens, want_tokens)
+                    row["generated_tokens"] = tokens
                 rows.append(row)
                 print(
                     name,
-                    {k: v for k, v in row.items() if k != "greedy_tokens"},
+                    {k: v for k, v in row.items() if k != "generated_tokens"},
                     file=sys.stderr,
                     flush=True,
                 )
@@ -133,6 +142,8 @@ def compare(path: Path, backends: list[str], n_gen: int, n_long: int) -> dict[st
             be.close()
         report["backends"][name] = rows
     names = list(greedy)
+    # Each backend's greedy choices through its first difference from llama.cpp: the backends
+    # agree with each other up to where the first of them parts from the other.
     report["cross_backend_greedy_agree"] = [
         min(agree(greedy[n][i], greedy[names[0]][i]) for n in names) for i in range(len(refs))
     ]
@@ -176,12 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--long", type=int, default=700, help="tokens of the long prompt (default 700, > 512)"
     )
+    parser.add_argument(
+        "--generate", action="store_true", help="also run each engine's own greedy generation"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if args.n < 1 or args.long < 1:
         parser.error("-n and --long must be at least 1")
     path = model_path(args.model)
-    report = compare(path, args.backends or installed_backends(), args.n, args.long)
+    report = compare(
+        path, args.backends or installed_backends(), args.n, args.long, generate=args.generate
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
