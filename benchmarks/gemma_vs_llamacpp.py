@@ -49,11 +49,20 @@ PROMPT_TEXT = (
 WORKER = r"""
 import json, sys, time
 import numpy as np
+import llama_cpp
 from llama_cpp import Llama
 
 path, n_ctx, threads, all_logits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 llm = Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512,
             logits_all=all_logits == "1", verbose=False)
+
+
+def last_logits():
+    # Without logits_all, llama-cpp-python keeps no scores: read the last output row directly.
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
+
+
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     req = json.loads(line)
@@ -66,10 +75,10 @@ for line in sys.stdin:
         t0 = time.perf_counter()
         llm.eval(ids)
         t1 = time.perf_counter()
-        tokens = [int(np.argmax(llm.scores[len(ids) - 1]))]
+        tokens = [int(np.argmax(last_logits()))]
         for _ in range(n):
             llm.eval([tokens[-1]])
-            tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            tokens.append(int(np.argmax(last_logits())))
         t2 = time.perf_counter()
         out = {"prompt_s": t1 - t0, "decode_s": t2 - t1, "tokens": tokens}
     elif op == "logits":
