@@ -7,6 +7,7 @@ of the plugin's ``--mlplug-backend``; repeatable) narrows the installed backends
 from __future__ import annotations
 
 import pytest
+from model_files import gemma3_gguf  # noqa: F401  (the real Gemma 3 file, for every test)
 
 pytest_plugins = ["mlplug.conformance"]
 

@@ -587,7 +587,7 @@ def test_devices_cpu_numpy_reports_host_memory() -> None:
 def model(tmp_path: Path) -> Path:
     """Return a small llama-like GGUF file with F16, Q8_0 and F32 tensors."""
     from gguf import GGMLQuantizationType as Q
-    from modelfile_fixtures import write_llama_gguf
+    from model_files import write_llama_gguf
 
     return write_llama_gguf(tmp_path / "tiny.gguf", type_mix=(Q.F16, Q.Q8_0), n_vocab=40).path
 

@@ -262,7 +262,7 @@ def test_cli_shows_a_plugin_exception_as_one_line(site: FakeSite, tmp_path: Path
     """``mlplug inspect --backend raiser`` prints one line naming the backend and the error,
     exit 1; ``--debug`` adds the traceback."""
     from gguf import GGMLQuantizationType as Q
-    from modelfile_fixtures import write_llama_gguf
+    from model_files import write_llama_gguf
 
     model = write_llama_gguf(tmp_path / "tiny.gguf", type_mix=(Q.F16,), n_vocab=40).path
     site.add("raiser", src.FACTORY_RAISES)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..dtypes import DType
 from ..errors import ModelFileError, ShapeError
+from ..nn import Embedding, Linear, RMSNorm
 from .base import Model
 
 if TYPE_CHECKING:
@@ -91,6 +92,39 @@ class Decoder(Model):
 
     cache: KVCache
     _vocab: int
+    #: The transformer blocks, in order (their type is the architecture's own).
+    blocks: Sequence[object]
+    #: The token embedding (``token_embd.weight``), set by :meth:`read_embedding`.
+    embed: Embedding
+    #: The final norm (``output_norm.weight``), set by :meth:`read_head`.
+    output_norm: RMSNorm
+    #: The output projection (``output.weight``; the embedding when tied), set by
+    #: :meth:`read_head`.
+    output: Linear
+
+    def read_embedding(self, w: Weights, width: int) -> None:
+        """Read ``token_embd.weight`` (``[width, vocab]``); the vocabulary size comes from it."""
+        self._vocab = w.dim("token_embd.weight", 1)
+        self.embed = Embedding(w.need("token_embd.weight", width, self._vocab))
+
+    def read_head(self, w: Weights, width: int, eps: float) -> None:
+        """Read the final norm and ``output.weight`` (``[width, vocab]``).
+
+        A file without ``output.weight`` ties the output to the embedding: the model-file layer
+        creates the tied copy under that name when it loads the weights.
+        """
+        self.output_norm = RMSNorm(w.need("output_norm.weight", width), eps)
+        self.output = Linear(w.need("output.weight", width, self._vocab))
+
+    def head(self, ctx: Context, x: Tensor, out_ids: Tensor) -> Tensor:
+        """Return the logits ``[vocab, len(out_ids)]``: final norm, then the output projection.
+
+        ``x`` is the last block's output, which holds only the wanted positions (a model with
+        no blocks passes every position, and the wanted ones are taken here).
+        """
+        if not self.blocks:
+            x = x.rows(ctx, out_ids)
+        return self.output.forward(ctx, self.output_norm.forward(ctx, x))
 
     @property
     def vocab_size(self) -> int:

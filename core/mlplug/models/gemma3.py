@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 from ..dtypes import DType
 from ..errors import ModelFileError
 from ..kvcache import CausalCache, WrapperCache
-from ..nn import ROPE_NEOX, Embedding, Linear, RMSNorm, RoPE, attention
+from ..nn import ROPE_NEOX, Linear, RMSNorm, RoPE, attention
 from .decoder import Decoder, Weights, check_heads
 
 if TYPE_CHECKING:
@@ -136,8 +136,7 @@ class Gemma3(Decoder):
         if hk != hv:
             msg = f"attention.value_length {hv} must equal attention.key_length {hk}"
             raise ModelFileError(str(backend.model_path), msg, key="attention.value_length")
-        self._vocab = w.dim("token_embd.weight", 1)
-        self.embed = Embedding(w.need("token_embd.weight", d, self._vocab))
+        self.read_embedding(w, d)
         self.blocks: list[_Block] = []
         for i in range(o.block_count):
             p = f"blk.{i}."
@@ -171,8 +170,7 @@ class Gemma3(Decoder):
                     post_ffn_norm=norm("post_ffw_norm", d),
                 )
             )
-        self.output_norm = RMSNorm(w.need("output_norm.weight", d), eps)
-        self.output = Linear(w.need("output.weight", d, self._vocab))
+        self.read_head(w, d, eps)
         dtype = self.kv_type(kv_dtype)
         n_ctx = self.default_ctx(num_ctx, o.context_length)
         layers = range(o.block_count)
@@ -217,9 +215,7 @@ class Gemma3(Decoder):
             h = b.gate.forward(ctx, h).gelu(ctx, b.up.forward(ctx, h))
             h = b.post_ffn_norm.forward(ctx, b.down.forward(ctx, h))
             x = x.add(ctx, h)
-        if not self.blocks:
-            x = x.rows(ctx, out_ids)
-        logits = self.output.forward(ctx, self.output_norm.forward(ctx, x))
+        logits = self.head(ctx, x, out_ids)
         if o.softcap > 0:
             logits = logits.scale(ctx, 1.0 / o.softcap).tanh(ctx).scale(ctx, o.softcap)
         return logits

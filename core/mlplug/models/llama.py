@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ..dtypes import DType
 from ..errors import ModelFileError
 from ..kvcache import CausalCache
-from ..nn import ROPE_NORMAL, Embedding, Linear, RMSNorm, RoPE, attention
+from ..nn import ROPE_NORMAL, Linear, RMSNorm, RoPE, attention
 from .decoder import Decoder, Weights, check_heads
 
 if TYPE_CHECKING:
@@ -115,8 +115,7 @@ class Llama(Decoder):
         o = self.opts = LlamaOptions.from_backend(backend)
         w = Weights(backend, self.architecture)
         d, hd, vd = o.embedding_length, o.head_dim, o.value_dim
-        self._vocab = w.dim("token_embd.weight", 1)
-        self.embed = Embedding(w.need("token_embd.weight", d, self._vocab))
+        self.read_embedding(w, d)
         if o.rope_dim % 2 or o.rope_dim > hd:
             msg = f"rope.dimension_count {o.rope_dim} must be even and at most the head dim {hd}"
             raise ModelFileError(str(backend.model_path), msg, key="rope.dimension_count")
@@ -144,8 +143,7 @@ class Llama(Decoder):
                     down=lin("ffn_down", ff, d),
                 )
             )
-        self.output_norm = RMSNorm(w.need("output_norm.weight", d), o.eps)
-        self.output = Linear(w.need("output.weight", d, self._vocab))
+        self.read_head(w, d, o.eps)
         if vd != hd:
             msg = f"attention.value_length {vd} must equal attention.key_length {hd}"
             raise ModelFileError(str(backend.model_path), msg, key="attention.value_length")
@@ -179,6 +177,4 @@ class Llama(Decoder):
             h = b.ffn_norm.forward(ctx, x)
             h = b.gate.forward(ctx, h).silu(ctx, b.up.forward(ctx, h))
             x = x.add(ctx, b.down.forward(ctx, h))
-        if not self.blocks:
-            x = x.rows(ctx, out_ids)
-        return self.output.forward(ctx, self.output_norm.forward(ctx, x))
+        return self.head(ctx, x, out_ids)

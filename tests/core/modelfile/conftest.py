@@ -11,9 +11,9 @@ import pytest
 
 _TESTS = str(Path(__file__).resolve().parents[2])
 if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)  # makes tests/modelfile_fixtures.py importable
+    sys.path.insert(0, _TESTS)  # makes tests/model_files.py importable
 
-from modelfile_fixtures import LlamaModel, write_llama_gguf  # noqa: E402
+from model_files import LlamaModel, write_llama_gguf  # noqa: E402
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from modelfile_fixtures import LlamaModel
+from model_files import LlamaModel
 
 import mlplug as ml
 from mlplug.errors import GraphError

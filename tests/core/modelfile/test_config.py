@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGUFValueType, GGUFWriter
-from modelfile_fixtures import LlamaModel, RawGGUF
+from model_files import LlamaModel, RawGGUF
 
 from mlplug.modelfile import KV, Config, GGUFFile
 

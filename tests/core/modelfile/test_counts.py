@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from model_files import RawGGUF, gguf_string
 from model_helpers import BACKENDS, needs_cpu_numpy, open_backend
-from modelfile_fixtures import RawGGUF, gguf_string
 
 import mlplug as ml
 from mlplug.errors import ModelFileError

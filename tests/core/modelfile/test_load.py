@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
+from model_files import ALL_TYPES, K_TYPES, LlamaModel, retype_tensor
 from model_helpers import BACKENDS, open_backend, read_weight
-from modelfile_fixtures import ALL_TYPES, K_TYPES, LlamaModel, retype_tensor
 
 import mlplug as ml
 from mlplug.dtypes import DType

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from model_files import LlamaModel, RawGGUF
 from model_helpers import (
     BACKENDS,
     FakeGPU,
@@ -26,7 +27,6 @@ from model_helpers import (
     needs_cpu_numpy,
     open_backend,
 )
-from modelfile_fixtures import LlamaModel, RawGGUF
 
 import mlplug as ml
 from mlplug.dtypes import DType, nbytes_of

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
+from model_files import LlamaModel
 from model_helpers import (
     BACKENDS,
     FakeGPU,
@@ -23,7 +24,6 @@ from model_helpers import (
     needs_cpu_numpy,
     open_backend,
 )
-from modelfile_fixtures import LlamaModel
 
 import mlplug as ml
 from mlplug.dtypes import DType

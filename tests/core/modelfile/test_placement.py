@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
-from modelfile_fixtures import LlamaModel, RawGGUF, retype_tensor
+from model_files import LlamaModel, RawGGUF, retype_tensor
 
 from mlplug.dtypes import DType, from_ggml_type, nbytes_of
 from mlplug.errors import ModelFileError

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from gguf import GGUFValueType
+from model_files import LlamaModel, RawGGUF, write_llama_gguf
 from model_helpers import BACKENDS, open_backend
-from modelfile_fixtures import LlamaModel, RawGGUF, write_llama_gguf
 
 from mlplug.errors import ModelFileError
 from mlplug.modelfile import GGUFFile

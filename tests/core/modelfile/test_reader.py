@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import dequantize
-from modelfile_fixtures import ALL_TYPES, K_TYPES, LlamaModel, RawGGUF, retype_tensor
+from model_files import ALL_TYPES, K_TYPES, LlamaModel, RawGGUF, retype_tensor
 
 from mlplug.dtypes import DType
 from mlplug.errors import ModelFileError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFValueType
-from modelfile_fixtures import RawGGUF, gguf_string
+from model_files import RawGGUF, gguf_string
 
 from mlplug.errors import ModelFileError
 from mlplug.modelfile import GGUFFile

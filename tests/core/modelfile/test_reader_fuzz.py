@@ -10,8 +10,8 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from model_files import RawGGUF, gguf_string, write_llama_gguf
 from model_helpers import CpuNumpyBackend
-from modelfile_fixtures import RawGGUF, gguf_string, write_llama_gguf
 
 import mlplug as ml
 from mlplug.dtypes import align_up

