@@ -226,7 +226,7 @@ def speed(
 def print_table(report: dict[str, Any]) -> None:
     """Print the speed report as a table."""
     print(
-        f"Gemma 3 270M Q4_K_M, {report['prompt_tokens']} prompt tokens, "
+        f"{Path(report['model']).name}, {report['prompt_tokens']} prompt tokens, "
         f"{report['decode_tokens']} decode steps, {report['threads']} threads, "
         f"median of {report['repeat']} alternating rounds"
     )
