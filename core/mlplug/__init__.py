@@ -39,6 +39,7 @@ from .errors import (
     ModelFileError,
     NotSupportedError,
     OutOfRangeError,
+    RemoteDeviceError,
     ShapeError,
 )
 from .layers import GPULayers, GPULayersList
@@ -83,6 +84,7 @@ __all__ = [
     "ModelFileError",
     "NotSupportedError",
     "OutOfRangeError",
+    "RemoteDeviceError",
     "RunnerDiscovery",
     "SamplingMode",
     "ScaledDotProductAttention",

@@ -21,6 +21,7 @@ __all__ = [
     "NotSupportedError",
     "OutOfRangeError",
     "PluginError",
+    "RemoteDeviceError",
     "ShapeError",
 ]
 
@@ -118,6 +119,17 @@ class ConfigError(MlplugError, ValueError):
         self.variable = variable
         self.value = value
         self.expected = expected
+
+
+class RemoteDeviceError(MlplugError, ConnectionError):
+    """A remote device (an RPC server) is misnamed, unreachable, answered garbage or died.
+
+    ``endpoint`` names the server (``host:port``, or the malformed text as given).
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
 
 
 class BackendSkippedWarning(UserWarning):

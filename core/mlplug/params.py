@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
 
 from .dtypes import DType
+from .endpoints import parse_endpoints
 from .layers import GPULayersList
 
 __all__ = [
@@ -115,3 +116,20 @@ class BackendParams(BaseModel):
     gpu_layers: GPULayersList = Field(default_factory=GPULayersList)
     #: Flash attention setting.
     flash_attention: FlashAttentionType = FlashAttentionType.DISABLED
+    #: Remote-device servers (``host:port``) whose devices the backend adds, in order; a
+    #: comma-separated string is accepted. Empty: ``$MLPLUG_RPC_SERVERS`` (see
+    #: :mod:`mlplug.endpoints`). Backends without remote devices ignore it.
+    rpc_servers: tuple[str, ...] = ()
+
+    @field_validator("rpc_servers", mode="before")
+    @classmethod
+    def _check_rpc_servers(cls, value: object) -> object:
+        """Split a comma-separated string; normalise every entry to ``host:port``.
+
+        :raises RemoteDeviceError: an entry is malformed (pydantic passes it through).
+        """
+        if isinstance(value, str):
+            value = (value,)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(str(e) for e in parse_endpoints(",".join(value)))
+        return value

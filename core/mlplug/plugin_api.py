@@ -34,6 +34,7 @@ from .buildinfo import BuildInfo
 from .context import Context
 from .device import DeviceInfo
 from .dtypes import TRAITS, DType, TypeTraits, align_up
+from .endpoints import Endpoint, env_endpoints, is_loopback, parse_endpoint, parse_endpoints
 from .errors import (
     BackendLoadError,
     DTypeError,
@@ -41,6 +42,7 @@ from .errors import (
     GraphError,
     NotSupportedError,
     OutOfRangeError,
+    RemoteDeviceError,
     ShapeError,
 )
 from .hookspecs import BackendFactory, BuildDescriber, DeviceEnumerator, Register, hookimpl
@@ -139,6 +141,7 @@ __all__ = [
     "TypeTraits",
     "DeviceEnumerator",
     "DeviceInfo",
+    "Endpoint",
     "ErrNoMem",
     "FlashAttentionType",
     "GraphError",
@@ -147,6 +150,7 @@ __all__ = [
     "NotSupportedError",
     "OpSpec",
     "OutOfRangeError",
+    "RemoteDeviceError",
     "Preparer",
     "Register",
     "ShapeError",
@@ -163,8 +167,12 @@ __all__ = [
     "f32_to_bf16",
     "hookimpl",
     "host_memory",
+    "env_endpoints",
     "implementer",
+    "is_loopback",
     "nearest_index",
+    "parse_endpoint",
+    "parse_endpoints",
     "quantize",
     "register_kernel",
     "rope_n_pairs",
