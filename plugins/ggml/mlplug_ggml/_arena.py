@@ -32,10 +32,17 @@ _MAX_SLOTS: Final = 4096
 class LeafArena:
     """Metadata (no-alloc ggml contexts) and storage (backend buffers) for leaf tensors."""
 
-    def __init__(self, lib: Lib, buft: int) -> None:
-        """Create an empty arena allocating in buffer type ``buft``."""
+    def __init__(
+        self, lib: Lib, buft: int, usage: int = _lib.GGML_BACKEND_BUFFER_USAGE_ANY
+    ) -> None:
+        """Create an empty arena allocating in buffer type ``buft``.
+
+        :param usage: the ``ggml_backend_buffer_usage`` of its buffers (``WEIGHTS`` makes
+            ggml's scheduler run the ops reading them on their device).
+        """
         self._lib = lib
         self._buft = buft
+        self._usage = usage
         self._align = max(1, int(lib.ggml_backend_buft_get_alignment(buft)))
         self._max_size = int(lib.ggml_backend_buft_get_max_size(buft))
         self._overhead = int(lib.ggml_tensor_overhead())
@@ -114,6 +121,8 @@ class LeafArena:
             msg = f"ggml: failed to allocate {size} bytes in buffer type {self._buft_name()}"
             raise MemoryError(msg)
         self._buffers.append(buf)
+        if self._usage != _lib.GGML_BACKEND_BUFFER_USAGE_ANY:
+            self._lib.ggml_backend_buffer_set_usage(buf, self._usage)
         self.nbytes += int(self._lib.ggml_backend_buffer_get_size(buf))
         return buf
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from ._lib import Lib
 
-__all__ = ["Entry", "IdCheck", "build", "gather", "graph_key", "measure"]
+__all__ = ["Entry", "IdCheck", "SplitPlan", "build", "gather", "graph_key", "measure"]
 
 #: Upper bound of the ggml tensors one kernel creates (default :data:`_DEFAULT_COST`).
 _COST: Final = {"scaled_dot_product_attention": 16, "conv_3d": 12}
@@ -78,6 +78,33 @@ class IdCheck(NamedTuple):
     ptr: int
 
 
+class SplitPlan(NamedTuple):
+    """A graph spread over devices, run by ggml's scheduler."""
+
+    #: ``(placement, ggml_backend_t)`` in the scheduler's priority order, the CPU last.
+    places: list[tuple[int, int]]
+    #: Tensors pinned to a placement (leaves, their views, ops reading a weight).
+    assign: list[tuple[Tensor, int]]
+
+
+def _new_sched(lib: Lib, plan: SplitPlan, cgraph: int, ptrs: dict[int, int]) -> int:
+    """Create a scheduler over the plan's backends with its tensors pinned."""
+    n = len(plan.places)
+    backends = (ctypes.c_void_p * n)(*[b for _, b in plan.places])
+    size = max(int(lib.ggml_graph_size(cgraph)), _lib.GGML_DEFAULT_GRAPH_SIZE)
+    sched = lib.ggml_backend_sched_new(backends, None, n, size, False, False)
+    if not sched:
+        msg = "ggml: cannot create a scheduler over the devices"
+        raise MemoryError(msg)
+    by_place = dict(plan.places)
+    pin = lib.ggml_backend_sched_set_tensor_backend
+    for t, place in plan.assign:
+        ptr = ptrs.get(id(t))
+        if ptr:
+            pin(sched, ptr, by_place[place])
+    return int(sched)
+
+
 class Entry:
     """A translated, allocated ggml graph ready to run (one cache entry of a context)."""
 
@@ -93,8 +120,10 @@ class Entry:
         "lib",
         "nbytes",
         "readers",
+        "sched",
         "seg_ctx",
         "segments",
+        "sizes",
     )
 
     def __init__(self, lib: Lib, gctx: int, graph: int) -> None:
@@ -102,6 +131,10 @@ class Entry:
         self.gctx: int | None = gctx
         self.graph = graph
         self.galloc: int | None = None
+        #: ``ggml_backend_sched_t`` of a graph spread over devices (then ``galloc`` is None).
+        self.sched: int | None = None
+        #: Compute-buffer bytes per placement (device index as the core numbers them).
+        self.sizes: dict[int, int] = {}
         self.seg_ctx: int | None = None
         #: ``[(checks to make first, cgraph)]`` when index checks split the graph, else None.
         self.segments: list[tuple[list[IdCheck], int]] | None = None
@@ -142,7 +175,10 @@ class Entry:
             self._compute(backend, g)
 
     def _compute(self, backend: int, graph: int) -> None:
-        status = self.lib.ggml_backend_graph_compute(backend, graph)
+        if self.sched:
+            status = self.lib.ggml_backend_sched_graph_compute(self.sched, graph)
+        else:
+            status = self.lib.ggml_backend_graph_compute(backend, graph)
         if status != _lib.GGML_STATUS_SUCCESS:
             text = (self.lib.ggml_status_to_string(status) or b"").decode(errors="replace")
             msg = f"error computing ggml graph: {text or status}"
@@ -166,10 +202,12 @@ class Entry:
         lib = self.lib
         if self.galloc:
             lib.ggml_gallocr_free(self.galloc)
+        if self.sched:
+            lib.ggml_backend_sched_free(self.sched)
         for c in (self.seg_ctx, self.gctx):
             if c:
                 lib.ggml_free(c)
-        self.galloc = self.seg_ctx = self.gctx = None
+        self.galloc = self.sched = self.seg_ctx = self.gctx = None
 
 
 def graph_key(graph: Sequence[Tensor], outputs: Sequence[Tensor]) -> tuple[Any, ...]:
@@ -345,13 +383,18 @@ def build(
     check_support: bool,
     owner: object,
     verify: bool = False,
+    split: SplitPlan | None = None,
+    place: int = -1,
 ) -> Entry:
     """Translate ``graph``, mark ``outputs``, plan index checks and allocate the graph.
 
     :param owner: the ``_shared`` record of the building context (to tell foreign leaves).
     :param check_support: ask the backend whether it runs every node (GPU devices).
     :param verify: compare every node's ggml layout with mlplug's (tests).
-    :raises NotSupportedError: the device cannot run a node.
+    :param split: run the graph over several devices with ggml's scheduler.
+    :param place: the compute device's placement (the key of :attr:`Entry.sizes`).
+    :raises NotSupportedError: the device cannot run a node, or a graph over several devices
+        needs an index check between its parts.
     :raises MemoryError: the graph could not be allocated.
     """
     gctx, cgraph, b = _translate(lib, graph, flash)
@@ -377,8 +420,21 @@ def build(
         n_nodes = lib.ggml_graph_n_nodes(cgraph)
         if check_support:
             _check_support(lib, backend, cgraph, n_nodes)
-        entry.host_checks, split = _plan_checks(graph, ptrs)
-        if n_nodes:
+        entry.host_checks, split_checks = _plan_checks(graph, ptrs)
+        if n_nodes and split is not None:
+            if split_checks:
+                reason = "index operands computed inside a graph spread over devices"
+                raise NotSupportedError(_BACKEND, split_checks[0][1].op, reason)
+            entry.sched = _new_sched(lib, split, cgraph, ptrs)
+            if not lib.ggml_backend_sched_alloc_graph(entry.sched, cgraph):
+                msg = "ggml: cannot allocate the compute buffers of the graph"
+                raise MemoryError(msg)
+            entry.sizes = {
+                p: int(lib.ggml_backend_sched_get_buffer_size(entry.sched, b))
+                for p, b in split.places
+            }
+            entry.nbytes = sum(entry.sizes.values())
+        elif n_nodes:
             galloc = lib.ggml_gallocr_new(buft)
             if not galloc:
                 msg = "ggml: cannot create a graph allocator"
@@ -388,8 +444,9 @@ def build(
                 msg = "ggml: cannot allocate the compute buffer of the graph"
                 raise MemoryError(msg)
             entry.nbytes = int(lib.ggml_gallocr_get_buffer_size(galloc, 0))
-            if split:
-                _split(lib, entry, lib.ggml_graph_size(cgraph), split)
+            entry.sizes = {place: entry.nbytes}
+            if split_checks:
+                _split(lib, entry, lib.ggml_graph_size(cgraph), split_checks)
         else:
             entry.segments = []
     except BaseException:
@@ -410,15 +467,26 @@ def _check_support(lib: Lib, backend: int, cgraph: int, n_nodes: int) -> None:
 
 
 def measure(
-    lib: Lib, graph: Sequence[Tensor], *, flash: bool, buft: int, leaves_without_data: bool
-) -> int:
-    """Return the compute-buffer bytes ``graph`` needs, without allocating or running it.
+    lib: Lib,
+    graph: Sequence[Tensor],
+    *,
+    flash: bool,
+    buft: int,
+    leaves_without_data: bool,
+    split: SplitPlan | None = None,
+    place: int = -1,
+) -> dict[int, int]:
+    """Return the compute-buffer bytes ``graph`` needs per placement, without allocating or
+    running it.
 
     :param leaves_without_data: leaves have no storage (a dry run): they are excluded from
         the measurement, as weights and caches live in their own buffers.
+    :param split: measure the graph spread over devices by ggml's scheduler.
+    :param place: the compute device's placement (the key of a one-device measurement).
     """
-    gctx, cgraph, _ = _translate(lib, graph, flash)
+    gctx, cgraph, b = _translate(lib, graph, flash)
     galloc = None
+    sched = None
     patched: list[GGMLTensor] = []
     try:
         if leaves_without_data:
@@ -430,19 +498,27 @@ def measure(
                         s.data = dummy
                         patched.append(s)
         if not lib.ggml_graph_n_nodes(cgraph):
-            return 0
+            return {place: 0}
+        if split is not None:
+            sched = _new_sched(lib, split, cgraph, b.ptrs)
+            n = len(split.places)
+            per = (ctypes.c_size_t * n)()
+            lib.ggml_backend_sched_reserve_size(sched, cgraph, per)
+            return {p: int(per[i]) for i, (p, _) in enumerate(split.places)}
         galloc = lib.ggml_gallocr_new(buft)
         if not galloc:
             msg = "ggml_gallocr_new failed while measuring a graph"
             raise MemoryError(msg)
         sizes = (ctypes.c_size_t * 1)()
         lib.ggml_gallocr_reserve_n_size(galloc, cgraph, None, None, sizes)
-        return int(sizes[0])
+        return {place: int(sizes[0])}
     finally:
         for s in patched:
             s.data = None
         if galloc:
             lib.ggml_gallocr_free(galloc)
+        if sched:
+            lib.ggml_backend_sched_free(sched)
         lib.ggml_free(gctx)
 
 

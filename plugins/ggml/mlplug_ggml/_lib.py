@@ -402,6 +402,20 @@ _OPS: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "ggml_backend_tensor_alloc": (c_int, (_p, _p, _p)),
     "ggml_backend_tensor_memset": (None, (_p, c_uint8, _SZ, _SZ)),
     "ggml_gallocr_reserve_n_size": (None, (_p, _p, _p, _p, _SizeP)),
+    # the scheduler (graphs across devices: local and remote)
+    "ggml_backend_sched_new": (
+        _p,
+        (POINTER(c_void_p), POINTER(c_void_p), c_int, _SZ, c_bool, c_bool),
+    ),
+    "ggml_backend_sched_free": (None, (_p,)),
+    "ggml_backend_sched_reserve_size": (None, (_p, _p, _SizeP)),
+    "ggml_backend_sched_alloc_graph": (c_bool, (_p, _p)),
+    "ggml_backend_sched_graph_compute": (c_int, (_p, _p)),
+    "ggml_backend_sched_set_tensor_backend": (None, (_p, _p, _p)),
+    "ggml_backend_sched_get_buffer_size": (_SZ, (_p, _p)),
+    "ggml_backend_sched_get_n_splits": (c_int, (_p,)),
+    "ggml_backend_sched_get_n_copies": (c_int, (_p,)),
+    "ggml_backend_buffer_get_usage": (c_int, (_p,)),
 }
 
 #: ``ggml_backend_set_n_threads_t`` from ggml-backend.h, for proc addresses.

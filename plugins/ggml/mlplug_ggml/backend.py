@@ -5,6 +5,12 @@ One ggml backend (stream) does all the work: the best GPU the loaded ggml build 
 ``MLPLUG_GGML_DEVICE`` names another device (``CPU``, ``CUDA0``, ...). See
 :func:`mlplug_ggml.device.compute_device`. CPU threads come from ``BackendParams.num_threads``
 (0: ``os.cpu_count()``).
+
+Remote devices: the servers of ``BackendParams.rpc_servers`` (else ``$MLPLUG_RPC_SERVERS``) are
+added (:mod:`mlplug_ggml.rpc`) and their devices follow the compute GPU (if any) in
+:meth:`GGMLBackend.hook_gpu_devices`, so ``--gpu-layers 'RPC:0=0-4'`` places layers there:
+their weights and caches live in the remote device's memory, and graphs reading them run over
+the devices with ggml's scheduler (see :meth:`GGMLContext._split_plan`).
 """
 
 from __future__ import annotations
@@ -21,20 +27,31 @@ from mlplug.plugin_api import (
     VIEW_OPS,
     BackendParams,
     CacheConfig,
+    DeviceInfo,
     DType,
     FlashAttentionType,
     GraphError,
     HostWriter,
+    env_endpoints,
 )
 
 from . import _runtime as rt
+from . import rpc
 from ._lib import GGMLTensor
 from .context import GGMLContext
-from .device import compute_device, device_infos, load_backends, to_device_info
+from .device import (
+    GGMLDevice,
+    compute_device,
+    cpu_device,
+    device_infos,
+    devices,
+    load_backends,
+    to_device_info,
+)
 from .ops import KERNELS, REQUIRES
 
 if TYPE_CHECKING:
-    from mlplug import Context, DeviceInfo, Tensor
+    from mlplug import Context, Tensor
     from mlplug.plugin_api import WeightWriter
 
     from ._lib import Lib
@@ -89,13 +106,67 @@ class GGMLBackend(Backend):
         self.last_graph_size = 0
         #: The ggml state of every context made (for :meth:`hook_held_bytes`).
         self.states: weakref.WeakSet[_State] = weakref.WeakSet()
+        self._init_remote(params.rpc_servers or tuple(str(e) for e in env_endpoints()))
         self._missing = {
             op: [fn for fn in fns if not self.lib.has(fn)] for op, fns in REQUIRES.items()
         }
 
+    def _init_remote(self, endpoints: Sequence[str]) -> None:
+        """Add the RPC servers and open a stream on each remote device (not the compute one)."""
+        #: Placement (device index) -> (device, stream) of every remote device holding layers.
+        self._remote: dict[int, tuple[GGMLDevice, rt.Backend]] = {}
+        self._cpu_stream: rt.Backend | None = None
+        base = 0 if self.is_cpu else 1
+        if not endpoints:
+            return
+        added = set(rpc.add_servers(self.lib, endpoints))
+        remote = [d for d in devices() if d.dev in added and d.dev != self.device.dev]
+        threads = self.threads or None
+        for i, d in enumerate(remote):
+            self._remote[base + i] = (d, rt.Backend(d))
+        if not self.is_cpu:
+            self._cpu_stream = rt.Backend(cpu_device(), n_threads=threads)
+
+    @property
+    def remote_places(self) -> frozenset[int]:
+        """Device indices (positions in :meth:`hook_gpu_devices`) of the remote devices."""
+        return frozenset(self._remote)
+
+    @property
+    def compute_place(self) -> int:
+        """The compute device as the core numbers devices (same as :attr:`device_index`)."""
+        return self.device_index
+
+    def placement(self, device_index: int) -> int:
+        """Where tensors of core device ``device_index`` live: a remote device's index, else
+        the compute device's."""
+        return device_index if device_index in self._remote else self.device_index
+
+    def buffer_type_of(self, place: int) -> int:
+        """The ``ggml_backend_buffer_type_t`` of placement ``place``."""
+        if place in self._remote:
+            return self._remote[place][1].buffer_type
+        return self.buffer_type
+
+    def sched_places(self) -> list[tuple[int, int]]:
+        """``(placement, ggml_backend_t)`` for ggml's scheduler: remote devices, the compute
+        device, and the CPU last (the scheduler requires it)."""
+        out = [(p, s.ptr or 0) for p, (_, s) in sorted(self._remote.items())]
+        out.append((self.device_index, self.backend_ptr))
+        if self._cpu_stream is not None:
+            out.append((-1, self._cpu_stream._require()))
+        return out
+
     # -- Backend API --------------------------------------------------------------------------
     def hook_make_context(self, max_nodes: int) -> GGMLContext:
         return GGMLContext(self, max_nodes)
+
+    def hook_weights_context(self, device: int, n_tensors: int) -> GGMLContext:
+        """Return a context for model weights; its buffers are marked as weights, so ggml's
+        scheduler runs the ops reading them on their device."""
+        ctx = GGMLContext(self, max(1024, n_tensors))
+        ctx._gg.weights = True
+        return ctx
 
     def devices(self) -> list[DeviceInfo]:
         """Return every device of the loaded ggml build (CPU and GPUs)."""
@@ -134,10 +205,11 @@ class GGMLBackend(Backend):
         """
         if not isinstance(ctx, GGMLContext):
             return None
-        size = ctx.graph_size(graph)
+        sizes = ctx.graph_size(graph)
+        size = sum(sizes.values())
         self.last_graph_size = size
         self.reserved_graph_size = max(self.reserved_graph_size, size)
-        return {self.device_index: size}
+        return sizes
 
     @property
     def device_index(self) -> int:
@@ -145,31 +217,39 @@ class GGMLBackend(Backend):
         return -1 if self.is_cpu else 0
 
     def hook_gpu_devices(self) -> list[DeviceInfo]:
-        """Return the GPU this backend computes on (empty when it computes on the CPU).
+        """Return the GPU this backend computes on (none when it computes on the CPU), then
+        the remote devices of the RPC servers in the order given.
 
-        Every tensor lives on the one compute device, so model layers are placed on it.
+        Model layers placed on the compute GPU live there; layers placed on a remote device
+        keep their weights and caches in its memory.
         """
-        if self.is_cpu:
-            return []
-        return [to_device_info(self.device)]
+        out = [] if self.is_cpu else [to_device_info(self.device)]
+        out.extend(to_device_info(d) for _, (d, _) in sorted(self._remote.items()))
+        return out
 
     def hook_alignment(self, device: int) -> int:
-        """Return the alignment of the compute device's buffers."""
-        return int(self.lib.ggml_backend_buft_get_alignment(self.buffer_type))
+        """Return the alignment of the buffers of ``device`` (its placement's buffer type)."""
+        buft = self.buffer_type_of(self.placement(device))
+        return int(self.lib.ggml_backend_buft_get_alignment(buft))
 
     def hook_allocation_size(self, t: Tensor) -> int:
-        """Return the bytes ggml allocates for root tensor ``t`` (padding included)."""
+        """Return the bytes ggml allocates for root tensor ``t`` (padding included) on the
+        device of its context."""
+        place = self.placement(t.ctx.device_index)
+        buft = self.buffer_type_of(place)
         n = t.nbytes
         if t.handle is not None and t.op == LEAF:
-            n = int(self.lib.ggml_backend_buft_get_alloc_size(self.buffer_type, t.handle))
-        align = self.hook_alignment(-1)
+            n = int(self.lib.ggml_backend_buft_get_alloc_size(buft, t.handle))
+        align = int(self.lib.ggml_backend_buft_get_alignment(buft))
         return n + (-n % align)
 
     def hook_held_bytes(self) -> dict[int, int]:
-        """Return the bytes held now on the compute device: every open context's constructor
-        tensors (padded as ggml allocates them) and the compute buffers of its cached graphs."""
-        held = {-1: 0, self.device_index: 0}
-        held[self.device_index] = sum(st.held_bytes() for st in list(self.states))
+        """Return the bytes held now per device: every open context's constructor tensors
+        (padded as ggml allocates them) and the compute buffers of its cached graphs."""
+        held = {-1: 0, self.device_index: 0, **dict.fromkeys(self._remote, 0)}
+        for st in list(self.states):
+            for place, n in st.held_bytes().items():
+                held[place] = held.get(place, 0) + n
         return held
 
     def hook_host_buffer(self, t: Tensor) -> memoryview | None:
@@ -179,7 +259,9 @@ class GGMLBackend(Backend):
             or t.view_src is not None
             or t.data is None
             or t.nbytes == 0
-            or not self.lib.ggml_backend_buft_is_host(self.buffer_type)
+            or not self.lib.ggml_backend_buft_is_host(
+                self.buffer_type_of(self.placement(t.ctx.device_index))
+            )
         ):
             return None
         data = GGMLTensor.at(t.handle).data
@@ -195,6 +277,10 @@ class GGMLBackend(Backend):
         return _TensorSetWriter(self.lib, t)
 
     def hook_close(self) -> None:
+        for _, stream in self._remote.values():
+            stream.free()
+        if self._cpu_stream is not None:
+            self._cpu_stream.free()
         self._stream.free()
 
     def __repr__(self) -> str:

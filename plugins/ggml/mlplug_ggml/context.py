@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from mlplug import Context
 from mlplug.plugin_api import LEAF, TRAITS, GraphError
 
-from . import _graph
+from . import _graph, _lib
 from ._arena import LeafArena
 
 if TYPE_CHECKING:
@@ -45,19 +45,43 @@ _VERIFY: Final = os.environ.get("MLPLUG_GGML_VERIFY", "") not in ("", "0")
 
 
 class _State:
-    """ggml resources shared by a root context and its ``input()``/``layer(i)`` views."""
+    """ggml resources shared by a root context and its ``input()``/``layer(i)`` views.
 
-    __slots__ = ("__weakref__", "arena", "entries", "leaf_bytes")
+    Leaves live in one arena per placement (:meth:`GGMLBackend.placement`): the compute device,
+    or a remote device holding layers placed there.
+    """
+
+    __slots__ = ("__weakref__", "arenas", "backend", "entries", "leaf_bytes", "weights")
 
     def __init__(self, backend: GGMLBackend) -> None:
-        self.arena = LeafArena(backend.lib, backend.buffer_type)
+        self.backend = backend
+        self.arenas: dict[int, LeafArena] = {}
         self.entries: OrderedDict[Any, _graph.Entry] = OrderedDict()
-        #: Bytes the backend accounts for the leaves (``Backend.hook_allocation_size``).
-        self.leaf_bytes = 0
+        #: Bytes the backend accounts for the leaves, per placement.
+        self.leaf_bytes: dict[int, int] = {}
+        #: A context of model weights (its buffers are marked as weights for the scheduler).
+        self.weights = False
 
-    def held_bytes(self) -> int:
-        """Leaf storage plus the compute buffers of the cached graphs."""
-        return self.leaf_bytes + sum(e.nbytes for e in self.entries.values())
+    def arena(self, place: int) -> LeafArena:
+        """The arena of placement ``place`` (created on first use)."""
+        arena = self.arenas.get(place)
+        if arena is None:
+            usage = (
+                _lib.GGML_BACKEND_BUFFER_USAGE_WEIGHTS
+                if self.weights
+                else _lib.GGML_BACKEND_BUFFER_USAGE_ANY
+            )
+            be = self.backend
+            arena = self.arenas[place] = LeafArena(be.lib, be.buffer_type_of(place), usage)
+        return arena
+
+    def held_bytes(self) -> dict[int, int]:
+        """Leaf storage plus the compute buffers of the cached graphs, per placement."""
+        held = dict(self.leaf_bytes)
+        for e in self.entries.values():
+            for place, n in e.sizes.items():
+                held[place] = held.get(place, 0) + n
+        return held
 
     def put(self, key: Any, entry: _graph.Entry) -> None:
         old = self.entries.pop(key, None)
@@ -69,17 +93,18 @@ class _State:
             evicted.free(snapshot=True)
 
     def free(self) -> None:
-        _free(self.arena, self.entries)
-        self.leaf_bytes = 0
+        _free(self.arenas, self.entries)
+        self.leaf_bytes = {}
 
 
-def _free(arena: LeafArena, entries: OrderedDict[Any, _graph.Entry]) -> None:
+def _free(arenas: dict[int, LeafArena], entries: OrderedDict[Any, _graph.Entry]) -> None:
     """Free a context's graphs and leaf storage (idempotent; also its GC finalizer)."""
     cached = list(entries.values())
     entries.clear()
     for e in cached:
         e.free(snapshot=False)
-    arena.free()
+    for arena in list(arenas.values()):
+        arena.free()
 
 
 class GGMLContext(Context):
@@ -93,20 +118,22 @@ class GGMLContext(Context):
         self._gg = st = _State(backend)
         backend.states.add(st)
         # A context dropped without close() still gives its native memory back.
-        weakref.finalize(st, _free, st.arena, st.entries)
+        weakref.finalize(st, _free, st.arenas, st.entries)
         self._outputs: tuple[Tensor, ...] = ()
         #: (graph list, its length, ids of the outputs, cache key, entry) of the last compute.
         self._memo: tuple[Sequence[Tensor], int, tuple[int, ...], Any, _graph.Entry] | None = None
 
     # -- leaves -------------------------------------------------------------------------------
     def _allocate(self, t: Tensor, data: bytes | None, zero: bool) -> None:
-        arena = self._gg.arena
+        place = self.backend.placement(self.device_index)
+        arena = self._gg.arena(place)
         lib = self.backend.lib
         ptr = arena.new_tensor(TRAITS[t.dtype].ggml_type, t.ne)
         t.handle = ptr
         arena.allocate(ptr)
         t.data = ptr
-        self._gg.leaf_bytes += self.backend.hook_allocation_size(t)
+        held = self._gg.leaf_bytes
+        held[place] = held.get(place, 0) + self.backend.hook_allocation_size(t)
         n = t.nbytes
         if data is not None and n:
             lib.ggml_backend_tensor_set(ptr, data, 0, n)
@@ -115,7 +142,8 @@ class GGMLContext(Context):
 
     def _allocate_dry(self, t: Tensor) -> None:
         # A dry run: ggml metadata only, so graphs over these tensors can be measured.
-        t.handle = self._gg.arena.new_tensor(TRAITS[t.dtype].ggml_type, t.ne)
+        place = self.backend.placement(self.device_index)
+        t.handle = self._gg.arena(place).new_tensor(TRAITS[t.dtype].ggml_type, t.ne)
 
     def write_bytes(self, t: Tensor, data: bytes) -> None:
         root = t.root
@@ -201,6 +229,8 @@ class GGMLContext(Context):
                 check_support=not be.is_cpu,
                 owner=self._shared,
                 verify=_VERIFY,
+                split=self._split_plan(graph),
+                place=be.compute_place,
             )
             st.put(key, entry)
         else:
@@ -222,8 +252,9 @@ class GGMLContext(Context):
             msg = f"{t!r} has no storage in this ggml backend"
             raise GraphError(msg)
 
-    def graph_size(self, graph: Sequence[Tensor]) -> int:
-        """Return the compute-buffer bytes ``graph`` needs (measured, not allocated)."""
+    def graph_size(self, graph: Sequence[Tensor]) -> dict[int, int]:
+        """Return the compute-buffer bytes ``graph`` needs per placement (measured, not
+        allocated)."""
         be = self.backend
         for t in graph:
             if t.op == LEAF and t.handle is None:
@@ -238,7 +269,47 @@ class GGMLContext(Context):
             flash=be.flash,
             buft=be.buffer_type,
             leaves_without_data=not self.allocates,
+            split=self._split_plan(graph),
+            place=be.compute_place,
         )
+
+    def _split_plan(self, graph: Sequence[Tensor]) -> _graph.SplitPlan | None:
+        """Where each tensor runs, when ``graph`` reads leaves on more than one placement.
+
+        Leaves (and views of or writes into them) run where their storage is; ops reading a
+        model weight run on the weight's device (rope excepted: its frequency table is too
+        small to decide); the rest is left to ggml's scheduler, which copies a split's inputs
+        to its device. Returns None for a graph on the compute device alone.
+        """
+        be = self.backend
+        if not be.remote_places:
+            return None
+        leaf_place: dict[int, int] = {}
+        for t in graph:
+            if t.op == LEAF and isinstance(t.ctx, GGMLContext):
+                leaf_place[id(t)] = be.placement(t.ctx.device_index)
+        if len(set(leaf_place.values()) | {be.compute_place}) < 2:
+            return None
+        assign: list[tuple[Tensor, int]] = []
+        for t in graph:
+            place = leaf_place.get(id(t))
+            if place is None and t.op != LEAF:
+                root = t.view_src
+                if root is not None and id(root) in leaf_place:
+                    place = leaf_place[id(root)]
+                elif not t.op.startswith("rope"):
+                    for s in t.src:
+                        r = s.view_src if s.view_src is not None else s
+                        if (
+                            id(r) in leaf_place
+                            and isinstance(r.ctx, GGMLContext)
+                            and r.ctx._gg.weights
+                        ):
+                            place = leaf_place[id(r)]
+                            break
+            if place is not None:
+                assign.append((t, place))
+        return _graph.SplitPlan(places=be.sched_places(), assign=assign)
 
     # -- lifetime -----------------------------------------------------------------------------
     def _release(self, tensors: Sequence[Tensor]) -> None:

@@ -38,6 +38,8 @@ ENV_DEVICE: Final = "MLPLUG_GGML_DEVICE"
 
 #: DeviceInfo.library of ggml's CPU device (lower case, as ollama reports it; docs/devices.md).
 CPU_LIBRARY: Final = "cpu"
+#: DeviceInfo.library of devices served by ggml RPC servers (``mlplug serve``).
+REMOTE_LIBRARY: Final = "RPC"
 
 _BACKENDS_LOADED = False
 _BACKENDS_LOCK = threading.Lock()
@@ -65,6 +67,11 @@ class GGMLDevice:
     type: str = "CPU"
     #: ``ggml_backend_dev_t``; valid for the life of the process.
     dev: int = 0
+
+    @property
+    def remote(self) -> bool:
+        """Whether the device is served by a ggml RPC server (library ``RPC``)."""
+        return self.library == REMOTE_LIBRARY
 
 
 def load_backends() -> Lib:
@@ -232,8 +239,10 @@ def compute_device() -> GGMLDevice:
     """Pick the device graphs run on: ``$MLPLUG_GGML_DEVICE`` if set, else the best GPU.
 
     "Best" is a discrete GPU before an integrated one, then the most free memory, then
-    registry order; with no GPU the CPU is used. Accelerator devices (BLAS, AMX) are never
-    picked automatically: they run a subset of ops and need a scheduler.
+    registry order; with no GPU the CPU is used. Accelerator devices (BLAS, AMX) and remote
+    devices (RPC) are never picked automatically: accelerators run a subset of ops, remote
+    devices hold the layers placed there (``RPC:0=0-4``); ``MLPLUG_GGML_DEVICE=RPC0`` computes
+    everything remotely.
 
     :raises BackendLoadError: the named device does not exist, or the build has no CPU.
     """
@@ -246,7 +255,7 @@ def compute_device() -> GGMLDevice:
         names = ", ".join(d.name for d in devs) or "none"
         msg = f"{ENV_DEVICE}={wanted!r}: no such ggml device (available: {names})"
         raise BackendLoadError(msg, backend=_lib.BACKEND)
-    gpus = [d for d in devs if d.type in ("GPU", "IGPU")]
+    gpus = [d for d in devs if d.type in ("GPU", "IGPU") and not d.remote]
     if gpus:
         return min(gpus, key=lambda d: (_TYPE_RANK[d.type], -d.free_memory, devs.index(d)))
     return cpu_device()

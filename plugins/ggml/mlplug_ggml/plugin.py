@@ -24,8 +24,15 @@ def _factory(model_path: str | None, params: BackendParams) -> Backend:
 
 
 def _devices() -> list[DeviceInfo]:
-    from .device import device_infos
+    """Every ggml device, the remote ones of ``$MLPLUG_RPC_SERVERS`` included."""
+    from mlplug.plugin_api import env_endpoints
 
+    from .device import device_infos, load_backends
+    from .rpc import add_servers
+
+    endpoints = env_endpoints()
+    if endpoints:
+        add_servers(load_backends(), endpoints)
     return device_infos()
 
 
