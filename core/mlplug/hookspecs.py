@@ -37,6 +37,7 @@ __all__ = [
     "BuildDescriber",
     "DeviceEnumerator",
     "Register",
+    "Server",
     "hookimpl",
     "hookspec",
 ]
@@ -50,6 +51,11 @@ BackendFactory = Callable[["str | None", "BackendParams"], "Backend"]
 DeviceEnumerator = Callable[[], "list[DeviceInfo]"]
 #: ``build() -> BuildInfo``: what the backend's native library was built with (no model needed).
 BuildDescriber = Callable[[], "BuildInfo"]
+#: ``serve(host, port, device, threads, ready)``: expose this machine's devices to remote
+#: clients until the process ends (``mlplug serve``); ``device`` None serves every device,
+#: ``threads`` 0 the default; ``ready(port)`` is called once listening (with the port bound,
+#: when 0 was asked). Raises BackendLoadError when the build cannot serve.
+Server = Callable[[str, int, "str | None", int, Callable[[int], None]], None]
 
 
 class Register(Protocol):
@@ -63,6 +69,7 @@ class Register(Protocol):
         priority: int = 0,
         devices: DeviceEnumerator | None = None,
         build: BuildDescriber | None = None,
+        serve: Server | None = None,
     ) -> None:
         """Register backend ``name``; higher ``priority`` wins when no backend is named."""
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .buildinfo import BuildInfo
     from .device import DeviceInfo
-    from .hookspecs import BackendFactory, BuildDescriber, DeviceEnumerator
+    from .hookspecs import BackendFactory, BuildDescriber, DeviceEnumerator, Server
     from .params import BackendParams
 
 __all__ = [
@@ -86,6 +86,8 @@ class BackendEntry:
     #: Describes the build of the backend's native library (None: the plugin says nothing).
     build: BuildDescriber | None = None
     distribution: str = ""
+    #: Serves the backend's devices to remote clients (``mlplug serve``; None: it cannot).
+    serve: Server | None = None
     version: str = ""
 
     @property
@@ -125,7 +127,13 @@ def conflict_hint(claims: list[BackendEntry]) -> str:
 
 
 def _check_registration(
-    name: object, factory: object, priority: object, devices: object, who: str, build: object = None
+    name: object,
+    factory: object,
+    priority: object,
+    devices: object,
+    who: str,
+    build: object = None,
+    serve: object = None,
 ) -> None:
     """Reject malformed ``register`` arguments with a PluginError naming what was wrong."""
     problem = ""
@@ -139,6 +147,8 @@ def _check_registration(
         problem = f"the devices of {name!r} must be callable or None, got {type(devices).__name__}"
     elif build is not None and not callable(build):
         problem = f"the build of {name!r} must be callable or None, got {type(build).__name__}"
+    elif serve is not None and not callable(serve):
+        problem = f"the serve of {name!r} must be callable or None, got {type(serve).__name__}"
     if problem:
         msg = f"{who}: invalid backend registration: {problem}"
         raise PluginError(msg, plugin=who)
@@ -165,13 +175,14 @@ class PluginManager:
         priority: int = 0,
         devices: DeviceEnumerator | None = None,
         build: BuildDescriber | None = None,
+        serve: Server | None = None,
     ) -> None:
         """Register ``factory`` under ``name`` in this process.
 
         :raises BackendAlreadyRegisteredError: if ``name`` is taken (names both owners).
         :raises PluginError: if an argument is malformed (empty name, factory not callable...).
         """
-        _check_registration(name, factory, priority, devices, IN_PROCESS, build)
+        _check_registration(name, factory, priority, devices, IN_PROCESS, build, serve)
         entry = BackendEntry(
             name=name,
             factory=factory,
@@ -179,6 +190,7 @@ class PluginManager:
             devices=devices,
             plugin=IN_PROCESS,
             build=build,
+            serve=serve,
         )
         with self._lock:
             taken = self._claims(name)
@@ -334,8 +346,9 @@ class PluginManager:
             priority: int = 0,
             devices: DeviceEnumerator | None = None,
             build: BuildDescriber | None = None,
+            serve: Server | None = None,
         ) -> None:
-            _check_registration(name, factory, priority, devices, who, build)
+            _check_registration(name, factory, priority, devices, who, build, serve)
             if any(e.name == name for e in entries):
                 raise BackendAlreadyRegisteredError(name, who, who)
             entries.append(
@@ -348,6 +361,7 @@ class PluginManager:
                     distribution=rec.distribution,
                     version=rec.version,
                     build=build,
+                    serve=serve,
                 )
             )
 
@@ -523,12 +537,15 @@ def register_backend(
     priority: int = 0,
     devices: DeviceEnumerator | None = None,
     build: BuildDescriber | None = None,
+    serve: Server | None = None,
 ) -> None:
     """Register a backend in process (ollama's ``ml.RegisterBackend``).
 
     :raises BackendAlreadyRegisteredError: if the name is taken.
     """
-    _MANAGER.register_backend(name, factory, priority=priority, devices=devices, build=build)
+    _MANAGER.register_backend(
+        name, factory, priority=priority, devices=devices, build=build, serve=serve
+    )
 
 
 def new_backend(

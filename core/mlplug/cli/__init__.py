@@ -1,7 +1,7 @@
 """The ``mlplug`` command line (also ``python -m mlplug``).
 
 Subcommands: ``backends``, ``devices``, ``conformance``, ``inspect``, ``bench``, ``run`` and
-``chat``, ``tokenize``, ``new-plugin``.
+``chat``, ``tokenize``, ``serve``, ``new-plugin``.
 Machine-readable output is behind ``--json``. Exit codes: 0 success, 1 a failure (a failed
 conformance case, an unreadable model, a broken backend that was asked for), 2 a usage error
 (bad flags, unknown backend, malformed ``--gpu-layers`` or ``--prompt-tokens``, an invalid
@@ -73,6 +73,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from ._chat import cmd_chat
 
     return cmd_chat(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ._serve import cmd_serve
+
+    return cmd_serve(args)
 
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
@@ -238,6 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     from ._chat import add_chat_arguments
 
     add_chat_arguments(p)
+
+    p = command(
+        "serve",
+        _cmd_serve,
+        "Serve this machine's devices to remote clients (ggml RPC; loopback unless "
+        "--allow-remote).",
+    )
+    from ._serve import add_serve_arguments
+
+    add_serve_arguments(p)
 
     p = command("tokenize", _cmd_tokenize, "Print the token ids of a text (the file's vocabulary).")
     p.add_argument("model", metavar="MODEL.gguf", help="the model (or vocabulary-only) file")

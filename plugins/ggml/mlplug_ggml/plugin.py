@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from mlplug.plugin_api import hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlplug import Backend, BackendParams, DeviceInfo
     from mlplug.plugin_api import BuildInfo, Register
 
@@ -42,7 +44,16 @@ def _build() -> BuildInfo:
     return describe()
 
 
+def _serve(
+    host: str, port: int, device: str | None, threads: int, ready: Callable[[int], None]
+) -> None:
+    from .rpc import serve
+
+    serve(host, port, device, threads, ready)
+
+
 @hookimpl
 def mlplug_register_backends(register: Register) -> None:
-    """Register the ``ggml`` backend (priority 100: preferred when it loads)."""
-    register("ggml", _factory, priority=100, devices=_devices, build=_build)
+    """Register the ``ggml`` backend (priority 100: preferred when it loads); it serves its
+    devices to remote clients through ggml's RPC server (``mlplug serve``)."""
+    register("ggml", _factory, priority=100, devices=_devices, build=_build, serve=_serve)

@@ -40,7 +40,9 @@ __all__ = [
     "guard",
     "has_rpc",
     "probe",
+    "listening_ports",
     "require_rpc",
+    "serve",
     "start_server",
 ]
 
@@ -397,7 +399,8 @@ def add_servers(lib: Lib, endpoints: Sequence[str | Endpoint]) -> list[int]:
 
 
 def start_server(lib: Lib, endpoint: Endpoint, devices: Sequence[int], threads: int) -> None:
-    """Serve ``devices`` at ``endpoint`` with ggml's RPC server; returns only if ggml stops.
+    """Serve ``devices`` at ``endpoint`` with ggml's RPC server; returns only if ggml stops
+    (it could not listen).
 
     ggml prints its banner and connections to stderr.
 
@@ -407,3 +410,91 @@ def start_server(lib: Lib, endpoint: Endpoint, devices: Sequence[int], threads: 
     serve = _fn(lib, "ggml_backend_rpc_start_server")
     devs = (ctypes.c_void_p * len(devices))(*devices)
     serve(str(endpoint).encode(), None, max(1, threads), len(devices), devs)
+
+
+def _socket_inodes() -> set[int]:
+    out = set()
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return out
+
+
+def listening_ports(exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
+    """TCP ports this process listens on, from ``/proc`` (sockets in ``exclude`` left out).
+
+    Reading the kernel's table finds the port a server bound when asked for port 0, without
+    guessing a free port first.
+    """
+    inodes = _socket_inodes() - set(exclude)
+    ports = []
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[9]) in inodes:
+                ports.append(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def serve(
+    host: str, port: int, device: str | None, threads: int, ready: Callable[[int], None]
+) -> None:
+    """``mlplug serve`` for ggml: serve this machine's devices until the process ends.
+
+    ``device`` names one device (``CPU``, ``CUDA0``; None: every CPU and GPU device, remote
+    ones excepted). ggml's server runs on a daemon thread; the calling thread waits on it, so
+    signals still reach Python. ``ready(port)`` is called once the socket listens.
+
+    :raises BackendLoadError: no RPC in this ggml (names the build command), an unknown
+        device, or ggml could not listen on the address.
+    """
+    from .device import devices as all_devices
+    from .device import load_backends
+
+    lib = load_backends()
+    require_rpc(lib)
+    local = [d for d in all_devices() if not d.remote and d.type in ("CPU", "GPU", "IGPU")]
+    if device:
+        chosen = [d for d in local if device.lower() in (d.name.lower(), f"{d.library}{d.id}")]
+        if not chosen:
+            names = ", ".join(d.name for d in local) or "none"
+            msg = f"no ggml device {device!r} to serve (available: {names})"
+            raise BackendLoadError(msg, backend=_lib.BACKEND)
+        local = chosen
+    endpoint = Endpoint(host, port)
+    before = _socket_inodes()
+    n_threads = threads or os.cpu_count() or 1
+    worker = threading.Thread(
+        target=start_server,
+        args=(lib, endpoint, [d.dev for d in local], n_threads),
+        name="ggml-rpc-server",
+        daemon=True,
+    )
+    worker.start()
+    bound = 0
+    while worker.is_alive() and not bound:
+        ports = listening_ports(before)
+        if ports:
+            bound = ports[0]
+        else:
+            worker.join(0.05)
+    if not bound:
+        msg = f"ggml's RPC server could not listen on {endpoint}"
+        raise BackendLoadError(msg, backend=_lib.BACKEND)
+    ready(bound)
+    while worker.is_alive():
+        worker.join(1.0)
+    msg = f"ggml's RPC server on {host}:{bound} stopped"
+    raise BackendLoadError(msg, backend=_lib.BACKEND)
