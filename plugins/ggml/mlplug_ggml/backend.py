@@ -92,6 +92,9 @@ class GGMLBackend(Backend):
         super().__init__(model_path, params)
         params = self.params
         self.lib = load_backends()
+        endpoints = params.rpc_servers or tuple(str(e) for e in env_endpoints())
+        # Servers first: MLPLUG_GGML_DEVICE may name a remote device (RPC0) to compute on.
+        added = set(rpc.add_servers(self.lib, endpoints)) if endpoints else set()
         self.device = compute_device()
         threads = params.num_threads or os.cpu_count() or 1
         self._stream = rt.Backend(self.device, n_threads=threads)
@@ -106,21 +109,20 @@ class GGMLBackend(Backend):
         self.last_graph_size = 0
         #: The ggml state of every context made (for :meth:`hook_held_bytes`).
         self.states: weakref.WeakSet[_State] = weakref.WeakSet()
-        self._init_remote(params.rpc_servers or tuple(str(e) for e in env_endpoints()))
+        self._init_remote(added)
         self._missing = {
             op: [fn for fn in fns if not self.lib.has(fn)] for op, fns in REQUIRES.items()
         }
 
-    def _init_remote(self, endpoints: Sequence[str]) -> None:
-        """Add the RPC servers and open a stream on each remote device (not the compute one)."""
+    def _init_remote(self, added: set[int]) -> None:
+        """Open a stream on each device of the added servers (but the compute device)."""
         #: Placement (device index) -> (device, stream) of every remote device holding layers.
         self._remote: dict[int, tuple[GGMLDevice, rt.Backend]] = {}
         self._cpu_stream: rt.Backend | None = None
         base = 0 if self.is_cpu else 1
-        if not endpoints:
-            return
-        added = set(rpc.add_servers(self.lib, endpoints))
         remote = [d for d in devices() if d.dev in added and d.dev != self.device.dev]
+        if not remote:
+            return
         threads = self.threads or None
         for i, d in enumerate(remote):
             self._remote[base + i] = (d, rt.Backend(d))
