@@ -33,6 +33,7 @@ from .errors import (
     BackendSkippedWarning,
     ModelFileError,
     PluginError,
+    RemoteDeviceError,
 )
 
 if TYPE_CHECKING:
@@ -486,7 +487,7 @@ class PluginManager:
         for entry in self.backends():
             try:
                 return self._create(entry, model_path, params)
-            except ModelFileError:
+            except (ModelFileError, RemoteDeviceError):
                 raise
             except BackendLoadError as exc:
                 cause = exc.__cause__ if exc.__cause__ is not None else exc
@@ -503,8 +504,8 @@ class PluginManager:
             backend = entry.factory(model_path, params)
         except BackendLoadError:
             raise
-        except ModelFileError:
-            raise
+        except (ModelFileError, RemoteDeviceError):
+            raise  # the file or a named remote server is at fault, not the backend
         except Exception as exc:
             msg = f"backend {entry.name!r} could not be loaded: {_describe(exc)}"
             raise BackendLoadError(msg, backend=entry.name) from exc

@@ -79,16 +79,22 @@ class IdCheck(NamedTuple):
 
 
 class SplitPlan(NamedTuple):
-    """A graph spread over devices, run by ggml's scheduler."""
+    """A graph spread over devices, run by ggml's scheduler.
+
+    The scheduler places each op from the buffers of its operands (an op reading a weight
+    runs where the weight is; views and writes where their storage is) and copies a split's
+    inputs to its device. A dry run's leaves have no buffer: :func:`measure` gives them empty
+    buffers of their device's type for the measurement, so the split is the same.
+    """
 
     #: ``(placement, ggml_backend_t)`` in the scheduler's priority order, the CPU last.
     places: list[tuple[int, int]]
-    #: Tensors pinned to a placement (leaves, their views, ops reading a weight).
-    assign: list[tuple[Tensor, int]]
+    #: Every leaf: its buffer type and whether it is a model weight.
+    leaves: list[tuple[Tensor, int, bool]]
 
 
-def _new_sched(lib: Lib, plan: SplitPlan, cgraph: int, ptrs: dict[int, int]) -> int:
-    """Create a scheduler over the plan's backends with its tensors pinned."""
+def _new_sched(lib: Lib, plan: SplitPlan, cgraph: int) -> int:
+    """Create a scheduler over the plan's backends."""
     n = len(plan.places)
     backends = (ctypes.c_void_p * n)(*[b for _, b in plan.places])
     size = max(int(lib.ggml_graph_size(cgraph)), _lib.GGML_DEFAULT_GRAPH_SIZE)
@@ -96,12 +102,6 @@ def _new_sched(lib: Lib, plan: SplitPlan, cgraph: int, ptrs: dict[int, int]) -> 
     if not sched:
         msg = "ggml: cannot create a scheduler over the devices"
         raise MemoryError(msg)
-    by_place = dict(plan.places)
-    pin = lib.ggml_backend_sched_set_tensor_backend
-    for t, place in plan.assign:
-        ptr = ptrs.get(id(t))
-        if ptr:
-            pin(sched, ptr, by_place[place])
     return int(sched)
 
 
@@ -425,7 +425,7 @@ def build(
             if split_checks:
                 reason = "index operands computed inside a graph spread over devices"
                 raise NotSupportedError(_BACKEND, split_checks[0][1].op, reason)
-            entry.sched = _new_sched(lib, split, cgraph, ptrs)
+            entry.sched = _new_sched(lib, split, cgraph)
             if not lib.ggml_backend_sched_alloc_graph(entry.sched, cgraph):
                 msg = "ggml: cannot allocate the compute buffers of the graph"
                 raise MemoryError(msg)
@@ -484,10 +484,11 @@ def measure(
     :param split: measure the graph spread over devices by ggml's scheduler.
     :param place: the compute device's placement (the key of a one-device measurement).
     """
-    gctx, cgraph, b = _translate(lib, graph, flash)
+    gctx, cgraph, _ = _translate(lib, graph, flash)
     galloc = None
     sched = None
     patched: list[GGMLTensor] = []
+    empty: dict[tuple[int, bool], int] = {}
     try:
         if leaves_without_data:
             dummy = 4096  # never dereferenced: planning only tests data for NULL
@@ -497,10 +498,23 @@ def measure(
                     if not s.data:
                         s.data = dummy
                         patched.append(s)
+            for t, buft, weights in split.leaves if split is not None else ():
+                if not t.handle:
+                    continue
+                s = GGMLTensor.at(t.handle)
+                if not s.buffer:
+                    key = (buft, weights)
+                    if key not in empty:
+                        # size 0: an empty buffer of the type, no memory (nor a server) touched
+                        empty[key] = lib.ggml_backend_buft_alloc_buffer(buft, 0)
+                        if weights:
+                            usage = _lib.GGML_BACKEND_BUFFER_USAGE_WEIGHTS
+                            lib.ggml_backend_buffer_set_usage(empty[key], usage)
+                    s.buffer = empty[key]
         if not lib.ggml_graph_n_nodes(cgraph):
             return {place: 0}
         if split is not None:
-            sched = _new_sched(lib, split, cgraph, b.ptrs)
+            sched = _new_sched(lib, split, cgraph)
             n = len(split.places)
             per = (ctypes.c_size_t * n)()
             lib.ggml_backend_sched_reserve_size(sched, cgraph, per)
@@ -515,6 +529,9 @@ def measure(
     finally:
         for s in patched:
             s.data = None
+            s.buffer = None
+        for buf in empty.values():
+            lib.ggml_backend_buffer_free(buf)
         if galloc:
             lib.ggml_gallocr_free(galloc)
         if sched:

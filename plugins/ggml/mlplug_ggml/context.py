@@ -274,42 +274,23 @@ class GGMLContext(Context):
         )
 
     def _split_plan(self, graph: Sequence[Tensor]) -> _graph.SplitPlan | None:
-        """Where each tensor runs, when ``graph`` reads leaves on more than one placement.
-
-        Leaves (and views of or writes into them) run where their storage is; ops reading a
-        model weight run on the weight's device (rope excepted: its frequency table is too
-        small to decide); the rest is left to ggml's scheduler, which copies a split's inputs
-        to its device. Returns None for a graph on the compute device alone.
-        """
+        """The scheduler's view of ``graph`` when it reads leaves on more than one placement
+        (None for a graph on the compute device alone): the backends, and each leaf's buffer
+        type and whether it is a weight. ggml's scheduler then runs ops reading a weight on
+        the weight's device and copies a split's inputs where they are needed."""
         be = self.backend
         if not be.remote_places:
             return None
-        leaf_place: dict[int, int] = {}
+        leaves: list[tuple[Tensor, int, bool]] = []
+        places = {be.compute_place}
         for t in graph:
             if t.op == LEAF and isinstance(t.ctx, GGMLContext):
-                leaf_place[id(t)] = be.placement(t.ctx.device_index)
-        if len(set(leaf_place.values()) | {be.compute_place}) < 2:
+                place = be.placement(t.ctx.device_index)
+                places.add(place)
+                leaves.append((t, be.buffer_type_of(place), t.ctx._gg.weights))
+        if len(places) < 2:
             return None
-        assign: list[tuple[Tensor, int]] = []
-        for t in graph:
-            place = leaf_place.get(id(t))
-            if place is None and t.op != LEAF:
-                root = t.view_src
-                if root is not None and id(root) in leaf_place:
-                    place = leaf_place[id(root)]
-                elif not t.op.startswith("rope"):
-                    for s in t.src:
-                        r = s.view_src if s.view_src is not None else s
-                        if (
-                            id(r) in leaf_place
-                            and isinstance(r.ctx, GGMLContext)
-                            and r.ctx._gg.weights
-                        ):
-                            place = leaf_place[id(r)]
-                            break
-            if place is not None:
-                assign.append((t, place))
-        return _graph.SplitPlan(places=be.sched_places(), assign=assign)
+        return _graph.SplitPlan(places=be.sched_places(), leaves=leaves)
 
     # -- lifetime -----------------------------------------------------------------------------
     def _release(self, tensors: Sequence[Tensor]) -> None:
