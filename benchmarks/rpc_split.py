@@ -1,6 +1,7 @@
 """A model split between this process and a ggml RPC server: speed and bytes moved, vs local.
 
-Starts ``mlplug serve`` (127.0.0.1, port 0) and three client processes on the ggml backend:
+Starts two ``mlplug serve`` (127.0.0.1, port 0; ggml's server takes one client at a time) and
+three client processes on the ggml backend:
 
 * ``local``: the whole model in the client;
 * ``split``: the layers of ``--split`` (default ``RPC:0=0-4``) on the server's CPU;
@@ -217,7 +218,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         path = model_file(args.model, tmp)
+        # ggml's RPC server serves one client at a time: one server per split client.
         server, port = start_server(args.threads, tmp / "serve.log")
+        server2, port2 = start_server(args.threads, tmp / "serve2.log")
         children: list[Child] = []
         try:
             endpoint = f"127.0.0.1:{port}"
@@ -226,7 +229,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             children.append(local)
             split = Child(CLIENT, str(path), args.split, endpoint, str(args.threads), str(n_ctx))
             children.append(split)
-            proxy = Child(PROXY, "127.0.0.1", str(port))
+            proxy = Child(PROXY, "127.0.0.1", str(port2))
             children.append(proxy)
             proxy_port = proxy.read()["port"]
             before_load = proxy.ask()
@@ -252,9 +255,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     samples[name]["prompt"].append(ans["prompt_tps"])
                     samples[name]["decode"].append(ans["decode_tps"])
                     tokens[name] = ans["tokens"]
+                loc, spl = samples["local"]["decode"][-1], samples["split"]["decode"][-1]
                 print(
-                    f"round {r + 1}/{args.repeat}: decode tok/s local "
-                    f"{samples['local']['decode'][-1]:.2f} split {samples['split']['decode'][-1]:.2f}",
+                    f"round {r + 1}/{args.repeat}: decode tok/s local {loc:.2f} split {spl:.2f}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -264,10 +267,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             prof = counted.ask(ids=ids, n=args.n + 1, profile=True)
             c2 = proxy.ask()
         finally:
-            for c in children:
+            for c in reversed(children):  # the counted client before its proxy
                 c.close()
-            server.terminate()
-            server.wait(timeout=30)
+            for srv in (server, server2):
+                srv.terminate()
+                srv.wait(timeout=30)
 
     def diff(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
         return {k: b[k] - a[k] for k in a}
