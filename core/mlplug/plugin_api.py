@@ -37,6 +37,7 @@ from .dtypes import TRAITS, DType, TypeTraits, align_up
 from .endpoints import Endpoint, env_endpoints, is_loopback, parse_endpoint, parse_endpoints
 from .errors import (
     BackendLoadError,
+    ConfigError,
     DTypeError,
     ErrNoMem,
     GraphError,
@@ -101,6 +102,7 @@ __all__ = [
     "CastParams",
     "ClampParams",
     "ConcatParams",
+    "ConfigError",
     "Conv3dParams",
     "FillParams",
     "GluParams",

@@ -24,7 +24,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from mlplug.plugin_api import BackendLoadError, Endpoint, RemoteDeviceError, parse_endpoints
+from mlplug.plugin_api import (
+    BackendLoadError,
+    ConfigError,
+    Endpoint,
+    RemoteDeviceError,
+    parse_endpoints,
+)
 
 from . import _lib
 
@@ -111,8 +117,6 @@ def _timeout() -> float:
     except ValueError:
         value = -1.0
     if value <= 0:
-        from mlplug.errors import ConfigError
-
         raise ConfigError(ENV_RPC_TIMEOUT, text, "a positive number of seconds")
     return value
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import mlplug as ml
 import pytest
-from mlplug.endpoints import parse_endpoint, parse_endpoints
+from mlplug.plugin_api import parse_endpoint, parse_endpoints
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parents[2] / "tests"
