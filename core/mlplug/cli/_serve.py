@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ..endpoints import DEFAULT_PORT, ENV_RPC_SERVERS, is_loopback, parse_endpoint
 from ..errors import RemoteDeviceError
 from ._common import UsageError
+
+if TYPE_CHECKING:
+    from ..registry import BackendEntry
 
 __all__ = ["SECURITY_WARNING", "add_serve_arguments", "cmd_serve"]
 
@@ -53,7 +57,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _server(name: str | None):  # type: ignore[no-untyped-def]
+def _server(name: str | None) -> BackendEntry:
+    """The backend that serves: ``name``, else the highest-priority one that can."""
     from ..registry import manager
 
     entries = manager().backends()

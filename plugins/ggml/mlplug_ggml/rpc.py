@@ -321,7 +321,7 @@ class Guard:
         hook = _fn(lib, "ggml_set_abort_callback")
         if hook is not None:
             hook(_ABORT_HOOK)
-        lib._rpc_guarded = True
+        setattr(lib, "_rpc_guarded", True)  # noqa: B010 - a mark on the shared Lib
 
 
 class _Result:
@@ -351,11 +351,14 @@ class _Guarded:
 guard: Final = Guard()
 
 
-@_AbortFn
-def _ABORT_HOOK(message: bytes | None) -> None:
+def _on_abort(message: bytes | None) -> None:
     if guard.on_worker():
         guard.aborted((message or b"").decode(errors="replace"))
     # Any other thread: return, and ggml aborts the process as it always did.
+
+
+#: ggml's abort hook (kept alive for the process: ggml holds the pointer).
+_ABORT_HOOK: Final = _AbortFn(_on_abort)
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,7 +474,8 @@ def serve(
     require_rpc(lib)
     local = [d for d in all_devices() if not d.remote and d.type in ("CPU", "GPU", "IGPU")]
     if device:
-        chosen = [d for d in local if device.lower() in (d.name.lower(), f"{d.library}{d.id}")]
+        want = device.lower()
+        chosen = [d for d in local if want in (d.name.lower(), f"{d.library}{d.id}".lower())]
         if not chosen:
             names = ", ".join(d.name for d in local) or "none"
             msg = f"no ggml device {device!r} to serve (available: {names})"
