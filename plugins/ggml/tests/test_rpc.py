@@ -296,7 +296,7 @@ import mlplug as ml
 from mlplug.generate import open_model
 from mlplug.layers import parse_gpu_layers
 from mlplug.sample import SamplingParams
-from test_rpc_models import write_full_llama
+from rpc_models import write_full_llama
 
 path, servers, spec = sys.argv[1:4]
 write_full_llama(path)
@@ -411,7 +411,7 @@ import mlplug as ml
 from mlplug.generate import open_model
 from mlplug.layers import parse_gpu_layers
 from mlplug.sample import SamplingParams
-from test_rpc_models import write_full_llama
+from rpc_models import write_full_llama
 
 path, servers, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 write_full_llama(path)
@@ -466,3 +466,31 @@ def test_conformance_on_remote_device(server: Server) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert re.search(r"ggml: [1-9]\d* passed, 0 failed", out.stdout), out.stdout[-2000:]
+
+
+@needs_rpc
+def test_cli_run_and_inspect_with_remote_layers(server: Server, tmp_path: Path) -> None:
+    """``mlplug run`` / ``mlplug inspect`` take ``--gpu-layers 'RPC:0=0-4'`` from the CLI."""
+    path = str(tmp_path / "llama6.gguf")
+    write = "import json, sys\nfrom rpc_models import write_full_llama\n"
+    run_client(write + "write_full_llama(sys.argv[1]); print(json.dumps(1))", path)
+    env = {**os.environ, "MLPLUG_RPC_SERVERS": server.endpoint}
+
+    def mlplug(*args: str, remote: bool = True) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "mlplug", *args, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env=env if remote else dict(os.environ),
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout)
+
+    spec = ("--gpu-layers", "RPC:0=0-4")
+    info = mlplug("inspect", path, "-b", "ggml", *spec)
+    text = json.dumps(info["memory"])
+    assert "RPC0" in text, text
+    run = ("run", path, "-b", "ggml", "--prompt-tokens", "1,5,7,3", "-n", "4")
+    assert mlplug(*run, *spec)["tokens"] == mlplug(*run, remote=False)["tokens"]

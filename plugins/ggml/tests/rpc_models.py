@@ -1,6 +1,6 @@
 """A 6-layer llama file with every tensor the llama model reads, for the RPC split tests.
 
-(Named ``test_*`` only so that it sits beside the tests; it holds no tests.)
+(Imported by the client processes the tests start; not a test module.)
 """
 
 from __future__ import annotations
