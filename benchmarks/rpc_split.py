@@ -12,8 +12,8 @@ Each client loads once and runs an untimed warm-up; then ``--repeat`` rounds tim
 ``split`` in turn (alternating, so a busy host slows them alike) and the report gives medians of
 prompt tokens/s (one forward pass over ``--prompt`` tokens) and decode tokens/s (``-n`` greedy
 steps). The ``bytes`` client reports the bytes sent each way and the messages (writes) per phase:
-load (weights uploaded), prompt, and per decode token; with ``--profile`` also the number of graph
-splits and split-input copies ggml's scheduler made for the last decode graph.
+load (weights uploaded), prompt, and per decode token, and the number of graph splits ggml's
+scheduler made of the last decode graph (and its nodes).
 
 Models: ``tiny`` (benchmarks/tiny_llama.py, f32, written to a temporary folder), ``gemma``
 (``$MLPLUG_GEMMA3_GGUF``), or a path. Server and client use ``--threads`` threads each.
@@ -84,7 +84,7 @@ _lib = _l.load()
 _orig = _lib.ggml_backend_sched_graph_compute
 def _counted(sched, graph):
     PROFILE["splits"] = int(_lib.ggml_backend_sched_get_n_splits(sched))
-    PROFILE["copies"] = int(_lib.ggml_backend_sched_get_n_copies(sched))
+    PROFILE["pipeline_copies"] = int(_lib.ggml_backend_sched_get_n_copies(sched))
     PROFILE["nodes"] = int(_lib.ggml_graph_n_nodes(graph))
     return _orig(sched, graph)
 _lib.ggml_backend_sched_graph_compute = _counted
