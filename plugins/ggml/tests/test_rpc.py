@@ -413,7 +413,7 @@ from mlplug.layers import parse_gpu_layers
 from mlplug.sample import SamplingParams
 from rpc_models import write_full_llama
 
-path, servers, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, servers, pid, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 write_full_llama(path)
 params = ml.BackendParams(gpu_layers=parse_gpu_layers("RPC:0=0-4"), rpc_servers=servers)
 tm = open_model(path, params, backend="ggml", num_ctx=64, require_tokenizer=False)
@@ -422,7 +422,7 @@ start = None
 try:
     for i, _ in enumerate(gen):
         if i == 2:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
             start = time.monotonic()
     print(json.dumps(None))
 except ml.RemoteDeviceError as exc:
@@ -431,11 +431,16 @@ except ml.RemoteDeviceError as exc:
 
 
 @needs_rpc
-def test_server_killed_mid_run_is_a_typed_error(tmp_path: Path) -> None:
-    """A server killed during generation: RemoteDeviceError in the client, which lives on.
+@pytest.mark.parametrize(
+    ("sig", "reason"),
+    [(signal.SIGKILL, "crashed or returned malformed response"), (signal.SIGSTOP, "within 10 s")],
+)
+def test_server_lost_mid_run_is_a_typed_error(tmp_path: Path, sig: int, reason: str) -> None:
+    """A server killed (or stopped: it never answers) during generation: RemoteDeviceError in
+    the client, which lives on to report it.
 
     (The 30 s bound is the issue's liveness requirement, not a speed measurement: a dead
-    server's connection fails at once; a silent one hits ``MLPLUG_RPC_TIMEOUT``.)
+    server's connection fails at once; a silent one hits ``MLPLUG_RPC_TIMEOUT``, 10 s here.)
     """
     s = Server(tmp_path / "serve.log")
     try:
@@ -444,12 +449,16 @@ def test_server_killed_mid_run_is_a_typed_error(tmp_path: Path) -> None:
             str(tmp_path / "llama6.gguf"),
             s.endpoint,
             str(s.proc.pid),
-            env={"MLPLUG_RPC_TIMEOUT": "20"},
+            str(int(sig)),
+            env={"MLPLUG_RPC_TIMEOUT": "10"},
         )
     finally:
+        if sig == signal.SIGSTOP:
+            s.proc.kill()
         s.stop()
-    assert got is not None, "generation finished although the server was killed"
+    assert got is not None, "generation finished although the server was lost"
     assert got[0] == "RemoteDeviceError" and s.endpoint in got[1]
+    assert reason in got[1]
     assert got[2] < 30
 
 
