@@ -24,8 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlplug as ml
 import pytest
+
+pytest.importorskip("mlplug_ggml")
+
+import mlplug as ml
 from mlplug.plugin_api import parse_endpoint, parse_endpoints
 
 HERE = Path(__file__).resolve().parent
