@@ -317,7 +317,7 @@ def _interpolate_cases() -> list[Case]:
 
 
 def _rope_cases() -> list[Case]:
-    """RoPE against exact (float64) angles: atol 1e-4 * max|x| (positions below 4096)."""
+    """RoPE against exact (float64) angles, bounded by the float32 angle error (``rope_bound``)."""
 
     def mk(
         tag: str,
@@ -353,6 +353,11 @@ def _rope_cases() -> list[Case]:
             xx = R.permute(x, (0, 2, 1, 3)) if perm else x
             return R.rope(xx, pos, n_dims, base, scale, factors=f[0] if f else None, **ref_kw)
 
+        def bound(x: np.ndarray, pos: np.ndarray, *f: np.ndarray) -> np.ndarray:
+            xx = R.permute(x, (0, 2, 1, 3)) if perm else x
+            fac = f[0] if f else None
+            return R.rope_bound(xx, pos, n_dims, base, scale, factors=fac, **ref_kw)
+
         out_dt = F32 if dtype.is_quantized else dtype
         return Case(
             f"rope-{lbl(dtype)}-{tag}",
@@ -363,7 +368,7 @@ def _rope_cases() -> list[Case]:
             Tolerance(rtol=1e-3) if dtype == F16 else Tolerance(),
             dtype=lbl(dtype),
             out_dtype=out_dt,
-            bound=scaled_bound(1e-4),
+            bound=bound,
             gold=None if gold is None else (gold,),
             gold_atol=6e-5,
         )
