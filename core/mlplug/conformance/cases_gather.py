@@ -315,6 +315,15 @@ def _gather_cases() -> list[Case]:
             EXACT,
             out_dtype=F32,
         ),
+        Case(  # ids broadcast over dims 2 and 3 with three distinct extents
+            "set_rows-f32-bcast-8x5x2x4",
+            "set_rows",
+            (Arg((8, 5, 2, 4)), Arg((8, 3, 2, 4)), distinct((3, 1, 2), 5)),
+            set_rows,
+            R.set_rows,
+            EXACT,
+            out_dtype=F32,
+        ),
         Case(
             "set_rows-f32-i64-8x6",
             "set_rows",
