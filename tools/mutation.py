@@ -11,7 +11,8 @@ mutant runs (hours on two cores). ``tox -e mutation -- --sample 60`` does the sa
 ``python tools/mutation.py summary SESSION.sqlite... [--json FILE]`` prints, per module, the
 mutants run, killed, survived and judged equivalent, the score (killed over run minus
 equivalent) and every surviving mutant that is not listed as equivalent. Equivalent mutants are
-listed in ``tools/mutation/equivalent.txt``, one a line: ``PATH:LINE:COL OPERATOR  reason``.
+listed in ``tools/mutation/equivalent.txt``, one a line: ``PATH:LINE:COL OPERATOR  reason``
+(a NumberReplacer's OPERATOR carries its shift: ``core/NumberReplacer(+1)`` or ``(-1)``).
 
 The copy matters: cosmic-ray edits the module on disk while a mutant's tests run, so a run in the
 checkout itself would race with anything else reading it. Bytecode caching is off in the copy
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,7 @@ class ModuleScore:
     killed: int = 0
     equivalent: int = 0
     survivors: list[str] = field(default_factory=list)
+    diffs: list[str] = field(default_factory=list)
 
     @property
     def score(self) -> float | None:
@@ -70,10 +73,32 @@ def parse_equivalent(text: str) -> dict[str, str]:
     return out
 
 
-def _key(mutation: object) -> str:
+_NUMBER = re.compile(r"\s*\(?\s*(-?[0-9][0-9_.eE+-]*)")
+
+
+def _number_shift(diff: str, col: int) -> str:
+    """``(+1)`` / ``(-1)``: which way a NumberReplacer mutant moved the literal at ``col``."""
+    lines = diff.splitlines()
+    old = [ln[1:] for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    new = [ln[1:] for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
+    if len(old) != 1 or len(new) != 1:
+        return ""
+    a, b = _NUMBER.match(old[0][col:]), _NUMBER.match(new[0][col:])
+    try:
+        delta = float(b.group(1)) - float(a.group(1))  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        return ""
+    return f"({delta:+g})"
+
+
+def _key(mutation: object, diff: str | None = None) -> str:
+    """``PATH:LINE:COL OPERATOR``; a NumberReplacer's operator carries its shift, ``(+1)``."""
     path = Path(str(mutation.module_path)).as_posix()  # type: ignore[attr-defined]
     line, col = mutation.start_pos  # type: ignore[attr-defined]
-    return f"{path}:{line}:{col} {mutation.operator_name}"  # type: ignore[attr-defined]
+    op = str(mutation.operator_name)  # type: ignore[attr-defined]
+    if op.endswith("NumberReplacer") and diff:
+        op += _number_shift(diff, col)
+    return f"{path}:{line}:{col} {op}"
 
 
 def summarise(sessions: list[Path], equivalent: dict[str, str]) -> dict[str, ModuleScore]:
@@ -88,7 +113,7 @@ def summarise(sessions: list[Path], equivalent: dict[str, str]) -> dict[str, Mod
                 if result.worker_outcome == WorkerOutcome.SKIPPED:
                     continue
                 (mutation,) = item.mutations
-                key = _key(mutation)
+                key = _key(mutation, result.diff)
                 module = key.split(":", 1)[0]
                 s = scores[module]
                 s.run += 1
@@ -98,11 +123,13 @@ def summarise(sessions: list[Path], equivalent: dict[str, str]) -> dict[str, Mod
                     s.killed += 1
                 else:
                     s.survivors.append(key)
+                    s.diffs.append(result.diff or "")
     return dict(sorted(scores.items()))
 
 
-def print_summary(scores: dict[str, ModuleScore]) -> None:
-    """Print the per-module table, totals per plugin and the surviving mutants."""
+def print_summary(scores: dict[str, ModuleScore], diffs: bool = False) -> None:
+    """Print the per-module table, totals per plugin and the surviving mutants (with their
+    diffs when ``diffs``)."""
     print(f"{'MODULE':60} {'RUN':>5} {'KILLED':>6} {'EQUIV':>5} {'SCORE':>7}")
     per_plugin: dict[str, Counter[str]] = defaultdict(Counter)
     for module, s in scores.items():
@@ -117,8 +144,14 @@ def print_summary(scores: dict[str, ModuleScore]) -> None:
     survivors = [k for s in scores.values() for k in s.survivors]
     if survivors:
         print(f"\n{len(survivors)} surviving mutants (not listed as equivalent):")
-        for key in survivors:
-            print(f"  {key}")
+        for s in scores.values():
+            for key, diff in zip(s.survivors, s.diffs, strict=True):
+                print(f"  {key}")
+                if diffs:
+                    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-"]
+                    print(
+                        "".join(f"      {ln}\n" for ln in changed if ln[:3] not in ("---", "+++"))
+                    )
 
 
 def _copy_checkout(dest: Path) -> None:
@@ -199,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="scores of finished sessions")
     summary.add_argument("sessions", nargs="+", type=Path)
     summary.add_argument("--json", default=None, help="also write the summary to this file")
+    summary.add_argument("--diff", action="store_true", help="show each survivor's change")
     args = parser.parse_args(argv)
     equivalent = parse_equivalent(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
     if args.command == "run":
@@ -214,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sessions = args.sessions
     scores = summarise(sessions, equivalent)
-    print_summary(scores)
+    print_summary(scores, diffs=getattr(args, "diff", False))
     if args.json:
         data = {
             m: {

@@ -43,6 +43,7 @@ def _pool_cases() -> list[Case]:
         ((5, 5), 2, 1, 0, F32),
         ((6, 4, 2), 2, 2, 0, F16),
         ((9, 7, 3), 2, 1, 0.5, F32),  # a fractional padding
+        ((6, 5, 2), 4, 1, 2.5, F32),  # needs trailing zeros beyond int(p) (last window)
     ):
         out.append(
             Case(
