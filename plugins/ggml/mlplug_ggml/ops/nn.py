@@ -81,7 +81,7 @@ def conv_3d(b: Builder, t: Tensor) -> int:
 
 @implements("ssm_conv", needs=("ssm_conv",))
 def ssm_conv(b: Builder, t: Tensor) -> int:
-    """``ggml_ssm_conv(sx, kernel)`` (the CPU kernel needs ``sx``'s rows packed)."""
+    """``ggml_ssm_conv(sx, kernel)`` (the CPU kernel needs ``sx`` contiguous: rows packed)."""
     sx = packed_src(b, t, 0, rows=True)
     return b.lib.ggml_ssm_conv(b.ctx, sx, b.src(t, 1))  # type: ignore[no-any-return]
 
