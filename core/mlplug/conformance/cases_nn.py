@@ -330,6 +330,7 @@ def _rope_cases() -> list[Case]:
         dtype: DType = F32,
         gold: tuple[float, ...] | None = None,
         perm: bool = False,
+        fview: tuple[Callable[[Context, Tensor], Tensor], Callable[..., np.ndarray]] | None = None,
     ) -> Case:
         kw = kw or {}
         has_factors = "factors" in kw
@@ -337,7 +338,8 @@ def _rope_cases() -> list[Case]:
 
         def build(ctx: Context, x: Inputs) -> Tensor:
             t = x[0].permute(ctx, 0, 2, 1, 3) if perm else x[0]
-            f: dict[str, Any] = {"factors": x[2]} if has_factors else {}
+            fx = fview[0](ctx, x[2]) if fview and has_factors else x[2] if has_factors else None
+            f: dict[str, Any] = {"factors": fx} if fx is not None else {}
             return t.rope(ctx, x[1], n_dims, base, scale, **opts, **f)
 
         ref_kw = {
@@ -352,11 +354,12 @@ def _rope_cases() -> list[Case]:
 
         def ref(x: np.ndarray, pos: np.ndarray, *f: np.ndarray) -> np.ndarray:
             xx = R.permute(x, (0, 2, 1, 3)) if perm else x
-            return R.rope(xx, pos, n_dims, base, scale, factors=f[0] if f else None, **ref_kw)
+            fac = (fview[1](f[0]) if fview else f[0]) if f else None
+            return R.rope(xx, pos, n_dims, base, scale, factors=fac, **ref_kw)
 
         def bound(x: np.ndarray, pos: np.ndarray, *f: np.ndarray) -> np.ndarray:
             xx = R.permute(x, (0, 2, 1, 3)) if perm else x
-            fac = f[0] if f else None
+            fac = (fview[1](f[0]) if fview else f[0]) if f else None
             return R.rope_bound(xx, pos, n_dims, base, scale, factors=fac, **ref_kw)
 
         out_dt = F32 if dtype.is_quantized else dtype
@@ -401,6 +404,26 @@ def _rope_cases() -> list[Case]:
             10000,
             1.0,
             {"rope_type": 2, "factors": True},
+        ),
+        mk(  # factors as a 4x2 tensor: ggml reads them flat
+            "neox-factors-2d-16x2x4",
+            (Arg((16, 2, 4)), pos(4, 1000), Arg((4, 2), lo=1, hi=4)),
+            16,
+            10000,
+            1.0,
+            {"rope_type": 2, "factors": True},
+        ),
+        mk(  # factors as a transposed view of a 2x4 tensor
+            "neox-factors-perm-16x2x4",
+            (Arg((16, 2, 4)), pos(4, 1000), Arg((2, 4), lo=1, hi=4)),
+            16,
+            10000,
+            1.0,
+            {"rope_type": 2, "factors": True},
+            fview=(
+                lambda ctx, f: f.permute(ctx, 1, 0, 2, 3),
+                lambda f: R.permute(f, (1, 0, 2, 3)),
+            ),
         ),
         mk(
             "normal-yarn-16x2x4",
