@@ -173,13 +173,10 @@ def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
     r = AttentionParams.of(t)
     scale, has_mask, has_sinks = r.scale, r.has_mask, r.has_sinks
     lib, ctx = b.lib, b.ctx
-    # Both paths need dim 0 of Q, K and V packed; mul_mat also a K that is not transposed.
+    # Both paths need dim 0 of Q, K and V packed; mul_mat also a K that is not transposed
+    # (mul_mat_operand copies one).
     q = lib.ggml_permute(ctx, packed_src(b, t, 0), 0, 2, 1, 3)  # [d_k, L_q, H, B]
-    k_node = t.src[1]
-    k = b.src(t, 1)
-    if not dim0_packed(k_node) or k_node.nb[0] > k_node.nb[2]:
-        k = lib.ggml_cont(ctx, k)
-    k = lib.ggml_permute(ctx, k, 0, 2, 1, 3)  # [d_k, L_k, H_kv, B]
+    k = lib.ggml_permute(ctx, packed_src(b, t, 1), 0, 2, 1, 3)  # [d_k, L_k, H_kv, B]
     v_node = t.src[2]
     i = 3
     mask = None
