@@ -324,6 +324,15 @@ def _gather_cases() -> list[Case]:
             EXACT,
             out_dtype=F32,
         ),
+        Case(  # ids broadcast over dim 3 only (dim 2 of one)
+            "set_rows-f32-bcast-8x5x1x2",
+            "set_rows",
+            (Arg((8, 5, 1, 2)), Arg((8, 3, 1, 2)), distinct((3, 1, 2), 5)),
+            set_rows,
+            R.set_rows,
+            EXACT,
+            out_dtype=F32,
+        ),
         Case(
             "set_rows-f32-i64-8x6",
             "set_rows",

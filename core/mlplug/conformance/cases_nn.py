@@ -313,6 +313,7 @@ def _interpolate_cases() -> list[Case]:
         mk("dim2-4x4x3", Arg((4, 4, 3)), (6, 6, 5, 1), 1),
         mk("up-3x2x2", Arg((3, 2, 2)), (6, 4, 4, 2), 0),
         mk("down-7x5x2", Arg((7, 5, 2)), (3, 2, 2, 1), 0),
+        mk("mixed-3x2x2x2", Arg((3, 2, 2, 2)), (5, 4, 3, 1), 0),  # each dim its own size
         mk("perm-6x4", Arg((4, 6)), (9, 5, 1, 1), 1, perm=True),
     ]
 
@@ -613,6 +614,12 @@ def _sdpa_cases() -> list[Case]:
             sinks=True,
         ),
         mk("batch-8x4x2x2", (*qkv(8, 8, 4, 2, 2, 4, b=2), _mask((4, 2, 1, 1))), s8, mask=True),
+        mk(  # mask planes repeated over heads (4 / 2) and batch (4 / 2)
+            "mask-planes-8x4x2x4",
+            (*qkv(8, 8, 4, 2, 2, 5, b=4), _mask((5, 2, 2, 2))),
+            s8,
+            mask=True,
+        ),
         mk("vmla-8x4x3", (*qkv(8, 6, 4, 1, 3, 5), Arg((6, 5, 2))), s8, vmla=True),
         mk("decode-sinks-8x2x1", (*qkv(8, 6, 2, 1, 1, 7), Arg((2,), lo=-2, hi=2)), s8, sinks=True),
         mk(
