@@ -127,6 +127,16 @@ def summarise(sessions: list[Path], equivalent: dict[str, str]) -> dict[str, Mod
     return dict(sorted(scores.items()))
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (95% for the default ``z``)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 def print_summary(scores: dict[str, ModuleScore], diffs: bool = False) -> None:
     """Print the per-module table, totals per plugin and the surviving mutants (with their
     diffs when ``diffs``)."""
@@ -139,8 +149,14 @@ def print_summary(scores: dict[str, ModuleScore], diffs: bool = False) -> None:
         per_plugin[plugin].update(run=s.run, killed=s.killed, equivalent=s.equivalent)
     for plugin, c in per_plugin.items():
         live = c["run"] - c["equivalent"]
-        pct = f"{100 * c['killed'] / live:.1f}%" if live else "-"
-        print(f"{plugin}: {c['killed']} of {live} non-equivalent mutants killed ({pct})")
+        pct = "-"
+        if live:
+            lo, hi = wilson(c["killed"], live)
+            pct = f"{100 * c['killed'] / live:.1f}%, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%"
+        print(
+            f"{plugin}: {c['killed']} of {live} non-equivalent mutants killed ({pct}); "
+            f"{c['equivalent']} equivalent"
+        )
     survivors = [k for s in scores.values() for k in s.survivors]
     if survivors:
         print(f"\n{len(survivors)} surviving mutants (not listed as equivalent):")
