@@ -97,6 +97,8 @@ def _mulmat_cases(op: str) -> list[Case]:
     out += [
         mk("f32-batch-32x6x2", Arg((32, 6)), Arg((32, 4, 2))),
         mk("f32-4d-16x3x2x2", Arg((16, 3, 2, 2)), Arg((16, 5, 2, 2))),
+        # a batched on dim 3 only, b broadcast over dim 2 (3 per batch of a)
+        mk("f32-dim3-16x3x1x2", Arg((16, 3, 1, 2)), Arg((16, 4, 3, 2))),
         mk("f32-vec-5", Arg((5,)), Arg((5,))),
         mk(
             "f32-permb-16x5x4x3",
