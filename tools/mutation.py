@@ -8,8 +8,12 @@ command is the conformance suite on that plugin alone, ``-x``), keeps a seeded r
 the unmutated copy passes, runs the mutants and prints the summary. Without ``--sample`` every
 mutant runs (hours on two cores). ``tox -e mutation -- --sample 60`` does the same.
 
-``python tools/mutation.py summary SESSION.sqlite... [--json FILE]`` prints, per module, the
-mutants run, killed, survived and judged equivalent, the score (killed over run minus
+``python tools/mutation.py recheck --plugin P SESSION.sqlite`` runs a finished session's
+survivors again, against the conformance suite as it is now (after cases were added for them);
+the plugin's op modules must be unchanged since the session ran (checked line by line).
+
+``python tools/mutation.py summary SESSION.sqlite... [--json FILE] [--diff]`` prints, per
+module, the mutants run, killed, survived and judged equivalent, the score (killed over run minus
 equivalent) and every surviving mutant that is not listed as equivalent. Equivalent mutants are
 listed in ``tools/mutation/equivalent.txt``, one a line: ``PATH:LINE:COL OPERATOR  reason``
 (a NumberReplacer's OPERATOR carries its shift: ``core/NumberReplacer(+1)`` or ``(-1)``).
@@ -235,6 +239,42 @@ def _run_plugin(plugin: str, copy: Path, args: argparse.Namespace) -> Path:
     return session
 
 
+def _recheck(plugin: str, session: Path, copy: Path) -> int:
+    """Run the survivors of ``session`` again against the oracle of ``copy``; return how many.
+
+    Refused when a survivor's line no longer reads as it did when it was mutated: cosmic-ray
+    re-applies a mutant by its position, so the module must be the one the session sampled.
+    """
+    from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
+    from cosmic_ray.work_item import WorkerOutcome
+
+    ids = []
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item, result in db.completed_work_items:
+            if result.worker_outcome == WorkerOutcome.SKIPPED or result.is_killed:
+                continue
+            (mutation,) = item.mutations
+            line = mutation.start_pos[0]
+            old = [
+                ln[1:]
+                for ln in (result.diff or "").splitlines()
+                if ln.startswith("-") and not ln.startswith("---")
+            ]
+            path = copy / Path(str(mutation.module_path))
+            now = path.read_text().splitlines()
+            if len(old) != 1 or len(now) < line or now[line - 1] != old[0]:
+                msg = f"{_key(mutation)}: the module changed since the run; run a new sample"
+                raise SystemExit(msg)
+            ids.append(item.job_id)
+        # cosmic-ray has no public way to reopen one item: drop its result row
+        with db._session_maker.begin() as s:
+            s.query(WorkResultStorage).filter(WorkResultStorage.job_id.in_(ids)).delete()
+    config = CONFIGS / f"{plugin}.toml"
+    cr = [sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)]
+    subprocess.run(cr, cwd=copy, env=_env(copy), check=True)
+    return len(ids)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``run`` or ``summary`` (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0, help="seed of the sample")
     run.add_argument("--workdir", default=None, help="sessions and the copy (default: a temp dir)")
     run.add_argument("--json", default=None, help="also write the summary to this file")
+    recheck = sub.add_parser(
+        "recheck", help="run a session's survivors again against today's conformance suite"
+    )
+    recheck.add_argument("--plugin", required=True, choices=PLUGINS)
+    recheck.add_argument("session", type=Path)
+    recheck.add_argument("--workdir", default=None, help="the copy (default: a temp dir)")
+    recheck.add_argument("--json", default=None, help="also write the summary to this file")
     summary = sub.add_parser("summary", help="scores of finished sessions")
     summary.add_argument("sessions", nargs="+", type=Path)
     summary.add_argument("--json", default=None, help="also write the summary to this file")
@@ -261,6 +308,16 @@ def main(argv: list[str] | None = None) -> int:
         _copy_checkout(copy)
         print(f"work folder: {work}", flush=True)
         sessions = [_run_plugin(p, copy, args) for p in (args.plugin or PLUGINS)]
+    elif args.command == "recheck":
+        copy = Path(args.workdir or tempfile.mkdtemp(prefix="mlplug-mutation-")).resolve()
+        copy = copy / "checkout"
+        if copy.exists():
+            shutil.rmtree(copy)
+        copy.mkdir(parents=True)
+        _copy_checkout(copy)
+        n = _recheck(args.plugin, args.session.resolve(), copy)
+        print(f"{args.plugin}: {n} survivors run again against the current suite", flush=True)
+        sessions = [args.session]
     else:
         sessions = args.sessions
     scores = summarise(sessions, equivalent)
