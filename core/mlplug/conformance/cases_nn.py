@@ -82,6 +82,11 @@ def _conv_cases() -> list[Case]:
         ((5, 4, 2, 1), (3, 3, 2), (1, 1, 1, 1, 1, 1), F32),
         ((7, 6, 1, 2), (3, 2, 1), (2, 1, 0, 1, 1, 2), F32),
         ((6, 5, 3), (2, 2, 3), (2, 2, 0, 0, 1, 1), F16),
+        # one-wide kernels with padding: the windows reach the trailing padding
+        ((5, 4, 2, 1), (3, 1, 2), (1, 1, 1, 1, 1, 1), F32),
+        ((5, 4, 2, 1), (1, 3, 2), (1, 1, 1, 1, 1, 1), F32),
+        # stride, padding and dilation each different per axis
+        ((9, 8, 2, 1), (3, 2, 2), (2, 3, 2, 1, 1, 2), F32),
     ]
     for ne, (kw, kh, c), p, kdt in im2col_geoms:
         out.append(
