@@ -107,6 +107,14 @@ def _mulmat_cases(op: str) -> list[Case]:
             lambda ctx, x: call(ctx, x[0], x[1].permute(ctx, 0, 2, 1, 3)),
             lambda a, b: R.mulmat(a, R.permute(b, (0, 2, 1, 3))),
         ),
+        mk(  # a's dim 0 strided but not transposed (nb[0] <= nb[1]): ggml needs a copy
+            "f32-perma-16x5x2",
+            Arg((2, 16, 5)),
+            Arg((16, 3, 2)),
+            lambda ctx, x: call(ctx, x[0].permute(ctx, 2, 0, 1, 3), x[1]),
+            lambda a, b: R.mulmat(R.permute(a, (2, 0, 1, 3)), b),
+            k=16,
+        ),
         mk(
             "f32-transa-16x5x3",
             Arg((5, 16)),

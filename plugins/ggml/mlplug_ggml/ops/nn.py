@@ -177,7 +177,6 @@ def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
     # (mul_mat_operand copies one).
     q = lib.ggml_permute(ctx, packed_src(b, t, 0), 0, 2, 1, 3)  # [d_k, L_q, H, B]
     k = lib.ggml_permute(ctx, packed_src(b, t, 1), 0, 2, 1, 3)  # [d_k, L_k, H_kv, B]
-    v_node = t.src[2]
     i = 3
     mask = None
     if has_mask:
@@ -200,9 +199,7 @@ def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
     if sinks is not None:
         lib.ggml_soft_max_add_sinks(kq, sinks)
     v = lib.ggml_permute(ctx, b.src(t, 2), 1, 2, 0, 3)  # [L_k, d_v, H_kv, B]
-    # The permuted view is usable as is when V was stored permuted (L_k fastest), as the KV
-    # cache does for this backend; otherwise make it contiguous.
-    if v_node.nb[2] != TRAITS[v_node.dtype].type_size:
-        v = lib.ggml_cont(ctx, v)
+    # The permuted view is used as is when V was stored permuted (L_k fastest), as the KV
+    # cache does for this backend; mul_mat_operand copies any other.
     kqv = lib.ggml_mul_mat(ctx, mul_mat_operand(b, v), kq)  # [d_v, L_q, H, B]
     return lib.ggml_cont(ctx, lib.ggml_permute(ctx, kqv, 0, 2, 1, 3))  # type: ignore[no-any-return]
