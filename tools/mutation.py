@@ -8,10 +8,15 @@ command is the conformance suite on that plugin alone, ``-x``), keeps a seeded r
 the unmutated copy passes, runs the mutants and prints the summary. Without ``--sample`` every
 mutant runs (hours on two cores). ``tox -e mutation -- --sample 60`` does the same.
 
-``python tools/mutation.py summary SESSION.sqlite... [--json FILE]`` prints, per module, the
-mutants run, killed, survived and judged equivalent, the score (killed over run minus
+``python tools/mutation.py recheck --plugin P SESSION.sqlite`` runs a finished session's
+survivors again, against the conformance suite as it is now (after cases were added for them);
+the plugin's op modules must be unchanged since the session ran (checked line by line).
+
+``python tools/mutation.py summary SESSION.sqlite... [--json FILE] [--diff]`` prints, per
+module, the mutants run, killed, survived and judged equivalent, the score (killed over run minus
 equivalent) and every surviving mutant that is not listed as equivalent. Equivalent mutants are
-listed in ``tools/mutation/equivalent.txt``, one a line: ``PATH:LINE:COL OPERATOR  reason``.
+listed in ``tools/mutation/equivalent.txt``, one a line: ``PATH:LINE:COL OPERATOR  reason``
+(a NumberReplacer's OPERATOR carries its shift: ``core/NumberReplacer(+1)`` or ``(-1)``).
 
 The copy matters: cosmic-ray edits the module on disk while a mutant's tests run, so a run in the
 checkout itself would race with anything else reading it. Bytecode caching is off in the copy
@@ -25,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +53,7 @@ class ModuleScore:
     killed: int = 0
     equivalent: int = 0
     survivors: list[str] = field(default_factory=list)
+    diffs: list[str] = field(default_factory=list)
 
     @property
     def score(self) -> float | None:
@@ -70,10 +77,32 @@ def parse_equivalent(text: str) -> dict[str, str]:
     return out
 
 
-def _key(mutation: object) -> str:
+_NUMBER = re.compile(r"\s*\(?\s*(-?[0-9][0-9_.eE+-]*)")
+
+
+def _number_shift(diff: str, col: int) -> str:
+    """``(+1)`` / ``(-1)``: which way a NumberReplacer mutant moved the literal at ``col``."""
+    lines = diff.splitlines()
+    old = [ln[1:] for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    new = [ln[1:] for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
+    if len(old) != 1 or len(new) != 1:
+        return ""
+    a, b = _NUMBER.match(old[0][col:]), _NUMBER.match(new[0][col:])
+    try:
+        delta = float(b.group(1)) - float(a.group(1))  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        return ""
+    return f"({delta:+g})"
+
+
+def _key(mutation: object, diff: str | None = None) -> str:
+    """``PATH:LINE:COL OPERATOR``; a NumberReplacer's operator carries its shift, ``(+1)``."""
     path = Path(str(mutation.module_path)).as_posix()  # type: ignore[attr-defined]
     line, col = mutation.start_pos  # type: ignore[attr-defined]
-    return f"{path}:{line}:{col} {mutation.operator_name}"  # type: ignore[attr-defined]
+    op = str(mutation.operator_name)  # type: ignore[attr-defined]
+    if op.endswith("NumberReplacer") and diff:
+        op += _number_shift(diff, col)
+    return f"{path}:{line}:{col} {op}"
 
 
 def summarise(sessions: list[Path], equivalent: dict[str, str]) -> dict[str, ModuleScore]:
@@ -88,7 +117,7 @@ def summarise(sessions: list[Path], equivalent: dict[str, str]) -> dict[str, Mod
                 if result.worker_outcome == WorkerOutcome.SKIPPED:
                     continue
                 (mutation,) = item.mutations
-                key = _key(mutation)
+                key = _key(mutation, result.diff)
                 module = key.split(":", 1)[0]
                 s = scores[module]
                 s.run += 1
@@ -98,11 +127,23 @@ def summarise(sessions: list[Path], equivalent: dict[str, str]) -> dict[str, Mod
                     s.killed += 1
                 else:
                     s.survivors.append(key)
+                    s.diffs.append(result.diff or "")
     return dict(sorted(scores.items()))
 
 
-def print_summary(scores: dict[str, ModuleScore]) -> None:
-    """Print the per-module table, totals per plugin and the surviving mutants."""
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (95% for the default ``z``)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def print_summary(scores: dict[str, ModuleScore], diffs: bool = False) -> None:
+    """Print the per-module table, totals per plugin and the surviving mutants (with their
+    diffs when ``diffs``)."""
     print(f"{'MODULE':60} {'RUN':>5} {'KILLED':>6} {'EQUIV':>5} {'SCORE':>7}")
     per_plugin: dict[str, Counter[str]] = defaultdict(Counter)
     for module, s in scores.items():
@@ -112,13 +153,25 @@ def print_summary(scores: dict[str, ModuleScore]) -> None:
         per_plugin[plugin].update(run=s.run, killed=s.killed, equivalent=s.equivalent)
     for plugin, c in per_plugin.items():
         live = c["run"] - c["equivalent"]
-        pct = f"{100 * c['killed'] / live:.1f}%" if live else "-"
-        print(f"{plugin}: {c['killed']} of {live} non-equivalent mutants killed ({pct})")
+        pct = "-"
+        if live:
+            lo, hi = wilson(c["killed"], live)
+            pct = f"{100 * c['killed'] / live:.1f}%, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%"
+        print(
+            f"{plugin}: {c['killed']} of {live} non-equivalent mutants killed ({pct}); "
+            f"{c['equivalent']} equivalent"
+        )
     survivors = [k for s in scores.values() for k in s.survivors]
     if survivors:
         print(f"\n{len(survivors)} surviving mutants (not listed as equivalent):")
-        for key in survivors:
-            print(f"  {key}")
+        for s in scores.values():
+            for key, diff in zip(s.survivors, s.diffs, strict=True):
+                print(f"  {key}")
+                if diffs:
+                    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-"]
+                    print(
+                        "".join(f"      {ln}\n" for ln in changed if ln[:3] not in ("---", "+++"))
+                    )
 
 
 def _copy_checkout(dest: Path) -> None:
@@ -186,6 +239,42 @@ def _run_plugin(plugin: str, copy: Path, args: argparse.Namespace) -> Path:
     return session
 
 
+def _recheck(plugin: str, session: Path, copy: Path) -> int:
+    """Run the survivors of ``session`` again against the oracle of ``copy``; return how many.
+
+    Refused when a survivor's line no longer reads as it did when it was mutated: cosmic-ray
+    re-applies a mutant by its position, so the module must be the one the session sampled.
+    """
+    from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
+    from cosmic_ray.work_item import WorkerOutcome
+
+    ids = []
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item, result in db.completed_work_items:
+            if result.worker_outcome == WorkerOutcome.SKIPPED or result.is_killed:
+                continue
+            (mutation,) = item.mutations
+            line = mutation.start_pos[0]
+            old = [
+                ln[1:]
+                for ln in (result.diff or "").splitlines()
+                if ln.startswith("-") and not ln.startswith("---")
+            ]
+            path = copy / Path(str(mutation.module_path))
+            now = path.read_text().splitlines()
+            if len(old) != 1 or len(now) < line or now[line - 1] != old[0]:
+                msg = f"{_key(mutation)}: the module changed since the run; run a new sample"
+                raise SystemExit(msg)
+            ids.append(item.job_id)
+        # cosmic-ray has no public way to reopen one item: drop its result row
+        with db._session_maker.begin() as s:
+            s.query(WorkResultStorage).filter(WorkResultStorage.job_id.in_(ids)).delete()
+    config = CONFIGS / f"{plugin}.toml"
+    cr = [sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)]
+    subprocess.run(cr, cwd=copy, env=_env(copy), check=True)
+    return len(ids)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``run`` or ``summary`` (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -196,9 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0, help="seed of the sample")
     run.add_argument("--workdir", default=None, help="sessions and the copy (default: a temp dir)")
     run.add_argument("--json", default=None, help="also write the summary to this file")
+    recheck = sub.add_parser(
+        "recheck", help="run a session's survivors again against today's conformance suite"
+    )
+    recheck.add_argument("--plugin", required=True, choices=PLUGINS)
+    recheck.add_argument("session", type=Path)
+    recheck.add_argument("--workdir", default=None, help="the copy (default: a temp dir)")
+    recheck.add_argument("--json", default=None, help="also write the summary to this file")
     summary = sub.add_parser("summary", help="scores of finished sessions")
     summary.add_argument("sessions", nargs="+", type=Path)
     summary.add_argument("--json", default=None, help="also write the summary to this file")
+    summary.add_argument("--diff", action="store_true", help="show each survivor's change")
     args = parser.parse_args(argv)
     equivalent = parse_equivalent(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
     if args.command == "run":
@@ -211,10 +308,20 @@ def main(argv: list[str] | None = None) -> int:
         _copy_checkout(copy)
         print(f"work folder: {work}", flush=True)
         sessions = [_run_plugin(p, copy, args) for p in (args.plugin or PLUGINS)]
+    elif args.command == "recheck":
+        copy = Path(args.workdir or tempfile.mkdtemp(prefix="mlplug-mutation-")).resolve()
+        copy = copy / "checkout"
+        if copy.exists():
+            shutil.rmtree(copy)
+        copy.mkdir(parents=True)
+        _copy_checkout(copy)
+        n = _recheck(args.plugin, args.session.resolve(), copy)
+        print(f"{args.plugin}: {n} survivors run again against the current suite", flush=True)
+        sessions = [args.session]
     else:
         sessions = args.sessions
     scores = summarise(sessions, equivalent)
-    print_summary(scores)
+    print_summary(scores, diffs=getattr(args, "diff", False))
     if args.json:
         data = {
             m: {

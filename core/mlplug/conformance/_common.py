@@ -37,8 +37,9 @@ MULMAT_BF16: Final = Tolerance(nmse=1e-6)
 MULMAT_QUANT: Final = Tolerance(nmse=1e-10)
 #: Q4_1 / Q5_1 products: ggml adds each block's offset times the activations' f16-rounded sum
 #: (the Q8_1 ``s`` field), an error of up to 2^-10 of that term which the reference does not
-#: model (the per-element bound covers it), so their NMSE budget is 1e-6.
-MULMAT_Q8_1: Final = Tolerance(nmse=1e-6)
+#: model. Its share of an output depends on how much the output cancels, so an NMSE budget
+#: would be a guess: these products are held to the per-element bound alone, which models it.
+MULMAT_Q8_1: Final = Tolerance()
 #: ``mulmat_full_prec`` of f32 / f16: float32 grade, a per-element bound of
 #: ``FULL_PREC_REL * sum |a_k b_k|`` and NMSE 1e-12 (a product rounded to f16 fails it).
 FULL_PREC_REL: Final = 4e-6

@@ -140,7 +140,17 @@ def cases(base: Sequence[Case]) -> list[Case]:
             variant = replace(variant, tier="full")  # the default run stays fast
         seen.add((c.op, c.dtype))
         out.append(variant)
-    return out + write_variants(base) + projection_cases() + error_cases()
+    return out + _flash_variants(base) + write_variants(base) + projection_cases() + error_cases()
+
+
+def _flash_variants(base: Sequence[Case]) -> list[Case]:
+    """Every layout of the first f32 attention case with several key heads, flash attention on
+    (a permuted key then has dim 0 strided, which the flash kernel cannot read in place)."""
+    for c in base:
+        if c.op == "scaled_dot_product_attention" and _eligible(c) and c.args[1].ne[1] >= 2:
+            variants = layout_variants(c) + single_input_variants(c)
+            return [replace(v, id=f"{v.id}-flash", backend_params=FLASH) for v in variants]
+    return []
 
 
 # -- ops that write into an input: their destination takes the layouts the op allows -------

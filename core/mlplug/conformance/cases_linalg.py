@@ -97,6 +97,8 @@ def _mulmat_cases(op: str) -> list[Case]:
     out += [
         mk("f32-batch-32x6x2", Arg((32, 6)), Arg((32, 4, 2))),
         mk("f32-4d-16x3x2x2", Arg((16, 3, 2, 2)), Arg((16, 5, 2, 2))),
+        # a batched on dim 3 only, b broadcast over dim 2 (3 per batch of a)
+        mk("f32-dim3-16x3x1x2", Arg((16, 3, 1, 2)), Arg((16, 4, 3, 2))),
         mk("f32-vec-5", Arg((5,)), Arg((5,))),
         mk(
             "f32-permb-16x5x4x3",
@@ -104,6 +106,14 @@ def _mulmat_cases(op: str) -> list[Case]:
             Arg((16, 3, 4)),
             lambda ctx, x: call(ctx, x[0], x[1].permute(ctx, 0, 2, 1, 3)),
             lambda a, b: R.mulmat(a, R.permute(b, (0, 2, 1, 3))),
+        ),
+        mk(  # a's dim 0 strided but not transposed (nb[0] <= nb[1]): ggml needs a copy
+            "f32-perma-16x5x2",
+            Arg((2, 16, 5)),
+            Arg((16, 3, 2)),
+            lambda ctx, x: call(ctx, x[0].permute(ctx, 2, 0, 1, 3), x[1]),
+            lambda a, b: R.mulmat(R.permute(a, (2, 0, 1, 3)), b),
+            k=16,
         ),
         mk(
             "f32-transa-16x5x3",

@@ -43,6 +43,7 @@ def _pool_cases() -> list[Case]:
         ((5, 5), 2, 1, 0, F32),
         ((6, 4, 2), 2, 2, 0, F16),
         ((9, 7, 3), 2, 1, 0.5, F32),  # a fractional padding
+        ((6, 5, 2), 4, 1, 2.5, F32),  # needs trailing zeros beyond int(p) (last window)
     ):
         out.append(
             Case(
@@ -81,6 +82,11 @@ def _conv_cases() -> list[Case]:
         ((5, 4, 2, 1), (3, 3, 2), (1, 1, 1, 1, 1, 1), F32),
         ((7, 6, 1, 2), (3, 2, 1), (2, 1, 0, 1, 1, 2), F32),
         ((6, 5, 3), (2, 2, 3), (2, 2, 0, 0, 1, 1), F16),
+        # one-wide kernels with padding: the windows reach the trailing padding
+        ((5, 4, 2, 1), (3, 1, 2), (1, 1, 1, 1, 1, 1), F32),
+        ((5, 4, 2, 1), (1, 3, 2), (1, 1, 1, 1, 1, 1), F32),
+        # stride, padding and dilation each different per axis
+        ((9, 8, 2, 1), (3, 2, 2), (2, 3, 2, 1, 1, 2), F32),
     ]
     for ne, (kw, kh, c), p, kdt in im2col_geoms:
         out.append(
@@ -312,12 +318,13 @@ def _interpolate_cases() -> list[Case]:
         mk("dim2-4x4x3", Arg((4, 4, 3)), (6, 6, 5, 1), 1),
         mk("up-3x2x2", Arg((3, 2, 2)), (6, 4, 4, 2), 0),
         mk("down-7x5x2", Arg((7, 5, 2)), (3, 2, 2, 1), 0),
+        mk("mixed-3x2x2x2", Arg((3, 2, 2, 2)), (5, 4, 3, 1), 0),  # each dim its own size
         mk("perm-6x4", Arg((4, 6)), (9, 5, 1, 1), 1, perm=True),
     ]
 
 
 def _rope_cases() -> list[Case]:
-    """RoPE against exact (float64) angles: atol 1e-4 * max|x| (positions below 4096)."""
+    """RoPE against exact (float64) angles, bounded by the float32 angle error (``rope_bound``)."""
 
     def mk(
         tag: str,
@@ -329,6 +336,7 @@ def _rope_cases() -> list[Case]:
         dtype: DType = F32,
         gold: tuple[float, ...] | None = None,
         perm: bool = False,
+        fview: tuple[Callable[[Context, Tensor], Tensor], Callable[..., np.ndarray]] | None = None,
     ) -> Case:
         kw = kw or {}
         has_factors = "factors" in kw
@@ -336,7 +344,8 @@ def _rope_cases() -> list[Case]:
 
         def build(ctx: Context, x: Inputs) -> Tensor:
             t = x[0].permute(ctx, 0, 2, 1, 3) if perm else x[0]
-            f: dict[str, Any] = {"factors": x[2]} if has_factors else {}
+            fx = fview[0](ctx, x[2]) if fview and has_factors else x[2] if has_factors else None
+            f: dict[str, Any] = {"factors": fx} if fx is not None else {}
             return t.rope(ctx, x[1], n_dims, base, scale, **opts, **f)
 
         ref_kw = {
@@ -351,7 +360,13 @@ def _rope_cases() -> list[Case]:
 
         def ref(x: np.ndarray, pos: np.ndarray, *f: np.ndarray) -> np.ndarray:
             xx = R.permute(x, (0, 2, 1, 3)) if perm else x
-            return R.rope(xx, pos, n_dims, base, scale, factors=f[0] if f else None, **ref_kw)
+            fac = (fview[1](f[0]) if fview else f[0]) if f else None
+            return R.rope(xx, pos, n_dims, base, scale, factors=fac, **ref_kw)
+
+        def bound(x: np.ndarray, pos: np.ndarray, *f: np.ndarray) -> np.ndarray:
+            xx = R.permute(x, (0, 2, 1, 3)) if perm else x
+            fac = (fview[1](f[0]) if fview else f[0]) if f else None
+            return R.rope_bound(xx, pos, n_dims, base, scale, factors=fac, **ref_kw)
 
         out_dt = F32 if dtype.is_quantized else dtype
         return Case(
@@ -363,7 +378,7 @@ def _rope_cases() -> list[Case]:
             Tolerance(rtol=1e-3) if dtype == F16 else Tolerance(),
             dtype=lbl(dtype),
             out_dtype=out_dt,
-            bound=scaled_bound(1e-4),
+            bound=bound,
             gold=None if gold is None else (gold,),
             gold_atol=6e-5,
         )
@@ -395,6 +410,26 @@ def _rope_cases() -> list[Case]:
             10000,
             1.0,
             {"rope_type": 2, "factors": True},
+        ),
+        mk(  # factors as a 4x2 tensor: ggml reads them flat
+            "neox-factors-2d-16x2x4",
+            (Arg((16, 2, 4)), pos(4, 1000), Arg((4, 2), lo=1, hi=4)),
+            16,
+            10000,
+            1.0,
+            {"rope_type": 2, "factors": True},
+        ),
+        mk(  # factors as a transposed view of a 2x4 tensor
+            "neox-factors-perm-16x2x4",
+            (Arg((16, 2, 4)), pos(4, 1000), Arg((2, 4), lo=1, hi=4)),
+            16,
+            10000,
+            1.0,
+            {"rope_type": 2, "factors": True},
+            fview=(
+                lambda ctx, f: f.permute(ctx, 1, 0, 2, 3),
+                lambda f: R.permute(f, (1, 0, 2, 3)),
+            ),
         ),
         mk(
             "normal-yarn-16x2x4",
@@ -584,6 +619,12 @@ def _sdpa_cases() -> list[Case]:
             sinks=True,
         ),
         mk("batch-8x4x2x2", (*qkv(8, 8, 4, 2, 2, 4, b=2), _mask((4, 2, 1, 1))), s8, mask=True),
+        mk(  # mask planes repeated over heads (4 / 2) and batch (4 / 2)
+            "mask-planes-8x4x2x4",
+            (*qkv(8, 8, 4, 2, 2, 5, b=4), _mask((5, 2, 2, 2))),
+            s8,
+            mask=True,
+        ),
         mk("vmla-8x4x3", (*qkv(8, 6, 4, 1, 3, 5), Arg((6, 5, 2))), s8, vmla=True),
         mk("decode-sinks-8x2x1", (*qkv(8, 6, 2, 1, 1, 7), Arg((2,), lo=-2, hi=2)), s8, sinks=True),
         mk(

@@ -50,6 +50,7 @@ __all__ = [
     "quant_step",
     "rms_norm",
     "rope",
+    "rope_bound",
     "rows",
     "sdpa",
     "set_inplace",
@@ -625,6 +626,48 @@ def _rope_theta(
     return theta
 
 
+def _rope_angles(
+    pos: np.ndarray,
+    n_dims: int,
+    base: float,
+    freq_scale: float,
+    mode: int,
+    factors: np.ndarray | None,
+    sections: Sequence[int],
+    n_ctx_orig: int,
+    ext_factor: float,
+    attn_factor: float,
+    beta_fast: float,
+    beta_slow: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """RoPE's exact angles ``(n_tokens, n_pairs)``, their unscaled (extrapolated) form and the
+    magnitude factor ``m`` (YaRN's ``attn_factor`` correction)."""
+    n_pairs = n_dims if mode == 24 else n_dims // 2
+    theta_ext = _rope_theta(pos, n_pairs, n_dims, base, mode, sections, factors)
+    theta = freq_scale * theta_ext
+    m = attn_factor
+    if ext_factor != 0.0:
+
+        def corr(beta: float) -> float:
+            return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
+
+        lo = max(0.0, math.floor(corr(beta_fast)))
+        hi = min(n_dims - 1.0, math.ceil(corr(beta_slow)))
+        ramp = 1 - np.clip((np.arange(n_pairs) - lo) / max(0.001, hi - lo), 0, 1)
+        mix = ramp * ext_factor
+        theta = theta * (1 - mix) + theta_ext * mix
+        m = attn_factor * (1 + 0.1 * math.log(1.0 / freq_scale))
+    return theta, theta_ext, m
+
+
+def _rope_pairs(mode: int, n_dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two axes of each rotated pair: adjacent (normal) or half apart (the other modes)."""
+    if mode == 0:
+        return np.arange(0, n_dims, 2), np.arange(1, n_dims, 2)
+    half = n_dims if mode == 24 else n_dims // 2
+    return np.arange(half), np.arange(half, 2 * half)
+
+
 def rope(
     x: np.ndarray,
     pos: np.ndarray,
@@ -643,32 +686,62 @@ def rope(
 ) -> np.ndarray:
     """Rotary embedding of ``[head_dim, heads, tokens, batch]`` with exact (float64) angles."""
     x4: np.ndarray = v4(x).copy()  # (B, T, H, D)
-    n_pairs = n_dims if mode == 24 else n_dims // 2
-    theta_ext = _rope_theta(pos, n_pairs, n_dims, base, mode, sections, factors)
-    theta = freq_scale * theta_ext
-    m = attn_factor
-    if ext_factor != 0.0:
-
-        def corr(beta: float) -> float:
-            return n_dims * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
-
-        lo = max(0.0, math.floor(corr(beta_fast)))
-        hi = min(n_dims - 1.0, math.ceil(corr(beta_slow)))
-        ramp = 1 - np.clip((np.arange(n_pairs) - lo) / max(0.001, hi - lo), 0, 1)
-        mix = ramp * ext_factor
-        theta = theta * (1 - mix) + theta_ext * mix
-        m = attn_factor * (1 + 0.1 * math.log(1.0 / freq_scale))
+    theta, _, m = _rope_angles(
+        pos, n_dims, base, freq_scale, mode, factors, sections,
+        n_ctx_orig, ext_factor, attn_factor, beta_fast, beta_slow,
+    )  # fmt: skip
     cos = (np.cos(theta) * m)[None, :, None, :]
     sin = (np.sin(theta) * m)[None, :, None, :]
-    if mode == 0:
-        iu, iv = np.arange(0, n_dims, 2), np.arange(1, n_dims, 2)
-    else:
-        half = n_pairs
-        iu, iv = np.arange(half), np.arange(half, 2 * half)
+    iu, iv = _rope_pairs(mode, n_dims)
     u, v = x4[..., iu].copy(), x4[..., iv].copy()
     x4[..., iu] = u * cos - v * sin
     x4[..., iv] = u * sin + v * cos
     return x4
+
+
+#: Unit roundoff of float32.
+_U32 = 2.0**-24
+
+
+def rope_bound(
+    x: np.ndarray,
+    pos: np.ndarray,
+    n_dims: int,
+    base: float,
+    freq_scale: float,
+    *,
+    mode: int = 0,
+    factors: np.ndarray | None = None,
+    sections: Sequence[int] = (),
+    n_ctx_orig: int = 131072,
+    ext_factor: float = 0.0,
+    attn_factor: float = 1.0,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+) -> np.ndarray:
+    """Per-element bound of a float32 RoPE kernel against :func:`rope` (same arguments).
+
+    A kernel forms pair ``k``'s angle in float32: ``theta_scale = base^(-2/n_dims)`` rounded,
+    raised to the ``k``-th power (or multiplied in ``k`` times), times the position, divided by
+    a frequency factor, scaled and mixed (YaRN): a relative error of at most ``(2k + 8) u``
+    (``u = 2^-24``) of the larger of ``|theta|`` and ``|theta_ext|``. That angle error moves
+    the rotated pair by ``|dtheta| * m * r`` (``r = sqrt(x_u^2 + x_v^2)``); the rotation
+    itself rounds by ``8 u m r``. Unrotated axes are copied (bound 0 beyond them).
+    """
+    x4 = v4(x)
+    theta, theta_ext, m = _rope_angles(
+        pos, n_dims, base, freq_scale, mode, factors, sections,
+        n_ctx_orig, ext_factor, attn_factor, beta_fast, beta_slow,
+    )  # fmt: skip
+    k = np.arange(theta.shape[1])
+    dtheta = np.maximum(np.abs(theta), np.abs(theta_ext)) * (2 * k + 8) * _U32
+    iu, iv = _rope_pairs(mode, n_dims)
+    r = np.sqrt(x4[..., iu] ** 2 + x4[..., iv] ** 2)
+    per_pair = abs(m) * r * (dtheta + 8 * _U32)[None, :, None, :]
+    out = np.zeros(x4.shape)
+    out[..., iu] = per_pair
+    out[..., iv] = per_pair
+    return out
 
 
 def sdpa(

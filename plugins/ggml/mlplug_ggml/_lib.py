@@ -230,6 +230,8 @@ _REQUIRED: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "ggml_type_size": (c_size_t, (c_int,)),
     "ggml_row_size": (c_size_t, (c_int, c_int64)),
     "ggml_nbytes": (c_size_t, (_p,)),
+    "ggml_is_contiguous": (c_bool, (_p,)),
+    "ggml_is_contiguous_1": (c_bool, (_p,)),
     # ggml.h: tensors and ops
     "ggml_new_tensor": (_p, (_p, c_int, c_int, POINTER(c_int64))),
     "ggml_new_tensor_2d": (_p, (_p, c_int, c_int64, c_int64)),

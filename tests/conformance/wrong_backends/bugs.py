@@ -4,9 +4,6 @@ Each :class:`Wrong` names its bug, the kernels it replaces (``None`` removes a k
 becomes unsupported), the ops whose cases it runs, and the case ids (globs) that must catch it.
 :func:`backend_class` derives the backend class; the tests register it in process under
 :attr:`Wrong.name` for the duration of one test (never as an installed entry point).
-
-``needs`` names the issue-14 item whose cases the current catalogue lacks to catch the bug; the
-test of such a backend is a strict xfail, so it fails loudly once those cases land.
 """
 
 from __future__ import annotations
@@ -51,7 +48,6 @@ class Wrong:
     kernels: Mapping[str, Kernel | None]
     ops: tuple[str, ...]
     catch: tuple[str, ...] = ()
-    needs: str | None = None
 
 
 def backend_class(wrong: Wrong) -> type[Backend]:

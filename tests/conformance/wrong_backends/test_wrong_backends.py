@@ -3,18 +3,15 @@
 Every backend of :mod:`conformance.wrong_backends.bugs` is cpu_numpy with one kernel replaced by
 a plausible bug, registered in this process for one test only. The suite must fail it: at least
 one case of the buggy op fails, every failing case is of that op (the report names the op), and
-every case matched by the backend's ``catch`` globs fails. Bugs the current catalogue cannot catch
-yet are strict xfails naming the issue-14 cases they need: they turn into failures (XPASS) when
-those cases land, and the xfail mark is then removed. That the real kernels pass is the
+every case matched by the backend's ``catch`` globs fails. That the real kernels pass is the
 conformance suite itself (``tests/conformance/test_ops.py``).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -25,11 +22,7 @@ from mlplug.cli import main
 from mlplug.conformance import all_cases, select
 from mlplug.conformance.report import CaseResult
 from mlplug.conformance.runner import run
-from mlplug.errors import MlplugError
-from mlplug.registry import manager, new_backend, register_backend
-
-if TYPE_CHECKING:
-    from mlplug import Context, Tensor
+from mlplug.registry import manager, register_backend
 
 
 @contextmanager
@@ -48,13 +41,7 @@ def _results(wrong: Wrong) -> list[CaseResult]:
         return [r for op in wrong.ops for r in run([name], op).results]
 
 
-def _marks(wrong: Wrong) -> list[pytest.MarkDecorator]:
-    if wrong.needs is None:
-        return []
-    return [pytest.mark.xfail(strict=True, reason=f"needs {wrong.needs}")]
-
-
-@pytest.mark.parametrize("wrong", [pytest.param(w, id=w.name, marks=_marks(w)) for w in WRONG])
+@pytest.mark.parametrize("wrong", [pytest.param(w, id=w.name) for w in WRONG])
 def test_suite_rejects_wrong_backend(wrong: Wrong) -> None:
     """The cases of the buggy op fail on the wrong backend, and only those."""
     results = _results(wrong)
@@ -72,11 +59,11 @@ def test_suite_rejects_wrong_backend(wrong: Wrong) -> None:
 
 
 def test_catch_patterns_are_cases_of_their_ops() -> None:
-    """Every catch glob of a bug caught today matches cases of the ops it runs."""
+    """Every catch glob matches cases of the ops its backend runs."""
     for wrong in WRONG:
         cases = [c.id for op in wrong.ops for c in select(all_cases(), op)]
         assert cases, wrong.name
-        for pattern in wrong.catch if wrong.needs is None else ():
+        for pattern in wrong.catch:
             assert fnmatch.filter(cases, pattern), f"{wrong.name}: {pattern!r}"
 
 
@@ -97,36 +84,3 @@ def test_run_fails_when_core_kernels_are_removed(capsys: pytest.CaptureFixture[s
     assert rc == 1, f"exit status {rc}:\n{out[-2000:]}"
     for op in ("mulmat", "softmax", "rope"):
         assert op in out
-
-
-#: A crafted input on which each not-yet-caught bug visibly changes the result (or the error),
-#: so that its strict xfail waits for cases that can catch it rather than for nothing.
-CRAFTED: dict[str, Callable[[Context], Tensor]] = {}
-
-
-def _outcome(backend: str, build: Callable[[Context], Tensor]) -> object:
-    with new_backend(None, backend=backend) as be, be.new_context() as ctx:
-        try:
-            y = build(ctx)
-            ctx.compute(y)
-        except MlplugError as exc:
-            return type(exc).__name__
-        return y.to_numpy().tolist()
-
-
-@pytest.mark.parametrize("name", sorted(CRAFTED))
-def test_uncaught_bug_changes_a_result(name: str) -> None:
-    """Each bug the catalogue cannot catch yet gives another result than cpu_numpy somewhere."""
-    (wrong,) = [w for w in WRONG if w.name == name]
-    assert wrong.needs is not None, f"{name} is caught today: drop it from CRAFTED"
-    right = _outcome("cpu_numpy", CRAFTED[name])
-    with registered(wrong):
-        got = _outcome(name, CRAFTED[name])
-    assert repr(got) != repr(right), f"{wrong.bug}: same result {got}"
-
-
-def test_every_uncaught_bug_has_a_crafted_input() -> None:
-    """A strict xfail without a crafted input could wait for a bug that changes nothing."""
-    quantised = {w.name for w in WRONG if w.name.startswith("wrong_qmulmat_")}
-    pending = {w.name for w in WRONG if w.needs is not None} - quantised
-    assert pending == set(CRAFTED)

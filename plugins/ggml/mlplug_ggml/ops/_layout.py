@@ -20,11 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "canonical_strides",
-    "contiguous_1",
     "dim0_packed",
     "mul_mat_operand",
     "packed_src",
-    "rows_packed",
 ]
 
 Shape4 = tuple[int, int, int, int]
@@ -34,29 +32,6 @@ def dim0_packed(t: Tensor) -> bool:
     """Whether dim 0 is packed (``nb[0]`` is the element/block size, or one block only)."""
     tr = TRAITS[t.dtype]
     return t.ne[0] == tr.block_size or t.nb[0] == tr.type_size
-
-
-def rows_packed(t: Tensor) -> bool:
-    """Whether dims 0 and 1 are packed (``nb[1] == row size``): what row kernels index with."""
-    tr = TRAITS[t.dtype]
-    return dim0_packed(t) and (t.ne[1] == 1 or t.nb[1] == tr.type_size * (t.ne[0] // tr.block_size))
-
-
-def contiguous_1(t: Tensor) -> bool:
-    """ggml's ``ggml_is_contiguous_1``: dim 0 packed, dims 2 and 3 packed after dim 1's
-    extent, size-1 dims skipped (what GLUs assert)."""
-    if not dim0_packed(t):
-        return False
-    ne, nb = t.ne, t.nb
-    tr = TRAITS[t.dtype]
-    nxt = tr.type_size * (ne[0] // tr.block_size)
-    for i in range(1, 4):
-        if ne[i] == 1:
-            continue
-        if i > 1 and nb[i] != nxt:
-            return False
-        nxt = ne[i] * nb[i]
-    return True
 
 
 def canonical_strides(t: Tensor) -> Shape4:
@@ -77,11 +52,16 @@ def canonical_strides(t: Tensor) -> Shape4:
 
 
 def packed_src(b: Builder, t: Tensor, i: int, rows: bool = False, c1: bool = False) -> int:
-    """Return source ``i``'s ggml tensor, copied contiguous unless dim 0 (and, with ``rows``,
-    dim 1; with ``c1``, ``contiguous_1``) is packed already."""
-    s = t.src[i]
+    """Return source ``i``'s ggml tensor, copied with ``ggml_cont`` unless it is as packed as
+    the kernel asserts: dim 0 (by default), every dim (``rows``: ``ggml_is_contiguous``) or
+    ggml's ``ggml_is_contiguous_1`` (``c1``, what GLUs assert), judged by ggml itself."""
     ptr = b.src(t, i)
-    ok = rows_packed(s) if rows else contiguous_1(s) if c1 else dim0_packed(s)
+    if rows:
+        ok = bool(b.lib.ggml_is_contiguous(ptr))
+    elif c1:
+        ok = bool(b.lib.ggml_is_contiguous_1(ptr))
+    else:
+        ok = dim0_packed(t.src[i])
     return ptr if ok else int(b.lib.ggml_cont(b.ctx, ptr))
 
 

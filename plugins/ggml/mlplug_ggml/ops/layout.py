@@ -41,11 +41,10 @@ def reshape(b: Builder, t: Tensor) -> int:
 
 
 def _set_strides(ptr: int, t: Tensor) -> int:
-    """Give the ggml view the node's strides, with size-1 dims' strides made canonical."""
-    nb = canonical_strides(t)
+    """Give the ggml view the node's strides, with size-1 dims' strides made canonical (what
+    ggml computed already, unless ``nb[0]`` differs or a size-1 dim's stride does)."""
     s = GGMLTensor.at(ptr)
-    if tuple(s.nb) != nb:
-        s.nb[0], s.nb[1], s.nb[2], s.nb[3] = nb
+    s.nb[0], s.nb[1], s.nb[2], s.nb[3] = canonical_strides(t)
     return ptr
 
 
@@ -58,9 +57,7 @@ def view(b: Builder, t: Tensor) -> int:
     ptr: int = b.lib.ggml_view_4d(
         b.ctx, b.src(t, 0), ne[0], ne[1], ne[2], ne[3], nb[1], nb[2], nb[3], offset
     )
-    if nb != canonical_strides(t) or nb[0] != TRAITS[t.dtype].type_size:
-        _set_strides(ptr, t)
-    return ptr
+    return _set_strides(ptr, t)
 
 
 @implements("permute", needs=("permute",))
@@ -69,9 +66,7 @@ def permute(b: Builder, t: Tensor) -> int:
     canonical)."""
     a = PermuteParams.of(t).axes
     ptr: int = b.lib.ggml_permute(b.ctx, b.src(t, 0), a[0], a[1], a[2], a[3])
-    if t.nb != canonical_strides(t):
-        _set_strides(ptr, t)
-    return ptr
+    return _set_strides(ptr, t)
 
 
 @implements("contiguous", needs=("cont_4d",))

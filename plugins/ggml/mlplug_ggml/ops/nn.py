@@ -81,7 +81,7 @@ def conv_3d(b: Builder, t: Tensor) -> int:
 
 @implements("ssm_conv", needs=("ssm_conv",))
 def ssm_conv(b: Builder, t: Tensor) -> int:
-    """``ggml_ssm_conv(sx, kernel)`` (the CPU kernel needs ``sx``'s rows packed)."""
+    """``ggml_ssm_conv(sx, kernel)`` (the CPU kernel needs ``sx`` contiguous: rows packed)."""
     sx = packed_src(b, t, 0, rows=True)
     return b.lib.ggml_ssm_conv(b.ctx, sx, b.src(t, 1))  # type: ignore[no-any-return]
 
@@ -173,14 +173,10 @@ def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
     r = AttentionParams.of(t)
     scale, has_mask, has_sinks = r.scale, r.has_mask, r.has_sinks
     lib, ctx = b.lib, b.ctx
-    # Both paths need dim 0 of Q, K and V packed; mul_mat also a K that is not transposed.
+    # Both paths need dim 0 of Q, K and V packed; mul_mat also a K that is not transposed
+    # (mul_mat_operand copies one).
     q = lib.ggml_permute(ctx, packed_src(b, t, 0), 0, 2, 1, 3)  # [d_k, L_q, H, B]
-    k_node = t.src[1]
-    k = b.src(t, 1)
-    if not dim0_packed(k_node) or k_node.nb[0] > k_node.nb[2]:
-        k = lib.ggml_cont(ctx, k)
-    k = lib.ggml_permute(ctx, k, 0, 2, 1, 3)  # [d_k, L_k, H_kv, B]
-    v_node = t.src[2]
+    k = lib.ggml_permute(ctx, packed_src(b, t, 1), 0, 2, 1, 3)  # [d_k, L_k, H_kv, B]
     i = 3
     mask = None
     if has_mask:
@@ -203,9 +199,7 @@ def scaled_dot_product_attention(b: Builder, t: Tensor) -> int:
     if sinks is not None:
         lib.ggml_soft_max_add_sinks(kq, sinks)
     v = lib.ggml_permute(ctx, b.src(t, 2), 1, 2, 0, 3)  # [L_k, d_v, H_kv, B]
-    # The permuted view is usable as is when V was stored permuted (L_k fastest), as the KV
-    # cache does for this backend; otherwise make it contiguous.
-    if v_node.nb[2] != TRAITS[v_node.dtype].type_size:
-        v = lib.ggml_cont(ctx, v)
+    # The permuted view is used as is when V was stored permuted (L_k fastest), as the KV
+    # cache does for this backend; mul_mat_operand copies any other.
     kqv = lib.ggml_mul_mat(ctx, mul_mat_operand(b, v), kq)  # [d_v, L_q, H, B]
     return lib.ggml_cont(ctx, lib.ggml_permute(ctx, kqv, 0, 2, 1, 3))  # type: ignore[no-any-return]
