@@ -119,7 +119,16 @@ PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "foundation",
-        ("errors", "dtypes", "numerics", "paths", "sysinfo", "quants", "_child_processes"),
+        (
+            "errors",
+            "dtypes",
+            "numerics",
+            "paths",
+            "sysinfo",
+            "quants",
+            "quantmm",
+            "_child_processes",
+        ),
     ),
     (
         "devices and records",
