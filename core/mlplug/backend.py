@@ -103,7 +103,8 @@ class Backend(ABC):
     :meth:`hook_make_context` (required) and :meth:`devices` (required, also public); then, each
     with a default built on the public Context API, :meth:`hook_unsupported_reason`,
     :meth:`hook_gpu_devices`, :meth:`hook_alignment`, :meth:`hook_weights_context`,
-    :meth:`hook_commit_weights`, :meth:`hook_allocation_size`, :meth:`hook_host_buffer`,
+    :meth:`hook_commit_weights`, :meth:`hook_copy_weights`, :meth:`hook_allocation_size`,
+    :meth:`hook_host_buffer`,
     :meth:`hook_weight_writer`, :meth:`hook_measure_graph`, :meth:`hook_held_bytes` and
     :meth:`hook_close`. Capabilities the core reads are class attributes with defaults:
     :attr:`name`, :attr:`kernels`, :attr:`dtypes`, :attr:`plain_library`, :attr:`xfails_path`
@@ -129,6 +130,11 @@ class Backend(ABC):
     #: The plain library ``mlplug bench`` measures this backend against (``"numpy"``,
     #: ``"torch"``); None: the bench picks from the plugin's distribution.
     plain_library: ClassVar[str | None] = None
+    #: Whether this backend can keep float32 copies of its block-encoded CPU weights, made once
+    #: after loading when the user asks (``BackendParams.dequantize``, ``MLPLUG_DEQUANTIZE``):
+    #: the plan then sizes each weight with its copy and :meth:`hook_copy_weights` makes them.
+    #: A backend may set it per instance (e.g. only on the CPU).
+    dequantized_copies: bool = False
     #: Path of the conformance known-failures file; None: ``xfails.txt`` next to the module
     #: defining the backend class, when it exists.
     xfails_path: ClassVar[str | os.PathLike[str] | None] = None
@@ -207,6 +213,15 @@ class Backend(ABC):
 
         Default: nothing (each tensor got its storage when created). A backend that allocates
         one buffer per device does it here; a MemoryError becomes ErrNoMem.
+        """
+
+    def hook_copy_weights(self, weights: Sequence[Tensor]) -> None:  # noqa: B027 - optional hook
+        """Make the float32 copies of ``weights``, once, right after they are loaded.
+
+        Called only for a backend with :attr:`dequantized_copies` when the user asks for copies;
+        ``weights`` are the ones the plan sized with a copy
+        (:func:`mlplug.modelfile.placement.gets_copy`). The backend counts each copy in
+        :meth:`hook_allocation_size` of its weight, so that what it holds equals the estimate.
         """
 
     def hook_allocation_size(self, t: Tensor) -> int:

@@ -39,6 +39,8 @@ from .quants import dequantize
 
 __all__ = [
     "FAST_TYPES",
+    "WeightCopies",
+    "copy_bytes",
     "MIN_TILE_WORK",
     "TILE_ALIGN",
     "TILE_BYTES",
@@ -323,3 +325,54 @@ def mulmat_rows(
     if res is not out:
         out[...] = res.reshape(shape)
     return out
+
+
+# -- opt-in dequantised copies (BackendParams.dequantize) ------------------------------------
+def copy_bytes(dtype: DType, n_elements: int) -> int:
+    """Bytes of the float32 copy a weight of ``dtype`` gets when copies are on (0: none)."""
+    return 4 * n_elements if dtype in FAST_TYPES else 0
+
+
+class WeightCopies:
+    """Float32 copies of block-encoded weights, made once after loading, keyed by tensor.
+
+    A backend that supports :class:`~mlplug.params.DequantizeMode` ``f32`` keeps one of these:
+    :meth:`make` decodes a weight's bytes once; kernels read :meth:`get`; the backend's
+    allocation size adds :meth:`nbytes`, so the held memory matches the plan's estimate.
+    """
+
+    def __init__(self) -> None:
+        self._copies: dict[int, np.ndarray] = {}
+
+    def make(self, key: object, raw: np.ndarray, dtype: DType, ne: tuple[int, ...]) -> np.ndarray:
+        """Decode ``raw`` (the weight's bytes; shape ``ne``, dim 0 fastest) and keep it.
+
+        :returns: float32 ``ne[::-1]`` (C order).
+        :raises DTypeError: for a type without a copy (see :func:`copy_bytes`).
+        """
+        if dtype not in FAST_TYPES:
+            msg = f"no dequantised copy of {dtype.name} weights"
+            raise DTypeError(msg, op="dequantize", dtypes=(dtype,))
+        copy = decode_rows(raw, dtype, ne[0]).reshape(tuple(reversed(ne)))
+        self._copies[id(key)] = copy
+        return copy
+
+    def get(self, key: object) -> np.ndarray | None:
+        """Return the copy of ``key``'s weight, or None."""
+        return self._copies.get(id(key))
+
+    def nbytes(self, key: object) -> int:
+        """Bytes of ``key``'s copy (0: none)."""
+        copy = self._copies.get(id(key))
+        return 0 if copy is None else copy.nbytes
+
+    def discard(self, key: object) -> None:
+        """Forget ``key``'s copy (its weight is freed)."""
+        self._copies.pop(id(key), None)
+
+    def clear(self) -> None:
+        """Free every copy."""
+        self._copies.clear()
+
+    def __len__(self) -> int:
+        return len(self._copies)

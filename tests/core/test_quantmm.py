@@ -137,3 +137,33 @@ def test_bad_input_raises_typed_errors() -> None:
         mulmat_rows(raw, DType.Q8_0, 64, np.zeros((2, 64), np.float32), out=np.zeros((2, 3)))
     with pytest.raises(ShapeError, match="decode buffer"):
         decode_rows(raw, DType.Q8_0, 64, np.zeros((4, 64), np.float64))
+
+
+def test_dequantize_mode_from_params_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlplug.errors import ConfigError
+    from mlplug.params import DEQUANTIZE_ENV, BackendParams, DequantizeMode, dequantize_mode
+
+    monkeypatch.delenv(DEQUANTIZE_ENV, raising=False)
+    assert dequantize_mode(BackendParams()) == DequantizeMode.OFF
+    monkeypatch.setenv(DEQUANTIZE_ENV, "F32")
+    assert dequantize_mode(BackendParams()) == DequantizeMode.F32
+    assert dequantize_mode(BackendParams(dequantize="off")) == DequantizeMode.OFF
+    monkeypatch.setenv(DEQUANTIZE_ENV, "f8")
+    with pytest.raises(ConfigError, match="MLPLUG_DEQUANTIZE"):
+        dequantize_mode(BackendParams())
+
+
+def test_weight_copies_decode_once_and_free() -> None:
+    from mlplug.quantmm import WeightCopies, copy_bytes
+
+    raw = tame_rows(np.random.default_rng(6), DType.Q8_0, 3, 64)
+    copies, key = WeightCopies(), object()
+    copy = copies.make(key, raw, DType.Q8_0, (64, 3, 1, 1))
+    assert copy.shape == (1, 1, 3, 64)
+    np.testing.assert_array_equal(copy[0, 0], dequantize(raw, DType.Q8_0))
+    assert copies.get(key) is copy
+    assert copies.nbytes(key) == copy_bytes(DType.Q8_0, 192) == 768
+    copies.discard(key)
+    assert copies.get(key) is None and copies.nbytes(key) == 0
+    with pytest.raises(DTypeError, match="F32"):
+        copies.make(key, raw, DType.F32, (64, 3, 1, 1))

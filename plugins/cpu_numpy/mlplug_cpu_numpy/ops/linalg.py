@@ -87,6 +87,12 @@ def check_ids(ids: np.ndarray, n: int, op: str) -> None:
         raise OutOfRangeError(msg)
 
 
+def weight_copy(ctx: NumpyContext, a: Tensor) -> np.ndarray | None:
+    """The float32 copy of weight ``a`` made at load (``BackendParams.dequantize``), or None."""
+    copies = getattr(ctx.backend, "weight_copies", None)
+    return None if copies is None else copies.get(a)  # type: ignore[no-any-return]
+
+
 def kept_as_blocks(a: Tensor) -> bool:
     """Whether products with ``a`` decode it a tile at a time: one encoded (block or half) matrix.
 
@@ -100,10 +106,11 @@ def kept_as_blocks(a: Tensor) -> bool:
 def mulmat(ctx: NumpyContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
-    if kept_as_blocks(a):
+    copy = weight_copy(ctx, a)
+    if copy is None and kept_as_blocks(a):
         mulmat_rows(ctx.arr(a)[0, 0], a.dtype, a.ne[0], _right(ctx, a, b), out=ctx.arr(t))
         return
-    av = ctx.values(a)
+    av = ctx.values(a) if copy is None else copy
     bv = _right(ctx, a, b)
     r2, r3 = b.ne[2] // a.ne[2], b.ne[3] // a.ne[3]
     if r2 > 1:
@@ -123,7 +130,10 @@ def mulmat_id(ctx: NumpyContext, t: Tensor) -> None:
     u = idx.shape[1]
     xs = x[:, np.arange(u) % x.shape[1]]  # (T, U, K)
     used = np.unique(idx)
-    if a.ne[3] == 1 and a.dtype in FAST_DECODE_TYPES and used.size < a.ne[2]:
+    copy = weight_copy(ctx, a)
+    if copy is not None:
+        w = copy[0]
+    elif a.ne[3] == 1 and a.dtype in FAST_DECODE_TYPES and used.size < a.ne[2]:
         # decode only the experts the ids use; ids index the decoded stack
         raw = ctx.arr(a)[0]
         w = np.stack([decode_rows(raw[e], a.dtype, a.ne[0]) for e in used])

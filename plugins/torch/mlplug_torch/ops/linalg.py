@@ -80,6 +80,13 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
     return bv
 
 
+def _weight_copy(ctx: TorchContext, a: Tensor) -> torch.Tensor | None:
+    """The float32 copy of weight ``a`` made at load (``BackendParams.dequantize``), or None."""
+    copies = None if ctx.tracing else getattr(ctx.backend, "weight_copies", None)
+    copy = None if copies is None else copies.get(a)
+    return None if copy is None else torch.from_numpy(copy)
+
+
 def _tiled(ctx: TorchContext, a: Tensor) -> bool:
     """Whether a product with ``a`` decodes it a tile at a time (one encoded CPU matrix, eager)."""
     return (
@@ -110,10 +117,11 @@ def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tenso
 def mulmat(ctx: TorchContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
-    if _tiled(ctx, a):
+    copy = _weight_copy(ctx, a)
+    if copy is None and _tiled(ctx, a):
         ctx.put(t, _mulmat_tiled(ctx, a, _right(ctx, a, b)))
         return
-    av = ctx.values(a)  # (A3, A2, M, K)
+    av = ctx.values(a) if copy is None else copy  # (A3, A2, M, K)
     bv = _right(ctx, a, b)  # (B3, B2, N, K)
     a3, a2, m, k = av.shape
     b3, b2, n, _ = bv.shape
@@ -135,6 +143,9 @@ def mulmat(ctx: TorchContext, t: Tensor) -> None:
 
 def _expert(ctx: TorchContext, a: Tensor, e: int) -> torch.Tensor:
     """Float32 weights ``(R, K)`` of expert ``e`` (only that expert is dequantised)."""
+    copy = _weight_copy(ctx, a)
+    if copy is not None:
+        return copy[0, e]
     raw = ctx.arr(a)[0, e]
     if a.dtype == DType.F32:
         return raw
