@@ -44,6 +44,7 @@ __all__ = [
     "MIN_TILE_WORK",
     "TILE_ALIGN",
     "TILE_BYTES",
+    "WIDE_TILE_BYTES",
     "decode_rows",
     "mulmat_rows",
     "row_bytes",
@@ -51,8 +52,12 @@ __all__ = [
     "tile_rows",
 ]
 
-#: Float32 bytes of one decoded tile (the default of :func:`tile_rows`).
+#: Float32 bytes of one decoded tile (the default of :func:`tile_rows`): about the L2 cache, for
+#: a one-column product (a decode step), which reads the tile once.
 TILE_BYTES = 1 << 20
+#: Tile bytes of a product with several columns (a prompt): the matrix kernel reuses a tile for
+#: every column and runs faster on wider tiles.
+WIDE_TILE_BYTES = 4 << 20
 
 F32 = np.float32
 _NIBBLE_SHIFT = np.array([0, 4], np.uint8).reshape(2, 1)
@@ -260,12 +265,13 @@ def row_tiles(
     raw: np.ndarray,
     dtype: DType,
     k: int,
-    tile_bytes: int = TILE_BYTES,
+    tile_bytes: int | None = None,
     columns: int = 1,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_row, float32 tile (n, k))`` over a weight's rows, decoded a tile at a time.
 
-    Tiles have :func:`tile_rows` rows, more for a product of ``columns`` > 1 columns (see
+    Tiles have :func:`tile_rows` rows of ``tile_bytes`` (default: :data:`TILE_BYTES` for one
+    column, :data:`WIDE_TILE_BYTES` for more), more for a product of ``columns`` > 1 columns (see
     :data:`MIN_TILE_WORK`); the last tile takes the remaining rows (fewer than two tiles' worth),
     so no tile is smaller than the others. The tiles share one buffer: a tile is valid until the
     next is yielded.
@@ -275,6 +281,8 @@ def row_tiles(
     """
     rows = _as_rows(raw, dtype, k)
     m = rows.shape[0]
+    if tile_bytes is None:
+        tile_bytes = TILE_BYTES if columns == 1 else WIDE_TILE_BYTES
     step = tile_rows(k, tile_bytes)
     if columns > 1:
         least = -(-MIN_TILE_WORK // (columns * k))
@@ -293,13 +301,15 @@ def mulmat_rows(
     k: int,
     x: np.ndarray,
     out: np.ndarray | None = None,
-    tile_bytes: int = TILE_BYTES,
+    tile_bytes: int | None = None,
 ) -> np.ndarray:
     """Return ``x @ W^T`` for a weight ``W`` of ``m`` rows of ``k`` values held as raw blocks.
 
     :param raw: the weight's bytes, ``m`` whole rows in order (see :func:`decode_rows`).
     :param x: float32 activations ``(..., k)``.
     :param out: optional float32 ``(..., m)`` array to write the result into.
+    :param tile_bytes: float32 bytes of a tile; default :data:`TILE_BYTES` for one column,
+        :data:`WIDE_TILE_BYTES` for more.
     :returns: float32 ``(..., m)``; the same as ``x @ dequantize(W).T`` up to the
         summation order of the float32 matrix product.
     :raises DTypeError: for a type that is not block-encoded or half.
@@ -318,8 +328,16 @@ def mulmat_rows(
     xs = np.asarray(x, F32).reshape(-1, k) if x.ndim == 1 else np.asarray(x, F32)
     res = out if out is not None and out.dtype == F32 else np.empty(xs.shape[:-1] + (m,), F32)
     res_view = res.reshape(xs.shape[:-1] + (m,))
+    part: np.ndarray | None = None  # contiguous product of one tile (BLAS writes it directly)
     for r0, tile in row_tiles(rows, dtype, k, tile_bytes, xs.shape[-2]):
-        np.matmul(xs, tile.T, out=res_view[..., r0 : r0 + tile.shape[0]])
+        n = tile.shape[0]
+        if xs.shape[-2] == 1:
+            np.matmul(xs, tile.T, out=res_view[..., r0 : r0 + n])
+            continue
+        if part is None or part.shape[-1] != n:
+            part = np.empty((*xs.shape[:-1], n), F32)
+        np.matmul(xs, tile.T, out=part)
+        res_view[..., r0 : r0 + n] = part
     if out is None:
         return res.reshape(shape)
     if res is not out:
