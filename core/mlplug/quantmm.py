@@ -39,12 +39,12 @@ from .quants import dequantize
 
 __all__ = [
     "FAST_TYPES",
-    "WeightCopies",
-    "copy_bytes",
     "MIN_TILE_WORK",
     "TILE_ALIGN",
     "TILE_BYTES",
     "WIDE_TILE_BYTES",
+    "WeightCopies",
+    "copy_bytes",
     "decode_rows",
     "half_to_f32",
     "mulmat_rows",
@@ -351,8 +351,9 @@ def mulmat_rows(
         raise ShapeError(msg)
     # each tile is one matmul over x's batch dimensions, shaped as a whole-weight product
     xs = np.asarray(x, F32).reshape(-1, k) if x.ndim == 1 else np.asarray(x, F32)
-    res = out if out is not None and out.dtype == F32 else np.empty(xs.shape[:-1] + (m,), F32)
-    res_view = res.reshape(xs.shape[:-1] + (m,))
+    direct = out is not None and out.dtype == F32 and out.flags.c_contiguous
+    res = out if direct and out is not None else np.empty(xs.shape[:-1] + (m,), F32)
+    res_view = res.reshape(xs.shape[:-1] + (m,))  # a view: res is C-contiguous
     part: np.ndarray | None = None  # contiguous product of one tile (BLAS writes it directly)
     for r0, tile in row_tiles(rows, dtype, k, tile_bytes, xs.shape[-2]):
         n = tile.shape[0]
@@ -365,7 +366,7 @@ def mulmat_rows(
         res_view[..., r0 : r0 + n] = part
     if out is None:
         return res.reshape(shape)
-    if res is not out:
+    if not direct:
         out[...] = res.reshape(shape)
     return out
 
