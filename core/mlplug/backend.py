@@ -14,6 +14,7 @@ from .errors import GraphError, NotSupportedError
 from .graph import node_devices
 from .memory import BackendMemory, DeviceMemory
 from .params import BackendParams, CacheConfig
+from .quantmm import WeightCopies
 from .writers import HostWriter, StagedWriter, WeightWriter
 
 if TYPE_CHECKING:
@@ -135,6 +136,10 @@ class Backend(ABC):
     #: the plan then sizes each weight with its copy and :meth:`hook_copy_weights` makes them.
     #: A backend may set it per instance (e.g. only on the CPU).
     dequantized_copies: bool = False
+    #: Where such a backend keeps the copies (:class:`~mlplug.quantmm.WeightCopies`, set in its
+    #: ``__init__``): the default :meth:`hook_allocation_size` counts them and :meth:`close`
+    #: frees them.
+    weight_copies: WeightCopies | None = None
     #: Path of the conformance known-failures file; None: ``xfails.txt`` next to the module
     #: defining the backend class, when it exists.
     xfails_path: ClassVar[str | os.PathLike[str] | None] = None
@@ -228,12 +233,15 @@ class Backend(ABC):
         """Return the bytes this backend holds for the storage of root tensor ``t``.
 
         Default: the storage object's ``nbytes`` (numpy array, torch tensor), or ``t.nbytes``,
-        rounded up to :meth:`hook_alignment` of the tensor's device.
+        rounded up to :meth:`hook_alignment` of the tensor's device; plus the weight's float32
+        copy in :attr:`weight_copies`, if it has one (aligned the same way).
         """
         n = getattr(t.data, "nbytes", None) if t.data is not None else None
         if not isinstance(n, int):
             n = t.nbytes
-        return align_up(n, self.hook_alignment(t.ctx.device_index))
+        align = self.hook_alignment(t.ctx.device_index)
+        copy = self.weight_copies.nbytes(t) if self.weight_copies is not None else 0
+        return align_up(n, align) + (align_up(copy, align) if copy else 0)
 
     def hook_host_buffer(self, t: Tensor) -> memoryview | None:
         """Return a writable byte view of root tensor ``t``'s storage in host memory, or None.
@@ -416,6 +424,8 @@ class Backend(ABC):
         if self._model is not None:
             self._model.close()
             self._model = None
+        if self.weight_copies is not None:
+            self.weight_copies.clear()
         self.hook_close()
 
     def __enter__(self) -> Backend:

@@ -145,25 +145,30 @@ def _k_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d[..., None], dm[..., None]
 
 
-def _q4_k(b: np.ndarray, out: np.ndarray) -> None:
-    qs = b[..., 16:].reshape(*b.shape[:-1], 4, 1, 32)
-    q = ((qs >> _NIBBLE_SHIFT) & np.uint8(0x0F)).reshape(*b.shape[:-1], 8, 32)
+def _k_nibbles(qs: np.ndarray) -> np.ndarray:
+    """128 bytes of Q4_K/Q5_K nibbles ``(..., 128)`` -> uint8 ``(..., 8, 32)`` by sub-block."""
+    lead = qs.shape[:-1]
+    split: np.ndarray = (qs.reshape(*lead, 4, 1, 32) >> _NIBBLE_SHIFT) & np.uint8(0x0F)
+    return split.reshape(*lead, 8, 32)
+
+
+def _k_scale(b: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
+    """``out = (d * sc) * q - dmin * mn`` for Q4_K/Q5_K super-blocks ``b`` and values ``q``."""
     d, dm = _k_scales(b)
     o = out.reshape(q.shape)
     np.multiply(d, q, out=o)
     o -= dm
+
+
+def _q4_k(b: np.ndarray, out: np.ndarray) -> None:
+    _k_scale(b, _k_nibbles(b[..., 16:]), out)
 
 
 def _q5_k(b: np.ndarray, out: np.ndarray) -> None:
-    lead = b.shape[:-1]
-    qs = b[..., 48:].reshape(*lead, 4, 1, 32)
-    q = ((qs >> _NIBBLE_SHIFT) & np.uint8(0x0F)).reshape(*lead, 8, 32)
-    qh = b[..., 16:48].reshape(*lead, 1, 32)
+    q = _k_nibbles(b[..., 48:])
+    qh = b[..., 16:48].reshape(*b.shape[:-1], 1, 32)
     q |= ((qh >> _Q5K_BIT_SHIFT) & np.uint8(1)) << np.uint8(4)
-    d, dm = _k_scales(b)
-    o = out.reshape(q.shape)
-    np.multiply(d, q, out=o)
-    o -= dm
+    _k_scale(b, q, out)
 
 
 def _q6_k(b: np.ndarray, out: np.ndarray) -> None:

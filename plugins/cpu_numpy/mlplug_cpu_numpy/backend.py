@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlplug import Backend
-from mlplug.plugin_api import DType, WeightCopies, align_up, can_quantize
+from mlplug.plugin_api import DType, WeightCopies, can_quantize
 
 from .context import NumpyContext
 from .device import devices
@@ -32,7 +32,7 @@ class CpuNumpyBackend(Backend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Float32 copies of weights (``BackendParams.dequantize``); mulmat prefers them.
-        self.weight_copies = WeightCopies()
+        self.weight_copies: WeightCopies = WeightCopies()
 
     def hook_copy_weights(self, weights: Sequence[Tensor]) -> None:
         """Decode each weight once into a float32 copy (the user asked for copies)."""
@@ -40,16 +40,6 @@ class CpuNumpyBackend(Backend):
             ctx = t.ctx
             assert isinstance(ctx, NumpyContext)
             self.weight_copies.make(t, ctx.arr(t), t.dtype, t.ne)
-
-    def hook_allocation_size(self, t: Tensor) -> int:
-        """The storage's bytes, plus its weight's float32 copy if it has one (both aligned)."""
-        extra = self.weight_copies.nbytes(t)
-        base = super().hook_allocation_size(t)
-        return base + align_up(extra, self.hook_alignment(t.ctx.device_index)) if extra else base
-
-    def hook_close(self) -> None:
-        """Free the weight copies."""
-        self.weight_copies.clear()
 
     def hook_make_context(self, max_nodes: int) -> NumpyContext:
         return NumpyContext(self, max_nodes)

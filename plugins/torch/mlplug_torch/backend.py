@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from mlplug import Backend
-from mlplug.plugin_api import TRAITS, DType, SetParams, WeightCopies, align_up
+from mlplug.plugin_api import TRAITS, DType, SetParams, WeightCopies
 
 from . import quant
 from .compile import COMPILE_ENV, GraphCompiler, compile_backend_from_env
@@ -84,7 +84,7 @@ class TorchBackend(Backend):
         if self.params.num_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(self.params.num_threads)
         #: Float32 copies of CPU weights (``BackendParams.dequantize``); mulmat prefers them.
-        self.weight_copies = WeightCopies()
+        self.weight_copies: WeightCopies = WeightCopies()
         self.dequantized_copies = self.device.type == "cpu"
 
     def __enter__(self) -> TorchBackend:
@@ -145,13 +145,6 @@ class TorchBackend(Backend):
             host = raw if raw.dtype == torch.uint8 else raw.view(torch.uint8)
             self.weight_copies.make(t, host.numpy(), t.dtype, t.ne)
 
-    def hook_allocation_size(self, t: Tensor) -> int:
-        """The storage's bytes, plus its weight's float32 copy if it has one (both aligned)."""
-        extra = self.weight_copies.nbytes(t)
-        base = super().hook_allocation_size(t)
-        return base + align_up(extra, self.hook_alignment(t.ctx.device_index)) if extra else base
-
     def hook_close(self) -> None:
-        self.weight_copies.clear()
         if self.compiler is not None:
             self.compiler.clear()
