@@ -49,7 +49,6 @@ __all__ = [
     "half_to_f32",
     "mulmat_rows",
     "row_bytes",
-    "row_ranges",
     "row_tiles",
     "tile_rows",
 ]
@@ -311,30 +310,19 @@ def row_tiles(
     :raises ShapeError: for a bad row length.
     """
     rows = _as_rows(raw, dtype, k)
-    ranges = row_ranges(rows.shape[0], k, tile_bytes, columns)
-    buf = np.empty((max((r1 - r0 for r0, r1 in ranges), default=0), k), F32)
-    for r0, r1 in ranges:
-        yield r0, decode_rows(rows[r0:r1], dtype, k, buf[: r1 - r0])
-
-
-def row_ranges(
-    m: int, k: int, tile_bytes: int | None = None, columns: int = 1
-) -> list[tuple[int, int]]:
-    """The ``(first, end)`` rows of the tiles :func:`row_tiles` decodes (for a backend that
-    decodes tiles with its own kernels, and keeps the same products)."""
+    m = rows.shape[0]
     if tile_bytes is None:
         tile_bytes = TILE_BYTES if columns == 1 else WIDE_TILE_BYTES
     step = tile_rows(k, tile_bytes)
     if columns > 1:
         least = -(-MIN_TILE_WORK // (columns * k))
         step = max(step, least + (-least) % TILE_ALIGN)
-    ranges = []
+    buf = np.empty((min(m, 2 * step - 1), k), F32)
     r0 = 0
     while r0 < m:
         n = m - r0 if m - r0 < 2 * step else step
-        ranges.append((r0, r0 + n))
+        yield r0, decode_rows(rows[r0 : r0 + n], dtype, k, buf[:n])
         r0 += n
-    return ranges
 
 
 def mulmat_rows(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mlplug import quants
 from mlplug.plugin_api import TRAITS, DType, can_quantize
 
-__all__ = ["can_quantize", "dequantize", "on_device", "quantize"]
+__all__ = ["can_quantize", "dequantize", "quantize"]
 
 #: MXFP4 code points (E2M1 values, doubled), as int8 in the block nibble order.
 _MXFP4_VALUES = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
@@ -56,11 +56,6 @@ def _mxfp4(raw: torch.Tensor) -> torch.Tensor:
 
 
 _DEVICE_KERNELS = {DType.Q8_0: _q8_0, DType.Q4_0: _q4_0, DType.MXFP4: _mxfp4}
-
-
-def on_device(dtype: DType) -> bool:
-    """Whether :func:`dequantize` decodes ``dtype`` with torch ops (not on the host)."""
-    return dtype in _DEVICE_KERNELS
 
 
 def dequantize(raw: torch.Tensor, dtype: DType) -> torch.Tensor:

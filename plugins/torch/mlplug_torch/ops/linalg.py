@@ -11,12 +11,11 @@ quantised operands are dequantised whole, on the device (Q8_0, Q4_0, MXFP4) or o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
 
-from mlplug.plugin_api import FAST_DECODE_TYPES, DType, TriParams, row_ranges, row_tiles
+from mlplug.plugin_api import FAST_DECODE_TYPES, DType, TriParams, row_tiles
 
 from .. import quant
 from ._registry import implements
@@ -99,32 +98,17 @@ def _tiled(ctx: TorchContext, a: Tensor) -> bool:
     )
 
 
-def _weight_tiles(a: Tensor, raw: torch.Tensor, columns: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(first_row, float32 tile)`` of weight ``a`` (raw storage ``raw``).
-
-    Tiles are those of :func:`mlplug.plugin_api.row_tiles`; F16, BF16 and the types
-    :mod:`..quant` decodes with torch ops are decoded by torch (vectorised, on every thread),
-    the others by the core's numpy decoders. The values are the same either way.
-    """
-    d, k = a.dtype, a.ne[0]
-    if d in (DType.F16, DType.BF16) or quant.on_device(d):
-        for r0, r1 in row_ranges(a.ne[1], k, columns=columns):
-            part = raw[r0:r1]
-            yield r0, (quant.dequantize(part, d) if d.is_quantized else part.float())
-        return
-    host = (raw if raw.dtype == torch.uint8 else raw.view(torch.uint8)).numpy()
-    for r0, tile in row_tiles(host, d, k, columns=columns):
-        yield r0, torch.from_numpy(tile)
-
-
 def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tensor:
     """``bv @ a^T`` (``bv``: ``(B3, B2, N, K)``) with ``a`` decoded a tile of rows at a time."""
-    b3, b2, n, _ = bv.shape
-    out = torch.empty((b3, b2, n, a.ne[1]), dtype=torch.float32)
+    raw = ctx.arr(a)[0, 0]
+    host = (raw if raw.dtype == torch.uint8 else raw.view(torch.uint8)).numpy()
+    b3, b2, n, k = bv.shape
+    m = a.ne[1]
+    out = torch.empty((b3, b2, n, m), dtype=torch.float32)
     x = bv[0, 0] if b3 == 1 and b2 == 1 else bv
     res = out[0, 0] if x.dim() == 2 else out
-    for r0, tile in _weight_tiles(a, ctx.arr(a)[0, 0], n):
-        w = tile.t()
+    for r0, tile in row_tiles(host, a.dtype, k, columns=n):
+        w = torch.from_numpy(tile).t()
         res[..., r0 : r0 + tile.shape[0]] = torch.mm(x, w) if x.dim() == 2 else torch.matmul(x, w)
     return out
 
