@@ -14,6 +14,7 @@ from .errors import GraphError, NotSupportedError
 from .graph import node_devices
 from .memory import BackendMemory, DeviceMemory
 from .params import BackendParams, CacheConfig
+from .quantmm import WeightCopies
 from .writers import HostWriter, StagedWriter, WeightWriter
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ class Backend(ABC):
     :meth:`hook_make_context` (required) and :meth:`devices` (required, also public); then, each
     with a default built on the public Context API, :meth:`hook_unsupported_reason`,
     :meth:`hook_gpu_devices`, :meth:`hook_alignment`, :meth:`hook_weights_context`,
-    :meth:`hook_commit_weights`, :meth:`hook_allocation_size`, :meth:`hook_host_buffer`,
+    :meth:`hook_commit_weights`, :meth:`hook_copy_weights`, :meth:`hook_allocation_size`,
+    :meth:`hook_host_buffer`,
     :meth:`hook_weight_writer`, :meth:`hook_measure_graph`, :meth:`hook_held_bytes` and
     :meth:`hook_close`. Capabilities the core reads are class attributes with defaults:
     :attr:`name`, :attr:`kernels`, :attr:`dtypes`, :attr:`plain_library`, :attr:`xfails_path`
@@ -129,6 +131,15 @@ class Backend(ABC):
     #: The plain library ``mlplug bench`` measures this backend against (``"numpy"``,
     #: ``"torch"``); None: the bench picks from the plugin's distribution.
     plain_library: ClassVar[str | None] = None
+    #: Whether this backend can keep float32 copies of its block-encoded CPU weights, made once
+    #: after loading when the user asks (``BackendParams.dequantize``, ``MLPLUG_DEQUANTIZE``):
+    #: the plan then sizes each weight with its copy and :meth:`hook_copy_weights` makes them.
+    #: A backend may set it per instance (e.g. only on the CPU).
+    dequantized_copies: bool = False
+    #: Where such a backend keeps the copies (:class:`~mlplug.quantmm.WeightCopies`, set in its
+    #: ``__init__``): the default :meth:`hook_allocation_size` counts them and :meth:`close`
+    #: frees them.
+    weight_copies: WeightCopies | None = None
     #: Path of the conformance known-failures file; None: ``xfails.txt`` next to the module
     #: defining the backend class, when it exists.
     xfails_path: ClassVar[str | os.PathLike[str] | None] = None
@@ -209,16 +220,28 @@ class Backend(ABC):
         one buffer per device does it here; a MemoryError becomes ErrNoMem.
         """
 
+    def hook_copy_weights(self, weights: Sequence[Tensor]) -> None:  # noqa: B027 - optional hook
+        """Make the float32 copies of ``weights``, once, right after they are loaded.
+
+        Called only for a backend with :attr:`dequantized_copies` when the user asks for copies;
+        ``weights`` are the ones the plan sized with a copy
+        (:func:`mlplug.modelfile.placement.gets_copy`). The backend counts each copy in
+        :meth:`hook_allocation_size` of its weight, so that what it holds equals the estimate.
+        """
+
     def hook_allocation_size(self, t: Tensor) -> int:
         """Return the bytes this backend holds for the storage of root tensor ``t``.
 
         Default: the storage object's ``nbytes`` (numpy array, torch tensor), or ``t.nbytes``,
-        rounded up to :meth:`hook_alignment` of the tensor's device.
+        rounded up to :meth:`hook_alignment` of the tensor's device; plus the weight's float32
+        copy in :attr:`weight_copies`, if it has one (aligned the same way).
         """
         n = getattr(t.data, "nbytes", None) if t.data is not None else None
         if not isinstance(n, int):
             n = t.nbytes
-        return align_up(n, self.hook_alignment(t.ctx.device_index))
+        align = self.hook_alignment(t.ctx.device_index)
+        copy = self.weight_copies.nbytes(t) if self.weight_copies is not None else 0
+        return align_up(n, align) + (align_up(copy, align) if copy else 0)
 
     def hook_host_buffer(self, t: Tensor) -> memoryview | None:
         """Return a writable byte view of root tensor ``t``'s storage in host memory, or None.
@@ -401,6 +424,8 @@ class Backend(ABC):
         if self._model is not None:
             self._model.close()
             self._model = None
+        if self.weight_copies is not None:
+            self.weight_copies.clear()
         self.hook_close()
 
     def __enter__(self) -> Backend:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import enum
-from typing import Protocol, runtime_checkable
+import os
+from typing import Final, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
 
 from .dtypes import DType
 from .endpoints import parse_endpoints
+from .errors import ConfigError
 from .layers import GPULayersList
 
 __all__ = [
     "BackendCacheConfig",
     "BackendParams",
     "CacheConfig",
+    "DEQUANTIZE_ENV",
+    "DequantizeMode",
     "FlashAttentionType",
     "SamplingMode",
+    "dequantize_mode",
     "flash_attention_type_string",
 ]
 
@@ -73,6 +78,24 @@ class FlashAttentionType(enum.IntEnum):
         return format(self.string(), spec) if not spec else format(int(self), spec)
 
 
+class DequantizeMode(str, enum.Enum):
+    """Whether a backend keeps a dequantised copy of block-encoded weights (made once at load).
+
+    ``off`` (the default): products decode a tile of a weight's rows at a time, so a quantised
+    model takes the memory of its file. ``f32``: backends that support it (cpu_numpy, torch on
+    the CPU) also hold every Q*/F16/BF16 weight as float32, made once after loading and counted
+    in :meth:`~mlplug.Backend.backend_memory`: faster products for up to 8x the weights' memory.
+    The values are those of the tiled products (the same dequantisation), so the outputs agree.
+    """
+
+    OFF = "off"
+    F32 = "f32"
+
+
+#: Environment variable giving :attr:`BackendParams.dequantize` when that is None.
+DEQUANTIZE_ENV: Final = "MLPLUG_DEQUANTIZE"
+
+
 class SamplingMode(enum.IntEnum):
     """Interpolation used by ``interpolate``."""
 
@@ -116,6 +139,9 @@ class BackendParams(BaseModel):
     gpu_layers: GPULayersList = Field(default_factory=GPULayersList)
     #: Flash attention setting.
     flash_attention: FlashAttentionType = FlashAttentionType.DISABLED
+    #: Dequantised weight copies (:class:`DequantizeMode`); None: ``$MLPLUG_DEQUANTIZE``, else
+    #: off (see :func:`dequantize_mode`).
+    dequantize: DequantizeMode | None = None
     #: Remote-device servers (``host:port``) whose devices the backend adds, in order; a
     #: comma-separated string is accepted. Empty: ``$MLPLUG_RPC_SERVERS`` (see
     #: :mod:`mlplug.endpoints`). Backends without remote devices ignore it.
@@ -133,3 +159,19 @@ class BackendParams(BaseModel):
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(str(e) for e in parse_endpoints(",".join(value)))
         return value
+
+
+def dequantize_mode(params: BackendParams) -> DequantizeMode:
+    """Return the effective :class:`DequantizeMode`: the parameter, else ``$MLPLUG_DEQUANTIZE``.
+
+    :raises ConfigError: ``MLPLUG_DEQUANTIZE`` is set to something other than ``off``/``f32``.
+    """
+    if params.dequantize is not None:
+        return params.dequantize
+    value = os.environ.get(DEQUANTIZE_ENV, "").strip()
+    if not value:
+        return DequantizeMode.OFF
+    try:
+        return DequantizeMode(value.lower())
+    except ValueError:
+        raise ConfigError(DEQUANTIZE_ENV, value, "off or f32") from None

@@ -18,7 +18,9 @@ What is here, by job:
 - the op contract: the primitive op table and its derived lists, the parameter records nodes
   carry (``NormParams``, ``RopeParams``, ...; read by field name), the :data:`LEAF` op name of
   constructor tensors, and the kernel-table helpers :func:`implementer` / :func:`register_kernel`;
-- the dtype table, host quantisation codecs and the numeric helpers several backends share;
+- the dtype table, host quantisation codecs, the tiled products of weights kept as raw
+  blocks (:func:`mulmat_rows`, :func:`row_tiles`, :func:`decode_rows`) and the numeric
+  helpers several backends share;
 - weight writers (what :meth:`Backend.hook_weight_writer` returns: how the model loader hands
   file bytes to a backend's storage);
 - devices, the build record of a native library (:class:`BuildInfo`), parameters and the
@@ -89,6 +91,8 @@ from .ops.records import (
     ViewParams,
 )
 from .params import BackendParams, CacheConfig, FlashAttentionType
+from .quantmm import FAST_TYPES as FAST_DECODE_TYPES
+from .quantmm import WeightCopies, decode_rows, mulmat_rows, row_tiles
 from .quants import bf16_to_f32, dequantize, f32_to_bf16, quantize
 from .sysinfo import host_memory
 from .tensor import Tensor
@@ -139,6 +143,7 @@ __all__ = [
     "CacheConfig",
     "Context",
     "DType",
+    "FAST_DECODE_TYPES",
     "DTypeError",
     "TypeTraits",
     "DeviceEnumerator",
@@ -159,12 +164,14 @@ __all__ = [
     "StagedWriter",
     "Step",
     "Tensor",
+    "WeightCopies",
     "WeightWriter",
     "align_up",
     "bf16_to_f32",
     "bilinear_axis",
     "can_quantize",
     "cpu_device_info",
+    "decode_rows",
     "dequantize",
     "f32_to_bf16",
     "hookimpl",
@@ -175,10 +182,12 @@ __all__ = [
     "nearest_index",
     "parse_endpoint",
     "parse_endpoints",
+    "mulmat_rows",
     "quantize",
     "register_kernel",
     "rope_n_pairs",
     "rope_rows",
     "rope_theta_scale",
+    "row_tiles",
     "yarn_mix",
 ]

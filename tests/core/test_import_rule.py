@@ -128,6 +128,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "quants",
             "_child_processes",
             "endpoints",
+            "quantmm",
         ),
     ),
     (

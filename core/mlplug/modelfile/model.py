@@ -21,9 +21,10 @@ from ..dtypes import align_up
 from ..errors import ErrNoMem, GraphError, ModelFileError
 from ..graph import estimate_graph, node_devices, result_owners
 from ..memory import BackendMemory, DeviceMemory
+from ..params import DequantizeMode, dequantize_mode
 from .config import Config
 from .loader import FileIdentity, LoadJob, load_weights, swap_size
-from .placement import CPU, PlacementPlan, PlannedTensor, plan_placement
+from .placement import CPU, PlacementPlan, PlannedTensor, gets_copy, plan_placement
 from .reader import GGUFFile
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class Model:
         self._contexts: list[Context] = []
         self._by_name: dict[str, Tensor] = {}
         self._by_created: dict[str, list[Tensor]] = {}
+        #: Weights that get a float32 copy after loading (``BackendParams.dequantize``).
+        self._copied: list[Tensor] = []
         self._closed = False
 
     # -- creation ------------------------------------------------------------------------------
@@ -119,6 +122,7 @@ class Model:
                 gpu_layers=backend.params.gpu_layers,
                 alignment=backend.hook_alignment(CPU),
                 gpu_alignment={g: backend.hook_alignment(g) for g in range(len(gpus))},
+                weight_copies=_weight_copies(backend),
             )
             memory = _memory_record(plan, cpu_info, gpus)
             model = cls(backend, spath, gguf, identity, plan, memory, (cpu_info, gpus))
@@ -140,6 +144,8 @@ class Model:
                 for p in planned:
                     t = ctx.empty(p.dtype, *(p.ne or (1,)))
                     t.name = p.name
+                    if self.plan.weight_copies and gets_copy(p.dtype, p.device, p.layer):
+                        self._copied.append(t)
                     self._by_name[p.name] = t
                     self._by_created.setdefault(p.name, []).append(t)
                 self.backend.hook_commit_weights(ctx)
@@ -264,6 +270,8 @@ class Model:
             )
         try:
             load_weights(self.backend, self.path, self._identity, jobs, progress, cancel)
+            if self._copied:
+                self.backend.hook_copy_weights(self._copied)
         except BaseException:
             self.backend.close()
             raise
@@ -289,8 +297,14 @@ class Model:
         contexts, self._contexts = self._contexts, []
         self._by_name = {}
         self._by_created = {}
+        self._copied = []
         for ctx in contexts:
             ctx.close()
+
+
+def _weight_copies(backend: _Backend) -> bool:
+    """Whether ``backend`` keeps float32 copies of its weights (it can, and the user asks)."""
+    return backend.dequantized_copies and dequantize_mode(backend.params) == DequantizeMode.F32
 
 
 def open_model(backend: B, model_path: str | os.PathLike[str] | None) -> B:

@@ -16,6 +16,7 @@ per tensor in the file.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Final, Literal, Protocol, TypeAlias
 
 from ..dtypes import TRAITS, DType, align_up, nbytes_of
 from ..errors import ModelFileError
+from ..quantmm import copy_bytes
 from .reader import _MXFP4_OLLAMA_ID, TensorInfo
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "PlacementPlan",
     "PlannedTensor",
     "assign_layer",
+    "gets_copy",
     "group_key",
     "group_layers",
     "plan_placement",
@@ -133,6 +136,8 @@ class PlacementPlan:
     """Device of layers ``0..block_count``; index ``block_count`` is the output device."""
     names: dict[str, PlannedTensor] = field(default_factory=dict)
     """Name table for ``get``: created name -> tensor (the last one created under that name)."""
+    weight_copies: bool = False
+    """Whether weights :func:`gets_copy` picks are sized with their float32 copies."""
 
     @property
     def output_device(self) -> int:
@@ -264,6 +269,15 @@ def _classify(tensors: Sequence[TensorInfo], block_count: int, path: str, key: s
     return rules
 
 
+def gets_copy(dtype: DType, device: int, layer: Layer) -> bool:
+    """Whether a weight gets a float32 copy when dequantised copies are on.
+
+    Block-encoded and half weights on the CPU do (:func:`mlplug.quantmm.copy_bytes`), except the
+    input layer's (token embeddings are read a few rows at a time, never multiplied whole).
+    """
+    return device == CPU and layer != "input" and copy_bytes(dtype, 1) > 0
+
+
 def plan_placement(
     tensors: Sequence[TensorInfo],
     block_count: int,
@@ -274,6 +288,7 @@ def plan_placement(
     gpu_layers: Sequence[LayerAssignment] = (),
     alignment: int = 32,
     gpu_alignment: Mapping[int, int] | None = None,
+    weight_copies: bool = False,
 ) -> PlacementPlan:
     """Decide the device and layer of every tensor and sum weight bytes (the placement rules).
 
@@ -291,12 +306,14 @@ def plan_placement(
     :param gpu_layers: the requested assignment (GPULayers-like entries), first match wins.
     :param alignment: CPU buffer alignment; sizes are rounded up to it.
     :param gpu_alignment: alignment per GPU index where it differs from ``alignment``.
+    :param weight_copies: the backend keeps a float32 copy of each weight :func:`gets_copy`
+        picks (``BackendParams.dequantize``); its bytes are added to the weight's size.
     :returns: the plan.
     :raises ModelFileError: ``block_count`` beyond the tensor count, a layer index >=
         ``block_count``, too many rope copies, or a type no backend can create.
     """
     rules = _classify(tensors, block_count, path, block_count_key)
-    plan = PlacementPlan(block_count=block_count)
+    plan = PlacementPlan(block_count=block_count, weight_copies=weight_copies)
     plan.cpu_weights = [0] * (block_count + 1)
     plan.gpu_weights = [[0] * (block_count + 1) for _ in gpus]
     plan.layer_devices = [assign_layer(i, gpus, gpu_layers) for i in range(block_count + 1)]
@@ -313,6 +330,8 @@ def plan_placement(
         nbytes = nbytes_of(dtype, src.ne) if src.ne else TRAITS[dtype].type_size
         align = alignment if device == CPU else aligns.get(device, alignment)
         size = align_up(nbytes, align)
+        if weight_copies and gets_copy(dtype, device, layer):
+            size += align_up(copy_bytes(dtype, math.prod(src.ne or (1,))), align)
         planned = PlannedTensor(src, name, dtype, src.ne, device, layer, nbytes, size)
         plan.tensors.append(planned)
         plan.names[name] = planned

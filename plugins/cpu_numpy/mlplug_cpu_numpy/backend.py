@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlplug import Backend
-from mlplug.plugin_api import DType, can_quantize
+from mlplug.plugin_api import DType, WeightCopies, can_quantize
 
 from .context import NumpyContext
 from .device import devices
@@ -26,6 +27,19 @@ class CpuNumpyBackend(Backend):
     kernels = KERNELS
     plain_library = "numpy"
     dtypes = frozenset(d for d in DType if d not in (DType.OTHER, DType.F64))
+    dequantized_copies = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Float32 copies of weights (``BackendParams.dequantize``); mulmat prefers them.
+        self.weight_copies: WeightCopies = WeightCopies()
+
+    def hook_copy_weights(self, weights: Sequence[Tensor]) -> None:
+        """Decode each weight once into a float32 copy (the user asked for copies)."""
+        for t in weights:
+            ctx = t.ctx
+            assert isinstance(ctx, NumpyContext)
+            self.weight_copies.make(t, ctx.arr(t), t.dtype, t.ne)
 
     def hook_make_context(self, max_nodes: int) -> NumpyContext:
         return NumpyContext(self, max_nodes)

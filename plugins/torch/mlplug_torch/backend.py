@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from mlplug import Backend
-from mlplug.plugin_api import TRAITS, DType, SetParams
+from mlplug.plugin_api import TRAITS, DType, SetParams, WeightCopies
 
 from . import quant
 from .compile import COMPILE_ENV, GraphCompiler, compile_backend_from_env
@@ -82,6 +83,9 @@ class TorchBackend(Backend):
         self.compiler: GraphCompiler | None = GraphCompiler(backend) if backend else None
         if self.params.num_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(self.params.num_threads)
+        #: Float32 copies of CPU weights (``BackendParams.dequantize``); mulmat prefers them.
+        self.weight_copies: WeightCopies = WeightCopies()
+        self.dequantized_copies = self.device.type == "cpu"
 
     def __enter__(self) -> TorchBackend:
         """Return self (the backend closes when the ``with`` block ends)."""
@@ -131,6 +135,15 @@ class TorchBackend(Backend):
         ):
             return None
         return memoryview(data.numpy()).cast("B")
+
+    def hook_copy_weights(self, weights: Sequence[Tensor]) -> None:
+        """Decode each (CPU) weight once into a float32 copy (the user asked for copies)."""
+        for t in weights:
+            ctx = t.ctx
+            assert isinstance(ctx, TorchContext)
+            raw = ctx.arr(t)
+            host = raw if raw.dtype == torch.uint8 else raw.view(torch.uint8)
+            self.weight_copies.make(t, host.numpy(), t.dtype, t.ne)
 
     def hook_close(self) -> None:
         if self.compiler is not None:

@@ -262,3 +262,49 @@ def test_backend_devices_skip_unused_gpus_when_allocated(make_llama: MakeLlama) 
     real = ml.BackendParams(gpu_layers=layers, alloc_memory=True)
     with FakeGPUBackend(model.path, real, gpus=gpus) as be:
         assert [d.id for d in be.backend_devices()] == ["1"]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("case", ["q8-f16-3layers", "kquants-4layers", "f16-untied-wide"])
+def test_estimate_matches_held_with_weight_copies(
+    make_llama: MakeLlama, backend_name: str, case: str
+) -> None:
+    """With ``dequantize="f32"`` the weight copies are in the estimate and in what is held."""
+    model = make_llama(**MODELS[case])
+
+    def make(**params: Any) -> ml.Backend:
+        return open_backend(model.path, backend_name, **params)
+
+    with make(alloc_memory=False) as probe:
+        if not probe.dequantized_copies:
+            pytest.skip(f"{backend_name} keeps no dequantised weight copies")
+    plain = compare(make, model)
+    copied = compare(make, model, dequantize="f32")
+    cpu = next(iter(plain))
+    assert copied[cpu][0] > plain[cpu][0]  # the copies are estimated ...
+    with make(alloc_memory=True, dequantize="f32") as real:
+        real.load()
+        assert len(real.weight_copies) > 0  # ... and made
+        assert real.hook_held_bytes()[-1] == copied[cpu][1]
+        real.close()
+        assert len(real.weight_copies) == 0  # and freed with the backend
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_weight_copies_give_the_same_logits(make_llama: MakeLlama, backend_name: str) -> None:
+    """A forward pass with the float32 copies gives the logits of the tiled quantised products."""
+    model = make_llama(**MODELS["kquants-4layers"])
+    n_vocab = model.ne["token_embd.weight"][1]
+    logits = []
+    for mode in ("off", "f32"):
+        with open_backend(model.path, backend_name, alloc_memory=True, dequantize=mode) as be:
+            if not be.dequantized_copies:
+                pytest.skip(f"{backend_name} keeps no dequantised weight copies")
+            be.load()
+            cache = build_cache(be, model.n_embd // 2, CTX_LEN, DType.F16)
+            fwd = build_forward(be, cache, N_TOKENS, n_vocab)
+            fwd.ctx.compute(fwd.out)
+            logits.append(fwd.out.floats())
+            fwd.close()
+            cache.close()
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-5)

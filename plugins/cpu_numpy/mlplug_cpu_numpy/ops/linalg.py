@@ -6,7 +6,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlplug.plugin_api import DType, OutOfRangeError, TriParams, bf16_to_f32, f32_to_bf16
+from mlplug.plugin_api import (
+    FAST_DECODE_TYPES,
+    DType,
+    OutOfRangeError,
+    TriParams,
+    bf16_to_f32,
+    decode_rows,
+    f32_to_bf16,
+    mulmat_rows,
+)
 
 from ._registry import implements
 
@@ -78,11 +87,30 @@ def check_ids(ids: np.ndarray, n: int, op: str) -> None:
         raise OutOfRangeError(msg)
 
 
+def weight_copy(ctx: NumpyContext, a: Tensor) -> np.ndarray | None:
+    """The float32 copy of weight ``a`` made at load (``BackendParams.dequantize``), or None."""
+    copies = getattr(ctx.backend, "weight_copies", None)
+    return None if copies is None else copies.get(a)  # type: ignore[no-any-return]
+
+
+def kept_as_blocks(a: Tensor) -> bool:
+    """Whether products with ``a`` decode it a tile at a time: one encoded (block or half) matrix.
+
+    A weight stays in its file encoding and only a tile of rows is decoded at once
+    (:func:`mlplug.plugin_api.mulmat_rows`); batched operands (KV caches) are decoded whole.
+    """
+    return a.ne[2] == 1 and a.ne[3] == 1 and a.dtype in FAST_DECODE_TYPES
+
+
 @implements("mulmat")
 def mulmat(ctx: NumpyContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
-    av = ctx.values(a)
+    copy = weight_copy(ctx, a)
+    if copy is None and kept_as_blocks(a):
+        mulmat_rows(ctx.arr(a)[0, 0], a.dtype, a.ne[0], _right(ctx, a, b), out=ctx.arr(t))
+        return
+    av = ctx.values(a) if copy is None else copy
     bv = _right(ctx, a, b)
     r2, r3 = b.ne[2] // a.ne[2], b.ne[3] // a.ne[3]
     if r2 > 1:
@@ -96,12 +124,22 @@ def mulmat(ctx: NumpyContext, t: Tensor) -> None:
 def mulmat_id(ctx: NumpyContext, t: Tensor) -> None:
     """Per-token expert products."""
     a, b, ids = t.src
-    w = ctx.values(a)[0]  # (E, R, K)
     x = _right(ctx, a, b)[0]  # (T, B1, K)
     idx = ctx.arr(ids)[0, 0]  # (T, U)
-    check_ids(idx, w.shape[0], "mulmat_id")
+    check_ids(idx, a.ne[2], "mulmat_id")
     u = idx.shape[1]
     xs = x[:, np.arange(u) % x.shape[1]]  # (T, U, K)
+    used = np.unique(idx)
+    copy = weight_copy(ctx, a)
+    if copy is not None:
+        w = copy[0]
+    elif a.ne[3] == 1 and a.dtype in FAST_DECODE_TYPES and used.size < a.ne[2]:
+        # decode only the experts the ids use; ids index the decoded stack
+        raw = ctx.arr(a)[0]
+        w = np.stack([decode_rows(raw[e], a.dtype, a.ne[0]) for e in used])
+        idx = np.searchsorted(used, idx)
+    else:
+        w = ctx.values(a)[0]  # (E, R, K)
     ctx.arr(t)[0] = np.einsum("tuk,turk->tur", xs, w[idx], dtype=F32)
 
 

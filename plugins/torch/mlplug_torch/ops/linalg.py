@@ -3,8 +3,10 @@
 ``mul_mat`` is one ``torch.matmul`` in float32: the left operand's batches serve consecutive
 groups of the right operand's (grouped-query layout) by folding each group into the row
 dimension, without materialising repeated weights. An F16 left operand rounds the right
-operand to f16 first, as ggml's CPU does; quantised weights are dequantised on the device
-(Q8_0, Q4_0, MXFP4) or on the host (other types).
+operand to f16 first, as ggml's CPU does. On the CPU (not while tracing), a weight in a block
+or half type stays in its encoding: the product decodes a tile of rows at a time
+(:func:`mlplug.plugin_api.row_tiles`) and multiplies each tile with ``torch.mm``; otherwise
+quantised operands are dequantised whole, on the device (Q8_0, Q4_0, MXFP4) or on the host.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mlplug.plugin_api import DType, TriParams
+from mlplug.plugin_api import FAST_DECODE_TYPES, DType, TriParams, row_tiles
 
 from .. import quant
 from ._registry import implements
@@ -78,11 +80,48 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
     return bv
 
 
+def _weight_copy(ctx: TorchContext, a: Tensor) -> torch.Tensor | None:
+    """The float32 copy of weight ``a`` made at load (``BackendParams.dequantize``), or None."""
+    copies = None if ctx.tracing else getattr(ctx.backend, "weight_copies", None)
+    copy = None if copies is None else copies.get(a)
+    return None if copy is None else torch.from_numpy(copy)
+
+
+def _tiled(ctx: TorchContext, a: Tensor) -> bool:
+    """Whether a product with ``a`` decodes it a tile at a time (one encoded CPU matrix, eager)."""
+    return (
+        a.ne[2] == 1
+        and a.ne[3] == 1
+        and a.dtype in FAST_DECODE_TYPES
+        and not ctx.tracing
+        and ctx.device.type == "cpu"
+    )
+
+
+def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tensor:
+    """``bv @ a^T`` (``bv``: ``(B3, B2, N, K)``) with ``a`` decoded a tile of rows at a time."""
+    raw = ctx.arr(a)[0, 0]
+    host = (raw if raw.dtype == torch.uint8 else raw.view(torch.uint8)).numpy()
+    b3, b2, n, k = bv.shape
+    m = a.ne[1]
+    out = torch.empty((b3, b2, n, m), dtype=torch.float32)
+    x = bv[0, 0] if b3 == 1 and b2 == 1 else bv
+    res = out[0, 0] if x.dim() == 2 else out
+    for r0, tile in row_tiles(host, a.dtype, k, columns=n):
+        w = torch.from_numpy(tile).t()
+        res[..., r0 : r0 + tile.shape[0]] = torch.mm(x, w) if x.dim() == 2 else torch.matmul(x, w)
+    return out
+
+
 @implements("mulmat")
 def mulmat(ctx: TorchContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
-    av = ctx.values(a)  # (A3, A2, M, K)
+    copy = _weight_copy(ctx, a)
+    if copy is None and _tiled(ctx, a):
+        ctx.put(t, _mulmat_tiled(ctx, a, _right(ctx, a, b)))
+        return
+    av = ctx.values(a) if copy is None else copy  # (A3, A2, M, K)
     bv = _right(ctx, a, b)  # (B3, B2, N, K)
     a3, a2, m, k = av.shape
     b3, b2, n, _ = bv.shape
@@ -104,6 +143,9 @@ def mulmat(ctx: TorchContext, t: Tensor) -> None:
 
 def _expert(ctx: TorchContext, a: Tensor, e: int) -> torch.Tensor:
     """Float32 weights ``(R, K)`` of expert ``e`` (only that expert is dequantised)."""
+    copy = _weight_copy(ctx, a)
+    if copy is not None:
+        return copy[0, e]
     raw = ctx.arr(a)[0, e]
     if a.dtype == DType.F32:
         return raw

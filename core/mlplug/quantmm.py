@@ -1,0 +1,427 @@
+"""Matrix products with weights kept as raw GGUF blocks: decoded a tile of rows at a time.
+
+A backend without native quantised kernels (cpu_numpy, torch on the CPU) would otherwise
+dequantise a whole weight for every product. Here a weight stays in its file encoding; a
+product decodes :data:`TILE_BYTES` of float32 rows at a time into one reused buffer and
+multiplies each tile with the activations, so the extra memory is one tile, not one weight.
+
+The decoders here are vectorised numpy for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16
+and BF16 and give the same float32 values, bit for bit, as :func:`mlplug.quants.dequantize`
+(the ``gguf`` package's codecs): each value is computed with the same float32 operations in the
+same order. Other block types decode a tile through :func:`mlplug.quants.dequantize`.
+
+Block layouts (ggml's, little-endian; ``d``/``m``/``dmin`` are f16):
+
+- Q8_0 (34 bytes / 32 values): ``d``, 32 int8; value ``q * d``.
+- Q4_0 (18 / 32): ``d``, 16 bytes: value ``j`` is the low nibble of byte ``j``, value
+  ``j + 16`` its high nibble; value ``(q - 8) * d``.
+- Q4_1 (20 / 32): ``d``, ``m``, nibbles as Q4_0; value ``d * q + m``.
+- Q5_0 (22 / 32): ``d``, a 32-bit word of fifth bits (bit ``j`` for value ``j``), nibbles as
+  Q4_0; value ``(q - 16) * d``. Q5_1 (24 / 32) adds ``m`` after ``d``; value ``d * q + m``.
+- Q4_K (144 / 256): ``d``, ``dmin``, 12 bytes of eight 6-bit scales and mins, 128 bytes of
+  nibbles (chunk ``i`` of 32 bytes holds sub-block ``2i`` in its low and ``2i + 1`` in its high
+  nibbles); value ``(d * sc) * q - dmin * mn``.
+- Q5_K (176 / 256): as Q4_K with 32 bytes of fifth bits before the nibbles (bit ``s`` of byte
+  ``j`` for value ``j`` of sub-block ``s``).
+- Q6_K (210 / 256): 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 int8 scales
+  (one per 16 values), ``d``; value ``(d * sc) * (q - 32)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from .dtypes import TRAITS, DType
+from .errors import DTypeError, ShapeError
+from .quants import dequantize
+
+__all__ = [
+    "FAST_TYPES",
+    "MIN_TILE_WORK",
+    "TILE_ALIGN",
+    "TILE_BYTES",
+    "WIDE_TILE_BYTES",
+    "WeightCopies",
+    "copy_bytes",
+    "decode_rows",
+    "half_to_f32",
+    "mulmat_rows",
+    "row_bytes",
+    "row_tiles",
+    "tile_rows",
+]
+
+#: Float32 bytes of one decoded tile (the default of :func:`tile_rows`): about the L2 cache, for
+#: a one-column product (a decode step), which reads the tile once.
+TILE_BYTES = 1 << 20
+#: Tile bytes of a product with several columns (a prompt): the matrix kernel reuses a tile for
+#: every column and runs faster on wider tiles.
+WIDE_TILE_BYTES = 4 << 20
+
+F32 = np.float32
+_NIBBLE_SHIFT = np.array([0, 4], np.uint8).reshape(2, 1)
+_Q6_HIGH_SHIFT = np.array([0, 2, 4, 6], np.uint8).reshape(4, 1)
+_Q5K_BIT_SHIFT = np.arange(8, dtype=np.uint8).reshape(8, 1)
+
+
+def half_to_f32(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Widen IEEE half bit patterns (any 2-byte array) to float32, as ``astype`` does, bit for bit.
+
+    Integer arithmetic on the bits, about 20x faster than numpy's float16 cast: the magnitude
+    bits shifted into a float32's place and multiplied by 2**112 (exact, subnormals included);
+    infinities and NaNs (payload kept) get the float32 all-ones exponent; then the sign.
+    """
+    h = bits.view(np.uint16)
+    if out is None:
+        out = np.empty(h.shape, F32)
+    u = out.view(np.uint32)
+    np.copyto(u, h, casting="unsafe")  # zero-extended
+    sign = u & np.uint32(0x8000)
+    u &= np.uint32(0x7FFF)
+    special = u >= np.uint32(0x7C00)
+    u <<= np.uint32(13)
+    out *= F32(2.0**112)
+    if special.any():
+        u[special] |= np.uint32(0x7F800000)
+    sign <<= np.uint32(16)
+    u |= sign
+    return out
+
+
+def _f16(b: np.ndarray) -> np.ndarray:
+    """The f16 stored in the two bytes of the last axis of ``b``, as float32 ``(..., 1)``."""
+    return half_to_f32(np.ascontiguousarray(b))
+
+
+def _nibbles(qs: np.ndarray) -> np.ndarray:
+    """``(..., 16)`` bytes -> ``(..., 32)`` uint8: low nibbles first, then high nibbles."""
+    split: np.ndarray = (qs[..., None, :] >> _NIBBLE_SHIFT) & np.uint8(0x0F)
+    return split.reshape(*qs.shape[:-1], 32)
+
+
+def _fifth_bits(qh: np.ndarray) -> np.ndarray:
+    """``(..., 4)`` bytes of a little-endian 32-bit word -> ``(..., 32)`` bits shifted to 16."""
+    bits: np.ndarray = np.unpackbits(qh, axis=-1, bitorder="little")
+    return bits << np.uint8(4)  # type: ignore[no-any-return]
+
+
+def _q8_0(b: np.ndarray, out: np.ndarray) -> None:
+    np.multiply(b[..., 2:].view(np.int8), _f16(b[..., :2]), out=out)
+
+
+def _q4_0(b: np.ndarray, out: np.ndarray) -> None:
+    q = _nibbles(b[..., 2:]).view(np.int8)
+    q -= np.int8(8)
+    np.multiply(q, _f16(b[..., :2]), out=out)
+
+
+def _q4_1(b: np.ndarray, out: np.ndarray) -> None:
+    np.multiply(_f16(b[..., :2]), _nibbles(b[..., 4:]), out=out)
+    out += _f16(b[..., 2:4])
+
+
+def _q5_0(b: np.ndarray, out: np.ndarray) -> None:
+    q = (_nibbles(b[..., 6:]) | _fifth_bits(b[..., 2:6])).view(np.int8)
+    q -= np.int8(16)
+    np.multiply(q, _f16(b[..., :2]), out=out)
+
+
+def _q5_1(b: np.ndarray, out: np.ndarray) -> None:
+    q = _nibbles(b[..., 8:]) | _fifth_bits(b[..., 4:8])
+    np.multiply(_f16(b[..., :2]), q, out=out)
+    out += _f16(b[..., 2:4])
+
+
+def _k_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 ``(d * sc, dmin * mn)``, each ``(..., 8, 1)``, of Q4_K/Q5_K super-blocks."""
+    s = b[..., 4:16]
+    lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
+    sc = np.concatenate([lo & 0x3F, (mix & 0x0F) | ((lo >> 2) & 0x30)], axis=-1)
+    mn = np.concatenate([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], axis=-1)
+    d = _f16(b[..., 0:2]) * sc.astype(F32)
+    dm = _f16(b[..., 2:4]) * mn.astype(F32)
+    return d[..., None], dm[..., None]
+
+
+def _k_nibbles(qs: np.ndarray) -> np.ndarray:
+    """128 bytes of Q4_K/Q5_K nibbles ``(..., 128)`` -> uint8 ``(..., 8, 32)`` by sub-block."""
+    lead = qs.shape[:-1]
+    split: np.ndarray = (qs.reshape(*lead, 4, 1, 32) >> _NIBBLE_SHIFT) & np.uint8(0x0F)
+    return split.reshape(*lead, 8, 32)
+
+
+def _k_scale(b: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
+    """``out = (d * sc) * q - dmin * mn`` for Q4_K/Q5_K super-blocks ``b`` and values ``q``."""
+    d, dm = _k_scales(b)
+    o = out.reshape(q.shape)
+    np.multiply(d, q, out=o)
+    o -= dm
+
+
+def _q4_k(b: np.ndarray, out: np.ndarray) -> None:
+    _k_scale(b, _k_nibbles(b[..., 16:]), out)
+
+
+def _q5_k(b: np.ndarray, out: np.ndarray) -> None:
+    q = _k_nibbles(b[..., 48:])
+    qh = b[..., 16:48].reshape(*b.shape[:-1], 1, 32)
+    q |= ((qh >> _Q5K_BIT_SHIFT) & np.uint8(1)) << np.uint8(4)
+    _k_scale(b, q, out)
+
+
+def _q6_k(b: np.ndarray, out: np.ndarray) -> None:
+    lead = b.shape[:-1]
+    ql = b[..., :128].reshape(*lead, 2, 1, 64)
+    low = ((ql >> _NIBBLE_SHIFT) & np.uint8(0x0F)).reshape(*lead, 256)
+    qh = b[..., 128:192].reshape(*lead, 2, 1, 32)
+    high = ((qh >> _Q6_HIGH_SHIFT) & np.uint8(0x03)).reshape(*lead, 256)
+    q = (low | (high << np.uint8(4))).view(np.int8)
+    q -= np.int8(32)
+    d = _f16(b[..., 208:210]) * b[..., 192:208].view(np.int8).astype(F32)
+    np.multiply(d[..., None], q.reshape(*lead, 16, 16), out=out.reshape(*lead, 16, 16))
+
+
+def _f16_rows(b: np.ndarray, out: np.ndarray) -> None:
+    half_to_f32(np.ascontiguousarray(b).view(np.uint16), out)
+
+
+def _bf16_rows(b: np.ndarray, out: np.ndarray) -> None:
+    out.view(np.uint32)[...] = b.view("<u2").astype(np.uint32) << np.uint32(16)
+
+
+_Decoder = Callable[[np.ndarray, np.ndarray], None]
+
+#: Block decoders ``(blocks (..., type_size) uint8, out (..., block_size) f32)``.
+_DECODERS: dict[DType, _Decoder] = {
+    DType.Q8_0: _q8_0,
+    DType.Q4_0: _q4_0,
+    DType.Q4_1: _q4_1,
+    DType.Q5_0: _q5_0,
+    DType.Q5_1: _q5_1,
+    DType.Q4_K: _q4_k,
+    DType.Q5_K: _q5_k,
+    DType.Q6_K: _q6_k,
+    DType.F16: _f16_rows,
+    DType.BF16: _bf16_rows,
+}
+
+#: Types with a vectorised decoder here (others decode through :func:`mlplug.quants.dequantize`).
+FAST_TYPES: frozenset[DType] = frozenset(_DECODERS)
+
+
+def row_bytes(dtype: DType, k: int) -> int:
+    """Return the bytes of one row of ``k`` values of ``dtype``.
+
+    :raises DTypeError: if ``dtype`` is not a block or half type.
+    :raises ShapeError: if ``k`` is not a positive multiple of the block size.
+    """
+    tr = TRAITS[dtype]
+    if not (dtype.is_quantized or dtype in (DType.F16, DType.BF16)) or not tr.type_size:
+        msg = f"quantised matmul: {dtype.name} is not a block-encoded or half type"
+        raise DTypeError(msg, op="mulmat", dtypes=(dtype,))
+    if k <= 0 or k % tr.block_size:
+        msg = f"quantised matmul: row length {k} is not a multiple of {dtype.name}'s block size"
+        msg += f" {tr.block_size}"
+        raise ShapeError(msg)
+    return k // tr.block_size * tr.type_size
+
+
+def _as_rows(raw: np.ndarray, dtype: DType, k: int) -> np.ndarray:
+    """View ``raw`` (any array of a weight's rows, e.g. void blocks) as uint8 ``(rows, bytes)``."""
+    nbytes = row_bytes(dtype, k)
+    if raw.ndim == 0:
+        msg = "quantised matmul: the weight must have at least one dimension"
+        raise ShapeError(msg)
+    flat = raw if raw.flags.c_contiguous else np.ascontiguousarray(raw)
+    u8 = flat.reshape(-1).view(np.uint8)
+    if u8.size % nbytes:
+        msg = (
+            f"quantised matmul: {u8.size} bytes of {dtype.name} are not whole rows of "
+            f"{nbytes} bytes (K = {k})"
+        )
+        raise ShapeError(msg)
+    return u8.reshape(-1, nbytes)
+
+
+def decode_rows(raw: np.ndarray, dtype: DType, k: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode rows of ``k`` values of ``dtype`` to float32 ``(rows, k)``.
+
+    :param raw: the rows' bytes, as any array whose bytes are whole rows in order (uint8
+        ``(rows, row_bytes)``, void blocks ``(rows, n_blocks)``, float16 ``(rows, k)``...).
+    :param out: optional float32 ``(rows, k)`` C-contiguous buffer to decode into.
+    :returns: ``out`` (or a new array), equal bit for bit to :func:`mlplug.quants.dequantize`.
+    :raises DTypeError: for a type that is not block-encoded or half.
+    :raises ShapeError: for a bad row length or ``out`` of the wrong shape.
+    """
+    rows = _as_rows(raw, dtype, k)
+    n = rows.shape[0]
+    if out is None:
+        out = np.empty((n, k), F32)
+    elif out.shape != (n, k) or out.dtype != F32 or not out.flags.c_contiguous:
+        msg = f"quantised matmul: decode buffer must be C-contiguous float32 {(n, k)}"
+        msg += f", got {out.dtype} {out.shape}"
+        raise ShapeError(msg)
+    tr = TRAITS[dtype]
+    fast = _DECODERS.get(dtype)
+    with np.errstate(all="ignore"):  # IEEE results of the stored scales (inf, nan) are kept
+        if fast is None:
+            out[...] = dequantize(rows, dtype)
+        else:
+            blocks = rows.reshape(n, k // tr.block_size, tr.type_size)
+            fast(blocks, out.reshape(n, k // tr.block_size, tr.block_size))
+    return out
+
+
+#: Tiles hold a multiple of this many rows, so that the matrix kernels split a tile's columns
+#: as they split a whole weight's (same sums, bit for bit, in the products measured).
+TILE_ALIGN = 64
+
+
+def tile_rows(k: int, tile_bytes: int = TILE_BYTES) -> int:
+    """Rows of ``k`` float32 values in one tile of about ``tile_bytes``: a multiple of 64."""
+    rows = tile_bytes // (4 * max(k, 1))
+    return max(TILE_ALIGN, rows - rows % TILE_ALIGN)
+
+
+#: A tile of a product with more than one column holds at least this many multiply-adds
+#: (rows x columns x K): BLAS libraries send small products to other kernels (OpenBLAS: below
+#: about 10**6), whose sums round differently from those of the whole weight's product.
+MIN_TILE_WORK = 1 << 21
+
+
+def row_tiles(
+    raw: np.ndarray,
+    dtype: DType,
+    k: int,
+    tile_bytes: int | None = None,
+    columns: int = 1,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first_row, float32 tile (n, k))`` over a weight's rows, decoded a tile at a time.
+
+    Tiles have :func:`tile_rows` rows of ``tile_bytes`` (default: :data:`TILE_BYTES` for one
+    column, :data:`WIDE_TILE_BYTES` for more), more for a product of ``columns`` > 1 columns (see
+    :data:`MIN_TILE_WORK`); the last tile takes the remaining rows (fewer than two tiles' worth),
+    so no tile is smaller than the others. The tiles share one buffer: a tile is valid until the
+    next is yielded.
+
+    :raises DTypeError: for a type that is not block-encoded or half.
+    :raises ShapeError: for a bad row length.
+    """
+    rows = _as_rows(raw, dtype, k)
+    m = rows.shape[0]
+    if tile_bytes is None:
+        tile_bytes = TILE_BYTES if columns == 1 else WIDE_TILE_BYTES
+    step = tile_rows(k, tile_bytes)
+    if columns > 1:
+        least = -(-MIN_TILE_WORK // (columns * k))
+        step = max(step, least + (-least) % TILE_ALIGN)
+    buf = np.empty((min(m, 2 * step - 1), k), F32)
+    r0 = 0
+    while r0 < m:
+        n = m - r0 if m - r0 < 2 * step else step
+        yield r0, decode_rows(rows[r0 : r0 + n], dtype, k, buf[:n])
+        r0 += n
+
+
+def mulmat_rows(
+    raw: np.ndarray,
+    dtype: DType,
+    k: int,
+    x: np.ndarray,
+    out: np.ndarray | None = None,
+    tile_bytes: int | None = None,
+) -> np.ndarray:
+    """Return ``x @ W^T`` for a weight ``W`` of ``m`` rows of ``k`` values held as raw blocks.
+
+    :param raw: the weight's bytes, ``m`` whole rows in order (see :func:`decode_rows`).
+    :param x: float32 activations ``(..., k)``.
+    :param out: optional float32 ``(..., m)`` array to write the result into.
+    :param tile_bytes: float32 bytes of a tile; default :data:`TILE_BYTES` for one column,
+        :data:`WIDE_TILE_BYTES` for more.
+    :returns: float32 ``(..., m)``; the same as ``x @ dequantize(W).T`` up to the
+        summation order of the float32 matrix product.
+    :raises DTypeError: for a type that is not block-encoded or half.
+    :raises ShapeError: for a bad row length or mismatched ``x`` / ``out``.
+    """
+    rows = _as_rows(raw, dtype, k)
+    m = rows.shape[0]
+    if x.shape[-1:] != (k,):
+        msg = f"quantised matmul: activations {x.shape} do not end in K = {k}"
+        raise ShapeError(msg)
+    shape = (*x.shape[:-1], m)
+    if out is not None and out.shape != shape:
+        msg = f"quantised matmul: output {out.shape} is not {shape}"
+        raise ShapeError(msg)
+    # each tile is one matmul over x's batch dimensions, shaped as a whole-weight product
+    xs = np.asarray(x, F32).reshape(-1, k) if x.ndim == 1 else np.asarray(x, F32)
+    direct = out is not None and out.dtype == F32 and out.flags.c_contiguous
+    res = out if direct and out is not None else np.empty(xs.shape[:-1] + (m,), F32)
+    res_view = res.reshape(xs.shape[:-1] + (m,))  # a view: res is C-contiguous
+    part: np.ndarray | None = None  # contiguous product of one tile (BLAS writes it directly)
+    for r0, tile in row_tiles(rows, dtype, k, tile_bytes, xs.shape[-2]):
+        n = tile.shape[0]
+        if xs.shape[-2] == 1:
+            np.matmul(xs, tile.T, out=res_view[..., r0 : r0 + n])
+            continue
+        if part is None or part.shape[-1] != n:
+            part = np.empty((*xs.shape[:-1], n), F32)
+        np.matmul(xs, tile.T, out=part)
+        res_view[..., r0 : r0 + n] = part
+    if out is None:
+        return res.reshape(shape)
+    if not direct:
+        out[...] = res.reshape(shape)
+    return out
+
+
+# -- opt-in dequantised copies (BackendParams.dequantize) ------------------------------------
+def copy_bytes(dtype: DType, n_elements: int) -> int:
+    """Bytes of the float32 copy a weight of ``dtype`` gets when copies are on (0: none)."""
+    return 4 * n_elements if dtype in FAST_TYPES else 0
+
+
+class WeightCopies:
+    """Float32 copies of block-encoded weights, made once after loading, keyed by tensor.
+
+    A backend that supports :class:`~mlplug.params.DequantizeMode` ``f32`` keeps one of these:
+    :meth:`make` decodes a weight's bytes once; kernels read :meth:`get`; the backend's
+    allocation size adds :meth:`nbytes`, so the held memory matches the plan's estimate.
+    """
+
+    def __init__(self) -> None:
+        self._copies: dict[int, np.ndarray] = {}
+
+    def make(self, key: object, raw: np.ndarray, dtype: DType, ne: tuple[int, ...]) -> np.ndarray:
+        """Decode ``raw`` (the weight's bytes; shape ``ne``, dim 0 fastest) and keep it.
+
+        :returns: float32 ``ne[::-1]`` (C order).
+        :raises DTypeError: for a type without a copy (see :func:`copy_bytes`).
+        """
+        if dtype not in FAST_TYPES:
+            msg = f"no dequantised copy of {dtype.name} weights"
+            raise DTypeError(msg, op="dequantize", dtypes=(dtype,))
+        copy = decode_rows(raw, dtype, ne[0]).reshape(tuple(reversed(ne)))
+        self._copies[id(key)] = copy
+        return copy
+
+    def get(self, key: object) -> np.ndarray | None:
+        """Return the copy of ``key``'s weight, or None."""
+        return self._copies.get(id(key))
+
+    def nbytes(self, key: object) -> int:
+        """Bytes of ``key``'s copy (0: none)."""
+        copy = self._copies.get(id(key))
+        return 0 if copy is None else copy.nbytes
+
+    def discard(self, key: object) -> None:
+        """Forget ``key``'s copy (its weight is freed)."""
+        self._copies.pop(id(key), None)
+
+    def clear(self) -> None:
+        """Free every copy."""
+        self._copies.clear()
+
+    def __len__(self) -> int:
+        return len(self._copies)
