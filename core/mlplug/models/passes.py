@@ -10,7 +10,7 @@ the public Context API (the backend keeps its translated graph between the compu
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -75,6 +75,10 @@ class PassCache:
 
     def __len__(self) -> int:
         return len(self._passes)
+
+    def __iter__(self) -> Iterator[BuiltPass]:
+        """The kept passes, least recently used first."""
+        return iter(list(self._passes.values()))
 
     def get(self, key: Hashable) -> BuiltPass | None:
         """Return the pass built for ``key`` (now the most recently used), or None."""
