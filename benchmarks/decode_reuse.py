@@ -8,7 +8,7 @@ the first round of each setting is a warm-up and is not counted.
 Usage::
 
     python benchmarks/decode_reuse.py MODEL.gguf [MODEL.gguf ...] [--backends ggml,cpu_numpy,torch]
-        [-n 32] [--rounds 3] [--json]
+        [-n 32] [--rounds 3] [--threads 0] [--json]
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ def _round(model: object, n: int, prompt: list[int]) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def measure(path: str, backend: str, n: int, rounds: int) -> dict[str, float]:
+def measure(path: str, backend: str, n: int, rounds: int, threads: int) -> dict[str, float]:
     import mlplug as ml
     from mlplug.models import load_model
 
-    be = ml.new_backend(path, ml.BackendParams(alloc_memory=True), backend=backend)
+    params = ml.BackendParams(alloc_memory=True, num_threads=threads)
+    be = ml.new_backend(path, params, backend=backend)
     be.load()
     speeds: dict[bool, list[float]] = {True: [], False: []}
     with be, load_model(be, num_ctx=1024) as model:
@@ -60,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="ggml,cpu_numpy,torch")
     parser.add_argument("-n", type=int, default=32, help="tokens decoded per round")
     parser.add_argument("--rounds", type=int, default=3, help="counted rounds per setting")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for path in args.models:
         name = Path(path).name
         for b in args.backends.split(","):
-            r = measure(path, b, args.n, args.rounds)
+            r = measure(path, b, args.n, args.rounds, args.threads)
             results.setdefault(name, {})[b] = r
             if not args.json:
                 print(

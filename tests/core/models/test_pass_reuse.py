@@ -36,8 +36,11 @@ def gemma(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return write_gemma3(tmp_path_factory.mktemp("reuse") / "g.gguf", seed=5)
 
 
-def open_model(t: TinyModel, backend: str, arch: str, **kw: Any) -> tuple[ml.Backend, Decoder]:
-    be = ml.new_backend(str(t.path), ml.BackendParams(alloc_memory=True), backend=backend)
+def open_model(
+    t: TinyModel, backend: str, arch: str, threads: int = 0, **kw: Any
+) -> tuple[ml.Backend, Decoder]:
+    params = ml.BackendParams(alloc_memory=True, num_threads=threads)
+    be = ml.new_backend(str(t.path), params, backend=backend)
     be.load()
     cls = Llama if arch == "llama" else Gemma3
     model: Decoder = cls(be, kv_dtype="f32", **kw)
@@ -194,7 +197,7 @@ def _rss_bytes() -> int:
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_rss_of_a_long_decode_stays_flat(llama: TinyModel, backend_name: str) -> None:
     """1,000 decode steps: resident memory after the first window grows by < 16 MB."""
-    be, model = open_model(llama, backend_name, "llama", num_ctx=1024)
+    be, model = open_model(llama, backend_name, "llama", threads=1, num_ctx=1024)
     with be, model:
         tok, window = 1, 256
         for p in range(1000):
