@@ -101,8 +101,7 @@ def _check_ctx(ctx: Context, srcs: tuple[Tensor, ...], op: str) -> None:
         sc = s.ctx
         if sc.backend is not backend:
             msg = (
-                f"{op}: operand {s!r} belongs to backend {sc.backend.name!r}, "
-                f"not {backend.name!r}"
+                f"{op}: operand {s!r} belongs to backend {sc.backend.name!r}, not {backend.name!r}"
             )
             raise GraphError(msg)
         if sc._shared.closed:
