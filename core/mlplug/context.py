@@ -312,22 +312,25 @@ class Context(ABC):
                 f"{root!r} belongs to backend {root.ctx.backend.name!r}, not {self.backend.name!r}"
             )
             raise GraphError(msg)
-        stack: list[tuple[Tensor, int]] = [(root, 0)]
+        # Post-order walk: a node goes in once all its sources are in (sources in order).
+        stack: list[Tensor] = [root]
         graph = self._graph
+        n_ops = 0
         while stack:
-            t, i = stack.pop()
-            if i < len(t.src):
-                stack.append((t, i + 1))
-                s = t.src[i]
+            t = stack[-1]
+            for s in t.src:
                 if id(s) not in in_graph:
-                    stack.append((s, 0))
-                continue
-            if id(t) in in_graph:
-                continue
-            in_graph.add(id(t))
-            graph.append(t)
-            if t.op != LEAF:
-                self._n_ops += 1
+                    stack.append(s)
+                    break
+            else:
+                stack.pop()
+                key = id(t)
+                if key not in in_graph:
+                    in_graph.add(key)
+                    graph.append(t)
+                    if t.op != LEAF:
+                        n_ops += 1
+        self._n_ops += n_ops
         if self._n_ops > self._max_nodes:
             msg = (
                 f"graph has {self._n_ops} nodes, more than this context's maximum "

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from .base import KVCache
-from .causal import CausalCache
+from .causal import DEFAULT_HISTORY_BUCKET, CausalCache
 from .wrapper import WrapperCache
 
-__all__ = ["CausalCache", "KVCache", "WrapperCache"]
+__all__ = ["DEFAULT_HISTORY_BUCKET", "CausalCache", "KVCache", "WrapperCache"]

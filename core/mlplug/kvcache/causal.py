@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from ..context import Context
     from ..tensor import Tensor
 
-__all__ = ["CausalCache"]
+__all__ = ["DEFAULT_HISTORY_BUCKET", "CausalCache"]
+
+#: Cells by which the history a pass reads grows (rounded up to the backend's ``cache_padding``).
+DEFAULT_HISTORY_BUCKET: Final = 256
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -31,10 +34,18 @@ class CausalCache(KVCache):
     positions. With ``window=W`` it is a ring of ``W + max_batch`` cells (position ``p`` in cell
     ``p mod cells``): a query at ``p`` sees the keys at ``p-W+1 … p`` only, so older cells can be
     reused. Cells are padded to the backend's ``cache_padding``; writes go through ``set_rows``
-    at an I32 index tensor and the history is a view of the first ``L`` cells in use.
+    at an I32 index tensor and the history is a view of the first ``L`` cells.
+
+    ``L`` covers every cell in use, rounded up to ``history_bucket`` cells (itself rounded up to
+    a multiple of ``cache_padding``) and capped at the cell count, so a decode step's graph has
+    the same shape for ``history_bucket`` tokens in a row and a built pass can be run again
+    (:meth:`prepare` returns ``L``). The cells past the last one in use are hidden by the mask
+    (-inf) and hold zeros (the cache is zero-filled when made, and only ever written with
+    computed keys and values), so they add exactly nothing to the attention.
 
     :param layers: the model layers this cache serves.
     :param dtype: ``DType.F16`` (default) or ``DType.F32``.
+    :param history_bucket: growth step of the history length in cells (1: grow by the padding).
     """
 
     def __init__(
@@ -48,6 +59,7 @@ class CausalCache(KVCache):
         dtype: DType = DType.F16,
         window: int | None = None,
         max_batch: int = 512,
+        history_bucket: int = DEFAULT_HISTORY_BUCKET,
     ) -> None:
         if dtype not in (DType.F16, DType.F32):
             msg = f"KV cache dtype must be f16 or f32, got {dtype.name.lower()}"
@@ -55,8 +67,13 @@ class CausalCache(KVCache):
         if num_ctx < 1 or max_batch < 1 or (window is not None and window < 1):
             msg = f"KV cache sizes must be positive: num_ctx {num_ctx}, window {window}"
             raise ShapeError(msg, op="kvcache")
+        if history_bucket < 1:
+            msg = f"history_bucket must be at least 1, got {history_bucket}"
+            raise ShapeError(msg, op="kvcache")
         cfg = backend.cache_config()
         self.padding = max(cfg.cache_padding, 1)
+        #: Cells by which the history view grows: a multiple of the padding.
+        self.history_step = _round_up(history_bucket, self.padding)
         self.permuted_v = cfg.permuted_v
         self.mask_dtype = cfg.mask_dtype
         self.window = window
@@ -82,6 +99,9 @@ class CausalCache(KVCache):
         self._idx: Tensor | None = None
         self._mask: Tensor | None = None
         self._n_kv = 0
+        #: The prepared pass's cell indices (I32) and mask ``(T, L)`` (F32, 0 or -inf).
+        self._cells_in = np.zeros(0, dtype=np.int32)
+        self._mask_in = np.zeros((0, 0), dtype=np.float32)
 
     @property
     def capacity(self) -> int:
@@ -93,8 +113,12 @@ class CausalCache(KVCache):
             return positions
         return positions % self.cells
 
-    def begin(self, ctx: Context, positions: Sequence[int]) -> None:
-        """Assign cells to ``positions`` and build the index tensor and the mask in ``ctx``."""
+    def prepare(self, positions: Sequence[int]) -> int:
+        """Assign cells to ``positions`` and compute this pass's inputs; return the history length.
+
+        :raises ShapeError: too many tokens for one pass, a position outside the cache, or two
+            positions sharing a cell of the window.
+        """
         pos = np.asarray(positions, dtype=np.int64)
         if pos.size == 0 or pos.size > self.max_batch:
             msg = f"a forward pass carries 1 to {self.max_batch} tokens, got {pos.size}"
@@ -108,17 +132,34 @@ class CausalCache(KVCache):
             raise ShapeError(msg, op="kvcache")
         self.cell_pos[cells] = pos
         used = int(np.flatnonzero(self.cell_pos >= 0).max()) + 1
-        self._n_kv = min(self.cells, _round_up(used, self.padding))
+        self._n_kv = min(self.cells, _round_up(used, self.history_step))
         held = self.cell_pos[: self._n_kv]
         visible = (held[None, :] >= 0) & (held[None, :] <= pos[:, None])
         if self.window is not None:
             visible &= held[None, :] > pos[:, None] - self.window
+        self._cells_in = cells.astype(np.int32)
+        self._mask_in = np.where(visible, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
+        return self._n_kv
+
+    def inputs(self) -> list[np.ndarray]:
+        """Return the prepared cell indices and mask (the order of :meth:`bind`)."""
+        return [self._cells_in, self._mask_in]
+
+    def bind(self, ctx: Context) -> list[Tensor]:
+        """Create the prepared pass's index and mask tensors in ``ctx`` and return them."""
         inputs = ctx.input()
-        self._idx = inputs.from_ints(cells, cells.size)
-        mask = inputs.from_floats(np.where(visible, 0.0, -np.inf).astype(np.float32))
+        idx = inputs.from_ints(self._cells_in, self._cells_in.size)
+        mask_in = inputs.from_floats(self._mask_in)
+        mask = mask_in
         if self.mask_dtype not in (DType.OTHER, DType.F32):
             mask = mask.cast(ctx, self.mask_dtype)
-        self._mask = mask
+        self._idx, self._mask = idx, mask
+        return [idx, mask_in]
+
+    def begin(self, ctx: Context, positions: Sequence[int]) -> None:
+        """Assign cells to ``positions`` and build the index tensor and the mask in ``ctx``."""
+        self.prepare(positions)
+        self.bind(ctx)
 
     def put(self, ctx: Context, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Write ``k``/``v`` of ``layer`` at this pass's cells; return the history and mask."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING
 
 from .base import KVCache
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..context import Context
     from ..tensor import Tensor
 
@@ -35,6 +37,19 @@ class WrapperCache(KVCache):
         """Begin the pass in every wrapped cache."""
         for c in self.caches:
             c.begin(ctx, positions)
+
+    def prepare(self, positions: Sequence[int]) -> Hashable | None:
+        """Prepare every wrapped cache; the key is theirs together (None if any is None)."""
+        keys = [c.prepare(positions) for c in self.caches]
+        return None if any(k is None for k in keys) else tuple(keys)
+
+    def bind(self, ctx: Context) -> list[Tensor]:
+        """Bind every wrapped cache, in order; their tensors one after the other."""
+        return [t for c in self.caches for t in c.bind(ctx)]
+
+    def inputs(self) -> list[np.ndarray]:
+        """The wrapped caches' inputs, in the order of :meth:`bind`."""
+        return [a for c in self.caches for a in c.inputs()]
 
     def put(self, ctx: Context, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Write to (and read from) the cache that serves ``layer``."""

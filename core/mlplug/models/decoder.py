@@ -12,6 +12,7 @@ from ..dtypes import DType
 from ..errors import ModelFileError, ShapeError
 from ..nn import Embedding, Linear, RMSNorm
 from .base import Model
+from .passes import BuiltPass, PassCache
 
 if TYPE_CHECKING:
     from ..backend import Backend
@@ -88,7 +89,16 @@ class Decoder(Model):
     Subclasses read their options and weights, create :attr:`cache`, and build one pass's
     graph in :meth:`build`. :meth:`forward` validates the input, splits it into passes of at
     most ``cache.max_batch`` tokens and gathers the wanted logits.
+
+    A pass whose shape (tokens, logits wanted, the cache's history length) was built before is
+    not built again: its kept graph gets the new inputs and is computed again (see
+    :mod:`mlplug.models.passes`; :attr:`reuse_passes` turns this off). The kept passes are freed
+    with the model (:meth:`close`).
     """
+
+    #: Whether a pass of an already-built shape reuses that graph (False: every pass builds).
+    reuse_passes: bool = True
+    _passes: PassCache | None = None
 
     cache: KVCache
     _vocab: int
@@ -206,7 +216,24 @@ class Decoder(Model):
             result[which] = values[: which.size]
         return result
 
+    @property
+    def passes(self) -> PassCache:
+        """The built passes this model keeps for reuse."""
+        if self._passes is None:
+            self._passes = PassCache()
+        return self._passes
+
     def _pass(self, ids: np.ndarray, pos: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        cache_key = self.cache.prepare(pos.tolist()) if self.reuse_passes else None
+        if cache_key is None:
+            values = self._build_once(ids, pos, rows)
+        else:
+            values = self._reuse(ids, pos, rows, (ids.size, rows.size, cache_key))
+        out: np.ndarray = values.reshape(rows.size, -1)
+        return out
+
+    def _build_once(self, ids: np.ndarray, pos: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Build, compute and free one pass (the cache begins it)."""
         with self.backend.new_context() as ctx:
             inputs = ctx.input()
             t_ids = inputs.from_ints(ids, ids.size)
@@ -215,17 +242,51 @@ class Decoder(Model):
             self.cache.begin(ctx, pos.tolist())
             logits = self.build(ctx, t_ids, t_pos, t_out)
             ctx.forward(logits).compute(logits)
-            values = logits.floats()
-        if values is None:  # pragma: no cover - compute always fills the output
-            msg = "the logits were not computed"
-            raise ShapeError(msg, op="forward")
-        out: np.ndarray = values.reshape(rows.size, -1).copy()
-        return out
+            return _floats(logits)
+
+    def _reuse(
+        self, ids: np.ndarray, pos: np.ndarray, rows: np.ndarray, key: tuple[int, int, object]
+    ) -> np.ndarray:
+        """Run the kept pass of ``key`` with new inputs, or build (and keep) it (cache prepared)."""
+        passes = self.passes
+        built = passes.get(key)
+        if built is not None:
+            host = [ids.astype(np.int32), pos.astype(np.int32), rows.astype(np.int32)]
+            return _floats(built.run([*host, *self.cache.inputs()]))
+        ctx = self.backend.new_context()
+        try:
+            inputs = ctx.input()
+            t_ids = inputs.from_ints(ids, ids.size)
+            t_pos = inputs.from_ints(pos, pos.size)
+            t_out = inputs.from_ints(rows, rows.size)
+            bound = self.cache.bind(ctx)
+            logits = self.build(ctx, t_ids, t_pos, t_out)
+            ctx.forward(logits)
+            built = BuiltPass(ctx, logits, [t_ids, t_pos, t_out, *bound])
+            values = _floats(built.run())
+        except BaseException:
+            ctx.close()
+            raise
+        if not passes.put(key, built):
+            built.close()
+        return values
 
     def reset(self) -> None:
         """Forget every cached position."""
         self.cache.reset()
 
     def close(self) -> None:
-        """Free the KV cache."""
+        """Free the kept passes and the KV cache."""
+        if self._passes is not None:
+            self._passes.clear()
         self.cache.close()
+
+
+def _floats(logits: Tensor) -> np.ndarray:
+    """Return the computed ``logits`` as float32 (a copy owned by the caller)."""
+    values = logits.floats()
+    if values is None:  # pragma: no cover - compute always fills the output
+        msg = "the logits were not computed"
+        raise ShapeError(msg, op="forward")
+    owned: np.ndarray = values.copy()
+    return owned

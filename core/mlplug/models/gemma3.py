@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from ..dtypes import DType
 from ..errors import ModelFileError
-from ..kvcache import CausalCache, WrapperCache
+from ..kvcache import DEFAULT_HISTORY_BUCKET, CausalCache, WrapperCache
 from ..nn import ROPE_NEOX, Linear, RMSNorm, RoPE, attention
 from .decoder import Decoder, Weights, check_heads
 
@@ -115,6 +115,8 @@ class Gemma3(Decoder):
     :param kv_dtype: dtype of the KV caches, ``"f16"`` (default) or ``"f32"``.
     :param max_batch: most tokens per forward pass (longer inputs are split); the
         sliding-window cache holds ``window + max_batch`` cells.
+    :param history_bucket: cells by which the history a pass reads grows (see
+        :class:`~mlplug.kvcache.CausalCache`); decode steps within one bucket reuse one graph.
     :raises ModelFileError: a missing tensor or one whose shape contradicts the
         hyper-parameters (checked for every weight here, before any compute).
     """
@@ -128,6 +130,7 @@ class Gemma3(Decoder):
         num_ctx: int | None = None,
         kv_dtype: DType | str = DType.F16,
         max_batch: int = 512,
+        history_bucket: int = DEFAULT_HISTORY_BUCKET,
     ) -> None:
         super().__init__(backend)
         o = self.opts = Gemma3Options.from_backend(backend)
@@ -181,6 +184,7 @@ class Gemma3(Decoder):
             num_ctx=n_ctx,
             window=o.sliding_window,
             max_batch=max_batch,
+            history_bucket=history_bucket,
             **common,  # type: ignore[arg-type]
         )
         full = CausalCache(
@@ -188,6 +192,7 @@ class Gemma3(Decoder):
             [i for i in layers if is_global(i)],
             num_ctx=n_ctx,
             max_batch=max_batch,
+            history_bucket=history_bucket,
             **common,  # type: ignore[arg-type]
         )
         self.cache = WrapperCache([local, full], lambda i: 1 if is_global(i) else 0)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..dtypes import DType
 from ..errors import ModelFileError
-from ..kvcache import CausalCache
+from ..kvcache import DEFAULT_HISTORY_BUCKET, CausalCache
 from ..nn import ROPE_NORMAL, Linear, RMSNorm, RoPE, attention
 from .decoder import Decoder, Weights, check_heads
 
@@ -97,6 +97,8 @@ class Llama(Decoder):
         2048).
     :param kv_dtype: dtype of the KV cache, ``"f16"`` (default) or ``"f32"``.
     :param max_batch: most tokens per forward pass (longer inputs are split).
+    :param history_bucket: cells by which the history a pass reads grows (see
+        :class:`~mlplug.kvcache.CausalCache`); decode steps within one bucket reuse one graph.
     :raises ModelFileError: a missing tensor or one whose shape contradicts the
         hyper-parameters (checked for every weight here, before any compute).
     """
@@ -110,6 +112,7 @@ class Llama(Decoder):
         num_ctx: int | None = None,
         kv_dtype: DType | str = DType.F16,
         max_batch: int = 512,
+        history_bucket: int = DEFAULT_HISTORY_BUCKET,
     ) -> None:
         super().__init__(backend)
         o = self.opts = LlamaOptions.from_backend(backend)
@@ -155,6 +158,7 @@ class Llama(Decoder):
             num_ctx=self.default_ctx(num_ctx, o.context_length),
             dtype=self.kv_type(kv_dtype),
             max_batch=max_batch,
+            history_bucket=history_bucket,
         )
 
     def build(self, ctx: Context, ids: Tensor, pos: Tensor, out_ids: Tensor) -> Tensor:

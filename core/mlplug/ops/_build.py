@@ -94,16 +94,17 @@ def view(
 
 
 def _check_ctx(ctx: Context, srcs: tuple[Tensor, ...], op: str) -> None:
-    ctx.check_open()
+    if ctx._shared.closed:
+        ctx.check_open()
     backend = ctx.backend
     for s in srcs:
-        if s.ctx.backend is not backend:
+        sc = s.ctx
+        if sc.backend is not backend:
             msg = (
-                f"{op}: operand {s!r} belongs to backend {s.ctx.backend.name!r}, "
-                f"not {backend.name!r}"
+                f"{op}: operand {s!r} belongs to backend {sc.backend.name!r}, not {backend.name!r}"
             )
             raise GraphError(msg)
-        if s.ctx.closed:
+        if sc._shared.closed:
             msg = f"{op}: operand {s!r} belongs to a closed context"
             raise GraphError(msg)
 

@@ -66,6 +66,13 @@ def infer_shape(op: str, nelements: int, shape: tuple[int, ...]) -> tuple[int, .
 
 
 def _target(op: str, t: Tensor, shape: tuple[int, ...]) -> Shape4:
+    # The common case first: positive plain ints of the right count and block alignment.
+    if 1 <= len(shape) <= 4 and all(type(d) is int and d > 0 for d in shape):
+        n = 1
+        for d in shape:
+            n *= d
+        if n == t.nelements and shape[0] % TRAITS[t.dtype].block_size == 0:
+            return pad4(shape)
     if not 1 <= len(shape) <= 4:
         msg = f"{op}: unsupported number of dimensions: {len(shape)} (1 to 4)"
         raise ShapeError(msg, op=op, shapes=(t.shape,))

@@ -57,6 +57,9 @@ if TYPE_CHECKING:
     from ._lib import Lib
     from .context import _State
 
+#: Ops that quantise when their result type is quantised.
+_QUANTISING = frozenset({"cast", "copy", "set_rows"})
+
 __all__ = ["GGMLBackend"]
 
 #: Quantised types ggml can produce from floats (cast, cpy and set_rows destinations).
@@ -183,14 +186,13 @@ class GGMLBackend(Backend):
     def hook_unsupported_reason(self, node: Tensor) -> str | None:
         """Declare what this ggml backend cannot do: ops whose ggml function the build lacks,
         quantising to types that need an importance matrix, zero-element operands."""
-        missing = self._missing.get(node.op)
+        op = node.op
+        missing = self._missing.get(op)
         if missing:
             return f"this ggml build lacks {', '.join(missing)}"
-        if node.op not in VIEW_OPS and (
-            node.nelements == 0 or any(s.nelements == 0 for s in node.src)
-        ):
+        if op not in VIEW_OPS and (0 in node.ne or any(0 in s.ne for s in node.src)):
             return "zero-element operands or results (ggml's allocator cannot place them)"
-        if node.op in ("cast", "copy", "set_rows") and node.dtype.is_quantized:
+        if op in _QUANTISING and node.dtype.is_quantized:
             ggml_type = node.dtype.traits.ggml_type
             if node.dtype not in _QUANT_TARGETS or self.lib.ggml_quantize_requires_imatrix(
                 ggml_type

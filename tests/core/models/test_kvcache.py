@@ -61,8 +61,12 @@ def test_causal_cache_sees_all_earlier_positions(be: ml.Backend) -> None:
 
 def test_wrapper_routes_layers(be: ml.Backend) -> None:
     """The wrapper sends each layer to its cache and reports the smaller capacity."""
-    local = CausalCache(be, [0], head_dim=4, head_count_kv=1, num_ctx=16, window=2, max_batch=2)
-    full = CausalCache(be, [1], head_dim=4, head_count_kv=1, num_ctx=16, max_batch=2)
+    local = CausalCache(
+        be, [0], head_dim=4, head_count_kv=1, num_ctx=16, window=2, max_batch=2, history_bucket=1
+    )
+    full = CausalCache(
+        be, [1], head_dim=4, head_count_kv=1, num_ctx=16, max_batch=2, history_bucket=1
+    )
     both = WrapperCache([local, full], lambda layer: layer)
     assert both.capacity == 16 and both.max_batch == 2
     with be.new_context() as ctx:

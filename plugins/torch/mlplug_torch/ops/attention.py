@@ -97,6 +97,13 @@ def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
         if m.shape[0] not in (1, b):
             m = m.repeat(b // m.shape[0], 1, 1, 1)
         mask = m
+        if not ctx.tracing:
+            # Keys past the last one any query may see add exactly nothing: leave them out,
+            # so the sums (and their rounding) do not depend on a cache's padded history.
+            seen = torch.nonzero((m != float("-inf")).any(dim=2).any(dim=1).any(dim=0))
+            if seen.numel():
+                n = int(seen[-1]) + 1
+                mask, k, v = m[..., :n], k[:, :, :n], v[:, :, :n]
     s = f32(scale)
     half_kv = k_t.dtype == DType.F16 or v_t.dtype == DType.F16
     if sinks_t is None and not half_kv:
