@@ -35,6 +35,10 @@ N_GEN = 8
 #: Greedy tokens that must equal llama.cpp's (and each other's), per prompt: measured agreement
 #: before the first near-tie (prompt 2 parts after 3 tokens on torch and cpu_numpy).
 MUST_AGREE = (8, 8, 3, 8)
+#: How far below llama.cpp's best logit (as a fraction of its largest magnitude) a backend's
+#: differing argmax may be: llama.cpp with flash attention on and off differs by 4-6% of that
+#: range, so a pick within 5% is a near-tie, not a wrong token.
+NEAR_TIE = 0.05
 
 
 def _opted_in(config: pytest.Config) -> bool:
@@ -100,7 +104,13 @@ for i, ids in enumerate(job["prompts"]):
 def test_logits_close_to_llamacpp(
     gemma: Path, runs: dict[str, list[tuple[np.ndarray, list[int]]]], tmp_path: Path
 ) -> None:
-    """At every position the logits are within 15% of llama.cpp's range, argmax 98% equal."""
+    """At every position the logits are within 15% of llama.cpp's range; argmaxes agree.
+
+    Where a backend's argmax differs from llama.cpp's, llama.cpp itself must rate the backend's
+    pick within ``NEAR_TIE`` of its best logit (a near-tie that rounding decides; a handful of
+    short prompts would make a percentage per prompt meaningless), and over all positions of
+    all prompts at least 97% of the argmaxes are equal.
+    """
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed")
     job = {"path": str(gemma), "prompts": [p["ids"] for p in PROMPTS], "dir": str(tmp_path)}
@@ -112,11 +122,18 @@ def test_logits_close_to_llamacpp(
         check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
+    equal: dict[str, list[bool]] = {name: [] for name in runs}
     for i, p in enumerate(PROMPTS):
         want = np.load(tmp_path / f"{i}.npy")
         assert want.shape == (len(p["ids"]), runs[BACKENDS[0]][i][0].shape[1])
+        scale = np.abs(want).max(axis=1)
         for name, rows in runs.items():
             got = rows[i][0]
-            rel = np.abs(got - want).max(axis=1) / np.abs(want).max(axis=1)
+            rel = np.abs(got - want).max(axis=1) / scale
             assert rel.max() < 0.15, (name, i, float(rel.max()))
-            assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.98, (name, i)
+            picks = got.argmax(1)
+            gap = (want.max(axis=1) - want[np.arange(len(picks)), picks]) / scale
+            assert gap.max() <= NEAR_TIE, (name, i, int(gap.argmax()), float(gap.max()))
+            equal[name].extend((picks == want.argmax(1)).tolist())
+    for name, flags in equal.items():
+        assert np.mean(flags) >= 0.97, (name, f"{sum(flags)}/{len(flags)} argmaxes equal")
