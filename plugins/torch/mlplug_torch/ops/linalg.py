@@ -36,6 +36,16 @@ _Q8_DOT = frozenset({DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1,
 _Q8K_DOT = frozenset({DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K})
 
 
+def _div(num: float, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` correctly rounded in float32, as C's ``num / den`` is.
+
+    torch evaluates ``float / tensor`` as ``reciprocal(tensor) * float``: rounded twice, it is
+    an ulp off in about a quarter of cases, enough to move an activation quantised by its
+    result to the next integer (issue 14: k-quant products off by one Q8_K step).
+    """
+    return torch.full_like(den, num) / den
+
+
 def q8_0_round(x: torch.Tensor) -> torch.Tensor:
     """Round float32 rows (length a multiple of 32) through Q8_0 as ggml's x86 CPU does.
 
@@ -45,7 +55,7 @@ def q8_0_round(x: torch.Tensor) -> torch.Tensor:
     blocks = x.reshape(*x.shape[:-1], -1, 32)
     amax = blocks.abs().amax(dim=-1, keepdim=True)
     zero = amax == 0
-    scale = torch.where(zero, torch.zeros_like(amax), 127.0 / torch.where(zero, 1.0, amax))
+    scale = torch.where(zero, torch.zeros_like(amax), _div(127.0, torch.where(zero, 1.0, amax)))
     q = torch.round(blocks * scale)
     return (q * f16_round(amax / 127.0)).reshape(x.shape)
 
@@ -60,7 +70,7 @@ def q8_k_round(x: torch.Tensor) -> torch.Tensor:
     pick = blocks.abs().argmax(dim=-1, keepdim=True)
     m = torch.gather(blocks, -1, pick)
     zero = m == 0
-    iscale = torch.where(zero, torch.zeros_like(m), -127.0 / torch.where(zero, 1.0, m))
+    iscale = torch.where(zero, torch.zeros_like(m), _div(-127.0, torch.where(zero, 1.0, m)))
     q = torch.clamp(torch.round(blocks * iscale), max=127.0)
     d = torch.where(zero, torch.zeros_like(m), 1.0 / torch.where(zero, 1.0, iscale))
     return (q * d).reshape(x.shape)
