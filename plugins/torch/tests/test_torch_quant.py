@@ -55,3 +55,22 @@ def test_k_quant_targets_are_unsupported() -> None:
         x = ctx.input().zeros(DType.F32, 256)
         with pytest.raises(NotSupportedError, match="Q4_K"):
             x.cast(ctx, DType.Q4_K)
+
+
+@pytest.mark.parametrize("weight", [DType.Q4_0, DType.Q4_K])
+def test_activation_rounding_matches_ggml(weight: DType) -> None:
+    """The activations a quantised product sees (Q8_0 / Q8_K) equal the reference quantiser's
+    bit for bit: the scale ``127 / amax`` is one float32 division, not torch's
+    ``reciprocal * 127`` (an ulp off in a quarter of blocks, which moved single values by one
+    step and failed the k-quant products of the full conformance tier at seeds 2-6)."""
+    from mlplug.conformance.refquants import dot_activations
+    from mlplug_torch.ops.linalg import q8_0_round, q8_k_round
+
+    x = np.random.default_rng(14).uniform(-1, 1, size=(64, 4096)).astype(np.float32)
+    # a super-block from seed 2: 0x1.a049bcp-1 * (-127 / -0x1.fecebcp-1) is 103.49999 in
+    # float32 (q = 103); with the twice-rounded scale it is exactly 103.5 (q = 104)
+    x[0, :256] = 0.0
+    x[0, 0], x[0, 1] = float.fromhex("-0x1.fecebcp-1"), float.fromhex("0x1.a049bcp-1")
+    rnd = q8_k_round if weight == DType.Q4_K else q8_0_round
+    got = rnd(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(got, dot_activations(x, weight).astype(np.float32))
