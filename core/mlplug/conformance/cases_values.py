@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable
+from typing import Final
 
 import numpy as np
 
@@ -382,6 +383,42 @@ def _quant_tie_cases() -> list[Case]:
     return out
 
 
+#: ``(first value, second value, block length)`` per activation quantiser: the scale
+#: ``127 / |first|`` correctly rounded (ggml's one float32 division) and rounded twice (``1 / m``
+#: then ``* 127``, as torch evaluates ``127.0 / tensor``) differ by an ulp, and ``second * scale``
+#: rounds to 20 (Q8_0) or ``-103`` (Q8_K, whose scale is ``-127 / m``) with the first, 21 or
+#: ``-104`` with the second: a one-step error ``|a_k| d`` far over the per-element bound.
+_SCALE_PAIRS: Final = {
+    DType.Q4_0: (float.fromhex("0x1.6c5f2p-1"), float.fromhex("0x1.d686fp-4"), 32),
+    DType.Q4_K: (float.fromhex("-0x1.fecebcp-1"), float.fromhex("0x1.a049bcp-1"), 256),
+}
+
+
+def _quant_scale_cases() -> list[Case]:
+    """Quantised products whose activation scale must be one float32 division: every block
+    opens with a pair from :data:`_SCALE_PAIRS`, the rest is drawn in ``[-0.45, 0.45]``."""
+    out = []
+    for q, (m, x, block) in _SCALE_PAIRS.items():
+        k = 2 * block
+        name = f"mulmat-{q.name.lower()}-values-scale-{k}x3x2"
+        v = np.random.default_rng(zlib.crc32(name.encode())).uniform(-0.45, 0.45, (2, k))
+        v[:, ::block], v[:, 1::block] = m, x
+        out.append(
+            Case(
+                name,
+                "mulmat",
+                (Arg((k, 3), q), _fixed((k, 2), tuple(float(t) for t in v.reshape(-1)))),
+                lambda ctx, xs: xs[0].mulmat(ctx, xs[1]),
+                lambda a, b, q=q: R.mulmat_q(a, b, q),
+                mulmat_tol(q, k),
+                dtype=q.name.lower(),
+                out_dtype=F32,
+                bound=lambda a, b, q=q: R.mulmat_q_bound(a, b, q),
+            )
+        )
+    return out
+
+
 def cases() -> list[Case]:
     """Every special-value case."""
     return [
@@ -394,4 +431,5 @@ def cases() -> list[Case]:
         *_sort_cases(),
         *_sdpa_cases(),
         *_quant_tie_cases(),
+        *_quant_scale_cases(),
     ]
