@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from mlplug.plugin_api import GraphError
 from mlplug.plugin_api import register_kernel as register
 
 if TYPE_CHECKING:
@@ -38,7 +39,14 @@ class Builder:
         self.flash = flash
 
     def src(self, t: Tensor, i: int = 0) -> int:
-        """Return the ggml tensor of source ``i`` of ``t``."""
+        """Return the ggml tensor of source ``i`` of ``t``.
+
+        :raises GraphError: ``t`` has no source ``i`` (a negative ``i`` included: Python's
+            from-the-end indexing would silently hand a kernel the wrong operand).
+        """
+        if not 0 <= i < len(t.src):
+            msg = f"ggml kernel of {t.op!r} asked for source {i}; the node has {len(t.src)}"
+            raise GraphError(msg)
         return self.ptrs[id(t.src[i])]
 
 
