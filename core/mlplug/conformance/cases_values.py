@@ -367,20 +367,24 @@ def _quant_tie_cases() -> list[Case]:
     out = []
     for q, k in ((DType.Q8_0, 64), (DType.Q4_0, 64), (DType.Q4_K, 256), (DType.Q6_K, 256)):
         name = f"mulmat-{q.name.lower()}-values-ties-{k}x3x2"
-        out.append(
-            Case(
-                name,
-                "mulmat",
-                (Arg((k, 3), q), _fixed((k, 2), _ties(name, k, 2))),
-                lambda ctx, x: x[0].mulmat(ctx, x[1]),
-                lambda a, b, q=q: R.mulmat_q(a, b, q),
-                mulmat_tol(q, k),
-                dtype=q.name.lower(),
-                out_dtype=F32,
-                bound=lambda a, b, q=q: R.mulmat_q_bound(a, b, q),
-            )
-        )
+        out.append(_quant_product_case(name, q, k, _ties(name, k, 2)))
     return out
+
+
+def _quant_product_case(name: str, q: DType, k: int, activations: tuple[float, ...]) -> Case:
+    """A ``[k, 3]`` weight of type ``q`` times the fixed ``[k, 2]`` ``activations``, held to the
+    activation-rounding reference and its per-element bound."""
+    return Case(
+        name,
+        "mulmat",
+        (Arg((k, 3), q), _fixed((k, 2), activations)),
+        lambda ctx, x: x[0].mulmat(ctx, x[1]),
+        lambda a, b: R.mulmat_q(a, b, q),
+        mulmat_tol(q, k),
+        dtype=q.name.lower(),
+        out_dtype=F32,
+        bound=lambda a, b: R.mulmat_q_bound(a, b, q),
+    )
 
 
 #: ``(first value, second value, block length)`` per activation quantiser: the scale
@@ -403,19 +407,7 @@ def _quant_scale_cases() -> list[Case]:
         name = f"mulmat-{q.name.lower()}-values-scale-{k}x3x2"
         v = np.random.default_rng(zlib.crc32(name.encode())).uniform(-0.45, 0.45, (2, k))
         v[:, ::block], v[:, 1::block] = m, x
-        out.append(
-            Case(
-                name,
-                "mulmat",
-                (Arg((k, 3), q), _fixed((k, 2), tuple(float(t) for t in v.reshape(-1)))),
-                lambda ctx, xs: xs[0].mulmat(ctx, xs[1]),
-                lambda a, b, q=q: R.mulmat_q(a, b, q),
-                mulmat_tol(q, k),
-                dtype=q.name.lower(),
-                out_dtype=F32,
-                bound=lambda a, b, q=q: R.mulmat_q_bound(a, b, q),
-            )
-        )
+        out.append(_quant_product_case(name, q, k, tuple(float(t) for t in v.reshape(-1))))
     return out
 
 
