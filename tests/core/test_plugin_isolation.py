@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from plugin_fakes import HANG_GUARD_S, FakeSite, run_mlplug, run_python
+from plugin_fakes import HANG_GUARD_S, FakeSite, run_mlplug, run_python, with_default_sigint
 from plugin_fakes import sources as src
 
 pytestmark = pytest.mark.skipif(
@@ -346,6 +346,7 @@ def test_interrupting_backends_kills_the_probe(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=with_default_sigint,
     )
     try:
         guard = time.monotonic() + HANG_GUARD_S

@@ -9,16 +9,28 @@ sources in :mod:`plugin_fakes.sources` are the misbehaving plugins the isolation
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["FakeSite", "run_mlplug", "run_python"]
+__all__ = ["FakeSite", "run_mlplug", "run_python", "with_default_sigint"]
 
 #: Hang guard for every child (no test relies on it: they finish in seconds).
 HANG_GUARD_S = 120
+
+
+def with_default_sigint() -> None:
+    """A ``preexec_fn`` giving a child the default SIGINT disposition.
+
+    A shell without job control starts background commands with SIGINT ignored, and children
+    inherit that: a test suite run as ``pytest ... &`` (as some CI runners do) would start every
+    child deaf to Ctrl-C, and Python then installs no KeyboardInterrupt handler. The tests that
+    send SIGINT start their child with this, so they test the program, not how pytest was run.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class FakeSite:

@@ -30,6 +30,7 @@ pytest.importorskip("mlplug_ggml")
 
 import mlplug as ml
 from mlplug.plugin_api import parse_endpoint, parse_endpoints
+from plugin_fakes import with_default_sigint
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parents[2] / "tests"
@@ -71,6 +72,7 @@ class Server:
             [sys.executable, "-m", "mlplug", "serve", "--port", "0", "--threads", "1", *extra],
             stdout=subprocess.DEVNULL,
             stderr=self._file,
+            preexec_fn=with_default_sigint,
         )
         self.port = 0
         for _ in range(600):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from model_files import write_gemma3
+from plugin_fakes import with_default_sigint
 
 pty = pytest.importorskip("pty")  # POSIX only
 
@@ -98,6 +99,7 @@ def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(tmp_path: Path) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child: the terminal is its stdin, stdout and stderr
         try:
+            with_default_sigint()  # Ctrl-C reaches it even when pytest runs in the background
             os.execv(sys.executable, argv)
         finally:
             os._exit(127)
