@@ -39,8 +39,8 @@ def site(tmp_path: Path) -> FakeSite:
 
 #: MLPLUG_PROBE_TIMEOUT for the tests with a hanging plugin. The hang always uses all of it, and
 #: the well-behaved cpu_numpy probed beside it must finish within it: at 2 s it did not on a
-#: loaded two-core machine, so the margin is generous (the wait is idle, not CPU).
-PROBE_TIMEOUT = "10"
+#: loaded two-core machine; 5 s leaves it a margin and keeps each hang test near 6 s.
+PROBE_TIMEOUT = "5"
 
 
 def backends_json(site: FakeSite, plugins: str, **env: str) -> dict[str, list[dict[str, object]]]:

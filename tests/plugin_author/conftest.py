@@ -2,8 +2,9 @@
 
 The ``venv`` tests install a generated plugin into a new virtual environment as its author
 would, with the core built from this checkout. To keep that fast, one session fixture builds a
-wheel of the core and collects the wheels of its dependencies (and pytest, setuptools) once;
-every environment then installs with ``--no-index --find-links`` on that cache.
+wheel of the core and collects the wheels of its dependencies (and pytest, setuptools) once,
+and one environment holding the core is made once; each test installs its own plugin into it
+with ``--no-index --find-links`` on that cache.
 Collecting the dependencies needs the package index (or a pip cache holding them): without
 one, the ``venv`` tests skip, saying so.
 """
@@ -110,13 +111,21 @@ class Venv:
         assert proc.returncode == 0, f"pip install {' '.join(specs)} failed:\n{proc.stderr}"
 
 
-@pytest.fixture
-def venv(tmp_path: Path, wheelhouse: Path) -> Venv:
-    """A new virtual environment (with pip) under ``tmp_path``."""
-    path = tmp_path / "venv"
-    proc = run([sys.executable, "-m", "venv", str(path)], tmp_path)
+@pytest.fixture(scope="session")
+def venv(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Venv:
+    """A new virtual environment (with pip) holding the core (``pip install mlplug``), made once.
+
+    The tests share it, each installing a plugin of its own name (``mygraph``, ``tiny``, the
+    README's ``mybackend``) and checking only that backend, so they do not see each other's
+    plugins; sharing saves a virtual environment and a core install per test (about 10 s).
+    """
+    base = tmp_path_factory.mktemp("venv")
+    path = base / "venv"
+    proc = run([sys.executable, "-m", "venv", str(path)], base)
     assert proc.returncode == 0, proc.stderr
-    return Venv(path, wheelhouse)
+    env = Venv(path, wheelhouse)
+    env.pip_install("mlplug", cwd=base)
+    return env
 
 
 #: Run in a fresh interpreter with a rendered plugin folder on the path: registers its backend

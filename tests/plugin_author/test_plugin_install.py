@@ -1,11 +1,12 @@
-"""A plugin author's path, end to end, in fresh virtual environments.
+"""A plugin author's path, end to end, in a fresh virtual environment.
 
 ``mlplug new-plugin`` (the core's own command, installed in the environment), ``pip install``
 of the result, its ``pytest``, and ``mlplug conformance --backend NAME``: green on the first
 try, for both engines, with exactly the cases the in-process run says are unsupported shown as
 xfails. The same for the README's hand-written ``tiny`` plugin, installed from the README's
-own ``pyproject.toml`` block. Each test builds one virtual environment from a wheel cache (see
-``conftest.py``); they are marked ``venv``.
+own ``pyproject.toml`` block. The tests share one new virtual environment holding only the
+core, built from a wheel cache (see ``conftest.py``), each installing a plugin of its own name;
+they are marked ``venv``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ def test_new_plugin_installs_and_its_tests_pass_first_time(
     name = f"my{engine}"
     work = tmp_path / "work"
     work.mkdir()
-    venv.pip_install("mlplug", cwd=work)
     started = time.monotonic()  # the statuses' in-process run is inside, a few seconds
     made = shell([venv.bin("mlplug"), "new-plugin", name, "--engine", engine], work)
     assert made.returncode == 0, made.stderr
@@ -129,7 +129,6 @@ def test_readme_tiny_plugin_installs_and_passes_its_ops(
     work = tmp_path / "tiny"
     work.mkdir()
     write_readme_files(work)
-    venv.pip_install("mlplug", cwd=work)
     (install,) = readme_commands("pip install ./ ")
     venv.pip_install(*install.split()[2:], cwd=work)  # pip install ./ pytest
     (command,) = readme_commands("pytest -p mlplug.conformance")
@@ -182,7 +181,6 @@ def test_readme_walk_runs_as_written(
     expected = Counter(statuses(name_, tmp_path / "expected").values())
     work = tmp_path / "work"
     work.mkdir()
-    venv.pip_install("mlplug", cwd=work)
     bin_dir = str(Path(venv.python).parent)
     env = {
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
