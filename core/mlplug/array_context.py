@@ -20,6 +20,7 @@ from .errors import GraphError
 from .ops import VIEW_OPS
 
 if TYPE_CHECKING:
+    from .backend import Backend
     from .tensor import Tensor
 
 __all__ = ["ArrayContext", "Preparer", "Step"]
@@ -48,6 +49,14 @@ class ArrayContext(Context):
     #: so that a new list reusing a freed one's id can never pick up a stale plan.
     _plan: tuple[Sequence[Tensor], int, list[Step]] | None = None
 
+    #: Per-compute memo for kernels: values several nodes of one graph share (RoPE's angle
+    #: table, the same for every layer's queries and keys). Emptied when a compute starts.
+    memo: dict[Any, Any]
+
+    def __init__(self, backend: Backend, max_nodes: int) -> None:
+        super().__init__(backend, max_nodes)
+        self.memo = {}
+
     @abstractmethod
     def new_storage(self, nbytes: int, zero: bool) -> Any:
         """Return a new flat byte buffer of ``nbytes`` (zero-filled if asked)."""
@@ -70,6 +79,7 @@ class ArrayContext(Context):
         if plan is None or plan[0] is not graph or plan[1] != len(graph):
             plan = (graph, len(graph), self._make_plan(graph))
             self._plan = plan
+        self.memo = {}
         for step in plan[2]:
             step()
 

@@ -90,9 +90,12 @@ def half_to_f32(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _f16(b: np.ndarray) -> np.ndarray:
-    """The f16 stored in the two bytes of the last axis of ``b``, as float32 ``(..., 1)``."""
-    return half_to_f32(np.ascontiguousarray(b))
+def _f16(b: np.ndarray, at: int) -> np.ndarray:
+    """The f16 at byte ``at`` (even) of each block of ``b`` (uint8 ``(..., type_size)``, an
+    even size), as float32 ``(..., 1)``: read through a 2-byte view of the blocks, which numpy
+    gathers about 4x faster than a contiguous copy of the 2-byte slices."""
+    halves = b.view(np.uint16) if b.flags.c_contiguous else np.ascontiguousarray(b).view(np.uint16)
+    return half_to_f32(halves[..., at // 2 : at // 2 + 1])
 
 
 def _nibbles(qs: np.ndarray) -> np.ndarray:
@@ -107,31 +110,41 @@ def _fifth_bits(qh: np.ndarray) -> np.ndarray:
     return bits << np.uint8(4)  # type: ignore[no-any-return]
 
 
+def _scaled(q: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:
+    """``out = q * d`` for integer ``q``: widened into ``out`` first, then multiplied in place.
+
+    The same float32 products as ``np.multiply(q, d)`` (the widening is exact), without numpy's
+    mixed-type loop, which casts a few values at a time and runs about 3x slower.
+    """
+    np.copyto(out, q, casting="unsafe")
+    out *= d
+
+
 def _q8_0(b: np.ndarray, out: np.ndarray) -> None:
-    np.multiply(b[..., 2:].view(np.int8), _f16(b[..., :2]), out=out)
+    _scaled(b[..., 2:].view(np.int8), _f16(b, 0), out)
 
 
 def _q4_0(b: np.ndarray, out: np.ndarray) -> None:
     q = _nibbles(b[..., 2:]).view(np.int8)
     q -= np.int8(8)
-    np.multiply(q, _f16(b[..., :2]), out=out)
+    _scaled(q, _f16(b, 0), out)
 
 
 def _q4_1(b: np.ndarray, out: np.ndarray) -> None:
-    np.multiply(_f16(b[..., :2]), _nibbles(b[..., 4:]), out=out)
-    out += _f16(b[..., 2:4])
+    _scaled(_nibbles(b[..., 4:]), _f16(b, 0), out)
+    out += _f16(b, 2)
 
 
 def _q5_0(b: np.ndarray, out: np.ndarray) -> None:
     q = (_nibbles(b[..., 6:]) | _fifth_bits(b[..., 2:6])).view(np.int8)
     q -= np.int8(16)
-    np.multiply(q, _f16(b[..., :2]), out=out)
+    _scaled(q, _f16(b, 0), out)
 
 
 def _q5_1(b: np.ndarray, out: np.ndarray) -> None:
     q = _nibbles(b[..., 8:]) | _fifth_bits(b[..., 4:8])
-    np.multiply(_f16(b[..., :2]), q, out=out)
-    out += _f16(b[..., 2:4])
+    _scaled(q, _f16(b, 0), out)
+    out += _f16(b, 2)
 
 
 def _k_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +153,8 @@ def _k_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
     sc = np.concatenate([lo & 0x3F, (mix & 0x0F) | ((lo >> 2) & 0x30)], axis=-1)
     mn = np.concatenate([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], axis=-1)
-    d = _f16(b[..., 0:2]) * sc.astype(F32)
-    dm = _f16(b[..., 2:4]) * mn.astype(F32)
+    d = _f16(b, 0) * sc.astype(F32)
+    dm = _f16(b, 2) * mn.astype(F32)
     return d[..., None], dm[..., None]
 
 
@@ -156,7 +169,7 @@ def _k_scale(b: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
     """``out = (d * sc) * q - dmin * mn`` for Q4_K/Q5_K super-blocks ``b`` and values ``q``."""
     d, dm = _k_scales(b)
     o = out.reshape(q.shape)
-    np.multiply(d, q, out=o)
+    _scaled(q, d, o)
     o -= dm
 
 
@@ -179,8 +192,8 @@ def _q6_k(b: np.ndarray, out: np.ndarray) -> None:
     high = ((qh >> _Q6_HIGH_SHIFT) & np.uint8(0x03)).reshape(*lead, 256)
     q = (low | (high << np.uint8(4))).view(np.int8)
     q -= np.int8(32)
-    d = _f16(b[..., 208:210]) * b[..., 192:208].view(np.int8).astype(F32)
-    np.multiply(d[..., None], q.reshape(*lead, 16, 16), out=out.reshape(*lead, 16, 16))
+    d = _f16(b, 208) * b[..., 192:208].view(np.int8).astype(F32)
+    _scaled(q.reshape(*lead, 16, 16), d[..., None], out.reshape(*lead, 16, 16))
 
 
 def _f16_rows(b: np.ndarray, out: np.ndarray) -> None:

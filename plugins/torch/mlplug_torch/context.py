@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -95,8 +95,6 @@ class TorchContext(ArrayContext):
         self.acc_dtype = torch.float32 if self.device.type == "mps" else torch.float64
         #: While tracing for torch.compile: root id -> current flat value (functional mode).
         self.env: dict[int, torch.Tensor] | None = None
-        #: Per-compute memo for kernels (e.g. RoPE angle tables shared by all layers).
-        self.memo: dict[Any, Any] = {}
         self._wanted: tuple[Tensor, ...] = ()
 
     # -- storage hooks ----------------------------------------------------------------------

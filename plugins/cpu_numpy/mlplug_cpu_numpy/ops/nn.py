@@ -244,26 +244,31 @@ def rope_angles(
 def rope(ctx: NumpyContext, t: Tensor) -> None:
     """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
     x_t, pos_t = t.src[0], t.src[1]
-    factors = ctx.values(t.src[2]).reshape(-1) if len(t.src) > 2 else None
+    fac_t = t.src[2] if len(t.src) > 2 else None
     p = RopeParams.of(t)
     n_dims, mode = p.n_dims, p.mode
     x = ctx.values(x_t)  # (B, T, H, D)
     n_pairs = rope_n_pairs(n_dims, mode)
-    cos, sin = rope_angles(
-        ctx.arr(pos_t).reshape(-1),
-        n_pairs,
-        n_dims,
-        p.base,
-        p.freq_scale,
-        p.ext_factor,
-        p.attn_factor,
-        p.beta_fast,
-        p.beta_slow,
-        p.n_ctx_orig,
-        factors,
-        mode,
-        p.sections,
-    )
+    # every layer's queries and keys share one table: computed once per compute
+    key = ("rope", id(pos_t), None if fac_t is None else id(fac_t), n_pairs, p)
+    cs = ctx.memo.get(key)
+    if cs is None:
+        cs = ctx.memo[key] = rope_angles(
+            ctx.arr(pos_t).reshape(-1),
+            n_pairs,
+            n_dims,
+            p.base,
+            p.freq_scale,
+            p.ext_factor,
+            p.attn_factor,
+            p.beta_fast,
+            p.beta_slow,
+            p.n_ctx_orig,
+            None if fac_t is None else ctx.values(fac_t).reshape(-1),
+            mode,
+            p.sections,
+        )
+    cos, sin = cs
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     y = x.copy()
     if mode == 0:
@@ -278,6 +283,15 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
     ctx.put(t, y)
 
 
+def _keys_or_values(ctx: NumpyContext, t: Tensor, n: int | None) -> np.ndarray:
+    """Float32 ``(B, Lk, Hkv, d)`` of K or V, cut to the first ``n`` keys before converting
+    (a decode step reads a few rows of a long F16 cache, not all of it)."""
+    if t.dtype in (DType.F32, DType.F16):
+        a = ctx.arr(t)[:, :n]
+        return a if t.dtype == DType.F32 else a.astype(F32)
+    return ctx.values(t)[:, :n]
+
+
 @implements("scaled_dot_product_attention")
 def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks."""
@@ -288,16 +302,18 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     mask = ctx.values(rest.pop(0)) if has_mask else None
     sinks = ctx.values(rest.pop(0)).reshape(-1) if has_sinks else None
     q = ctx.values(q_t)  # (B, Lq, H, dk)
-    k = ctx.values(k_t)  # (B, Lk, Hkv, dk)
-    v = ctx.values(v_t)  # (B, Lk, Hkv, dv)
+    n: int | None = None  # keys kept: all, or up to the last one any query may see
     if mask is not None:
         # Keys past the last one any query may see add exactly nothing: leave them out, so the
-        # sums (and their rounding) do not depend on how far a cache padded its history.
+        # sums (and their rounding) do not depend on how far a cache padded its history, and a
+        # cache's unused tail is never converted to float32.
         mask = mask[:, :, : q.shape[1], :]
         seen = np.flatnonzero((mask != -np.inf).any(axis=(0, 1, 2)))
         if seen.size:
             n = int(seen[-1]) + 1
-            mask, k, v = mask[..., :n], k[:, :n], v[:, :n]
+            mask = mask[..., :n]
+    k = _keys_or_values(ctx, k_t, n)  # (B, Lk, Hkv, dk)
+    v = _keys_or_values(ctx, v_t, n)  # (B, Lk, Hkv, dv)
     if k_t.dtype == DType.F16:
         q = q.astype(np.float16).astype(F32)
     h, hkv = q.shape[2], k.shape[2]

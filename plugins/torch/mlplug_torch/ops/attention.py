@@ -76,6 +76,15 @@ def _explicit(
     return torch.matmul(p.reshape(b, hkv, r * lq, lk), v).reshape(b, h, lq, v.shape[-1])
 
 
+def _keys_or_values(ctx: TorchContext, t: Tensor, n: int | None) -> torch.Tensor:
+    """Float32 ``(B, Hkv, Lk, d)`` of K or V, cut to the first ``n`` keys before converting
+    (a decode step reads a few rows of a long F16 cache, not all of it)."""
+    a = (ctx.values(t) if t.dtype.is_quantized else ctx.arr(t)).transpose(1, 2)
+    if n is not None:
+        a = a[:, :, :n]
+    return a if a.dtype == torch.float32 else a.float()
+
+
 @implements("scaled_dot_product_attention")
 def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks; ``[d_v, H, L_q, B]``."""
@@ -86,10 +95,9 @@ def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
     mask_t = rest.pop(0) if has_mask else None
     sinks_t = rest.pop(0) if has_sinks else None
     q = ctx.values(q_t).transpose(1, 2)  # (B, H, Lq, dk)
-    k = ctx.values(k_t).transpose(1, 2)  # (B, Hkv, Lk, dk)
-    v = ctx.values(v_t).transpose(1, 2)  # (B, Hkv, Lk, dv)
     b, h, lq, _ = q.shape
     mask = None
+    n: int | None = None  # keys kept: all, or up to the last one any query may see
     if mask_t is not None:
         m = ctx.values(mask_t)[:, :, :lq, :]  # (M3, M2, Lq, Lk), tiled over heads and batch
         if m.shape[1] not in (1, h):
@@ -99,11 +107,14 @@ def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
         mask = m
         if not ctx.tracing:
             # Keys past the last one any query may see add exactly nothing: leave them out,
-            # so the sums (and their rounding) do not depend on a cache's padded history.
+            # so the sums (and their rounding) do not depend on a cache's padded history, and
+            # a cache's unused tail is never converted to float32.
             seen = torch.nonzero((m != float("-inf")).any(dim=2).any(dim=1).any(dim=0))
             if seen.numel():
                 n = int(seen[-1]) + 1
-                mask, k, v = m[..., :n], k[:, :, :n], v[:, :, :n]
+                mask = m[..., :n]
+    k = _keys_or_values(ctx, k_t, n)  # (B, Hkv, Lk, dk)
+    v = _keys_or_values(ctx, v_t, n)  # (B, Hkv, Lk, dv)
     s = f32(scale)
     half_kv = k_t.dtype == DType.F16 or v_t.dtype == DType.F16
     if sinks_t is None and not half_kv:
