@@ -51,6 +51,7 @@ __all__ = [
     "row_bytes",
     "row_tiles",
     "tile_rows",
+    "tile_spans",
 ]
 
 #: Float32 bytes of one decoded tile (the default of :func:`tile_rows`): about the L2 cache, for
@@ -304,6 +305,30 @@ def tile_rows(k: int, tile_bytes: int = TILE_BYTES) -> int:
 MIN_TILE_WORK = 1 << 21
 
 
+def tile_spans(
+    m: int, k: int, columns: int = 1, tile_bytes: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """Yield ``(first_row, rows)`` of the tiles a product over ``m`` rows of ``k`` values uses.
+
+    Tiles have :func:`tile_rows` rows of ``tile_bytes`` (default: :data:`TILE_BYTES` for one
+    column, :data:`WIDE_TILE_BYTES` for more), more for a product of ``columns`` > 1 columns (see
+    :data:`MIN_TILE_WORK`); the last tile takes the remaining rows (fewer than two tiles' worth),
+    so no tile is smaller than the others. A backend decoding tiles its own way (torch on the
+    CPU) uses the same spans, so its products split their sums as :func:`row_tiles`' do.
+    """
+    if tile_bytes is None:
+        tile_bytes = TILE_BYTES if columns == 1 else WIDE_TILE_BYTES
+    step = tile_rows(k, tile_bytes)
+    if columns > 1:
+        least = -(-MIN_TILE_WORK // (columns * k))
+        step = max(step, least + (-least) % TILE_ALIGN)
+    r0 = 0
+    while r0 < m:
+        n = m - r0 if m - r0 < 2 * step else step
+        yield r0, n
+        r0 += n
+
+
 def row_tiles(
     raw: np.ndarray,
     dtype: DType,
@@ -313,29 +338,17 @@ def row_tiles(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_row, float32 tile (n, k))`` over a weight's rows, decoded a tile at a time.
 
-    Tiles have :func:`tile_rows` rows of ``tile_bytes`` (default: :data:`TILE_BYTES` for one
-    column, :data:`WIDE_TILE_BYTES` for more), more for a product of ``columns`` > 1 columns (see
-    :data:`MIN_TILE_WORK`); the last tile takes the remaining rows (fewer than two tiles' worth),
-    so no tile is smaller than the others. The tiles share one buffer: a tile is valid until the
-    next is yielded.
+    The tiles are :func:`tile_spans`' and share one buffer: a tile is valid until the next is
+    yielded.
 
     :raises DTypeError: for a type that is not block-encoded or half.
     :raises ShapeError: for a bad row length.
     """
     rows = _as_rows(raw, dtype, k)
-    m = rows.shape[0]
-    if tile_bytes is None:
-        tile_bytes = TILE_BYTES if columns == 1 else WIDE_TILE_BYTES
-    step = tile_rows(k, tile_bytes)
-    if columns > 1:
-        least = -(-MIN_TILE_WORK // (columns * k))
-        step = max(step, least + (-least) % TILE_ALIGN)
-    buf = np.empty((min(m, 2 * step - 1), k), F32)
-    r0 = 0
-    while r0 < m:
-        n = m - r0 if m - r0 < 2 * step else step
+    spans = list(tile_spans(rows.shape[0], k, columns, tile_bytes))
+    buf = np.empty((max((n for _, n in spans), default=0), k), F32)
+    for r0, n in spans:
         yield r0, decode_rows(rows[r0 : r0 + n], dtype, k, buf[:n])
-        r0 += n
 
 
 def mulmat_rows(

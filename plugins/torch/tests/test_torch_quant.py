@@ -13,6 +13,7 @@ import torch
 
 from mlplug import DType, NotSupportedError, quants
 from mlplug_torch import TorchBackend
+from mlplug_torch.ops.linalg import TORCH_DECODED, decode_tile
 from mlplug_torch.quant import can_quantize, dequantize, quantize
 
 
@@ -74,3 +75,29 @@ def test_activation_rounding_matches_ggml(weight: DType) -> None:
     rnd = q8_k_round if weight == DType.Q4_K else q8_0_round
     got = rnd(torch.from_numpy(x)).numpy()
     np.testing.assert_array_equal(got, dot_activations(x, weight).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", sorted(TORCH_DECODED, key=lambda d: d.name))
+def test_tiles_torch_decodes_equal_the_core_decoders_bit_for_bit(dtype: DType) -> None:
+    """Random bytes (special scale values included) decode to the same float32 bits; a NaN
+    stays a NaN (the CPU's half conversion quiets a signalling NaN's payload, numpy's integer
+    widening keeps it)."""
+    from mlplug.plugin_api import TRAITS, decode_rows
+
+    rng = np.random.default_rng(5)
+    k, rows = 256, 70
+    tr = TRAITS[dtype]
+    raw = rng.integers(0, 256, (rows, k // tr.block_size * tr.type_size), dtype=np.uint8)
+    raw[0, :2] = (0x80, 0x7F) if dtype == DType.BF16 else (0x00, 0x7C)  # +inf (a scale, or value)
+    want = decode_rows(raw, dtype, k)
+    blocks = torch.from_numpy(raw)
+    if dtype in (DType.F16, DType.BF16):
+        blocks = blocks.view(torch.float16 if dtype == DType.F16 else torch.bfloat16)
+    else:
+        blocks = blocks.reshape(rows, k // tr.block_size, tr.type_size)
+    got = decode_tile(blocks, dtype).numpy()
+    assert got.shape == want.shape
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+    assert nan.any() and np.isinf(want).any()  # the special values were drawn
