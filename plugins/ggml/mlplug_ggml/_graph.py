@@ -140,8 +140,9 @@ class Entry:
         self.segments: list[tuple[list[IdCheck], int]] | None = None
         #: Index operands read from constructor tensors: checked on the host before a run.
         self.host_checks: list[IdCheck] = []
-        #: Leaves owned by other contexts: the entry is stale once one of them is closed.
-        self.foreign: list[Tensor] = []
+        #: The shared records of the other contexts whose leaves this graph reads (each once):
+        #: the entry is stale once one of them is closed.
+        self.foreign: list[Any] = []
         #: Per requested tensor (in request order), its handle: (this entry, the ggml tensor
         #: owning its storage, its byte offset there).
         self.handles: list[tuple[Entry, int, int]] = []
@@ -155,7 +156,7 @@ class Entry:
         """Whether a leaf of another context this graph reads was freed since it was built."""
         if not self.foreign:
             return False
-        return any(t.ctx.closed for t in self.foreign)
+        return any(shared.closed for shared in self.foreign)
 
     def run(self, backend: int, read_leaf: Callable[[Tensor], bytes]) -> None:
         """Check the index operands and compute the graph (in parts if it was split).
@@ -163,8 +164,15 @@ class Entry:
         :raises OutOfRangeError: an index operand holds a value outside its range.
         :raises GraphError: ggml reported a failed computation.
         """
-        for chk in self.host_checks:
-            _check_values(read_leaf(chk.ids), chk)
+        checks = self.host_checks
+        if checks:
+            # Operands often share one index leaf (every layer's K and V cache writes): read
+            # each leaf once and test its extremes against every range that uses it.
+            by_leaf: dict[int, list[IdCheck]] = {}
+            for chk in checks:
+                by_leaf.setdefault(id(chk.ids), []).append(chk)
+            for group in by_leaf.values():
+                _check_group(read_leaf(group[0].ids), group)
         if self.segments is None:
             self._compute(backend, self.graph)
             return
@@ -403,8 +411,9 @@ def build(
         ptrs = b.ptrs
         for t in graph:
             if t.op == LEAF:
-                if t.ctx._shared is not owner:
-                    entry.foreign.append(t)
+                shared = t.ctx._shared
+                if shared is not owner and all(f is not shared for f in entry.foreign):
+                    entry.foreign.append(shared)
             elif verify:
                 _check_layout(ptrs[id(t)], t)
         set_output = lib.ggml_set_output
@@ -561,6 +570,20 @@ def gather(lib: Lib, base: int, offs: int, t: Tensor) -> bytes:
     unit = np.dtype((np.void, tr.type_size))
     arr = np.ndarray(units[::-1], unit, buffer=raw, strides=t.nb[::-1])
     return np.ascontiguousarray(arr).tobytes()
+
+
+def _check_group(raw: bytes, checks: list[IdCheck]) -> None:
+    """Check ``raw`` (the values of one integer leaf) against each check on it."""
+    dtype = _INDEX_NP.get(checks[0].ids.dtype)
+    values = np.frombuffer(raw, dtype) if dtype is not None else None
+    if values is not None and not values.size:
+        return
+    lo = hi = 0
+    if values is not None:
+        lo, hi = int(values.min()), int(values.max())
+    for chk in checks:
+        if values is None or lo < chk.low or hi >= chk.high:
+            _check_values(raw, chk)  # raises, naming this check's op and the value
 
 
 def _check_values(raw: bytes, chk: IdCheck) -> None:

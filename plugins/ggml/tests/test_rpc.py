@@ -30,7 +30,6 @@ pytest.importorskip("mlplug_ggml")
 
 import mlplug as ml
 from mlplug.plugin_api import parse_endpoint, parse_endpoints
-from plugin_fakes import with_default_sigint
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parents[2] / "tests"
@@ -60,6 +59,12 @@ needs_rpc = pytest.mark.skipif(
         f"{_build_command()} (or point MLPLUG_GGML_LIB at such a build)"
     ),
 )
+
+
+def with_default_sigint() -> None:
+    """A ``preexec_fn``: the server gets SIGINT's default disposition even when this suite runs
+    as a background job (whose children inherit SIGINT ignored), so Ctrl-C tests test it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Server:
