@@ -316,12 +316,13 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     v = _keys_or_values(ctx, v_t, n)  # (B, Lk, Hkv, dv)
     if k_t.dtype == DType.F16:
         q = q.astype(np.float16).astype(F32)
-    h, hkv = q.shape[2], k.shape[2]
+    bsz, lq, h, _ = q.shape
+    hkv, lk = k.shape[2], k.shape[1]
     r = h // hkv
-    if r > 1:
-        k = np.repeat(k, r, axis=2)
-        v = np.repeat(v, r, axis=2)
-    logits = np.einsum("bnhd,bjhd->bhnj", q, k, dtype=F32) * F32(scale)
+    # Query head h uses KV head h // r: fold each group of r heads into the rows, so that both
+    # products are batched BLAS matmuls over (batch, KV head) without repeating K or V.
+    qg = q.transpose(0, 2, 1, 3).reshape(bsz, hkv, r * lq, q.shape[3])
+    logits = np.matmul(qg, k.transpose(0, 2, 3, 1)).reshape(bsz, h, lq, lk) * F32(scale)
     if mask is not None:
         lq = q.shape[1]
         m = mask[:, :, :lq, :]  # (M3, M2, Lq, Lk)
@@ -339,5 +340,5 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
         p = e / den
     if v_t.dtype == DType.F16:
         p = p.astype(np.float16).astype(F32)
-    o = np.einsum("bhnj,bjhe->bnhe", p, v, dtype=F32)
-    ctx.put(t, o)
+    o = np.matmul(p.reshape(bsz, hkv, r * lq, lk), v.transpose(0, 2, 1, 3))
+    ctx.put(t, o.reshape(bsz, h, lq, v.shape[3]).transpose(0, 2, 1, 3))
