@@ -14,6 +14,7 @@ from mlplug.plugin_api import (
     bf16_to_f32,
     dequantize,
     f32_to_bf16,
+    half_to_f32,
     quantize,
 )
 
@@ -72,6 +73,8 @@ class NumpyContext(ArrayContext):
             return bf16_to_f32(a)
         if d.is_quantized:
             return dequantize(a, d).reshape(_rev(t.ne))
+        if d == DType.F16:
+            return half_to_f32(a)  # numpy's own float16 cast is about 20x slower
         return a.astype(np.float32)
 
     def put(self, t: Tensor, v: np.ndarray) -> None:

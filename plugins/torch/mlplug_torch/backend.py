@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
@@ -86,6 +87,8 @@ class TorchBackend(Backend):
         #: Float32 copies of CPU weights (``BackendParams.dequantize``); mulmat prefers them.
         self.weight_copies: WeightCopies = WeightCopies()
         self.dequantized_copies = self.device.type == "cpu"
+        #: Per thread, the float32 buffer tiled products decode into (grown as needed).
+        self.tile_scratch = threading.local()
 
     def __enter__(self) -> TorchBackend:
         """Return self (the backend closes when the ``with`` block ends)."""

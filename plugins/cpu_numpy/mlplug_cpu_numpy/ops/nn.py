@@ -16,6 +16,7 @@ from mlplug.plugin_api import (
     Pool2dParams,
     RopeParams,
     bilinear_axis,
+    half_to_f32,
     nearest_index,
     rope_n_pairs,
     rope_rows,
@@ -288,7 +289,7 @@ def _keys_or_values(ctx: NumpyContext, t: Tensor, n: int | None) -> np.ndarray:
     (a decode step reads a few rows of a long F16 cache, not all of it)."""
     if t.dtype in (DType.F32, DType.F16):
         a = ctx.arr(t)[:, :n]
-        return a if t.dtype == DType.F32 else a.astype(F32)
+        return a if t.dtype == DType.F32 else half_to_f32(a)
     return ctx.values(t)[:, :n]
 
 

@@ -139,6 +139,17 @@ def decode_tile(rows: torch.Tensor, dtype: DType, out: torch.Tensor | None = Non
     return out
 
 
+def _scratch(ctx: TorchContext, n: int) -> torch.Tensor:
+    """A float32 CPU buffer of ``n`` values, kept by the backend (one per thread) and reused by
+    every tiled product: a fresh megabyte per product cost the allocator's page faults more
+    than the decoding (tiny q8_0 decode after a 512-token prompt: 76 -> 30 ms per token)."""
+    local = ctx.backend.tile_scratch
+    buf: torch.Tensor | None = getattr(local, "buf", None)
+    if buf is None or buf.numel() < n:
+        buf = local.buf = torch.empty(n, dtype=torch.float32)
+    return buf[:n]
+
+
 def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tensor:
     """``bv @ a^T`` (``bv``: ``(B3, B2, N, K)``) with ``a`` decoded a tile of rows at a time."""
     raw = ctx.arr(a)[0, 0]
@@ -150,7 +161,7 @@ def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tenso
     tiles: Iterator[tuple[int, torch.Tensor]]
     if a.dtype in TORCH_DECODED:
         spans = list(tile_spans(m, k, columns=n))
-        buf = torch.empty((max(r for _, r in spans), k), dtype=torch.float32)
+        buf = _scratch(ctx, max(r for _, r in spans) * k).view(-1, k)
         tiles = ((r0, decode_tile(raw[r0 : r0 + rows], a.dtype, buf[:rows])) for r0, rows in spans)
     else:
         host = (raw if raw.dtype == torch.uint8 else raw.view(torch.uint8)).numpy()
