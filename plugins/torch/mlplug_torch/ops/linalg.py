@@ -165,7 +165,10 @@ def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tenso
         tiles = ((r0, decode_tile(raw[r0 : r0 + rows], a.dtype, buf[:rows])) for r0, rows in spans)
     else:
         host = (raw if raw.dtype == torch.uint8 else raw.view(torch.uint8)).numpy()
-        tiles = ((r0, torch.from_numpy(t)) for r0, t in row_tiles(host, a.dtype, k, columns=n))
+        tiles = (
+            (r0, torch.from_numpy(t))
+            for r0, t in row_tiles(host, a.dtype, k, columns=n, reuse=True)
+        )
     for r0, tile in tiles:
         w = tile.t()
         res[..., r0 : r0 + tile.shape[0]] = torch.mm(x, w) if x.dim() == 2 else torch.matmul(x, w)
