@@ -283,10 +283,10 @@ class Decoder(Model):
 
 
 def _floats(logits: Tensor) -> np.ndarray:
-    """Return the computed ``logits`` as float32 (a copy owned by the caller)."""
+    """Return the computed ``logits`` as float32 (``Tensor.floats`` returns a new array, which
+    the caller owns)."""
     values = logits.floats()
     if values is None:  # pragma: no cover - compute always fills the output
         msg = "the logits were not computed"
         raise ShapeError(msg, op="forward")
-    owned: np.ndarray = values.copy()
-    return owned
+    return values
