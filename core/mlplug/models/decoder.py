@@ -205,8 +205,10 @@ class Decoder(Model):
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             msg = f"outputs must index the {n} tokens, got {rows.tolist()}"
             raise ShapeError(msg, op="forward")
-        result = np.zeros((rows.size, self.vocab_size), dtype=np.float32)
         step = self.cache.max_batch
+        if n <= step and rows.size:  # one pass (every decode step): its logits, as they come
+            return self._pass(ids, pos, rows)
+        result = np.zeros((rows.size, self.vocab_size), dtype=np.float32)
         for start in range(0, n, step):
             stop = min(start + step, n)
             which = np.flatnonzero((rows >= start) & (rows < stop))
