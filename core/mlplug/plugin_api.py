@@ -92,7 +92,15 @@ from .ops.records import (
 )
 from .params import BackendParams, CacheConfig, FlashAttentionType
 from .quantmm import FAST_TYPES as FAST_DECODE_TYPES
-from .quantmm import WeightCopies, decode_rows, half_to_f32, mulmat_rows, row_tiles, tile_spans
+from .quantmm import (
+    WIDE_TILE_BYTES,
+    WeightCopies,
+    decode_rows,
+    half_to_f32,
+    mulmat_rows,
+    row_tiles,
+    tile_spans,
+)
 from .quants import bf16_to_f32, dequantize, f32_to_bf16, quantize
 from .sysinfo import host_memory
 from .tensor import Tensor
@@ -144,6 +152,7 @@ __all__ = [
     "Context",
     "DType",
     "FAST_DECODE_TYPES",
+    "WIDE_TILE_BYTES",
     "DTypeError",
     "TypeTraits",
     "DeviceEnumerator",
