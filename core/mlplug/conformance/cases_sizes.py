@@ -129,6 +129,15 @@ def _mulmat_cases() -> list[Case]:
         for blocks in (3, 5):
             k = 256 * blocks
             out.append(_mulmat(f"{lbl(q)}-full-{k}x4x10", Arg((k, 4), q), Arg((k, 10))))
+    # One column: a decode step, where backends take their matrix-vector paths (torch splits
+    # an f32 weight of 1 MiB or more between threads; numpy sums Q8_0 per block). 700 rows
+    # span several tiles; 701 rows split unevenly between threads.
+    out += [
+        _mulmat(f"f32-full-column-1024x{m}x1", Arg((1024, m)), Arg((1024, 1))) for m in (700, 701)
+    ]
+    for q in (F16, *QUANTS, *K_QUANTS):
+        out.append(_mulmat(f"{lbl(q)}-full-column-1024x700x1", Arg((1024, 700), q), Arg((1024, 1))))
+    out.append(_mulmat("q8_0-column-160x7x1", Arg((160, 7), Q8_0), Arg((160, 1)), tier="default"))
     return out
 
 
