@@ -85,10 +85,11 @@ def test_tiles_torch_decodes_equal_the_core_decoders_bit_for_bit(dtype: DType) -
     from mlplug.plugin_api import TRAITS, decode_rows
 
     rng = np.random.default_rng(5)
-    k, rows = 256, 70
+    k, rows = 512, 70
     tr = TRAITS[dtype]
     raw = rng.integers(0, 256, (rows, k // tr.block_size * tr.type_size), dtype=np.uint8)
-    raw[0, :2] = (0x80, 0x7F) if dtype == DType.BF16 else (0x00, 0x7C)  # +inf (a scale, or value)
+    at = 208 if dtype == DType.Q6_K else 0  # where the first block's f16 scale (or value) is
+    raw[0, at : at + 2] = (0x80, 0x7F) if dtype == DType.BF16 else (0x00, 0x7C)  # +inf
     want = decode_rows(raw, dtype, k)
     blocks = torch.from_numpy(raw)
     if dtype in (DType.F16, DType.BF16):
