@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_PROBE_TIMEOUT",
     "ChildResult",
     "child_env",
+    "env_seconds",
     "finish_child",
     "kill_child",
     "kill_all_children",
@@ -40,21 +41,30 @@ _lock = threading.Lock()
 _children: dict[int, subprocess.Popen[str]] = {}
 
 
-def probe_timeout() -> float:
-    """Return the seconds a child may take: ``$MLPLUG_PROBE_TIMEOUT``, else 30.
+def env_seconds(variable: str, default: float) -> float:
+    """Return the seconds in environment variable ``variable``, or ``default`` when it is unset
+    or blank: the one rule for every ``MLPLUG_*`` timeout.
 
     :raises ConfigError: if the variable is not a positive, finite number of seconds.
     """
-    raw = os.environ.get(_TIMEOUT_VAR, "").strip()
+    raw = os.environ.get(variable, "").strip()
     if not raw:
-        return DEFAULT_PROBE_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ConfigError(_TIMEOUT_VAR, raw, "a positive number of seconds, e.g. 30")
+        raise ConfigError(variable, raw, f"a positive number of seconds, e.g. {default:g}")
     return value
+
+
+def probe_timeout() -> float:
+    """Return the seconds a child may take: ``$MLPLUG_PROBE_TIMEOUT``, else 30.
+
+    :raises ConfigError: if the variable is not a positive, finite number of seconds.
+    """
+    return env_seconds(_TIMEOUT_VAR, DEFAULT_PROBE_TIMEOUT)
 
 
 def child_env(**extra: str) -> dict[str, str]:

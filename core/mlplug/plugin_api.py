@@ -29,6 +29,7 @@ What is here, by job:
 
 from __future__ import annotations
 
+from ._child_processes import env_seconds
 from ._tensorbase import LEAF
 from .array_context import ArrayContext, Preparer, Step
 from .backend import Backend, Kernel
@@ -198,6 +199,7 @@ __all__ = [
     "rope_rows",
     "rope_theta_scale",
     "row_tiles",
+    "env_seconds",
     "tile_spans",
     "half_to_f32",
     "yarn_mix",

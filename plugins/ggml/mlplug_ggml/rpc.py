@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mlplug.plugin_api import (
     BackendLoadError,
-    ConfigError,
     Endpoint,
     RemoteDeviceError,
+    env_seconds,
     parse_endpoints,
 )
 
@@ -109,16 +109,7 @@ _AbortFn = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
 
 
 def _timeout() -> float:
-    text = os.environ.get(ENV_RPC_TIMEOUT, "").strip()
-    if not text:
-        return _DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ConfigError(ENV_RPC_TIMEOUT, text, "a positive number of seconds")
-    return value
+    return env_seconds(ENV_RPC_TIMEOUT, _DEFAULT_TIMEOUT)
 
 
 # --------------------------------------------------------------------------------------------
