@@ -20,7 +20,6 @@ import torch
 
 from mlplug.plugin_api import (
     FAST_DECODE_TYPES,
-    TRAITS,
     WIDE_TILE_BYTES,
     DType,
     TriParams,
@@ -29,6 +28,7 @@ from mlplug.plugin_api import (
 )
 
 from .. import quant
+from ..quant import TORCH_DECODED, decode_tile
 from ._registry import implements
 from .elementwise import f16_round
 
@@ -117,83 +117,6 @@ def _tiled(ctx: TorchContext, a: Tensor) -> bool:
         and not ctx.tracing
         and ctx.device.type == "cpu"
     )
-
-
-#: Types whose tiles torch decodes itself on the CPU: its elementwise ops run on every thread
-#: (numpy's on one), about 4x faster here; the values equal mlplug's decoders bit for bit.
-TORCH_DECODED = frozenset(
-    {DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q6_K, DType.F16, DType.BF16}
-)
-
-_BIT = torch.arange(8, dtype=torch.uint8)
-_NIBBLE = torch.tensor([0, 4], dtype=torch.uint8).view(2, 1)
-_CRUMB = torch.tensor([0, 2, 4, 6], dtype=torch.uint8).view(4, 1)
-
-
-def _half(rows: torch.Tensor, at: int) -> torch.Tensor:
-    """The f16 at byte ``at`` (even) of each block, as float32 ``(n, n_blocks, 1)``: read
-    through a 2-byte view of the blocks, not a gathered copy."""
-    return rows.view(torch.int16)[..., at // 2 : at // 2 + 1].view(torch.float16).float()
-
-
-def _q4_k(rows: torch.Tensor, out: torch.Tensor) -> None:
-    """Q4_K super-blocks: ``(d * sc) * q - dmin * mn`` per sub-block of 32 (see quantmm)."""
-    n, nb = rows.shape[:2]
-    s = rows[..., 4:16]
-    lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
-    sc = torch.cat([lo & 0x3F, (mix & 0x0F) | ((lo >> 2) & 0x30)], dim=-1)
-    mn = torch.cat([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], dim=-1)
-    d = (_half(rows, 0) * sc.float()).unsqueeze(-1)  # (n, nb, 8, 1)
-    dm = (_half(rows, 2) * mn.float()).unsqueeze(-1)
-    q = (rows[..., 16:].reshape(n, nb, 4, 1, 32) >> _NIBBLE) & 0x0F  # sub-blocks 2i, 2i + 1
-    blocks = out.view(n, nb, 8, 32)
-    blocks.copy_(q.reshape(n, nb, 8, 32))
-    blocks.mul_(d).sub_(dm)
-
-
-def _q6_k(rows: torch.Tensor, out: torch.Tensor) -> None:
-    """Q6_K super-blocks: ``(d * sc) * (q - 32)`` per group of 16 (see quantmm)."""
-    n, nb = rows.shape[:2]
-    low = ((rows[..., :128].reshape(n, nb, 2, 1, 64) >> _NIBBLE) & 0x0F).reshape(n, nb, 256)
-    high = ((rows[..., 128:192].reshape(n, nb, 2, 1, 32) >> _CRUMB) & 0x03).reshape(n, nb, 256)
-    d = _half(rows, 208) * rows[..., 192:208].view(torch.int8).float()  # (n, nb, 16)
-    blocks = out.view(n, nb, 16, 16)
-    blocks.copy_((low | (high << 4)).view(n, nb, 16, 16))
-    blocks.sub_(32.0).mul_(d.unsqueeze(-1))
-
-
-def decode_tile(rows: torch.Tensor, dtype: DType, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Float32 ``(n, K)`` of ``n`` encoded rows (``(n, n_blocks, bytes)`` uint8 blocks, or
-    ``(n, K)`` halves) of a type in :data:`TORCH_DECODED`, written into ``out`` if given (a
-    reused buffer: a fresh megabyte per tile costs the allocator more than the decoding)."""
-    n = rows.shape[0]
-    if out is None:
-        per = 1 if rows.dim() == 2 else TRAITS[dtype].block_size
-        out = torch.empty((n, rows.shape[1] * per), dtype=torch.float32)
-    if dtype in (DType.F16, DType.BF16):
-        return out.copy_(rows)
-    if dtype == DType.Q4_K:
-        _q4_k(rows, out)
-        return out
-    if dtype == DType.Q6_K:
-        _q6_k(rows, out)
-        return out
-    blocks = out.view(n, rows.shape[1], 32)
-    if dtype == DType.Q8_0:
-        blocks.copy_(rows[..., 2:].view(torch.int8))
-    elif dtype == DType.Q4_0:  # byte j: value j (low nibble), j + 16 (high); (q - 8) * d
-        qs = rows[..., 2:]
-        blocks[..., :16] = qs & 0x0F
-        blocks[..., 16:] = qs >> 4
-        blocks.sub_(8.0)
-    else:  # Q5_0: as Q4_0 after a 32-bit word whose bit j is value j's fifth bit; (q - 16) * d
-        qs = rows[..., 6:]
-        fifth = ((rows[..., 2:6].unsqueeze(-1) >> _BIT) & 1).flatten(-2) << 4
-        blocks[..., :16] = (qs & 0x0F) | fifth[..., :16]
-        blocks[..., 16:] = (qs >> 4) | fifth[..., 16:]
-        blocks.sub_(16.0)
-    blocks.mul_(_half(rows, 0))
-    return out
 
 
 def _scratch(ctx: TorchContext, n: int) -> torch.Tensor:
