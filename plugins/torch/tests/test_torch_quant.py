@@ -102,3 +102,30 @@ def test_tiles_torch_decodes_equal_the_core_decoders_bit_for_bit(dtype: DType) -
     np.testing.assert_array_equal(np.isnan(got), nan)
     np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
     assert nan.any() and np.isinf(want).any()  # the special values were drawn
+
+
+@pytest.mark.parametrize("dtype", [DType.Q8_0, DType.Q4_0, DType.Q5_0])
+@pytest.mark.parametrize(("rows", "blocks"), [(7, 5), (2100, 40)])
+def test_integer_column_products_match_the_reference_dot(
+    dtype: DType, rows: int, blocks: int
+) -> None:
+    """One-column products taken in integers (``torch._int_mm`` against block-diagonal quants)
+    equal the reference: the core's decoded weights times the Q8_0-rounded column, in float64.
+    (2100, 40) crosses a row tile and three block chunks; a zero block tests ``amax == 0``."""
+    from mlplug.conformance.refquants import dot_activations
+    from mlplug.plugin_api import TRAITS, decode_rows
+    from mlplug_torch.ops.intdot import Column, int_column, int_mm_works
+
+    if not int_mm_works():
+        pytest.skip("this torch has no CPU torch._int_mm")
+    rng = np.random.default_rng(21)
+    size = TRAITS[dtype].type_size
+    raw = rng.integers(0, 256, (rows, blocks, size), dtype=np.uint8)
+    raw[..., :2] = rng.uniform(-0.1, 0.1, (rows, blocks, 1)).astype(np.float16).view(np.uint8)
+    x = rng.uniform(-1, 1, blocks * 32).astype(np.float32)
+    x[32:64] = 0.0
+    want = decode_rows(raw.reshape(rows, -1), dtype, blocks * 32).astype(np.float64) @ (
+        dot_activations(x[None], dtype)[0].astype(np.float64)
+    )
+    got = int_column(torch.from_numpy(raw), dtype, Column(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

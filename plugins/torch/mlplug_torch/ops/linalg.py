@@ -7,8 +7,9 @@ operand to f16 first, as ggml's CPU does. On the CPU (not while tracing), a weig
 or half type stays in its encoding: the product decodes a tile of rows at a time (the spans of
 :func:`mlplug.plugin_api.tile_spans`; Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, F16 and BF16 with torch
 ops, the other types with :func:`mlplug.plugin_api.row_tiles`) and multiplies each tile with
-``torch.mm``; otherwise
-quantised operands are dequantised whole, on the device (Q8_0, Q4_0, MXFP4) or on the host.
+``torch.mm``; one F32 column against Q8_0, Q4_0 or Q5_0 (a decode step) is taken in integers
+instead (:mod:`.intdot`). Otherwise quantised operands are dequantised whole, on the device
+(Q8_0, Q4_0, MXFP4) or on the host.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .. import quant
 from ..quant import TORCH_DECODED, decode_tile
 from ._registry import implements
 from .elementwise import f16_round
+from .intdot import INT_DOT_TYPES, Column, int_column, int_mm_works
 
 if TYPE_CHECKING:
     from mlplug import Tensor
@@ -119,6 +121,16 @@ def _tiled(ctx: TorchContext, a: Tensor) -> bool:
     )
 
 
+def _int_column(ctx: TorchContext, a: Tensor, b: Tensor) -> bool:
+    """Whether ``a @ b`` (``a`` tiled) is one F32 column against Q8_0/Q4_0/Q5_0: integer dots."""
+    return (
+        a.dtype in INT_DOT_TYPES
+        and b.dtype == DType.F32
+        and b.ne[1] == b.ne[2] == b.ne[3] == 1
+        and int_mm_works()
+    )
+
+
 def _scratch(ctx: TorchContext, n: int) -> torch.Tensor:
     """A float32 CPU buffer of ``n`` values, kept by the backend (one per thread) and reused by
     every tiled product: a fresh megabyte per product cost the allocator's page faults more
@@ -192,6 +204,13 @@ def mulmat(ctx: TorchContext, t: Tensor) -> None:
     a, b = t.src
     copy = _weight_copy(ctx, a)
     if copy is None and _tiled(ctx, a):
+        if _int_column(ctx, a, b):
+            key = ("int-column", id(b))
+            x = ctx.memo.get(key)
+            if x is None:  # q, k and v (gate and up) share their column: quantised once
+                x = ctx.memo[key] = Column(ctx.values(b).reshape(-1).numpy())
+            ctx.put(t, int_column(ctx.arr(a)[0, 0], a.dtype, x).reshape(1, 1, 1, -1))
+            return
         ctx.put(t, _mulmat_tiled(ctx, a, _right(ctx, a, b)))
         return
     av = ctx.values(a) if copy is None else copy  # (A3, A2, M, K)
