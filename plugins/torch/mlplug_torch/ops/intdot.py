@@ -33,12 +33,11 @@ INT_DOT_TYPES: Final = frozenset({DType.Q8_0, DType.Q4_0, DType.Q5_0})
 #: Blocks per row chunk of one ``_int_mm`` (its X has this many columns).
 CHUNK_BLOCKS: Final = 16
 
-#: Rows decoded (Q4_0/Q5_0) and reduced per tile: their int32 sums stay in cache.
+#: Rows per tile: a tile's block sums, nibbles and scales stay in cache.
 TILE_ROWS: Final = 2048
 
 _BLOCK_BYTES: Final = {DType.Q8_0: 34, DType.Q4_0: 18, DType.Q5_0: 22}
 _OFFSET: Final = {DType.Q8_0: 0, DType.Q4_0: 8, DType.Q5_0: 16}
-_BIT = torch.arange(8, dtype=torch.uint8)
 
 _works: bool | None = None
 
@@ -85,67 +84,110 @@ class Column:
         self.scales = torch.from_numpy(d)
         #: Each block's sum of quants ``(blocks,)`` (the Q4_0/Q5_0 offsets' factor).
         self.sums = torch.from_numpy(q.sum(axis=1))
-        self._layouts: dict[int, torch.Tensor] = {}
+        self._layouts: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._bits: torch.Tensor | None = None
 
-    def layout(self, stride: int) -> torch.Tensor:
+    def layout(self, stride: int, first: int = 0, count: int = 32) -> torch.Tensor:
         """Block-diagonal X of every chunk, ``(blocks, stride, C)`` int8 (``C``: blocks per
-        chunk): block ``b``'s quants at its last 32 of ``stride`` rows, column ``b % C``."""
-        xs = self._layouts.get(stride)
+        chunk): block ``b``'s quants ``first..first+count`` at the last ``count`` of its
+        ``stride`` rows (where a weight block's quants lie), in column ``b % C``."""
+        key = (stride, first, count)
+        xs = self._layouts.get(key)
         if xs is None:
             nb = self.quants.shape[0]
             chunk = min(nb, CHUNK_BLOCKS)
             host = np.zeros((nb, stride, chunk), dtype=np.int8)
             b = np.arange(nb)
-            host[b, stride - 32 :, b % chunk] = self.quants
-            xs = self._layouts[stride] = torch.from_numpy(host)
+            host[b, stride - count :, b % chunk] = self.quants[:, first : first + count]
+            xs = self._layouts[key] = torch.from_numpy(host)
         return xs
 
+    def bit_table(self) -> torch.Tensor:
+        """``T[4b + i, y]``: the sum of block ``b``'s quants ``8i + k`` over the set bits ``k``
+        of byte value ``y`` (int32 ``(blocks * 4, 256)``): Q5_0's fifth bits by lookup."""
+        if self._bits is None:
+            # (blocks * 4, 8) @ (8, 256): sums of at most 8 quants, exact in float32
+            table = self.quants.reshape(-1, 8) @ _BYTE_BITS.T
+            self._bits = torch.from_numpy(table.astype(np.int32))
+        return self._bits
 
-def _unpack(raw: torch.Tensor, dtype: DType, out: torch.Tensor) -> torch.Tensor:
-    """Unsigned quants (0..15 or 0..31) of Q4_0/Q5_0 blocks ``(n, nb, bytes)`` as int8
-    ``(n, nb, 32)`` in ``out``: byte ``j`` holds value ``j`` (low nibble) and ``j + 16``."""
-    at = 2 if dtype == DType.Q4_0 else 6
-    qs = raw[..., at:]
-    lo, hi = out[..., :16].view(torch.uint8), out[..., 16:].view(torch.uint8)
-    torch.bitwise_and(qs, 0x0F, out=lo)
-    torch.bitwise_right_shift(qs, 4, out=hi)
-    if dtype == DType.Q5_0:  # bit j of the 32-bit word at bytes 2..5: value j's fifth bit
-        fifth = ((raw[..., 2:6].unsqueeze(-1) >> _BIT) & 1).flatten(-2) << 4
-        out.view(torch.uint8).bitwise_or_(fifth)
-    return out
+
+#: The eight bits of every byte value, ``(256, 8)`` (bit ``k`` in column ``k``).
+_BYTE_BITS: Final = (np.arange(256)[:, None] >> np.arange(8) & 1).astype(np.float32)
+
+
+def _block_dots(w: torch.Tensor, xs: torch.Tensor, step: int) -> torch.Tensor:
+    """``S[r, b]``: the integer dot product of row ``r``'s block ``b`` (``step`` int8 columns
+    of ``w`` each) with the column's block, against the layout ``xs`` (chunk by chunk)."""
+    rows = w.shape[0]
+    nb = xs.shape[0]
+    if nb <= CHUNK_BLOCKS:
+        return torch._int_mm(w, xs.view(nb * step, nb))
+    s = torch.empty((rows, nb), dtype=torch.int32)
+    for c0 in range(0, nb, CHUNK_BLOCKS):
+        c1 = min(c0 + CHUNK_BLOCKS, nb)
+        chunk = xs[c0:c1, :, : c1 - c0].reshape((c1 - c0) * step, c1 - c0)
+        s[:, c0:c1] = torch._int_mm(w[:, c0 * step : c1 * step], chunk)
+    return s
+
+
+class _Nibbles:
+    """Reused buffers for the low and high nibbles of a tile's bytes (scale bytes too: whole
+    rows at a time run as fast flat ops, and the layouts give those bytes zero weight)."""
+
+    def __init__(self, rows: int, width: int) -> None:
+        self.lo = torch.empty((rows, width), dtype=torch.uint8)
+        self.hi = torch.empty((rows, width), dtype=torch.uint8)
+
+    def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The low and high nibbles of ``flat`` (uint8 rows) as int8 (0..15)."""
+        rows = flat.shape[0]
+        lo = torch.bitwise_and(flat, 0x0F, out=self.lo[:rows])
+        hi = torch.bitwise_right_shift(flat, 4, out=self.hi[:rows])
+        return lo.view(torch.int8), hi.view(torch.int8)
+
+
+def _fifth_bits(block_rows: torch.Tensor, x: Column) -> torch.Tensor:
+    """``sum_j bit_j * qx_j`` per row and block of Q5_0 blocks (bit ``j`` of the 32-bit word
+    at bytes 2..5 is value ``j``'s fifth bit), through :meth:`Column.bit_table`."""
+    rows, nb, _ = block_rows.shape
+    table = x.bit_table()  # (nb * 4, 256)
+    idx = block_rows[..., 2:6].reshape(rows, nb * 4, 1).long()
+    picked = torch.gather(table.expand(rows, nb * 4, 256), 2, idx)
+    return picked.view(rows, nb, 4).sum(-1, dtype=torch.int32)
 
 
 def int_column(raw: torch.Tensor, dtype: DType, x: Column) -> torch.Tensor:
     """``W @ x`` for one column ``x`` and weight blocks ``raw`` ``(M, nb, bytes)`` (uint8,
-    CPU) of a type in :data:`INT_DOT_TYPES`; returns float32 ``(M,)``."""
+    CPU) of a type in :data:`INT_DOT_TYPES`; returns float32 ``(M,)``.
+
+    Q8_0 rows are their own int8 bytes. Q4_0/Q5_0 byte ``j`` holds value ``j`` (low nibble)
+    and ``j + 16`` (high): the low nibbles of whole rows meet quants ``0..15``, the high ones
+    ``16..31``, and Q5_0 adds 16 times its fifth bits' sums; the offset (8 or 16 times the
+    block's quant sum) is taken off last.
+    """
     m, nb, size = raw.shape
-    dx = x.scales
-    q8 = dtype == DType.Q8_0
-    step = size if q8 else 32
-    xs = x.layout(step)
-    bias = x.sums * _OFFSET[dtype] if not q8 else None  # (nb,)
-    wd = raw.view(torch.int16)[..., 0].view(torch.float16)  # (M, nb) scale halves
+    rows_per_tile = min(m, TILE_ROWS)
     out = torch.empty(m, dtype=torch.float32)
-    tile = None if q8 else torch.empty((min(m, TILE_ROWS), nb, 32), dtype=torch.int8)
-    whole = xs.view(nb * step, nb) if nb <= CHUNK_BLOCKS else None
-    for r0 in range(0, m, TILE_ROWS):
-        rows = min(TILE_ROWS, m - r0)
+    wd = raw.view(torch.int16)[..., 0].view(torch.float16)  # (M, nb) scale halves
+    q8 = dtype == DType.Q8_0
+    if q8:
+        xs = x.layout(size)
+    else:
+        xs, x_hi = x.layout(size, 0, 16), x.layout(size, 16, 16)
+        nibbles = _Nibbles(rows_per_tile, nb * size)
+        bias = x.sums * _OFFSET[dtype]  # (nb,)
+    for r0 in range(0, m, rows_per_tile):
+        rows = min(rows_per_tile, m - r0)
         block_rows = raw[r0 : r0 + rows]
+        flat = block_rows.view(rows, nb * size)
         if q8:
-            w = block_rows.view(torch.int8).view(rows, nb * size)
+            f = _block_dots(flat.view(torch.int8), xs, size).float()
         else:
-            assert tile is not None
-            w = _unpack(block_rows, dtype, tile[:rows]).view(rows, nb * 32)
-        if whole is not None:
-            s = torch._int_mm(w, whole)
-        else:
-            s = torch.empty((rows, nb), dtype=torch.int32)
-            for c0 in range(0, nb, CHUNK_BLOCKS):
-                c1 = min(c0 + CHUNK_BLOCKS, nb)
-                chunk = xs[c0:c1, :, : c1 - c0].reshape((c1 - c0) * step, c1 - c0)
-                s[:, c0:c1] = torch._int_mm(w[:, c0 * step : c1 * step], chunk)
-        f = s.float()
-        if bias is not None:
-            f.sub_(bias)
-        torch.mv(f.mul_(wd[r0 : r0 + rows].float()), dx, out=out[r0 : r0 + rows])
+            lo, hi = nibbles.split(flat)
+            s = _block_dots(lo, xs, size).add_(_block_dots(hi, x_hi, size))
+            if dtype == DType.Q5_0:
+                s.add_(_fifth_bits(block_rows, x), alpha=16)
+            f = s.float().sub_(bias)
+        torch.mv(f.mul_(wd[r0 : r0 + rows].float()), x.scales, out=out[r0 : r0 + rows])
     return out
