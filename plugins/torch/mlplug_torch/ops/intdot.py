@@ -7,8 +7,9 @@ and the column's quants by both blocks' scales: ``y[r] = sum_b (dw[r, b] * dx[b]
 Here one ``torch._int_mm`` (int8 in, int32 out; VNNI on x86) gives every ``S[r, b]`` of a tile
 of rows at once: the column's quants are laid out block-diagonally, ``X[(b, i), b] = qx[b, i]``,
 so ``W @ X`` is ``S``. For Q8_0, ``W`` is the weight's own bytes: each block's two scale bytes
-meet zero rows of ``X``, so no decoded copy of the weight is ever made. Q4_0 and Q5_0 tiles are
-unpacked to their unsigned quants (int8) first, and their offset (8 or 16 times the block's
+meet zero rows of ``X``, so no decoded copy of the weight is ever made. Q4_0 and Q5_0 rows are
+split into low and high nibbles (whole rows, flat ops), Q5_0's fifth bits are looked up per
+column, and their offset (8 or 16 times the block's
 sum of ``qx``) is taken off ``S``. A block-diagonal ``X`` costs one multiply-add per weight per
 block of its row chunk, so rows are cut into chunks of :data:`CHUNK_BLOCKS` blocks.
 
@@ -36,8 +37,7 @@ CHUNK_BLOCKS: Final = 16
 #: Rows per tile: a tile's block sums, nibbles and scales stay in cache.
 TILE_ROWS: Final = 2048
 
-_BLOCK_BYTES: Final = {DType.Q8_0: 34, DType.Q4_0: 18, DType.Q5_0: 22}
-_OFFSET: Final = {DType.Q8_0: 0, DType.Q4_0: 8, DType.Q5_0: 16}
+_OFFSET: Final = {DType.Q4_0: 8, DType.Q5_0: 16}
 
 _works: bool | None = None
 
