@@ -172,27 +172,62 @@ def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tenso
 #: Weight bytes from which a one-column product on the CPU splits its rows over the threads.
 GEMV_BYTES = 1 << 20
 
+#: Weight bytes from which a one-column product on the CPU goes through oneDNN's linear.
+ONEDNN_BYTES = 8 << 20
+
+_onednn: list[bool] = []  # whether oneDNN's linear runs here (probed once)
+
+
+def _onednn_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+    """``x @ w^T`` through oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``), or None
+    where this torch has no oneDNN or the probe failed.
+
+    torch's own CPU product runs a one-column gemv through MKL on one thread; oneDNN's linear
+    streams the weight on all threads. Measured on the 2-core AMD EPYC here, the tiny llama's
+    32000x512 f32 output product: 6.4 ms through ``torch.mm``, 3.3 through one batch per
+    thread, 2.4 through oneDNN; on its 1 MB layer weights, between decode's other ops, oneDNN
+    lost to the batches (a decode step, tokens interleaved: 15.9 ms all through oneDNN, 14.7
+    all through batches, 14.1 with oneDNN from :data:`ONEDNN_BYTES`). Each row's dot product
+    is an ordinary float32 sum (its order is the library's).
+    """
+    if not _onednn:
+        try:
+            probe = torch.ops.mkldnn._linear_pointwise(
+                torch.ones(1, 2), torch.ones(3, 2), None, "none", [], ""
+            )
+            _onednn.append(bool(torch.equal(probe, torch.full((1, 3), 2.0))))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _onednn.append(False)
+    if not _onednn[0]:
+        return None
+    return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")  # type: ignore[no-any-return]
+
 
 def _mm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x @ w^T`` for 2-D ``x`` ``(N, K)`` and ``w`` ``(M, K)``.
+    """``x @ w^T`` for 2-D float32 ``x`` ``(N, K)`` and ``w`` ``(M, K)``.
 
-    A one-column product (a decode step) on the CPU streams the weight from memory once, and
-    torch's BLAS (MKL) runs that gemv on one thread: 10 GB/s on the 2-core AMD EPYC this was
-    measured on. From :data:`GEMV_BYTES` up, the rows are cut into one batch per thread and run
-    as one ``torch.bmm``, which torch spreads over its threads (about 2x on two cores); each
-    row's dot product is the same ordinary float32 sum.
+    On the CPU (eagerly) a one-column product (a decode step) with a weight of
+    :data:`ONEDNN_BYTES` or more goes through oneDNN's linear (:func:`_onednn_linear`). Other
+    one-column products from :data:`GEMV_BYTES` up cut the rows into one batch per thread and
+    run them as one ``torch.bmm``, which torch spreads over its threads (torch's BLAS runs a
+    gemv on one thread: about 2x on two cores).
     """
-    threads = torch.get_num_threads()
-    m, k = w.shape
     if (
         x.shape[0] != 1
-        or threads < 2
-        or m % threads
         or ctx.tracing
         or w.device.type != "cpu"
-        or w.numel() * w.element_size() < GEMV_BYTES
         or not w.is_contiguous()
+        or x.dtype != torch.float32
+        or w.dtype != torch.float32
     ):
+        return torch.mm(x, w.t())
+    size = w.numel() * w.element_size()
+    out = _onednn_linear(x, w) if size >= ONEDNN_BYTES else None
+    if out is not None:
+        return out
+    threads = torch.get_num_threads()
+    m, k = w.shape
+    if threads < 2 or m % threads or size < GEMV_BYTES:
         return torch.mm(x, w.t())
     parts = w.view(threads, m // threads, k)
     return torch.bmm(x.expand(threads, 1, k), parts.transpose(1, 2)).reshape(1, m)
