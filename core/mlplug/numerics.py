@@ -20,6 +20,7 @@ __all__ = [
     "bilinear_axis",
     "nearest_index",
     "rope_n_pairs",
+    "rope_pairs",
     "rope_rows",
     "rope_theta_scale",
     "yarn_mix",
@@ -61,6 +62,31 @@ def bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.nda
 def rope_n_pairs(n_dims: int, mode: int) -> int:
     """Return how many (u, v) pairs RoPE rotates: ``n_dims``, or half of it (vision: all)."""
     return n_dims if mode == _VISION else n_dims // 2
+
+
+@lru_cache(maxsize=64)
+def rope_pairs(n_pairs: int, mode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return RoPE's rotation as one gather and two products over the ``2 * n_pairs`` rotated
+    values: ``y = x * cos[pair] + x[partner] * (sin[pair] * sign)``.
+
+    Pair ``k`` is ``(u, v) = (x[2k], x[2k + 1])`` in the normal mode (0) and
+    ``(x[k], x[k + n_pairs])`` in the others; ``u' = u cos - v sin`` and ``v' = u sin + v cos``.
+    Per value: the pair it belongs to, the other value of its pair, and the sign of the sine
+    term (-1 for ``u``, +1 for ``v``). The form is exact: ``u * c + v * (-s)`` is ``u * c - v * s``
+    to the bit, and float additions commute.
+
+    :returns: ``(pair, partner, sign)``: int64, int64 and float32 arrays of ``2 * n_pairs``
+        (read-only; cached).
+    """
+    j = np.arange(2 * n_pairs)
+    if mode == 0:
+        pair, partner, first = j // 2, j ^ 1, j % 2 == 0
+    else:
+        pair, partner, first = j % n_pairs, (j + n_pairs) % (2 * n_pairs), j < n_pairs
+    sign = np.where(first, F32(-1), F32(1)).astype(F32)
+    for a in (pair, partner, sign):
+        a.flags.writeable = False
+    return pair, partner, sign
 
 
 def rope_theta_scale(base: float, n_dims: int) -> np.float32:

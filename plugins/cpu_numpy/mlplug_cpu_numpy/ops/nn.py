@@ -19,6 +19,7 @@ from mlplug.plugin_api import (
     half_to_f32,
     nearest_index,
     rope_n_pairs,
+    rope_pairs,
     rope_rows,
     rope_theta_scale,
     yarn_mix,
@@ -269,6 +270,16 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
             mode,
             p.sections,
         )
+    if x.shape[-1] == 2 * n_pairs:  # every value rotates: one gather, two products
+        full = ("rope-full", *key[1:])
+        tables = ctx.memo.get(full)
+        if tables is None:
+            pair, partner, sign = rope_pairs(n_pairs, mode)
+            c, s = cs[0][:, pair], cs[1][:, pair] * sign
+            tables = ctx.memo[full] = (c[None, :, None, :], s[None, :, None, :], partner)
+        c, s, partner = tables
+        ctx.put(t, x * c + np.take(x, partner, axis=-1) * s)
+        return
     cos, sin = cs
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     y = x.copy()
@@ -293,6 +304,27 @@ def _keys_or_values(ctx: NumpyContext, t: Tensor, n: int | None) -> np.ndarray:
     return ctx.values(t)[:, :n]
 
 
+def _visible(ctx: NumpyContext, mask_t: Tensor, lq: int) -> tuple[np.ndarray, int | None]:
+    """The mask's first ``lq`` rows, cut to ``n`` keys, and ``n``: the keys kept (None: all),
+    up to the last one any query may see.
+
+    Keys past it add exactly nothing: leaving them out keeps the sums (and their rounding)
+    independent of how far a cache padded its history, and a cache's unused tail is never
+    converted to float32. Every layer reads the same mask: the answer is kept for the compute.
+    """
+    key = ("sdpa-mask", id(mask_t), lq)
+    hit = ctx.memo.get(key)
+    if hit is None:
+        mask = ctx.values(mask_t)[:, :, :lq, :]
+        n: int | None = None
+        seen = np.flatnonzero((mask != -np.inf).any(axis=(0, 1, 2)))
+        if seen.size:
+            n = int(seen[-1]) + 1
+            mask = mask[..., :n]
+        hit = ctx.memo[key] = (mask, n)
+    return hit  # type: ignore[no-any-return]
+
+
 @implements("scaled_dot_product_attention")
 def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks."""
@@ -300,19 +332,10 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     scale, has_mask, has_sinks = p.scale, p.has_mask, p.has_sinks
     q_t, k_t, v_t = t.src[:3]
     rest = list(t.src[3:])
-    mask = ctx.values(rest.pop(0)) if has_mask else None
+    mask_t = rest.pop(0) if has_mask else None
     sinks = ctx.values(rest.pop(0)).reshape(-1) if has_sinks else None
     q = ctx.values(q_t)  # (B, Lq, H, dk)
-    n: int | None = None  # keys kept: all, or up to the last one any query may see
-    if mask is not None:
-        # Keys past the last one any query may see add exactly nothing: leave them out, so the
-        # sums (and their rounding) do not depend on how far a cache padded its history, and a
-        # cache's unused tail is never converted to float32.
-        mask = mask[:, :, : q.shape[1], :]
-        seen = np.flatnonzero((mask != -np.inf).any(axis=(0, 1, 2)))
-        if seen.size:
-            n = int(seen[-1]) + 1
-            mask = mask[..., :n]
+    mask, n = (None, None) if mask_t is None else _visible(ctx, mask_t, q.shape[1])
     k = _keys_or_values(ctx, k_t, n)  # (B, Lk, Hkv, dk)
     v = _keys_or_values(ctx, v_t, n)  # (B, Lk, Hkv, dv)
     if k_t.dtype == DType.F16:

@@ -85,6 +85,36 @@ def _keys_or_values(ctx: TorchContext, t: Tensor, n: int | None) -> torch.Tensor
     return a if a.dtype == torch.float32 else a.float()
 
 
+def _visible(
+    ctx: TorchContext, mask_t: Tensor, b: int, h: int, lq: int
+) -> tuple[torch.Tensor, int | None]:
+    """The mask ``(B or 1, H or 1, Lq, n)`` tiled over heads and batch, and ``n``: the keys
+    kept (None: all), up to the last one any query may see.
+
+    Keys past it add exactly nothing: leaving them out keeps the sums (and their rounding)
+    independent of a cache's padded history, and a cache's unused tail is never converted to
+    float32. Every layer of a model reads the same mask: the answer is kept for the compute
+    (eight layers of the tiny llama: eight mask scans per decode step down to one).
+    """
+    key = ("sdpa-mask", id(mask_t), b, h, lq)
+    hit = ctx.memo.get(key)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    m = ctx.values(mask_t)[:, :, :lq, :]  # (M3, M2, Lq, Lk), tiled over heads and batch
+    if m.shape[1] not in (1, h):
+        m = m.repeat(1, h // m.shape[1], 1, 1)
+    if m.shape[0] not in (1, b):
+        m = m.repeat(b // m.shape[0], 1, 1, 1)
+    n: int | None = None
+    if not ctx.tracing:
+        seen = torch.nonzero((m != float("-inf")).any(dim=2).any(dim=1).any(dim=0))
+        if seen.numel():
+            n = int(seen[-1]) + 1
+            m = m[..., :n]
+    ctx.memo[key] = (m, n)
+    return m, n
+
+
 @implements("scaled_dot_product_attention")
 def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
     """Scaled dot-product attention with GQA, additive mask and sinks; ``[d_v, H, L_q, B]``."""
@@ -96,23 +126,7 @@ def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
     sinks_t = rest.pop(0) if has_sinks else None
     q = ctx.values(q_t).transpose(1, 2)  # (B, H, Lq, dk)
     b, h, lq, _ = q.shape
-    mask = None
-    n: int | None = None  # keys kept: all, or up to the last one any query may see
-    if mask_t is not None:
-        m = ctx.values(mask_t)[:, :, :lq, :]  # (M3, M2, Lq, Lk), tiled over heads and batch
-        if m.shape[1] not in (1, h):
-            m = m.repeat(1, h // m.shape[1], 1, 1)
-        if m.shape[0] not in (1, b):
-            m = m.repeat(b // m.shape[0], 1, 1, 1)
-        mask = m
-        if not ctx.tracing:
-            # Keys past the last one any query may see add exactly nothing: leave them out,
-            # so the sums (and their rounding) do not depend on a cache's padded history, and
-            # a cache's unused tail is never converted to float32.
-            seen = torch.nonzero((m != float("-inf")).any(dim=2).any(dim=1).any(dim=0))
-            if seen.numel():
-                n = int(seen[-1]) + 1
-                mask = m[..., :n]
+    mask, n = (None, None) if mask_t is None else _visible(ctx, mask_t, b, h, lq)
     k = _keys_or_values(ctx, k_t, n)  # (B, Hkv, Lk, dk)
     v = _keys_or_values(ctx, v_t, n)  # (B, Hkv, Lk, dv)
     s = f32(scale)

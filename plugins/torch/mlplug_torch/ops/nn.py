@@ -25,6 +25,7 @@ from mlplug.plugin_api import (
     bilinear_axis,
     nearest_index,
     rope_n_pairs,
+    rope_pairs,
     rope_rows,
     rope_theta_scale,
     yarn_mix,
@@ -225,8 +226,20 @@ def rope(ctx: TorchContext, t: Tensor) -> None:
         factors = None if fac_t is None else ctx.values(fac_t).reshape(-1)
         cs = rope_angles(ctx, ctx.arr(pos_t).reshape(-1), n_pairs, params, factors)
         ctx.memo[key] = cs
-    cos, sin = cs[0][None, :, None, :], cs[1][None, :, None, :]
     x = ctx.values(x_t)  # (B, T, H, D)
+    if x.shape[-1] == 2 * n_pairs:  # every value rotates: one gather, two products
+        key = ("rope-full", *key[1:])
+        tables = ctx.memo.get(key)
+        if tables is None:
+            pair, partner, sign = (
+                torch.tensor(a, device=ctx.device) for a in rope_pairs(n_pairs, mode)
+            )
+            c, s = cs[0][:, pair], cs[1][:, pair] * sign
+            tables = ctx.memo[key] = (c[None, :, None, :], s[None, :, None, :], partner)
+        c, s, partner = tables
+        ctx.put(t, x * c + x.index_select(-1, partner) * s)
+        return
+    cos, sin = cs[0][None, :, None, :], cs[1][None, :, None, :]
     if mode == 0:
         u, v = x[..., 0:n_dims:2], x[..., 1:n_dims:2]
         pairs = torch.stack((u * cos - v * sin, u * sin + v * cos), dim=-1)
