@@ -1,7 +1,8 @@
 """Where a decode step's time goes, op by op, on a backend that runs kernels from Python.
 
 Loads a model on one backend (``torch`` or ``cpu_numpy``: the plugins whose ``kernels`` table is
-a dict of Python callables), decodes a few warm-up tokens, then times every kernel call during
+a dict of Python callables), runs a prompt (512 tokens, as the speed table), decodes a few
+warm-up tokens, then times every kernel call during
 ``-n`` greedy decode steps. Prints per-token milliseconds by op (and, with ``--shapes``, by op and
 operand shapes), the share of the step they make up, and the time spent outside the kernels
 (graph building, the model layer, reading logits). The step is timed twice, without the timers
@@ -13,7 +14,7 @@ by token in one process rather than run this twice.
 
 Usage::
 
-    python benchmarks/op_profile.py MODEL.gguf [--backend torch] [-n 32] [--threads 2]
+    python benchmarks/op_profile.py MODEL.gguf [--backend torch] [-n 32] [--prompt 512] [--threads 2]
         [--shapes] [--top 25] [--json]
 """
 
@@ -37,8 +38,11 @@ def _key(t: Any, shapes: bool) -> str:
     return f"{t.op} {srcs}"
 
 
-def profile(path: str, backend: str, n: int, threads: int, shapes: bool) -> dict[str, Any]:
-    """Decode ``n`` tokens on ``backend``; return per-token ms by op and the step's total."""
+def profile(
+    path: str, backend: str, n: int, threads: int, shapes: bool, prompt_len: int = 512
+) -> dict[str, Any]:
+    """Decode ``n`` tokens after a ``prompt_len``-token prompt on ``backend``; return per-token
+    ms by op and the step's total."""
     import mlplug as ml
     from mlplug.models import load_model
 
@@ -71,7 +75,7 @@ def profile(path: str, backend: str, n: int, threads: int, shapes: bool) -> dict
     table.update({name: timed(name, fn) for name, fn in saved.items()})
     try:
         with be, load_model(be, num_ctx=1024) as model:
-            prompt = [(7 * i + 3) % model.vocab_size for i in range(16)]
+            prompt = [(7 * i + 3) % model.vocab_size for i in range(prompt_len)]
             logits = model.forward(prompt, range(len(prompt)))
             tok = int(np.argmax(logits[-1]))
             pos = len(prompt)
@@ -104,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model")
     parser.add_argument("--backend", default="torch")
     parser.add_argument("-n", type=int, default=32, help="decode steps timed")
+    parser.add_argument(
+        "--prompt", type=int, default=512, help="prompt tokens first (default 512, as the table)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (0: default)")
     parser.add_argument("--shapes", action="store_true", help="split ops by operand shapes")
     parser.add_argument("--top", type=int, default=25, help="rows printed")
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("-n must be at least 1")
-    r = profile(args.model, args.backend, args.n, args.threads, args.shapes)
+    r = profile(args.model, args.backend, args.n, args.threads, args.shapes, args.prompt)
     if args.json:
         print(json.dumps(r))
         return 0
