@@ -237,6 +237,13 @@ class TensorBase:
         self.ctx.check_open()
         return self.ctx.read_bytes(as_tensor(self))
 
+    def _array(self) -> np.ndarray | None:
+        """The data as a new writable ``uint8`` array (see :meth:`bytes`), or None."""
+        if not self.readable or self.nelements == 0:
+            return None
+        self.ctx.check_open()
+        return self.ctx.read_array(as_tensor(self))
+
     def floats(self) -> np.ndarray | None:
         """Return the data as a 1-D float32 array in ggml order, or None if not computed.
 
@@ -251,16 +258,15 @@ class TensorBase:
 
         :raises DTypeError: for block-quantised tensors (read them after ``cast`` to F32).
         """
-        raw = self.bytes()
+        raw = self._array()
         if raw is None:
             return None
         if self.dtype in (DType.F32, DType.I32):
-            out: np.ndarray = np.frombuffer(raw, dtype="<f4").copy()
-            return out
+            return raw.view("<f4")
         if self.dtype == DType.F16:
-            return np.frombuffer(raw, dtype="<f2").astype(np.float32)
+            return raw.view("<f2").astype(np.float32)
         if self.dtype == DType.BF16:
-            wide: np.ndarray = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            wide: np.ndarray = raw.view("<u2").astype(np.uint32) << 16
             return wide.view(np.float32)
         msg = f"floats() of a {self.dtype.name} tensor: cast it to F32 first"
         raise DTypeError(msg, op="floats", dtypes=(self.dtype,))
@@ -276,14 +282,17 @@ class TensorBase:
         >>> a.shape, a.dtype, a.tolist()
         ((2, 3), dtype('float32'), [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
         """
-        raw = self.bytes()
-        if raw is None:
-            return None
         np_dtype = TRAITS[self.dtype].numpy
         if np_dtype is not None and self.dtype != DType.F16:
-            arr = np.frombuffer(raw, dtype=np_dtype).copy()
+            raw = self._array()
+            if raw is None:
+                return None
+            arr = raw.view(np_dtype)
         else:
-            arr = self.floats()
+            floats = self.floats()
+            if floats is None:
+                return None
+            arr = floats
         shaped: np.ndarray = arr.reshape(tuple(reversed(self.shape)))
         return shaped
 

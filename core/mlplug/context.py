@@ -73,6 +73,17 @@ class Context(ABC):
     def read_bytes(self, t: Tensor) -> bytes:
         """Return the current data of ``t`` (a root or a view) packed in ggml order."""
 
+    def read_array(self, t: Tensor) -> np.ndarray:
+        """Return what :meth:`read_bytes` does as a new writable 1-D ``uint8`` array.
+
+        :meth:`Tensor.floats` and :meth:`Tensor.to_numpy` read through this. The default
+        copies :meth:`read_bytes`'s result; a backend that can copy its storage straight into
+        an array overrides it (ggml: a decode step's logits, a megabyte for Gemma 3, were
+        copied three times into fresh memory).
+        """
+        out: np.ndarray = np.frombuffer(self.read_bytes(t), np.uint8).copy()
+        return out
+
     @abstractmethod
     def write_bytes(self, t: Tensor, data: bytes) -> None:
         """Overwrite the whole storage of the root tensor ``t`` with ``data``."""

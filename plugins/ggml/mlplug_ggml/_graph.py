@@ -548,6 +548,14 @@ def measure(
         lib.ggml_free(gctx)
 
 
+def read_into(lib: Lib, base: int, offs: int, n: int) -> np.ndarray:
+    """Copy ``n`` bytes at byte ``offs`` of ggml tensor ``base`` into a new ``uint8`` array."""
+    out = np.empty(n, np.uint8)
+    if n:
+        lib.ggml_backend_tensor_get(base, out.ctypes.data, offs, n)
+    return out
+
+
 def gather(lib: Lib, base: int, offs: int, t: Tensor) -> bytes:
     """Read ``t``'s elements (ggml order, packed) from storage ``base`` at byte ``offs``.
 

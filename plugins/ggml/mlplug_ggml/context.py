@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 from mlplug import Context
 from mlplug.plugin_api import LEAF, TRAITS, GraphError
 
@@ -170,6 +171,24 @@ class GGMLContext(Context):
             msg = f"{t!r} has no computed data (its context was closed)"
             raise GraphError(msg)
         return _graph.gather(self.backend.lib, h[1], h[2], t)
+
+    def read_array(self, t: Tensor) -> np.ndarray:
+        """Copy a contiguous ``t`` straight from ggml into a new array (one copy, not three)."""
+        where = self._storage(t)
+        if where is None or not t.is_contiguous():
+            return super().read_array(t)
+        return _graph.read_into(self.backend.lib, where[0], where[1], t.nbytes)
+
+    def _storage(self, t: Tensor) -> tuple[int, int] | None:
+        """``(ggml tensor handle, byte offset)`` of ``t``'s computed data, or None to let
+        :meth:`read_bytes` say why there is none."""
+        root = t.root
+        if root.op == LEAF:
+            return None if root.data is None else (root.handle, t.view_offs)
+        h = t.handle
+        if isinstance(h, tuple) and h[0].alive:
+            return h[1], h[2]
+        return None
 
     def _read_leaf(self, t: Tensor) -> bytes:
         root = t.root
