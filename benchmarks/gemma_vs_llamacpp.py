@@ -1,9 +1,13 @@
 """Gemma 3 270M Q4_K_M: prompt and decode tokens/s on every mlplug backend next to llama.cpp's.
 
-Same file, 2 threads, one run. llama.cpp (llama-cpp-python) runs in a child process that stays
-up for the whole run (its own copy of ggml clashes with the ggml plugin's in one process). Every
-engine is loaded once and warmed up untimed; then each of ``--repeat`` rounds times every engine
-in turn (alternating, so a busy shared host slows them alike), and the report gives medians.
+Same file, 2 threads, one run. Every engine runs in a child process of its own that stays up
+for the whole run: llama.cpp (llama-cpp-python; its copy of ggml clashes with the ggml plugin's
+in one process) and each mlplug backend (``--in-process`` keeps the mlplug backends in this
+process instead: their thread pools then share it, and torch next to cpu_numpy measured its q8_0
+decode about 3x slower). Every engine is loaded once and warmed up untimed; then each of
+``--repeat`` rounds times every engine in turn (alternating, so a busy shared host slows them
+alike, with a pause of ``PAUSE_S`` before each so that the last engine's idle threads have
+stopped spinning), and the report gives medians.
 
 One timed run: a forward pass over a ``--prompt``-token prompt (prompt tokens/s), then ``-n``
 greedy one-token steps (decode tokens/s). The prompt is the same token ids for every engine
@@ -17,7 +21,7 @@ The model file is ``--model``, else ``$MLPLUG_GEMMA3_GGUF``, else the tests' cac
 Usage::
 
     python benchmarks/gemma_vs_llamacpp.py [--backend B]... [--prompt 128] [-n 16]
-        [--repeat 3] [--json]
+        [--repeat 3] [--in-process] [--json]
 
 Agreement with llama.cpp (logits and greedy tokens) is ``gemma_logits_vs_llamacpp.py``.
 """
@@ -30,10 +34,14 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
 THREADS = 2
+#: Seconds between two engines' timed runs: an idle engine's thread pool spins for a while after
+#: its work (OpenBLAS, OpenMP) and would otherwise take cores from the next engine's run.
+PAUSE_S = 0.3
 CACHED = Path(
     os.environ.get("MLPLUG_TEST_CACHE") or Path.home() / ".cache" / "mlplug-tests",
     "gemma3-270m",
@@ -93,13 +101,45 @@ for line in sys.stdin:
 """
 
 
-class LlamaCpp:
-    """llama.cpp on the same file in a child process (2 threads), driven by JSON lines."""
+# The mlplug child process: the same protocol, one backend.
+MLPLUG_WORKER = r"""
+import json, sys
+import mlplug as ml
+from mlplug.models import load_model
 
-    def __init__(self, path: Path, n_ctx: int, *, all_logits: bool = False) -> None:
-        args = [str(path), str(n_ctx), str(THREADS), "1" if all_logits else "0"]
+path, backend, n_ctx, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+try:
+    params = ml.BackendParams(alloc_memory=True, num_threads=threads)
+    be = ml.new_backend(path, params, backend=backend)
+    be.load()
+    model = load_model(be, num_ctx=n_ctx)
+except Exception as exc:
+    print(json.dumps({"error": f"{backend}: {type(exc).__name__}: {exc}"}), flush=True)
+    raise SystemExit(1)
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["op"] == "run":
+        gen = model.generate(req["ids"], req["n"] + 1)
+        out = {"prompt_s": gen.prompt_seconds, "decode_s": gen.decode_seconds,
+               "tokens": gen.tokens}
+    else:
+        out = {"error": f"unknown op {req['op']!r}"}
+    print(json.dumps(out), flush=True)
+model.close()
+be.close()
+"""
+
+
+class Child:
+    """An engine in a child process, driven by JSON lines (one request, one answer)."""
+
+    #: What the engine is called in messages.
+    name = "engine"
+
+    def __init__(self, script: str, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, *args],
+            [sys.executable, "-c", script, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -110,7 +150,7 @@ class LlamaCpp:
         stdout: IO[str] | None = self.proc.stdout
         line = stdout.readline() if stdout is not None else ""
         if not line:
-            msg = f"the llama.cpp child process ended (exit code {self.proc.wait()})"
+            msg = f"the {self.name} child process ended (exit code {self.proc.wait()})"
             raise RuntimeError(msg)
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
@@ -126,15 +166,55 @@ class LlamaCpp:
 
     def close(self) -> None:
         """End the child process."""
-        if self.proc.stdin is not None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
             self.proc.stdin.close()
         self.proc.wait(timeout=60)
 
-    def __enter__(self) -> LlamaCpp:
+    def __enter__(self) -> Child:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LlamaCpp(Child):
+    """llama.cpp on the same file in a child process (2 threads)."""
+
+    name = "llama.cpp"
+
+    def __init__(self, path: Path, n_ctx: int, *, all_logits: bool = False) -> None:
+        super().__init__(WORKER, str(path), str(n_ctx), str(THREADS), "1" if all_logits else "0")
+
+
+class MlplugChild(Child):
+    """One mlplug backend on the file in a child process (2 threads, f16 KV cache)."""
+
+    def __init__(self, path: Path, backend: str, n_ctx: int) -> None:
+        self.name = backend
+        super().__init__(MLPLUG_WORKER, str(path), backend, str(n_ctx), str(THREADS))
+
+    def generate(self, ids: list[int], n: int) -> dict[str, Any]:
+        """Prompt and decode seconds and the greedy tokens of ``ids`` then ``n - 1`` steps."""
+        return self.ask(op="run", ids=ids, n=n - 1)
+
+
+class _InProcess:
+    """An mlplug backend in this process, answering as :class:`MlplugChild` does."""
+
+    def __init__(self, path: Path, backend: str, n_ctx: int) -> None:
+        self.be, self.model = open_mlplug(path, backend, n_ctx)
+
+    def generate(self, ids: list[int], n: int) -> dict[str, Any]:
+        gen = self.model.generate(ids, n)
+        return {
+            "prompt_s": gen.prompt_seconds,
+            "decode_s": gen.decode_seconds,
+            "tokens": gen.tokens,
+        }
+
+    def close(self) -> None:
+        self.model.close()
+        self.be.close()
 
 
 def model_path(arg: str | None) -> Path:
@@ -169,47 +249,55 @@ def open_mlplug(path: Path, backend: str, n_ctx: int) -> tuple[Any, Any]:
 
 
 def speed(
-    path: Path, backends: list[str], n_prompt: int, n_gen: int, repeat: int
+    path: Path,
+    backends: list[str],
+    n_prompt: int,
+    n_gen: int,
+    repeat: int,
+    *,
+    in_process: bool = False,
 ) -> dict[str, Any]:
-    """Median prompt and decode tokens/s per engine over ``repeat`` alternating rounds."""
+    """Median prompt and decode tokens/s per engine over ``repeat`` alternating rounds (each
+    mlplug backend in a child process of its own unless ``in_process``)."""
     n_ctx = max(n_prompt + n_gen + 1, 64)
     with LlamaCpp(path, n_ctx) as llm:
         text = PROMPT_TEXT * (n_prompt // 40 + 2)
         ids: list[int] = llm.ask(op="tokenize", text=text)["ids"][:n_prompt]
-        engines: dict[str, Any] = {}
-        for name in backends:
-            engines[name] = open_mlplug(path, name, n_ctx)
+        engines: dict[str, MlplugChild | _InProcess] = {}
         samples: dict[str, dict[str, list[float]]] = {
             name: {"prompt": [], "decode": []} for name in ["llama.cpp", *backends]
         }
         tokens: dict[str, list[int]] = {}
         try:
+            for name in backends:
+                opened = _InProcess if in_process else MlplugChild
+                engines[name] = opened(path, name, n_ctx)
             # A short untimed warm-up run per engine (first-call set-up is not speed).
             llm.ask(op="run", ids=ids[:8], n=2)
-            for _, model in engines.values():
-                model.generate(ids[:8], 3)
+            for engine in engines.values():
+                engine.generate(ids[:8], 3)
             for r in range(repeat):
-                ans = llm.ask(op="run", ids=ids, n=n_gen)
-                samples["llama.cpp"]["prompt"].append(len(ids) / ans["prompt_s"])
-                samples["llama.cpp"]["decode"].append(n_gen / ans["decode_s"])
-                tokens["llama.cpp"] = ans["tokens"]
-                for name, (_, model) in engines.items():
-                    gen = model.generate(ids, n_gen + 1)
-                    samples[name]["prompt"].append(gen.prompt_tokens_per_s)
-                    samples[name]["decode"].append(gen.decode_tokens_per_s)
-                    tokens[name] = gen.tokens
+                time.sleep(PAUSE_S)
+                runs = {"llama.cpp": llm.ask(op="run", ids=ids, n=n_gen)}
+                for name, engine in engines.items():
+                    time.sleep(PAUSE_S)
+                    runs[name] = engine.generate(ids, n_gen + 1)
+                for name, ans in runs.items():
+                    samples[name]["prompt"].append(len(ids) / ans["prompt_s"])
+                    samples[name]["decode"].append(n_gen / ans["decode_s"])
+                    tokens[name] = ans["tokens"]
                 got = {k: round(v["decode"][-1], 2) for k, v in samples.items()}
                 print(f"round {r + 1}/{repeat} decode tok/s {got}", file=sys.stderr, flush=True)
         finally:
-            for be, model in engines.values():
-                model.close()
-                be.close()
+            for engine in engines.values():
+                engine.close()
     report: dict[str, Any] = {
         "model": str(path),
         "prompt_tokens": len(ids),
         "decode_tokens": n_gen,
         "threads": THREADS,
         "repeat": repeat,
+        "isolation": "in-process" if in_process else "a process per engine",
         "engines": {},
     }
     for name, s in samples.items():
@@ -253,13 +341,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens (default 128)")
     parser.add_argument("-n", type=int, default=16, help="decode steps (default 16)")
     parser.add_argument("--repeat", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the mlplug backends in this process (default: a child process each)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if args.prompt < 1 or args.n < 1 or args.repeat < 1:
         parser.error("--prompt, -n and --repeat must be at least 1")
     path = model_path(args.model)
     backends = args.backends or installed_backends()
-    report = speed(path, backends, args.prompt, args.n, args.repeat)
+    report = speed(path, backends, args.prompt, args.n, args.repeat, in_process=args.in_process)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

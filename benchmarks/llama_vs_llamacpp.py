@@ -1,16 +1,18 @@
 """The speed table: every mlplug backend against llama.cpp on the tiny llama (f32, f16, q8_0)
 and on Gemma 3 270M Q4_K_M, as ratios measured in the same run.
 
-For each file, :func:`gemma_vs_llamacpp.speed` loads llama.cpp (llama-cpp-python, a child
-process) and every backend, warms them up, then times a ``--prompt``-token forward pass and
-``-n`` greedy decode steps on each engine in turn for ``--repeat`` alternating rounds (2 threads,
-f16 KV cache). The tiny llama files are written by ``tiny_llama.py`` into ``--dir`` (a temporary
-folder by default; written once and reused when ``--dir`` is given).
+For each file, :func:`gemma_vs_llamacpp.speed` loads llama.cpp (llama-cpp-python) and every
+backend, each in a child process of its own (``--in-process``: the backends in this one), warms
+them up, then times a ``--prompt``-token forward pass and ``-n`` greedy decode steps on each
+engine in turn for ``--repeat`` alternating rounds (2 threads, f16 KV cache). The tiny llama
+files are written by ``tiny_llama.py`` into ``--dir`` (a temporary folder by default; written
+once and reused when ``--dir`` is given).
 
 Usage::
 
     python benchmarks/llama_vs_llamacpp.py [--type f32|f16|q8_0]... [--no-gemma]
-        [--backend B]... [--prompt 512] [-n 64] [--repeat 3] [--dir D] [--json]
+        [--backend B]... [--prompt 512] [-n 64] [--repeat 3] [--dir D] [--in-process]
+        [--json]
 
 Set ``MLPLUG_GGML_LIB`` to run the ggml plugin on another ggml build (llama-cpp-python's own,
 for instance; see the README).
@@ -75,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=64, help="decode steps (default 64)")
     parser.add_argument("--repeat", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--dir", type=Path, help="where the tiny llama files are kept")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the mlplug backends in this process (default: a child process each)",
+    )
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     args = parser.parse_args(argv)
     if args.prompt < 1 or args.n < 1 or args.repeat < 1:
@@ -90,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"writing {path}", file=sys.stderr, flush=True)
                 write_tiny_llama(path, kind)
             print(f"== tiny llama {kind}", file=sys.stderr, flush=True)
-            results[f"llama {kind}"] = speed(path, backends, args.prompt, args.n, args.repeat)
+            results[f"llama {kind}"] = speed(
+                path, backends, args.prompt, args.n, args.repeat, in_process=args.in_process
+            )
         if not args.no_gemma:
             print("== Gemma 3 270M Q4_K_M", file=sys.stderr, flush=True)
             gemma = model_path(args.gemma)
-            results["gemma3 q4_k_m"] = speed(gemma, backends, args.prompt, args.n, args.repeat)
+            results["gemma3 q4_k_m"] = speed(
+                gemma, backends, args.prompt, args.n, args.repeat, in_process=args.in_process
+            )
     if args.json:
         out = {k: {**v, "ratios": ratios(v)} for k, v in results.items()}
         print(json.dumps(out, indent=2))

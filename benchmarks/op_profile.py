@@ -14,8 +14,8 @@ by token in one process rather than run this twice.
 
 Usage::
 
-    python benchmarks/op_profile.py MODEL.gguf [--backend torch] [-n 32] [--prompt 512] [--threads 2]
-        [--shapes] [--top 25] [--json]
+    python benchmarks/op_profile.py MODEL.gguf [--backend torch] [-n 32] [--prompt 512]
+        [--threads 2] [--shapes] [--top 25] [--json]
 """
 
 from __future__ import annotations
