@@ -445,19 +445,23 @@ def _q8_0_column(
     Per block, the 32 integer weights times the activations' block (one BLAS matrix-vector
     product per block position over a tile of rows), then those partial sums times the blocks'
     scales, summed over the row: no pass multiplying every weight by its scale, which is what
-    a decoded tile costs most (about 2x faster on a decode step).
+    a decoded tile costs most (about 2x faster on a decode step). The tile's bytes are widened
+    to float32 whole, scale bytes too (a contiguous cast, where picking the 32 quants of each
+    block is a strided one); the products read the quants through a strided view (a tile of
+    4096 x 512: 0.71 -> 0.54 ms).
     """
     nb = k // 32
     blocks = rows.reshape(-1, nb, 34)
     xb = x.reshape(nb, 32, 1)
     spans = list(tile_spans(blocks.shape[0], k, 1, tile_bytes))
     most = max((n for _, n in spans), default=0)
-    buf = _scratch(most * k).reshape(most, nb, 32)
+    buf = _scratch(most * nb * 34).reshape(most, nb * 34)
     with np.errstate(all="ignore"):  # IEEE results of the stored scales (inf, nan) are kept
         for r0, n in spans:
             b = blocks[r0 : r0 + n]
-            q = buf[:n]
-            np.copyto(q, b[..., 2:].view(np.int8), casting="unsafe")
+            wide = buf[:n]
+            np.copyto(wide, b.reshape(n, nb * 34).view(np.int8), casting="unsafe")
+            q = wide.reshape(n, nb, 34)[..., 2:]
             partial = np.matmul(q.transpose(1, 0, 2), xb)[..., 0]  # (nb, n)
             scaled = partial.T * _f16(b, 0)[..., 0]  # (n, nb)
             np.sum(scaled, axis=1, out=out[r0 : r0 + n])
