@@ -98,6 +98,7 @@ from .quantmm import (
     WIDE_TILE_BYTES,
     WeightCopies,
     decode_rows,
+    f16_round,
     half_to_f32,
     mulmat_rows,
     row_tiles,
@@ -203,6 +204,7 @@ __all__ = [
     "row_tiles",
     "env_seconds",
     "tile_spans",
+    "f16_round",
     "half_to_f32",
     "yarn_mix",
 ]

@@ -48,6 +48,7 @@ __all__ = [
     "WeightCopies",
     "copy_bytes",
     "decode_rows",
+    "f16_round",
     "half_to_f32",
     "mulmat_rows",
     "row_bytes",
@@ -97,6 +98,29 @@ def half_to_f32(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         w = u[special].astype(np.uint32)
         sign, payload = (w & np.uint32(0x8000)) << np.uint32(16), (w & np.uint32(0x3FF)) << 13
         out.view(np.uint32)[special] = sign | np.uint32(0x7F800000) | payload
+    return out
+
+
+def f16_round(x: np.ndarray) -> np.ndarray:
+    """Round float32 values to the nearest half (ties to even) and return them as float32:
+    ``x.astype(float16).astype(float32)``, bit for bit (NaN stays NaN), about 2x faster.
+
+    Adding ``c = 2**(e + 13)`` to ``|x|`` in ``[2**e, 2**(e + 1))`` leaves the sum an ulp of
+    ``2**(e - 10)``, a half's, so float32's own rounding rounds ``|x|`` to a half's precision;
+    subtracting ``c`` is exact. ``c`` is at least ``2**-1`` (below ``2**-14`` a half's step is
+    ``2**-24``, subnormals) and at most ``2**28``; results of ``2**16`` or more are infinite.
+    """
+    x = np.asarray(x, F32)
+    mag = np.abs(x)
+    c = mag.view(np.uint32) & np.uint32(0x7F800000)
+    c += np.uint32(13 << 23)
+    np.clip(c, np.uint32(0x3F000000), np.uint32(0x4D800000), out=c)
+    step = c.view(F32)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf go through as they are
+        mag += step
+        mag -= step
+    np.copyto(mag, np.inf, where=mag >= F32(65536))
+    out: np.ndarray = np.copysign(mag, x, out=mag)
     return out
 
 

@@ -16,6 +16,7 @@ from mlplug.plugin_api import (
     GluParams,
     ScaleParams,
     SwigluOaiParams,
+    f16_round,
 )
 
 from ._registry import implements
@@ -75,10 +76,6 @@ implements("mul")(_binary(np.multiply))
 implements("div")(_binary(np.divide))
 
 
-def _f16_round(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float16).astype(F32)
-
-
 def gelu_f32(x: np.ndarray) -> np.ndarray:
     """The tanh-form GELU evaluated in float32."""
     x = x.astype(F32, copy=False)
@@ -91,7 +88,7 @@ def gelu_ggml(x: np.ndarray, dtype: DType) -> np.ndarray:
     """GELU as ggml's CPU computes it: through an f16 table for F32 inputs (±10 cut)."""
     if dtype == DType.F16:
         return gelu_f32(x)
-    y = _f16_round(gelu_f32(_f16_round(x)))
+    y = f16_round(gelu_f32(f16_round(x)))
     return np.where(x <= -10, F32(0), np.where(x >= 10, x, y)).astype(F32)
 
 
@@ -107,7 +104,7 @@ def quick_ggml(x: np.ndarray, dtype: DType) -> np.ndarray:
     """QuickGELU as ggml's CPU computes it (f16 table for F32 inputs)."""
     if dtype == DType.F16:
         return quick_f32(x)
-    return _f16_round(quick_f32(_f16_round(x)))
+    return f16_round(quick_f32(f16_round(x)))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

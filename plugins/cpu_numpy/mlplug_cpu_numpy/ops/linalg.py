@@ -13,6 +13,7 @@ from mlplug.plugin_api import (
     TriParams,
     bf16_to_f32,
     decode_rows,
+    f16_round,
     f32_to_bf16,
     mulmat_rows,
 )
@@ -69,7 +70,7 @@ def _right(ctx: NumpyContext, a: Tensor, b: Tensor) -> np.ndarray:
     """The right operand as ggml's CPU sees it: rounded to a's dot type."""
     bv = ctx.values(b)
     if a.dtype == DType.F16 and b.dtype == DType.F32:
-        return bv.astype(np.float16).astype(F32)
+        return f16_round(bv)
     if a.dtype == DType.BF16 and b.dtype == DType.F32:
         return bf16_to_f32(f32_to_bf16(bv))
     if a.dtype in _Q8_DOT and b.dtype == DType.F32:

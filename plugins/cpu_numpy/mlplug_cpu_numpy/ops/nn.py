@@ -16,6 +16,7 @@ from mlplug.plugin_api import (
     Pool2dParams,
     RopeParams,
     bilinear_axis,
+    f16_round,
     half_to_f32,
     nearest_index,
     rope_n_pairs,
@@ -112,7 +113,7 @@ def conv_3d(ctx: NumpyContext, t: Tensor) -> None:
     wv = ctx.values(w)  # (OC*IC, KD, KH, KW)
     xv = ctx.values(x)  # (N*IC, ID, IH, IW)
     if w.dtype == DType.F16:
-        xv = xv.astype(np.float16).astype(F32)
+        xv = f16_round(xv)
     oc, n = w.ne[3] // c, x.ne[3] // c
     kd, kh, kw = wv.shape[1:]
     ow, oh, od = t.ne[0], t.ne[1], t.ne[2]
@@ -339,7 +340,7 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     k = _keys_or_values(ctx, k_t, n)  # (B, Lk, Hkv, dk)
     v = _keys_or_values(ctx, v_t, n)  # (B, Lk, Hkv, dv)
     if k_t.dtype == DType.F16:
-        q = q.astype(np.float16).astype(F32)
+        q = f16_round(q)
     bsz, lq, h, _ = q.shape
     hkv, lk = k.shape[2], k.shape[1]
     r = h // hkv
@@ -363,6 +364,6 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
             den = den + np.exp(sinks[None, :, None, None] - mx)
         p = e / den
     if v_t.dtype == DType.F16:
-        p = p.astype(np.float16).astype(F32)
+        p = f16_round(p)
     o = np.matmul(p.reshape(bsz, hkv, r * lq, lk), v.transpose(0, 2, 1, 3))
     ctx.put(t, o.reshape(bsz, h, lq, v.shape[3]).transpose(0, 2, 1, 3))
