@@ -347,22 +347,23 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     # Query head h uses KV head h // r: fold each group of r heads into the rows, so that both
     # products are batched BLAS matmuls over (batch, KV head) without repeating K or V.
     qg = q.transpose(0, 2, 1, 3).reshape(bsz, hkv, r * lq, q.shape[3])
-    logits = np.matmul(qg, k.transpose(0, 2, 3, 1)).reshape(bsz, h, lq, lk) * F32(scale)
+    logits = np.matmul(qg, k.transpose(0, 2, 3, 1)).reshape(bsz, h, lq, lk)
+    logits *= F32(scale)  # in place, as every step below: a prompt's logits are megabytes
     if mask is not None:
-        lq = q.shape[1]
-        m = mask[:, :, :lq, :]  # (M3, M2, Lq, Lk)
-        bi = np.arange(q.shape[0]) % m.shape[0]
-        hi = np.arange(h) % m.shape[1]
-        logits = logits + m[bi][:, hi]
+        m = mask[:, :, :lq, :]  # (M3, M2, Lq, Lk): head h reads mask head h mod M2
+        if m.shape[1] not in (1, h) or m.shape[0] not in (1, bsz):
+            m = m[np.arange(bsz) % m.shape[0]][:, np.arange(h) % m.shape[1]]
+        logits += m
     with np.errstate(invalid="ignore", over="ignore"):
         mx = logits.max(-1, keepdims=True)
         if sinks is not None:
             mx = np.maximum(mx, sinks[None, :, None, None])
-        e = np.exp(logits - mx)
+        e = np.subtract(logits, mx, out=logits)
+        np.exp(e, out=e)
         den = e.sum(-1, keepdims=True, dtype=F32)
         if sinks is not None:
             den = den + np.exp(sinks[None, :, None, None] - mx)
-        p = e / den
+        p = np.divide(e, den, out=e)
     if v_t.dtype == DType.F16:
         p = f16_round(p)
     o = np.matmul(p.reshape(bsz, hkv, r * lq, lk), v.transpose(0, 2, 1, 3))
