@@ -555,41 +555,6 @@ def _nibble_column(
             np.sum(scaled, axis=1, out=out[r0 : r0 + n])
 
 
-def _q4_k_column(
-    rows: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, tile_bytes: int | None
-) -> None:
-    """``out = W x`` for a Q4_K weight and one column, sub-block by sub-block, as ggml sums it:
-    ``sum (d * sc) * (q . x) - (dmin * mn) * sum(x)`` over the 32-value sub-blocks.
-
-    The nibbles of a tile are split with whole-row operations and widened whole (as
-    :func:`_nibble_column`); chunk ``i`` of a super-block's 128 nibble bytes holds sub-block
-    ``2i`` in its low nibbles and ``2i + 1`` in its high ones, so each sub-block's ``q . x`` is
-    a product over a strided view.
-    """
-    nsb = k // 256
-    blocks = rows.reshape(-1, nsb, 144)
-    xs = x.reshape(nsb, 4, 2, 32)  # (super-block, chunk, low/high, value)
-    x_halves = (xs[:, :, 0, :, None], xs[:, :, 1, :, None])  # (nsb, 4, 32, 1) each
-    x_sums = x.reshape(nsb, 8, 32).sum(axis=-1, dtype=F32)  # (nsb, 8)
-    spans = list(tile_spans(blocks.shape[0], k, 1, tile_bytes))
-    most = max((n for _, n in spans), default=0)
-    buf = _scratch(2 * most * nsb * 144).reshape(2, most, nsb * 144)
-    with np.errstate(all="ignore"):  # IEEE results of the stored scales (inf, nan) are kept
-        for r0, n in spans:
-            b = blocks[r0 : r0 + n]
-            flat = b.reshape(n, nsb * 144)
-            dots = np.empty((nsb, 4, 2, n), F32)  # q . x by (super-block, chunk, low/high)
-            for j, half in enumerate((flat & 0x0F, flat >> 4)):
-                wide: np.ndarray = buf[j][:n]
-                np.copyto(wide, half, casting="unsafe")
-                view = wide.reshape(n, nsb, 144)[..., 16:].reshape(n, nsb, 4, 32)
-                dots[:, :, j] = np.matmul(view.transpose(1, 2, 0, 3), x_halves[j])[..., 0]
-            d, dm = _k_scales(b)  # (n, nsb, 8, 1) each
-            per = d[..., 0] * dots.reshape(nsb, 8, n).transpose(2, 0, 1)  # (n, nsb, 8)
-            per -= dm[..., 0] * x_sums
-            np.sum(per.reshape(n, -1), axis=1, out=out[r0 : r0 + n])
-
-
 #: The eight bits of every byte value, ``(256, 8)`` float32 (bit ``t`` in column ``t``).
 _BYTE_BITS: Final = (np.arange(256)[:, None] >> np.arange(8) & 1).astype(F32)
 
@@ -598,7 +563,6 @@ _COLUMN_PRODUCTS: Final[dict[DType, Callable[..., None]]] = {
     DType.Q8_0: lambda rows, k, x, out, tb: _q8_0_column(rows, k, x, out, tb),
     DType.Q4_0: lambda rows, k, x, out, tb: _nibble_column(rows, k, x, out, tb, DType.Q4_0),
     DType.Q5_0: lambda rows, k, x, out, tb: _nibble_column(rows, k, x, out, tb, DType.Q5_0),
-    DType.Q4_K: _q4_k_column,
 }
 
 
