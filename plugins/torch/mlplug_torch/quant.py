@@ -11,6 +11,8 @@ other backends.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,8 +43,33 @@ def _half(rows: torch.Tensor, at: int) -> torch.Tensor:
     return rows.view(torch.int16)[..., at // 2 : at // 2 + 1].view(torch.float16).float()
 
 
+_local = threading.local()
+
+
+def _split_nibbles(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The low and high nibbles of every byte of ``rows`` (``(n, blocks, bytes)`` uint8, CPU),
+    same shape, into this thread's reused buffers.
+
+    Whole rows at a time: torch runs flat uint8 ops about ten times faster than the same ops
+    on a block's strided bytes, and the scale bytes' nibbles cost less than picking them out.
+    """
+    n = rows.numel()
+    buf: torch.Tensor | None = getattr(_local, "nibbles", None)
+    if buf is None or buf.shape[1] < n or buf.device != rows.device:
+        buf = _local.nibbles = torch.empty((2, n), dtype=torch.uint8, device=rows.device)
+    flat = rows.reshape(-1)
+    lo = torch.bitwise_and(flat, 0x0F, out=buf[0, :n])
+    hi = torch.bitwise_right_shift(flat, 4, out=buf[1, :n])
+    return lo.view(rows.shape), hi.view(rows.shape)
+
+
 def _q4_k(rows: torch.Tensor, out: torch.Tensor) -> None:
-    """Q4_K super-blocks: ``(d * sc) * q - dmin * mn`` per sub-block of 32 (see quantmm)."""
+    """Q4_K super-blocks: ``(d * sc) * q - dmin * mn`` per sub-block of 32 (see quantmm).
+
+    Chunk ``i`` of the 128 nibble bytes holds sub-block ``2i`` in its low nibbles and
+    ``2i + 1`` in its high ones. Gemma 3's 640x2048 tile: 2.2 -> 0.74 ms with the nibbles split
+    over whole rows (:func:`_split_nibbles`) instead of per chunk.
+    """
     n, nb = rows.shape[:2]
     s = rows[..., 4:16]
     lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
@@ -50,20 +77,33 @@ def _q4_k(rows: torch.Tensor, out: torch.Tensor) -> None:
     mn = torch.cat([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], dim=-1)
     d = (_half(rows, 0) * sc.float()).unsqueeze(-1)  # (n, nb, 8, 1)
     dm = (_half(rows, 2) * mn.float()).unsqueeze(-1)
-    q = (rows[..., 16:].reshape(n, nb, 4, 1, 32) >> _NIBBLE) & 0x0F  # sub-blocks 2i, 2i + 1
+    low, high = _split_nibbles(rows)
+    chunks = out.view(n, nb, 4, 2, 32)  # (chunk, low/high) = sub-block 2 * chunk + low/high
+    chunks[..., 0, :].copy_(low[..., 16:].view(n, nb, 4, 32))
+    chunks[..., 1, :].copy_(high[..., 16:].view(n, nb, 4, 32))
     blocks = out.view(n, nb, 8, 32)
-    blocks.copy_(q.reshape(n, nb, 8, 32))
     blocks.mul_(d).sub_(dm)
 
 
 def _q6_k(rows: torch.Tensor, out: torch.Tensor) -> None:
-    """Q6_K super-blocks: ``(d * sc) * (q - 32)`` per group of 16 (see quantmm)."""
+    """Q6_K super-blocks: ``(d * sc) * (q - 32)`` per group of 16 (see quantmm).
+
+    Value ``128h + 64j + l`` (``l < 64``) has its low four bits in nibble ``j`` of byte
+    ``64h + l`` and its top two in bits ``2c`` of byte ``128 + 32h + l mod 32``, where
+    ``c = 2j + l // 32``. Both are taken with whole-row operations, as for Q4_K; the high part is
+    added as ``16 * crumb`` (exact integers in float32, the same ``q`` as before).
+    """
     n, nb = rows.shape[:2]
-    low = ((rows[..., :128].reshape(n, nb, 2, 1, 64) >> _NIBBLE) & 0x0F).reshape(n, nb, 256)
-    high = ((rows[..., 128:192].reshape(n, nb, 2, 1, 32) >> _CRUMB) & 0x03).reshape(n, nb, 256)
     d = _half(rows, 208) * rows[..., 192:208].view(torch.int8).float()  # (n, nb, 16)
+    low, high = _split_nibbles(rows)
+    halves = out.view(n, nb, 2, 2, 64)  # (h, j, l)
+    halves[..., 0, :].copy_(low[..., :128].view(n, nb, 2, 64))
+    halves[..., 1, :].copy_(high[..., :128].view(n, nb, 2, 64))
+    crumbs = out.view(n, nb, 2, 4, 32)  # (h, c, l mod 32)
+    for c in range(4):  # bits 2c of the byte: bits 0 or 2 of its low (c < 2) or high nibble
+        nibble = (low if c < 2 else high)[..., 128:192].view(n, nb, 2, 32)
+        crumbs[..., c, :].add_((nibble >> 2 if c % 2 else nibble) & 0x03, alpha=16)
     blocks = out.view(n, nb, 16, 16)
-    blocks.copy_((low | (high << 4)).view(n, nb, 16, 16))
     blocks.sub_(32.0).mul_(d.unsqueeze(-1))
 
 
