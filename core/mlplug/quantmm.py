@@ -66,7 +66,6 @@ WIDE_TILE_BYTES = 4 << 20
 
 F32 = np.float32
 _NIBBLE_SHIFT = np.array([0, 4], np.uint8).reshape(2, 1)
-_Q6_HIGH_SHIFT = np.array([0, 2, 4, 6], np.uint8).reshape(4, 1)
 _Q5K_BIT_SHIFT = np.arange(8, dtype=np.uint8).reshape(8, 1)
 
 
@@ -207,8 +206,23 @@ def _k_scale(b: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
     o -= dm
 
 
+def _halves(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The low and high nibbles of every byte of blocks ``b``, same shape: whole-array
+    operations, several times faster than the same on each block's strided bytes."""
+    return b & np.uint8(0x0F), b >> np.uint8(4)
+
+
 def _q4_k(b: np.ndarray, out: np.ndarray) -> None:
-    _k_scale(b, _k_nibbles(b[..., 16:]), out)
+    # chunk i of the 128 nibble bytes: sub-block 2i in the low nibbles, 2i + 1 in the high
+    lead = b.shape[:-1]
+    lo, hi = _halves(b)
+    chunks = out.reshape(*lead, 4, 2, 32)
+    np.copyto(chunks[..., 0, :], lo[..., 16:].reshape(*lead, 4, 32), casting="unsafe")
+    np.copyto(chunks[..., 1, :], hi[..., 16:].reshape(*lead, 4, 32), casting="unsafe")
+    d, dm = _k_scales(b)
+    o = out.reshape(*lead, 8, 32)
+    o *= d
+    o -= dm
 
 
 def _q5_k(b: np.ndarray, out: np.ndarray) -> None:
@@ -219,15 +233,21 @@ def _q5_k(b: np.ndarray, out: np.ndarray) -> None:
 
 
 def _q6_k(b: np.ndarray, out: np.ndarray) -> None:
+    # value 128h + 64j + l: low bits in nibble j of byte 64h + l, top two in bits 2c of byte
+    # 128 + 32h + l mod 32 (c = 2j + l // 32); both from whole-array nibble splits
     lead = b.shape[:-1]
-    ql = b[..., :128].reshape(*lead, 2, 1, 64)
-    low = ((ql >> _NIBBLE_SHIFT) & np.uint8(0x0F)).reshape(*lead, 256)
-    qh = b[..., 128:192].reshape(*lead, 2, 1, 32)
-    high = ((qh >> _Q6_HIGH_SHIFT) & np.uint8(0x03)).reshape(*lead, 256)
-    q = (low | (high << np.uint8(4))).view(np.int8)
-    q -= np.int8(32)
+    lo, hi = _halves(b)
+    q = np.empty((*lead, 2, 2, 64), np.uint8)
+    q[..., 0, :] = lo[..., :128].reshape(*lead, 2, 64)
+    q[..., 1, :] = hi[..., :128].reshape(*lead, 2, 64)
+    crumbs = q.reshape(*lead, 2, 4, 32)
+    for c in range(4):  # bits 2c of the byte: bits 0 or 2 of its low (c < 2) or high nibble
+        nibble = (lo if c < 2 else hi)[..., 128:192].reshape(*lead, 2, 32)
+        crumbs[..., c, :] |= ((nibble >> np.uint8(2) if c % 2 else nibble) & np.uint8(3)) << 4
+    qs = q.view(np.int8)
+    qs -= np.int8(32)
     d = _f16(b, 208) * b[..., 192:208].view(np.int8).astype(F32)
-    _scaled(q.reshape(*lead, 16, 16), d[..., None], out.reshape(*lead, 16, 16))
+    _scaled(qs.reshape(*lead, 16, 16), d[..., None], out.reshape(*lead, 16, 16))
 
 
 def _f16_rows(b: np.ndarray, out: np.ndarray) -> None:
