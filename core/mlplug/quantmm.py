@@ -65,7 +65,6 @@ TILE_BYTES = 1 << 20
 WIDE_TILE_BYTES = 4 << 20
 
 F32 = np.float32
-_NIBBLE_SHIFT = np.array([0, 4], np.uint8).reshape(2, 1)
 _Q5K_BIT_SHIFT = np.arange(8, dtype=np.uint8).reshape(8, 1)
 
 
@@ -131,16 +130,33 @@ def _f16(b: np.ndarray, at: int) -> np.ndarray:
     return half_to_f32(halves[..., at // 2 : at // 2 + 1])
 
 
-def _nibbles(qs: np.ndarray) -> np.ndarray:
-    """``(..., 16)`` bytes -> ``(..., 32)`` uint8: low nibbles first, then high nibbles."""
-    split: np.ndarray = (qs[..., None, :] >> _NIBBLE_SHIFT) & np.uint8(0x0F)
-    return split.reshape(*qs.shape[:-1], 32)
+def _halves(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The low and high nibbles of every byte of blocks ``b``, same shape: whole-array
+    operations, several times faster than the same on each block's strided bytes."""
+    return b & np.uint8(0x0F), b >> np.uint8(4)
+
+
+def _nibbles(b: np.ndarray, at: int) -> np.ndarray:
+    """The 16 bytes at ``at`` of each block ``b`` -> ``(..., 32)`` uint8: their low nibbles,
+    then their high nibbles (split over whole blocks, then placed)."""
+    lo, hi = _halves(b)
+    q = np.empty((*b.shape[:-1], 32), np.uint8)
+    q[..., :16] = lo[..., at : at + 16]
+    q[..., 16:] = hi[..., at : at + 16]
+    return q
+
+
+#: Every byte value's eight bits, each shifted to 16 (0 or 16), as one uint64 (byte ``k`` is
+#: bit ``k``): a little-endian word's fifth bits by lookup, 1.5x faster than ``unpackbits``.
+_FIFTH_BITS: Final = (
+    ((np.arange(256)[:, None] >> np.arange(8) & 1) << 4).astype(np.uint8).view(np.uint64)[:, 0]
+)
 
 
 def _fifth_bits(qh: np.ndarray) -> np.ndarray:
     """``(..., 4)`` bytes of a little-endian 32-bit word -> ``(..., 32)`` bits shifted to 16."""
-    bits: np.ndarray = np.unpackbits(qh, axis=-1, bitorder="little")
-    return bits << np.uint8(4)  # type: ignore[no-any-return]
+    bits: np.ndarray = np.take(_FIFTH_BITS, qh).view(np.uint8)
+    return bits.reshape(*qh.shape[:-1], 32)
 
 
 def _scaled(q: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:
@@ -158,24 +174,27 @@ def _q8_0(b: np.ndarray, out: np.ndarray) -> None:
 
 
 def _q4_0(b: np.ndarray, out: np.ndarray) -> None:
-    q = _nibbles(b[..., 2:]).view(np.int8)
+    q = _nibbles(b, 2).view(np.int8)
     q -= np.int8(8)
     _scaled(q, _f16(b, 0), out)
 
 
 def _q4_1(b: np.ndarray, out: np.ndarray) -> None:
-    _scaled(_nibbles(b[..., 4:]), _f16(b, 0), out)
+    _scaled(_nibbles(b, 4), _f16(b, 0), out)
     out += _f16(b, 2)
 
 
 def _q5_0(b: np.ndarray, out: np.ndarray) -> None:
-    q = (_nibbles(b[..., 6:]) | _fifth_bits(b[..., 2:6])).view(np.int8)
+    q = _nibbles(b, 6)
+    q |= _fifth_bits(b[..., 2:6])
+    q = q.view(np.int8)
     q -= np.int8(16)
     _scaled(q, _f16(b, 0), out)
 
 
 def _q5_1(b: np.ndarray, out: np.ndarray) -> None:
-    q = _nibbles(b[..., 8:]) | _fifth_bits(b[..., 4:8])
+    q = _nibbles(b, 8)
+    q |= _fifth_bits(b[..., 4:8])
     _scaled(q, _f16(b, 0), out)
     out += _f16(b, 2)
 
@@ -191,11 +210,16 @@ def _k_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d[..., None], dm[..., None]
 
 
-def _k_nibbles(qs: np.ndarray) -> np.ndarray:
-    """128 bytes of Q4_K/Q5_K nibbles ``(..., 128)`` -> uint8 ``(..., 8, 32)`` by sub-block."""
-    lead = qs.shape[:-1]
-    split: np.ndarray = (qs.reshape(*lead, 4, 1, 32) >> _NIBBLE_SHIFT) & np.uint8(0x0F)
-    return split.reshape(*lead, 8, 32)
+def _k_nibbles(b: np.ndarray, at: int) -> np.ndarray:
+    """The 128 nibble bytes at ``at`` of Q4_K/Q5_K super-blocks ``b`` -> uint8 ``(..., 8, 32)``
+    by sub-block: chunk ``i`` of 32 bytes holds sub-block ``2i`` in its low nibbles and
+    ``2i + 1`` in its high ones."""
+    lead = b.shape[:-1]
+    lo, hi = _halves(b)
+    q = np.empty((*lead, 4, 2, 32), np.uint8)
+    q[..., 0, :] = lo[..., at : at + 128].reshape(*lead, 4, 32)
+    q[..., 1, :] = hi[..., at : at + 128].reshape(*lead, 4, 32)
+    return q.reshape(*lead, 8, 32)
 
 
 def _k_scale(b: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
@@ -204,12 +228,6 @@ def _k_scale(b: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
     o = out.reshape(q.shape)
     _scaled(q, d, o)
     o -= dm
-
-
-def _halves(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The low and high nibbles of every byte of blocks ``b``, same shape: whole-array
-    operations, several times faster than the same on each block's strided bytes."""
-    return b & np.uint8(0x0F), b >> np.uint8(4)
 
 
 def _q4_k(b: np.ndarray, out: np.ndarray) -> None:
@@ -226,7 +244,7 @@ def _q4_k(b: np.ndarray, out: np.ndarray) -> None:
 
 
 def _q5_k(b: np.ndarray, out: np.ndarray) -> None:
-    q = _k_nibbles(b[..., 48:])
+    q = _k_nibbles(b, 48)
     qh = b[..., 16:48].reshape(*b.shape[:-1], 1, 32)
     q |= ((qh >> _Q5K_BIT_SHIFT) & np.uint8(1)) << np.uint8(4)
     _k_scale(b, q, out)
