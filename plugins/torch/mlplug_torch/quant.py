@@ -32,9 +32,8 @@ TORCH_DECODED = frozenset(
     {DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q6_K, DType.F16, DType.BF16}
 )
 
-_BIT = torch.arange(8, dtype=torch.uint8)
-_NIBBLE = torch.tensor([0, 4], dtype=torch.uint8).view(2, 1)
-_CRUMB = torch.tensor([0, 2, 4, 6], dtype=torch.uint8).view(4, 1)
+#: Every byte value's eight bits as 0 or 16, float32 ``(256, 8)``: Q5_0's fifth bits by lookup.
+_FIFTH_BITS = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).float() * 16
 
 
 def _half(rows: torch.Tensor, at: int) -> torch.Tensor:
@@ -126,17 +125,16 @@ def decode_tile(rows: torch.Tensor, dtype: DType, out: torch.Tensor | None = Non
     blocks = out.view(n, rows.shape[1], 32)
     if dtype == DType.Q8_0:
         blocks.copy_(rows[..., 2:].view(torch.int8))
-    elif dtype == DType.Q4_0:  # byte j: value j (low nibble), j + 16 (high); (q - 8) * d
-        qs = rows[..., 2:]
-        blocks[..., :16] = qs & 0x0F
-        blocks[..., 16:] = qs >> 4
-        blocks.sub_(8.0)
-    else:  # Q5_0: as Q4_0 after a 32-bit word whose bit j is value j's fifth bit; (q - 16) * d
-        qs = rows[..., 6:]
-        fifth = ((rows[..., 2:6].unsqueeze(-1) >> _BIT) & 1).flatten(-2) << 4
-        blocks[..., :16] = (qs & 0x0F) | fifth[..., :16]
-        blocks[..., 16:] = (qs >> 4) | fifth[..., 16:]
-        blocks.sub_(16.0)
+    else:  # Q4_0: byte j holds value j (low nibble) and j + 16 (high); (q - 8) * d
+        at = 2 if dtype == DType.Q4_0 else 6
+        low, high = _split_nibbles(rows)
+        blocks[..., :16] = low[..., at:]
+        blocks[..., 16:] = high[..., at:]
+        if dtype == DType.Q5_0:  # bit j of the word at bytes 2..5: value j's fifth; (q - 16) * d
+            fifth = F.embedding(rows[..., 2:6].long(), _FIFTH_BITS.to(rows.device))
+            blocks.add_(fifth.view(blocks.shape)).sub_(16.0)  # exact integers, as q was
+        else:
+            blocks.sub_(8.0)
     blocks.mul_(_half(rows, 0))
     return out
 
