@@ -4,6 +4,9 @@ A backend without native quantised kernels (cpu_numpy, torch on the CPU) would o
 dequantise a whole weight for every product. Here a weight stays in its file encoding; a
 product decodes :data:`TILE_BYTES` of float32 rows at a time into one reused buffer and
 multiplies each tile with the activations, so the extra memory is one tile, not one weight.
+A one-column product (a decode step) with a Q8_0, Q4_0 or Q5_0 weight skips the decoding: it
+sums each block's integer quants against the activations and scales the block sums, as ggml's
+CPU does.
 
 The decoders here are vectorised numpy for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16
 and BF16 and give the same float32 values, bit for bit, as :func:`mlplug.quants.dequantize`
