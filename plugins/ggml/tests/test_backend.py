@@ -366,3 +366,24 @@ def test_thousand_contexts_do_not_grow_the_process(be: GGMLBackend) -> None:
         cycle()
     gc.collect()
     assert rss() - before < 4 * 1024 * 1024
+
+
+def test_read_array_copies_results_and_views_as_read_bytes(be: GGMLBackend) -> None:
+    """ggml's ``read_array`` (straight from the ggml buffer for a contiguous tensor) gives the
+    bytes ``read_bytes`` gives, for a leaf, a result and a strided view, and every read is a new
+    writable array."""
+    from mlplug import Context
+
+    with be.new_context() as ctx:
+        x = ctx.from_floats(np.arange(12, dtype=np.float32), 4, 3)
+        y = x.scale(ctx, 2.0)
+        t = y.permute(ctx, 1, 0, 2, 3)  # a strided view of the result
+        ctx.compute(x, y, t)
+        for tensor in (x, y, t):
+            got = ctx.read_array(tensor)
+            assert got.tobytes() == ctx.read_bytes(tensor)
+            assert got.tobytes() == Context.read_array(ctx, tensor).tobytes()
+        a, b = y.floats(), y.floats()
+        assert a is not None and b is not None and a.flags.writeable
+        a[0] = -1.0
+        assert b[0] == 0.0 and y.floats()[1] == 2.0
