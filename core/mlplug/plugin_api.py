@@ -49,6 +49,7 @@ from .errors import (
     RemoteDeviceError,
     ShapeError,
 )
+from .halves import f16_round, half_to_f32
 from .hookspecs import BackendFactory, BuildDescriber, DeviceEnumerator, Register, hookimpl
 from .host import can_quantize, cpu_device_info
 from .kernels import implementer
@@ -98,8 +99,6 @@ from .quantmm import (
     WIDE_TILE_BYTES,
     WeightCopies,
     decode_rows,
-    f16_round,
-    half_to_f32,
     mulmat_rows,
     row_tiles,
     tile_spans,

@@ -123,6 +123,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "errors",
             "dtypes",
             "numerics",
+            "halves",
             "paths",
             "sysinfo",
             "quants",

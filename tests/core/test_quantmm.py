@@ -12,7 +12,7 @@ import pytest
 
 from mlplug.dtypes import TRAITS, DType
 from mlplug.errors import DTypeError, ShapeError
-from mlplug.quantmm import FAST_TYPES, decode_rows, f16_round, half_to_f32, mulmat_rows, row_tiles
+from mlplug.quantmm import FAST_TYPES, decode_rows, mulmat_rows, row_tiles
 from mlplug.quants import dequantize
 
 TYPES = sorted(FAST_TYPES, key=lambda d: d.name)
@@ -167,22 +167,3 @@ def test_weight_copies_decode_once_and_free() -> None:
     assert copies.get(key) is None and copies.nbytes(key) == 0
     with pytest.raises(DTypeError, match="F32"):
         copies.make(key, raw, DType.F32, (64, 3, 1, 1))
-
-
-@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # numpy's own cast, the reference
-def test_f16_round_is_numpys_half_round_trip_bit_for_bit() -> None:
-    """Every 4093rd float32 bit pattern (normals, subnormals, halves' ties, overflow to inf,
-    infinities, NaN) and a few chosen ones round as ``astype(float16).astype(float32)``."""
-    patterns = np.arange(0, 2**32, 4093, dtype=np.uint64).astype(np.uint32).view(np.float32)
-    chosen = np.float32([65504, 65519.99, 65520, -65520, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 0.0])
-    for x in (patterns, chosen, -chosen):
-        want = x.astype(np.float16).astype(np.float32)
-        got = f16_round(x)
-        same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
-        assert same.all(), x[~same][:5]
-
-
-def test_half_to_f32_widens_every_half_bit_for_bit() -> None:
-    halves = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
-    want = halves.view(np.float16).astype(np.float32)
-    np.testing.assert_array_equal(half_to_f32(halves).view(np.uint32), want.view(np.uint32))
