@@ -94,8 +94,8 @@ from .ops.records import (
     ViewParams,
 )
 from .params import BackendParams, CacheConfig, FlashAttentionType
-from .quantmm import FAST_TYPES as FAST_DECODE_TYPES
 from .quantmm import (
+    BYTE_BITS,
     WIDE_TILE_BYTES,
     WeightCopies,
     decode_rows,
@@ -103,12 +103,14 @@ from .quantmm import (
     row_tiles,
     tile_spans,
 )
+from .quantmm import FAST_TYPES as FAST_DECODE_TYPES
 from .quants import bf16_to_f32, dequantize, f32_to_bf16, quantize
 from .sysinfo import host_memory
 from .tensor import Tensor
 from .writers import HostWriter, StagedWriter, WeightWriter
 
 __all__ = [
+    "BYTE_BITS",
     "NO_PARAMS",
     "ArangeParams",
     "ArgsortParams",

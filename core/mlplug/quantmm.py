@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Final
 
 import numpy as np
@@ -44,6 +45,7 @@ from .halves import half_to_f32
 from .quants import dequantize
 
 __all__ = [
+    "BYTE_BITS",
     "FAST_TYPES",
     "MIN_TILE_WORK",
     "TILE_ALIGN",
@@ -94,11 +96,14 @@ def _nibbles(b: np.ndarray, at: int) -> np.ndarray:
     return q
 
 
+#: The eight bits of every byte value, float32 ``(256, 8)`` (bit ``t`` in column ``t``, 0 or 1;
+#: read-only): fifth-bit lookups here and in the plugins are built from it.
+BYTE_BITS: Final = (np.arange(256)[:, None] >> np.arange(8) & 1).astype(F32)
+BYTE_BITS.flags.writeable = False
+
 #: Every byte value's eight bits, each shifted to 16 (0 or 16), as one uint64 (byte ``k`` is
 #: bit ``k``): a little-endian word's fifth bits by lookup, 1.5x faster than ``unpackbits``.
-_FIFTH_BITS: Final = (
-    ((np.arange(256)[:, None] >> np.arange(8) & 1) << 4).astype(np.uint8).view(np.uint64)[:, 0]
-)
+_FIFTH_BITS: Final = (BYTE_BITS.astype(np.uint8) << 4).view(np.uint64)[:, 0]
 
 
 def _fifth_bits(qh: np.ndarray) -> np.ndarray:
@@ -158,16 +163,16 @@ def _k_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d[..., None], dm[..., None]
 
 
-def _k_nibbles(b: np.ndarray, at: int) -> np.ndarray:
-    """The 128 nibble bytes at ``at`` of Q4_K/Q5_K super-blocks ``b`` -> uint8 ``(..., 8, 32)``
-    by sub-block: chunk ``i`` of 32 bytes holds sub-block ``2i`` in its low nibbles and
-    ``2i + 1`` in its high ones."""
+def _k_place(b: np.ndarray, at: int, dest: np.ndarray) -> np.ndarray:
+    """Write the 128 nibble bytes at ``at`` of Q4_K/Q5_K super-blocks ``b`` into ``dest``
+    (``(..., 256)`` values, any dtype) by sub-block and return it as ``(..., 8, 32)``: chunk
+    ``i`` of 32 bytes holds sub-block ``2i`` in its low nibbles and ``2i + 1`` in its high."""
     lead = b.shape[:-1]
     lo, hi = _halves(b)
-    q = np.empty((*lead, 4, 2, 32), np.uint8)
-    q[..., 0, :] = lo[..., at : at + 128].reshape(*lead, 4, 32)
-    q[..., 1, :] = hi[..., at : at + 128].reshape(*lead, 4, 32)
-    return q.reshape(*lead, 8, 32)
+    chunks = dest.reshape(*lead, 4, 2, 32)
+    np.copyto(chunks[..., 0, :], lo[..., at : at + 128].reshape(*lead, 4, 32), casting="unsafe")
+    np.copyto(chunks[..., 1, :], hi[..., at : at + 128].reshape(*lead, 4, 32), casting="unsafe")
+    return chunks.reshape(*lead, 8, 32)
 
 
 def _k_scale(b: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
@@ -179,20 +184,15 @@ def _k_scale(b: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
 
 
 def _q4_k(b: np.ndarray, out: np.ndarray) -> None:
-    # chunk i of the 128 nibble bytes: sub-block 2i in the low nibbles, 2i + 1 in the high
-    lead = b.shape[:-1]
-    lo, hi = _halves(b)
-    chunks = out.reshape(*lead, 4, 2, 32)
-    np.copyto(chunks[..., 0, :], lo[..., 16:].reshape(*lead, 4, 32), casting="unsafe")
-    np.copyto(chunks[..., 1, :], hi[..., 16:].reshape(*lead, 4, 32), casting="unsafe")
+    # the nibbles go straight into ``out`` (no integer copy first), then as _k_scale
+    o = _k_place(b, 16, out)
     d, dm = _k_scales(b)
-    o = out.reshape(*lead, 8, 32)
     o *= d
     o -= dm
 
 
 def _q5_k(b: np.ndarray, out: np.ndarray) -> None:
-    q = _k_nibbles(b, 48)
+    q = _k_place(b, 48, np.empty((*b.shape[:-1], 256), np.uint8))
     qh = b[..., 16:48].reshape(*b.shape[:-1], 1, 32)
     q |= ((qh >> _Q5K_BIT_SHIFT) & np.uint8(1)) << np.uint8(4)
     _k_scale(b, q, out)
@@ -509,7 +509,7 @@ def _nibble_column(
     tables = None
     if dtype == DType.Q5_0:
         # tables[i][b, y]: the sum of activations 8i + t of block b over the set bits t of y
-        sums = (xb.reshape(nb, 4, 8) @ _BYTE_BITS.T).transpose(1, 0, 2)  # (4, nb, 256)
+        sums = (xb.reshape(nb, 4, 8) @ BYTE_BITS.T).transpose(1, 0, 2)  # (4, nb, 256)
         tables = [np.ascontiguousarray(t).reshape(-1) for t in sums]
         base = (np.arange(nb, dtype=np.uint32) * np.uint32(256))[None, :]
     spans = list(tile_spans(blocks.shape[0], k, 1, tile_bytes))
@@ -541,14 +541,11 @@ def _nibble_column(
             np.sum(scaled, axis=1, out=out[r0 : r0 + n])
 
 
-#: The eight bits of every byte value, ``(256, 8)`` float32 (bit ``t`` in column ``t``).
-_BYTE_BITS: Final = (np.arange(256)[:, None] >> np.arange(8) & 1).astype(F32)
-
 #: One-column products that sum block by block instead of decoding the weight.
 _COLUMN_PRODUCTS: Final[dict[DType, Callable[..., None]]] = {
-    DType.Q8_0: lambda rows, k, x, out, tb: _q8_0_column(rows, k, x, out, tb),
-    DType.Q4_0: lambda rows, k, x, out, tb: _nibble_column(rows, k, x, out, tb, DType.Q4_0),
-    DType.Q5_0: lambda rows, k, x, out, tb: _nibble_column(rows, k, x, out, tb, DType.Q5_0),
+    DType.Q8_0: _q8_0_column,
+    DType.Q4_0: partial(_nibble_column, dtype=DType.Q4_0),
+    DType.Q5_0: partial(_nibble_column, dtype=DType.Q5_0),
 }
 
 

@@ -158,19 +158,17 @@ class GGMLContext(Context):
             self.backend.lib.ggml_backend_tensor_set(root.handle, data, 0, len(data))
 
     def read_bytes(self, t: Tensor) -> bytes:
-        root = t.root
-        if root.op == LEAF:
-            if root.data is None:
-                msg = f"{t!r} has no data (a dry-run backend or a closed context)"
-                raise GraphError(msg)
-            return _graph.gather(self.backend.lib, root.handle, t.view_offs, t)
-        h = t.handle
-        if isinstance(h, bytes):
-            return h
-        if not isinstance(h, tuple) or not h[0].alive:
-            msg = f"{t!r} has no computed data (its context was closed)"
+        where = self._storage(t)
+        if where is not None:
+            return _graph.gather(self.backend.lib, where[0], where[1], t)
+        if t.root.op == LEAF:
+            msg = f"{t!r} has no data (a dry-run backend or a closed context)"
             raise GraphError(msg)
-        return _graph.gather(self.backend.lib, h[1], h[2], t)
+        h = t.handle
+        if isinstance(h, bytes):  # a snapshot kept when its graph was freed
+            return h
+        msg = f"{t!r} has no computed data (its context was closed)"
+        raise GraphError(msg)
 
     def read_array(self, t: Tensor) -> np.ndarray:
         """Copy a contiguous ``t`` straight from ggml into a new array (one copy, not three)."""
@@ -180,8 +178,8 @@ class GGMLContext(Context):
         return _graph.read_into(self.backend.lib, where[0], where[1], t.nbytes)
 
     def _storage(self, t: Tensor) -> tuple[int, int] | None:
-        """``(ggml tensor handle, byte offset)`` of ``t``'s computed data, or None to let
-        :meth:`read_bytes` say why there is none."""
+        """``(ggml tensor handle, byte offset)`` of ``t``'s data in ggml memory, or None (no
+        data, or only a snapshot of it: :meth:`read_bytes` says which)."""
         root = t.root
         if root.op == LEAF:
             return None if root.data is None else (root.handle, t.view_offs)

@@ -24,7 +24,9 @@ from typing import Final
 import numpy as np
 import torch
 
-from mlplug.plugin_api import DType
+from mlplug.plugin_api import BYTE_BITS, DType
+
+from ..quant import split_nibbles
 
 __all__ = ["CHUNK_BLOCKS", "INT_DOT_TYPES", "Column", "int_column", "int_mm_works", "q8_0_quants"]
 
@@ -107,13 +109,9 @@ class Column:
         of byte value ``y`` (int32 ``(blocks * 4, 256)``): Q5_0's fifth bits by lookup."""
         if self._bits is None:
             # (blocks * 4, 8) @ (8, 256): sums of at most 8 quants, exact in float32
-            table = self.quants.reshape(-1, 8) @ _BYTE_BITS.T
+            table = self.quants.reshape(-1, 8) @ BYTE_BITS.T
             self._bits = torch.from_numpy(table.astype(np.int32))
         return self._bits
-
-
-#: The eight bits of every byte value, ``(256, 8)`` (bit ``k`` in column ``k``).
-_BYTE_BITS: Final = (np.arange(256)[:, None] >> np.arange(8) & 1).astype(np.float32)
 
 
 def _block_dots(w: torch.Tensor, xs: torch.Tensor, step: int) -> torch.Tensor:
@@ -129,22 +127,6 @@ def _block_dots(w: torch.Tensor, xs: torch.Tensor, step: int) -> torch.Tensor:
         chunk = xs[c0:c1, :, : c1 - c0].reshape((c1 - c0) * step, c1 - c0)
         s[:, c0:c1] = torch._int_mm(w[:, c0 * step : c1 * step], chunk)
     return s
-
-
-class _Nibbles:
-    """Reused buffers for the low and high nibbles of a tile's bytes (scale bytes too: whole
-    rows at a time run as fast flat ops, and the layouts give those bytes zero weight)."""
-
-    def __init__(self, rows: int, width: int) -> None:
-        self.lo = torch.empty((rows, width), dtype=torch.uint8)
-        self.hi = torch.empty((rows, width), dtype=torch.uint8)
-
-    def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The low and high nibbles of ``flat`` (uint8 rows) as int8 (0..15)."""
-        rows = flat.shape[0]
-        lo = torch.bitwise_and(flat, 0x0F, out=self.lo[:rows])
-        hi = torch.bitwise_right_shift(flat, 4, out=self.hi[:rows])
-        return lo.view(torch.int8), hi.view(torch.int8)
 
 
 def _fifth_bits(block_rows: torch.Tensor, x: Column) -> torch.Tensor:
@@ -175,7 +157,6 @@ def int_column(raw: torch.Tensor, dtype: DType, x: Column) -> torch.Tensor:
         xs = x.layout(size)
     else:
         xs, x_hi = x.layout(size, 0, 16), x.layout(size, 16, 16)
-        nibbles = _Nibbles(rows_per_tile, nb * size)
         bias = x.sums * _OFFSET[dtype]  # (nb,)
     for r0 in range(0, m, rows_per_tile):
         rows = min(rows_per_tile, m - r0)
@@ -184,7 +165,9 @@ def int_column(raw: torch.Tensor, dtype: DType, x: Column) -> torch.Tensor:
         if q8:
             f = _block_dots(flat.view(torch.int8), xs, size).float()
         else:
-            lo, hi = nibbles.split(flat)
+            # whole rows split (scale bytes too: flat ops are the fast ones, and the layouts give
+            # those bytes zero weight), as int8 values 0..15
+            lo, hi = (h.view(rows, nb * size).view(torch.int8) for h in split_nibbles(block_rows))
             s = _block_dots(lo, xs, size).add_(_block_dots(hi, x_hi, size))
             if dtype == DType.Q5_0:
                 s.add_(_fifth_bits(block_rows, x), alpha=16)
