@@ -1,4 +1,4 @@
-"""Where a decode step's time goes, op by op, on a backend that runs kernels from Python.
+"""Where a decode step's (or a prompt's) time goes, op by op, on a Python-kernel backend.
 
 Loads a model on one backend (``torch`` or ``cpu_numpy``: the plugins whose ``kernels`` table is
 a dict of Python callables), runs a prompt (512 tokens, as the speed table), decodes a few
@@ -39,10 +39,17 @@ def _key(t: Any, shapes: bool) -> str:
 
 
 def profile(
-    path: str, backend: str, n: int, threads: int, shapes: bool, prompt_len: int = 512
+    path: str,
+    backend: str,
+    n: int,
+    threads: int,
+    shapes: bool,
+    prompt_len: int = 512,
+    phase: str = "decode",
 ) -> dict[str, Any]:
-    """Decode ``n`` tokens after a ``prompt_len``-token prompt on ``backend``; return per-token
-    ms by op and the step's total."""
+    """Decode ``n`` tokens after a ``prompt_len``-token prompt on ``backend`` (or, with
+    ``phase="prompt"``, run that prompt ``n`` times, each on a fresh cache); return ms per
+    step (a token, or a whole prompt) by op and the step's total."""
     import mlplug as ml
     from mlplug.models import load_model
 
@@ -74,32 +81,68 @@ def profile(
     saved = dict(table)
     table.update({name: timed(name, fn) for name, fn in saved.items()})
     try:
-        with be, load_model(be, num_ctx=1024) as model:
-            prompt = [(7 * i + 3) % model.vocab_size for i in range(prompt_len)]
-            logits = model.forward(prompt, range(len(prompt)))
-            tok = int(np.argmax(logits[-1]))
-            pos = len(prompt)
-            for _ in range(4):  # warm-up: caches, memo, first-use allocations
-                tok = int(np.argmax(model.forward([tok], [pos])[0]))
-                pos += 1
-            totals = []
-            for timed_now in (False, True):  # the step without the timers, then timed by op
-                timing[0] = timed_now
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    tok = int(np.argmax(model.forward([tok], [pos])[0]))
-                    pos += 1
-                totals.append(time.perf_counter() - t0)
+        if phase == "prompt":
+            with be:
+                totals = _prompt_steps(be, n, prompt_len, timing)
+        else:
+            with be, load_model(be, num_ctx=1024) as model:
+                totals = _decode_steps(model, n, prompt_len, timing)
     finally:
         table.clear()
         table.update(saved)
     ops = {k: {"ms": 1e3 * v / n, "calls": calls[k] / n} for k, v in spent.items()}
     return {
         "backend": backend,
+        "phase": phase,
         "step_ms": 1e3 * totals[0] / n,
         "timed_step_ms": 1e3 * totals[1] / n,
         "ops": ops,
     }
+
+
+def _prompt(vocab: int, length: int) -> list[int]:
+    return [(7 * i + 3) % vocab for i in range(length)]
+
+
+def _decode_steps(model: Any, n: int, prompt_len: int, timing: list[bool]) -> list[float]:
+    """The prompt, 4 warm-up tokens, then ``n`` decode steps untimed and ``n`` timed by op."""
+    prompt = _prompt(model.vocab_size, prompt_len)
+    logits = model.forward(prompt, range(len(prompt)))
+    tok = int(np.argmax(logits[-1]))
+    pos = len(prompt)
+    for _ in range(4):  # warm-up: caches, memo, first-use allocations
+        tok = int(np.argmax(model.forward([tok], [pos])[0]))
+        pos += 1
+    totals = []
+    for timed_now in (False, True):  # the step without the timers, then timed by op
+        timing[0] = timed_now
+        t0 = time.perf_counter()
+        for _ in range(n):
+            tok = int(np.argmax(model.forward([tok], [pos])[0]))
+            pos += 1
+        totals.append(time.perf_counter() - t0)
+    return totals
+
+
+def _prompt_steps(be: Any, n: int, prompt_len: int, timing: list[bool]) -> list[float]:
+    """One warm-up prompt, then ``n`` prompts untimed and ``n`` timed by op, each on a fresh
+    model (so a fresh, empty cache), as the speed table runs its prompt."""
+    from mlplug.models import load_model
+
+    def run() -> None:
+        with load_model(be, num_ctx=1024) as model:
+            prompt = _prompt(model.vocab_size, prompt_len)
+            model.forward(prompt, range(len(prompt)))
+
+    run()
+    totals = []
+    for timed_now in (False, True):
+        timing[0] = timed_now
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run()
+        totals.append(time.perf_counter() - t0)
+    return totals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--backend", default="torch")
-    parser.add_argument("-n", type=int, default=32, help="decode steps timed")
+    parser.add_argument(
+        "-n",
+        type=int,
+        default=32,
+        help="steps timed: tokens, or prompts with --phase prompt",
+    )
+    parser.add_argument(
+        "--phase",
+        choices=("decode", "prompt"),
+        default="decode",
+        help="time decode steps (default) or whole prompts",
+    )
     parser.add_argument(
         "--prompt", type=int, default=512, help="prompt tokens first (default 512, as the table)"
     )
@@ -118,17 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("-n must be at least 1")
-    r = profile(args.model, args.backend, args.n, args.threads, args.shapes, args.prompt)
+    r = profile(
+        args.model, args.backend, args.n, args.threads, args.shapes, args.prompt, args.phase
+    )
     if args.json:
         print(json.dumps(r))
         return 0
     step = r["timed_step_ms"]
     rows = sorted(r["ops"].items(), key=lambda kv: -kv[1]["ms"])
+    unit = "token" if r["phase"] == "decode" else "prompt"
     print(
-        f"{r['backend']}: {r['step_ms']:.2f} ms/token ({1e3 / r['step_ms']:.1f} tok/s); "
+        f"{r['backend']}: {r['step_ms']:.2f} ms/{unit}; "
         f"{step:.2f} with the timers (shares below are of this)"
     )
-    print(f"{'op':<60} {'ms/token':>9} {'share':>6} {'calls':>6}")
+    print(f"{'op':<60} {'ms/' + unit:>9} {'share':>6} {'calls':>6}")
     for k, v in rows[: args.top]:
         print(f"{k[:60]:<60} {v['ms']:>9.3f} {v['ms'] / step:>6.1%} {v['calls']:>6.0f}")
     inside = sum(v["ms"] for v in r["ops"].values())

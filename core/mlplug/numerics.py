@@ -19,6 +19,7 @@ __all__ = [
     "MROPE_MODES",
     "bilinear_axis",
     "nearest_index",
+    "query_blocks",
     "rope_n_pairs",
     "rope_pairs",
     "rope_rows",
@@ -57,6 +58,37 @@ def bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.nda
     hi = np.clip(i0 + 1, 0, n_in - 1).astype(np.int64)
     frac = np.clip(pos - lo.astype(F32), 0, 1).astype(F32)
     return lo, hi, frac
+
+
+#: Query rows per block of :func:`query_blocks`.
+QUERY_BLOCK: Final = 128
+
+
+def query_blocks(seen: np.ndarray, block: int = QUERY_BLOCK) -> tuple[tuple[int, int, int], ...]:
+    """Cut attention's query rows into blocks that each read only the keys they may see.
+
+    :param seen: per query row, one more than the last key its mask leaves visible (0: none),
+        over every head and batch plane of the mask.
+    :returns: ``(r0, r1, n)`` per block of (at most) ``block`` rows: rows ``r0..r1`` attend to
+        keys ``0..n`` (at least one key, so a row that sees nothing gives what it gave before).
+        One block of every row when cutting would save less than a fifth of the work (a
+        decode step, a short prompt, a mask without a causal shape).
+
+    Keys past a row's last visible one add exactly nothing to its sums, so a causal prompt
+    reads about half of the keys it did (the first rows see the first keys only). The first
+    key is always key 0: sums begin where they began.
+    """
+    rows = int(seen.shape[0])
+    full = max(int(seen.max(initial=0)), 1)
+    if rows <= block:
+        return ((0, rows, full),)
+    cuts = [
+        (r0, min(r0 + block, rows), max(int(seen[r0 : r0 + block].max()), 1))
+        for r0 in range(0, rows, block)
+    ]
+    if sum((r1 - r0) * n for r0, r1, n in cuts) > 0.8 * rows * full:
+        return ((0, rows, full),)
+    return tuple(cuts)
 
 
 def rope_n_pairs(n_dims: int, mode: int) -> int:

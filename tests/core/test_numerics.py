@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlplug.numerics import rope_pairs
+from mlplug.numerics import query_blocks, rope_pairs
 
 
 @pytest.mark.parametrize(("mode", "n_pairs"), [(0, 4), (2, 4), (8, 6), (24, 3), (40, 5)])
@@ -31,3 +31,21 @@ def test_rope_pairs_rotate_as_the_pair_formula(mode: int, n_pairs: int) -> None:
     got = x * cos[pair] + x[:, partner] * (sin[pair] * sign)
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
     assert not pair.flags.writeable  # cached: callers must not change it
+
+
+def test_query_blocks_cut_a_causal_prompt_to_the_keys_each_block_sees() -> None:
+    seen = np.arange(1, 301)  # row i sees keys 0..i
+    blocks = query_blocks(seen, 128)
+    assert blocks == ((0, 128, 128), (128, 256, 256), (256, 300, 300))
+
+
+def test_query_blocks_keep_one_block_when_cutting_saves_little() -> None:
+    assert query_blocks(np.full(300, 40), 128) == ((0, 300, 40),)  # every row sees every key
+    assert query_blocks(np.arange(1, 101), 128) == ((0, 100, 100),)  # fewer rows than a block
+    assert query_blocks(np.array([1]), 128) == ((0, 1, 1),)  # a decode step
+
+
+def test_query_blocks_give_a_row_that_sees_nothing_one_key() -> None:
+    seen = np.concatenate([np.zeros(128, dtype=np.int64), np.arange(129, 385)])
+    assert query_blocks(seen, 128) == ((0, 128, 1), (128, 256, 256), (256, 384, 384))
+    assert query_blocks(np.zeros(5, dtype=np.int64)) == ((0, 5, 1),)

@@ -51,7 +51,8 @@ class Arg:
     holds distinct integers drawn from ``range(hi)``, or a permutation of ``range(ne0)`` when
     ``hi`` is 0), ``lower`` (square matrices with ``|diag|`` in ``[1, 2)`` and small
     off-diagonal values: well-conditioned triangular systems), ``mask`` (0 or ``-inf``, key 0
-    always visible: attention masks), ``fixed`` (``values``, flat in
+    always visible: attention masks), ``causal`` (query row ``i`` sees keys ``0..i``, later
+    keys never: a prompt's mask over a padded cache), ``fixed`` (``values``, flat in
     ggml order: worked examples with known results) or ``zeros``. Quantised dtypes ignore
     ``gen``: their blocks are drawn directly (values of magnitude about 1). With ``tensor=False``
     the build gets only the raw array (``inputs.raw[i]``), for cases that test the constructors.

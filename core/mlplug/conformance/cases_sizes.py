@@ -334,6 +334,7 @@ def sdpa_case(
     mask: bool = True,
     flash: bool = False,
     tier: str = FULL,
+    mask_gen: str = "mask",
 ) -> Case:
     """An attention case ``[dk, h, lq]`` over ``lk`` keys of ``hkv`` heads (value dim = dk)."""
     op = "scaled_dot_product_attention"
@@ -344,7 +345,7 @@ def sdpa_case(
         Arg((dk, hkv, lk), kv),
     ]
     if mask:
-        args.append(Arg((lk, lq), gen="mask"))
+        args.append(Arg((lk, lq), gen=mask_gen))
 
     def build(ctx: Context, x: Inputs) -> Tensor:
         m = x[3] if mask else None
@@ -386,6 +387,20 @@ def _sdpa_cases() -> list[Case]:
             out.append(sdpa_case(tag, dk, h, hkv, lq, lk, flash=flash))
             out.append(sdpa_case(tag, dk, h, hkv, lq, lk, kv=F16, flash=flash))
         out.append(sdpa_case("full-d64-nomask-q3-k40", 64, 2, 1, 3, 40, mask=False, flash=flash))
+        for kv in (F32, F16):  # a causal prompt over a padded cache: backends may cut it in blocks
+            out.append(
+                sdpa_case(
+                    "causal-d64-h4x2-q300-k320",
+                    64,
+                    4,
+                    2,
+                    300,
+                    320,
+                    kv=kv,
+                    flash=flash,
+                    mask_gen="causal",
+                )
+            )
     return out
 
 

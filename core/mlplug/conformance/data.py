@@ -149,6 +149,10 @@ def _values(rng: np.random.Generator, a: Arg) -> np.ndarray:
         m = np.where(rng.random(shape) < 0.3, -np.inf, 0.0)
         m[..., 0] = 0.0
         return m
+    if a.gen == "causal":  # query row i sees keys 0..i: a prompt over a padded cache
+        later = np.arange(shape[-1])[None, :] > np.arange(shape[-2])[:, None]
+        causal: np.ndarray = np.broadcast_to(np.where(later, -np.inf, 0.0), shape).copy()
+        return causal
     if a.gen == "lower":
         m = rng.uniform(-0.5, 0.5, shape)
         k = a.ne[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +20,7 @@ from mlplug.plugin_api import (
     f16_round,
     half_to_f32,
     nearest_index,
+    query_blocks,
     rope_n_pairs,
     rope_pairs,
     rope_rows,
@@ -305,9 +307,11 @@ def _keys_or_values(ctx: NumpyContext, t: Tensor, n: int | None) -> np.ndarray:
     return ctx.values(t)[:, :n]
 
 
-def _visible(ctx: NumpyContext, mask_t: Tensor, lq: int) -> tuple[np.ndarray, int | None]:
-    """The mask's first ``lq`` rows, cut to ``n`` keys, and ``n``: the keys kept (None: all),
-    up to the last one any query may see.
+def _visible(
+    ctx: NumpyContext, mask_t: Tensor, lq: int
+) -> tuple[np.ndarray, int | None, tuple[tuple[int, int, int], ...]]:
+    """The mask's first ``lq`` rows cut to ``n`` keys, ``n`` (the keys kept, up to the last
+    one any query may see; None: all) and the query blocks (:func:`query_blocks`).
 
     Keys past it add exactly nothing: leaving them out keeps the sums (and their rounding)
     independent of how far a cache padded its history, and a cache's unused tail is never
@@ -317,30 +321,61 @@ def _visible(ctx: NumpyContext, mask_t: Tensor, lq: int) -> tuple[np.ndarray, in
     hit = ctx.memo.get(key)
     if hit is None:
         mask = ctx.values(mask_t)[:, :, :lq, :]
+        visible = (mask != -np.inf).any(axis=(0, 1))  # (Lq, Lk)
+        any_row = visible.any(axis=1)
+        seen = np.where(any_row, visible.shape[1] - np.argmax(visible[:, ::-1], axis=1), 0)
         n: int | None = None
-        seen = np.flatnonzero((mask != -np.inf).any(axis=(0, 1, 2)))
-        if seen.size:
-            n = int(seen[-1]) + 1
+        blocks: tuple[tuple[int, int, int], ...] = ((0, lq, mask.shape[-1]),)
+        if any_row.any():
+            n = int(seen.max())
             mask = mask[..., :n]
-        hit = ctx.memo[key] = (mask, n)
+            blocks = query_blocks(seen)
+        hit = ctx.memo[key] = (mask, n, blocks)
     return hit  # type: ignore[no-any-return]
 
 
 @implements("scaled_dot_product_attention")
 def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
-    """Scaled dot-product attention with GQA, additive mask and sinks."""
+    """Scaled dot-product attention with GQA, additive mask and sinks.
+
+    A causal prompt runs in blocks of query rows, each against the keys it may see.
+    """
     p = AttentionParams.of(t)
-    scale, has_mask, has_sinks = p.scale, p.has_mask, p.has_sinks
     q_t, k_t, v_t = t.src[:3]
     rest = list(t.src[3:])
-    mask_t = rest.pop(0) if has_mask else None
-    sinks = ctx.values(rest.pop(0)).reshape(-1) if has_sinks else None
+    mask_t = rest.pop(0) if p.has_mask else None
+    sinks = ctx.values(rest.pop(0)).reshape(-1) if p.has_sinks else None
     q = ctx.values(q_t)  # (B, Lq, H, dk)
-    mask, n = (None, None) if mask_t is None else _visible(ctx, mask_t, q.shape[1])
+    mask, n, blocks = None, None, None
+    if mask_t is not None:
+        mask, n, blocks = _visible(ctx, mask_t, q.shape[1])
     k = _keys_or_values(ctx, k_t, n)  # (B, Lk, Hkv, dk)
     v = _keys_or_values(ctx, v_t, n)  # (B, Lk, Hkv, dv)
     if k_t.dtype == DType.F16:
         q = f16_round(q)
+    att = partial(_attend, scale=F32(p.scale), sinks=sinks, round_p=v_t.dtype == DType.F16)
+    if blocks is None or len(blocks) == 1:
+        out = att(q, k, v, mask)
+    else:
+        out = np.empty((*q.shape[:3], v.shape[3]), dtype=F32)
+        for r0, r1, nb in blocks:
+            m = None if mask is None else mask[:, :, r0:r1, :nb]
+            out[:, r0:r1] = att(q[:, r0:r1], k[:, :nb], v[:, :nb], m)
+    ctx.put(t, out)
+
+
+def _attend(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None,
+    *,
+    scale: np.float32,
+    sinks: np.ndarray | None,
+    round_p: bool,
+) -> np.ndarray:
+    """Attention of queries ``q`` ``(B, Lq, H, dk)`` over keys ``k`` and values ``v``
+    ``(B, Lk, Hkv, d)`` with the mask's rows ``(M3, M2, Lq, Lk)``; ``(B, Lq, H, dv)``."""
     bsz, lq, h, _ = q.shape
     hkv, lk = k.shape[2], k.shape[1]
     r = h // hkv
@@ -348,9 +383,9 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
     # products are batched BLAS matmuls over (batch, KV head) without repeating K or V.
     qg = q.transpose(0, 2, 1, 3).reshape(bsz, hkv, r * lq, q.shape[3])
     logits = np.matmul(qg, k.transpose(0, 2, 3, 1)).reshape(bsz, h, lq, lk)
-    logits *= F32(scale)  # in place, as every step below: a prompt's logits are megabytes
+    logits *= scale  # in place, as every step below: a prompt's logits are megabytes
     if mask is not None:
-        m = mask[:, :, :lq, :]  # (M3, M2, Lq, Lk): head h reads mask head h mod M2
+        m = mask  # (M3, M2, Lq, Lk): head h reads mask head h mod M2
         if m.shape[1] not in (1, h) or m.shape[0] not in (1, bsz):
             m = m[np.arange(bsz) % m.shape[0]][:, np.arange(h) % m.shape[1]]
         logits += m
@@ -363,8 +398,9 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
         den = e.sum(-1, keepdims=True, dtype=F32)
         if sinks is not None:
             den = den + np.exp(sinks[None, :, None, None] - mx)
-        p = np.divide(e, den, out=e)
-    if v_t.dtype == DType.F16:
-        p = f16_round(p)
-    o = np.matmul(p.reshape(bsz, hkv, r * lq, lk), v.transpose(0, 2, 1, 3))
-    ctx.put(t, o.reshape(bsz, h, lq, v.shape[3]).transpose(0, 2, 1, 3))
+        probs = np.divide(e, den, out=e)
+    if round_p:
+        probs = f16_round(probs)
+    o = np.matmul(probs.reshape(bsz, hkv, r * lq, lk), v.transpose(0, 2, 1, 3))
+    out: np.ndarray = o.reshape(bsz, h, lq, v.shape[3]).transpose(0, 2, 1, 3)
+    return out

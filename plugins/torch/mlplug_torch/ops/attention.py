@@ -9,12 +9,15 @@ tile (``h mod M2``, ``b mod M3``). Sinks (an extra logit column with no value) a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlplug.plugin_api import AttentionParams, DType
+from mlplug.plugin_api import AttentionParams, DType, query_blocks
 
 from ._registry import implements
 from .elementwise import f16_round, f32
@@ -87,9 +90,10 @@ def _keys_or_values(ctx: TorchContext, t: Tensor, n: int | None) -> torch.Tensor
 
 def _visible(
     ctx: TorchContext, mask_t: Tensor, b: int, h: int, lq: int
-) -> tuple[torch.Tensor, int | None]:
-    """The mask ``(B or 1, H or 1, Lq, n)`` tiled over heads and batch, and ``n``: the keys
-    kept (None: all), up to the last one any query may see.
+) -> tuple[torch.Tensor, int | None, tuple[tuple[int, int, int], ...] | None]:
+    """The mask ``(B or 1, H or 1, Lq, n)`` tiled over heads and batch, ``n`` (the keys kept,
+    up to the last one any query may see; None: all) and the query blocks
+    (:func:`~mlplug.numerics.query_blocks`; None: one block).
 
     Keys past it add exactly nothing: leaving them out keeps the sums (and their rounding)
     independent of a cache's padded history, and a cache's unused tail is never converted to
@@ -106,36 +110,51 @@ def _visible(
     if m.shape[0] not in (1, b):
         m = m.repeat(b // m.shape[0], 1, 1, 1)
     n: int | None = None
+    blocks = None
     if not ctx.tracing:
-        seen = torch.nonzero((m != float("-inf")).any(dim=2).any(dim=1).any(dim=0))
-        if seen.numel():
-            n = int(seen[-1]) + 1
+        visible = (m != float("-inf")).any(dim=1).any(dim=0).cpu().numpy()  # (Lq, Lk)
+        any_row = visible.any(axis=1)
+        if any_row.any():
+            seen = np.where(any_row, visible.shape[1] - visible[:, ::-1].argmax(axis=1), 0)
+            n = int(seen.max())
             m = m[..., :n]
-    ctx.memo[key] = (m, n)
-    return m, n
+            blocks = query_blocks(seen)
+    ctx.memo[key] = (m, n, blocks)
+    return m, n, blocks
 
 
 @implements("scaled_dot_product_attention")
 def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
-    """Scaled dot-product attention with GQA, additive mask and sinks; ``[d_v, H, L_q, B]``."""
+    """Scaled dot-product attention with GQA, additive mask and sinks; ``[d_v, H, L_q, B]``.
+
+    A causal prompt runs in blocks of query rows, each against the keys it may see.
+    """
     p = AttentionParams.of(t)
-    scale, has_mask, has_sinks = p.scale, p.has_mask, p.has_sinks
     q_t, k_t, v_t = t.src[:3]
     rest = list(t.src[3:])
-    mask_t = rest.pop(0) if has_mask else None
-    sinks_t = rest.pop(0) if has_sinks else None
+    mask_t = rest.pop(0) if p.has_mask else None
+    sinks_t = rest.pop(0) if p.has_sinks else None
     q = ctx.values(q_t).transpose(1, 2)  # (B, H, Lq, dk)
     b, h, lq, _ = q.shape
-    mask, n = (None, None) if mask_t is None else _visible(ctx, mask_t, b, h, lq)
+    mask, n, blocks = None, None, None
+    if mask_t is not None:
+        mask, n, blocks = _visible(ctx, mask_t, b, h, lq)
     k = _keys_or_values(ctx, k_t, n)  # (B, Hkv, Lk, dk)
     v = _keys_or_values(ctx, v_t, n)  # (B, Hkv, Lk, dv)
-    s = f32(scale)
-    half_kv = k_t.dtype == DType.F16 or v_t.dtype == DType.F16
-    if sinks_t is None and not half_kv:
-        out = _fused(q, k, v, mask, s)
+    s = f32(p.scale)
+    att: Callable[..., torch.Tensor]
+    if sinks_t is None and k_t.dtype != DType.F16 and v_t.dtype != DType.F16:
+        att = partial(_fused, scale=s)
     else:
         if k_t.dtype == DType.F16:
             q = f16_round(q)
         sinks = None if sinks_t is None else ctx.values(sinks_t)
-        out = _explicit(q, k, v, mask, sinks, s, v_t.dtype == DType.F16)
+        att = partial(_explicit, sinks=sinks, scale=s, round_p=v_t.dtype == DType.F16)
+    if blocks is None or len(blocks) == 1:
+        out = att(q, k, v, mask)
+    else:
+        out = q.new_empty((b, h, lq, v.shape[-1]))
+        for r0, r1, nb in blocks:
+            m = None if mask is None else mask[:, :, r0:r1, :nb]
+            out[:, :, r0:r1] = att(q[:, :, r0:r1], k[:, :, :nb], v[:, :, :nb], m)
     ctx.put(t, out.transpose(1, 2))
