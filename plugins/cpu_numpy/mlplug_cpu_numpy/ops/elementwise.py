@@ -17,6 +17,7 @@ from mlplug.plugin_api import (
     ScaleParams,
     SwigluOaiParams,
     f16_round,
+    half_to_f32,
 )
 
 from ._registry import implements
@@ -84,12 +85,32 @@ def gelu_f32(x: np.ndarray) -> np.ndarray:
     return y
 
 
+@functools.cache
+def _half_table(fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` at every half value, rounded to a half, indexed by the half's bits: ggml's CPU
+    tables for its f16-table activations (65,536 float32 values, made once per function)."""
+    halves = half_to_f32(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16))
+    with np.errstate(all="ignore"):
+        return f16_round(fn(halves))
+
+
+def _through_table(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """``f16_round(fn(f16_round(x)))`` by one lookup per value: ``x``'s nearest half (its
+    bits from numpy's cast, ties to even) indexes :func:`_half_table`."""
+    with np.errstate(over="ignore"):
+        bits = np.asarray(x, F32).astype(np.float16).view(np.uint16)
+    y: np.ndarray = np.take(_half_table(fn), bits)
+    return y
+
+
 def gelu_ggml(x: np.ndarray, dtype: DType) -> np.ndarray:
     """GELU as ggml's CPU computes it: through an f16 table for F32 inputs (±10 cut)."""
     if dtype == DType.F16:
         return gelu_f32(x)
-    y = f16_round(gelu_f32(f16_round(x)))
-    return np.where(x <= -10, F32(0), np.where(x >= 10, x, y)).astype(F32)
+    y = _through_table(gelu_f32, x)
+    np.copyto(y, x, where=x >= 10)
+    y[x <= -10] = 0
+    return y
 
 
 def quick_f32(x: np.ndarray) -> np.ndarray:
@@ -104,7 +125,7 @@ def quick_ggml(x: np.ndarray, dtype: DType) -> np.ndarray:
     """QuickGELU as ggml's CPU computes it (f16 table for F32 inputs)."""
     if dtype == DType.F16:
         return quick_f32(x)
-    return f16_round(quick_f32(f16_round(x)))
+    return _through_table(quick_f32, x)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
