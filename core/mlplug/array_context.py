@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._tensorbase import LEAF
 from .context import Context
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from .tensor import Tensor
 
 __all__ = ["ArrayContext", "Preparer", "Step"]
+
+_T = TypeVar("_T")
+_MISSING: Any = object()
 
 #: One bound, ready-to-run computation of a node: called with no arguments on every compute.
 Step = Callable[[], object]
@@ -56,6 +59,14 @@ class ArrayContext(Context):
     def __init__(self, backend: Backend, max_nodes: int) -> None:
         super().__init__(backend, max_nodes)
         self.memo = {}
+
+    def shared(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """``make()``, made once per compute for ``key`` (kept in :attr:`memo`): a value several
+        nodes share, such as the rounded column that q, k and v multiply."""
+        hit = self.memo.get(key, _MISSING)
+        if hit is _MISSING:
+            hit = self.memo[key] = make()
+        return hit  # type: ignore[no-any-return]
 
     @abstractmethod
     def new_storage(self, nbytes: int, zero: bool) -> Any:

@@ -54,6 +54,7 @@ __all__ = [
     "WeightCopies",
     "copy_bytes",
     "decode_rows",
+    "dot_rounding",
     "mulmat_rows",
     "row_bytes",
     "row_tiles",
@@ -242,6 +243,30 @@ _DECODERS: dict[DType, _Decoder] = {
 
 #: Types with a vectorised decoder here (others decode through :func:`mlplug.quants.dequantize`).
 FAST_TYPES: frozenset[DType] = frozenset(_DECODERS)
+
+
+#: Weight types whose dot product ggml's CPU takes against Q8_0-quantised activations (Q8_1
+#: for Q4_1/Q5_1, whose values round the same way).
+_Q8_0_DOT: Final = frozenset(
+    {DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4}
+)
+#: k-quant weights: their dot product takes Q8_K activations (super-blocks of 256).
+_Q8_K_DOT: Final = frozenset({DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K})
+
+
+def dot_rounding(weight: DType, right: DType) -> str | None:
+    """How ggml's CPU rounds the right operand of a product with ``weight`` (its
+    ``vec_dot_type``): ``"f16"``, ``"bf16"``, ``"q8_0"`` or ``"q8_k"`` for an F32 right
+    operand of an F16, BF16, Q8_0-dot or k-quant weight; None where it is taken as it is."""
+    if right != DType.F32:
+        return None
+    if weight in (DType.F16, DType.BF16):
+        return weight.name.lower()
+    if weight in _Q8_0_DOT:
+        return "q8_0"
+    if weight in _Q8_K_DOT:
+        return "q8_k"
+    return None
 
 
 def row_bytes(dtype: DType, k: int) -> int:

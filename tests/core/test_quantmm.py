@@ -12,7 +12,7 @@ import pytest
 
 from mlplug.dtypes import TRAITS, DType
 from mlplug.errors import DTypeError, ShapeError
-from mlplug.quantmm import FAST_TYPES, decode_rows, mulmat_rows, row_tiles
+from mlplug.quantmm import FAST_TYPES, decode_rows, dot_rounding, mulmat_rows, row_tiles
 from mlplug.quants import dequantize
 
 TYPES = sorted(FAST_TYPES, key=lambda d: d.name)
@@ -167,3 +167,24 @@ def test_weight_copies_decode_once_and_free() -> None:
     assert copies.get(key) is None and copies.nbytes(key) == 0
     with pytest.raises(DTypeError, match="F32"):
         copies.make(key, raw, DType.F32, (64, 3, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("weight", "right", "kind"),
+    [
+        (DType.F16, DType.F32, "f16"),
+        (DType.BF16, DType.F32, "bf16"),
+        (DType.Q8_0, DType.F32, "q8_0"),
+        (DType.Q4_1, DType.F32, "q8_0"),
+        (DType.MXFP4, DType.F32, "q8_0"),
+        (DType.Q4_K, DType.F32, "q8_k"),
+        (DType.Q6_K, DType.F32, "q8_k"),
+        (DType.F32, DType.F32, None),
+        (DType.F16, DType.F16, None),  # an F16 right operand is taken as it is
+        (DType.Q8_0, DType.F16, None),
+    ],
+)
+def test_dot_rounding_names_ggml_vec_dot_type(
+    weight: DType, right: DType, kind: str | None
+) -> None:
+    assert dot_rounding(weight, right) == kind

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlplug.plugin_api import (
     FAST_DECODE_TYPES,
-    DType,
     OutOfRangeError,
     TriParams,
     bf16_to_f32,
     decode_rows,
+    dot_rounding,
     f16_round,
     f32_to_bf16,
     mulmat_rows,
@@ -26,13 +27,6 @@ if TYPE_CHECKING:
     from ..context import NumpyContext
 
 F32 = np.float32
-
-
-#: Left-operand types whose dot product ggml's CPU takes against Q8_0-quantised activations
-#: (Q8_1 for Q4_1/Q5_1, whose values round the same way).
-_Q8_DOT = frozenset({DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4})
-#: k-quant left operands: their dot product takes Q8_K activations (super-blocks of 256).
-_Q8K_DOT = frozenset({DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K})
 
 
 def q8_0_round(x: np.ndarray) -> np.ndarray:
@@ -66,18 +60,21 @@ def q8_k_round(x: np.ndarray) -> np.ndarray:
     return (q * d).astype(F32).reshape(x.shape)
 
 
+_ROUNDINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "f16": f16_round,
+    "bf16": lambda x: bf16_to_f32(f32_to_bf16(x)),
+    "q8_0": q8_0_round,
+    "q8_k": q8_k_round,
+}
+
+
 def _right(ctx: NumpyContext, a: Tensor, b: Tensor) -> np.ndarray:
-    """The right operand as ggml's CPU sees it: rounded to a's dot type."""
-    bv = ctx.values(b)
-    if a.dtype == DType.F16 and b.dtype == DType.F32:
-        return f16_round(bv)
-    if a.dtype == DType.BF16 and b.dtype == DType.F32:
-        return bf16_to_f32(f32_to_bf16(bv))
-    if a.dtype in _Q8_DOT and b.dtype == DType.F32:
-        return q8_0_round(bv)
-    if a.dtype in _Q8K_DOT and b.dtype == DType.F32:
-        return q8_k_round(bv)
-    return bv
+    """The right operand as ggml's CPU sees it: rounded to a's dot type (:func:`dot_rounding`),
+    once per compute for the products that share it (q, k and v; gate and up)."""
+    kind = dot_rounding(a.dtype, b.dtype)
+    if kind is None:
+        return ctx.values(b)
+    return ctx.shared(("right", id(b), kind), lambda: _ROUNDINGS[kind](ctx.values(b)))
 
 
 def check_ids(ids: np.ndarray, n: int, op: str) -> None:

@@ -14,7 +14,7 @@ instead (:mod:`.intdot`). Otherwise quantised operands are dequantised whole, on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,6 +24,7 @@ from mlplug.plugin_api import (
     WIDE_TILE_BYTES,
     DType,
     TriParams,
+    dot_rounding,
     row_tiles,
     tile_spans,
 )
@@ -38,15 +39,6 @@ if TYPE_CHECKING:
     from mlplug import Tensor
 
     from ..context import TorchContext
-
-
-#: Left-operand types whose dot product ggml's CPU takes against Q8_0-quantised activations
-#: (Q8_1 for Q4_1/Q5_1, whose values round the same way).
-_Q8_DOT = frozenset({DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4})
-
-
-#: k-quant left operands: their dot product takes Q8_K activations (super-blocks of 256).
-_Q8K_DOT = frozenset({DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K})
 
 
 def _div(num: float, den: torch.Tensor) -> torch.Tensor:
@@ -89,18 +81,21 @@ def q8_k_round(x: torch.Tensor) -> torch.Tensor:
     return (q * d).reshape(x.shape)
 
 
+_ROUNDINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "f16": f16_round,
+    "bf16": lambda x: x.to(torch.bfloat16).float(),
+    "q8_0": q8_0_round,
+    "q8_k": q8_k_round,
+}
+
+
 def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
-    """The right operand as ggml's CPU sees it: rounded to a's dot type."""
-    bv = ctx.values(b)
-    if a.dtype == DType.F16 and b.dtype == DType.F32:
-        return f16_round(bv)
-    if a.dtype == DType.BF16 and b.dtype == DType.F32:
-        return bv.to(torch.bfloat16).float()
-    if a.dtype in _Q8_DOT and b.dtype == DType.F32:
-        return q8_0_round(bv)
-    if a.dtype in _Q8K_DOT and b.dtype == DType.F32:
-        return q8_k_round(bv)
-    return bv
+    """The right operand as ggml's CPU sees it: rounded to a's dot type (:func:`dot_rounding`),
+    once per compute for the products that share it (q, k and v; gate and up)."""
+    kind = dot_rounding(a.dtype, b.dtype)
+    if kind is None:
+        return ctx.values(b)
+    return ctx.shared(("right", id(b), kind), lambda: _ROUNDINGS[kind](ctx.values(b)))
 
 
 def _weight_copy(ctx: TorchContext, a: Tensor) -> torch.Tensor | None:
@@ -240,10 +235,8 @@ def mulmat(ctx: TorchContext, t: Tensor) -> None:
     copy = _weight_copy(ctx, a)
     if copy is None and _tiled(ctx, a):
         if _int_column(ctx, a, b):
-            key = ("int-column", id(b))
-            x = ctx.memo.get(key)
-            if x is None:  # q, k and v (gate and up) share their column: quantised once
-                x = ctx.memo[key] = Column(ctx.values(b).reshape(-1).numpy())
+            # q, k and v (gate and up) share their column: quantised once
+            x = ctx.shared(("int-column", id(b)), lambda: Column(ctx.values(b).reshape(-1).numpy()))
             ctx.put(t, int_column(ctx.arr(a)[0, 0], a.dtype, x).reshape(1, 1, 1, -1))
             return
         ctx.put(t, _mulmat_tiled(ctx, a, _right(ctx, a, b)))
