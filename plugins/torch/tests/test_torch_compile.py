@@ -27,11 +27,14 @@ def _floats(t: Tensor) -> np.ndarray:
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _decode_step(be: TorchBackend, w: Tensor, cache: Tensor, pos: int) -> list[float]:
-    """One "token": a projection, norm and rope written into a cache row, then a readout."""
+def _decode_step(
+    be: TorchBackend, w: Tensor, cache: Tensor, pos: int, act: str = "silu"
+) -> list[float]:
+    """One "token": a projection, norm, activation and rope written into a cache row, then a
+    readout."""
     with be.new_context() as c:
         x = c.input().from_floats(np.random.default_rng(pos).standard_normal(16).astype(np.float32))
-        h = w.mulmat(c, x).rms_norm(c, None, 1e-6).silu(c)
+        h = getattr(w.mulmat(c, x).rms_norm(c, None, 1e-6), act)(c)
         p = c.input().from_ints([pos], 1)
         k = h.reshape(c, 32, 1, 1).rope(c, p, 32, 10000.0, 1.0)
         c.forward(cache.set_rows(c, k.reshape(c, 32, 1), p))
@@ -42,13 +45,13 @@ def _decode_step(be: TorchBackend, w: Tensor, cache: Tensor, pos: int) -> list[f
         return [*_floats(out).tolist(), *top.contiguous(c).shape]
 
 
-def _run(be: TorchBackend, steps: int) -> tuple[list[list[float]], np.ndarray]:
+def _run(be: TorchBackend, steps: int, act: str = "silu") -> tuple[list[list[float]], np.ndarray]:
     with be.new_context() as ctx:
         w = ctx.input().from_floats(
             np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
         )
         cache = ctx.input().zeros(DType.F32, 32, 4)
-        outs = [_decode_step(be, w, cache, i) for i in range(steps)]
+        outs = [_decode_step(be, w, cache, i, act) for i in range(steps)]
         final = cache.contiguous(ctx)
         ctx.compute(final)
         return outs, _floats(final)
@@ -72,13 +75,14 @@ def test_env_var_enables_compilation(monkeypatch: pytest.MonkeyPatch) -> None:
         assert be.compiler is None
 
 
-def test_repeated_graph_compiles_once_and_matches_eager() -> None:
+@pytest.mark.parametrize("act", ["silu", "gelu"])  # gelu: ggml's f16 table, a lookup
+def test_repeated_graph_compiles_once_and_matches_eager(act: str) -> None:
     """A decode-like graph (with a KV-cache write) compiles on repeat and equals eager."""
     with TorchBackend(None, device="cpu", compile="aot_eager") as be:
-        got, cache = _run(be, 4)
+        got, cache = _run(be, 4, act)
         assert be.compiler is not None and be.compiler.compiled_count == 1
     with TorchBackend(None, device="cpu") as ref:
-        want, ref_cache = _run(ref, 4)
+        want, ref_cache = _run(ref, 4, act)
     np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-6)
     np.testing.assert_allclose(cache, ref_cache, rtol=1e-6)
 

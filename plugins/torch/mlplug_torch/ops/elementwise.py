@@ -7,6 +7,7 @@ inputs (input rounded to f16, result rounded to f16), on every device.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from mlplug.plugin_api import (
     GluParams,
     ScaleParams,
     SwigluOaiParams,
+    half_to_f32,
 )
 
 from ._registry import implements
@@ -75,12 +77,34 @@ def gelu_f32(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(inner))
 
 
-def gelu_ggml(x: torch.Tensor, dtype: DType) -> torch.Tensor:
-    """GELU as ggml's CPU computes it: through an f16 table for F32 inputs (cut at ±10)."""
+@functools.cache
+def _half_table(fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> torch.Tensor:
+    """``fn`` at every half value, rounded to a half, indexed by the half's bits: ggml's CPU
+    tables for its f16-table activations (65,536 float32 values per function and device)."""
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    return f16_round(fn(torch.from_numpy(half_to_f32(bits)).to(device)))
+
+
+def _through_table(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``f16_round(fn(f16_round(x)))`` by one lookup per value: ``x``'s nearest half indexes
+    :func:`_half_table` through its bits read as int16 (a negative index counts from the end,
+    which is where the halves with the sign bit set are)."""
+    return _half_table(fn, x.device)[x.half().view(torch.int16).int()]
+
+
+def gelu_ggml(x: torch.Tensor, dtype: DType, lookup: bool = True) -> torch.Tensor:
+    """GELU as ggml's CPU computes it: through an f16 table for F32 inputs (cut at ±10).
+
+    ``lookup=False`` (while tracing for torch.compile, where the table would be a constant of
+    real data) evaluates the rounded formula instead: the same values.
+    """
     if dtype == DType.F16:
         return gelu_f32(x)
-    y = f16_round(gelu_f32(f16_round(x)))
-    return torch.where(x <= -10, 0.0, torch.where(x >= 10, x, y))
+    if lookup:
+        y = _through_table(gelu_f32, x)
+    else:
+        y = f16_round(gelu_f32(f16_round(x)))
+    return torch.where(x >= 10, x, y).masked_fill_(x <= -10, 0.0)
 
 
 def quick_f32(x: torch.Tensor) -> torch.Tensor:
@@ -88,10 +112,13 @@ def quick_f32(x: torch.Tensor) -> torch.Tensor:
     return x * (1.0 / (1.0 + torch.exp(-1.702 * x)))
 
 
-def quick_ggml(x: torch.Tensor, dtype: DType) -> torch.Tensor:
-    """QuickGELU as ggml's CPU computes it (f16 table for F32 inputs)."""
+def quick_ggml(x: torch.Tensor, dtype: DType, lookup: bool = True) -> torch.Tensor:
+    """QuickGELU as ggml's CPU computes it (f16 table for F32 inputs; ``lookup`` as in
+    :func:`gelu_ggml`)."""
     if dtype == DType.F16:
         return quick_f32(x)
+    if lookup:
+        return _through_table(quick_f32, x)
     return f16_round(quick_f32(f16_round(x)))
 
 
@@ -136,21 +163,22 @@ def unary(ctx: TorchContext, t: Tensor) -> None:
 def gelu(ctx: TorchContext, t: Tensor) -> None:
     """Tanh GELU (ggml's f16-table numerics)."""
     a = t.src[0]
-    ctx.put(t, gelu_ggml(ctx.values(a), a.dtype))
+    ctx.put(t, gelu_ggml(ctx.values(a), a.dtype, not ctx.tracing))
 
 
 @implements("gelu_quick")
 def gelu_quick(ctx: TorchContext, t: Tensor) -> None:
     """QuickGELU (ggml's f16-table numerics)."""
     a = t.src[0]
-    ctx.put(t, quick_ggml(ctx.values(a), a.dtype))
+    ctx.put(t, quick_ggml(ctx.values(a), a.dtype, not ctx.tracing))
 
 
-_ACT: dict[str, Callable[[torch.Tensor, DType], torch.Tensor]] = {
+#: ``act(x, dtype, lookup)`` of each gated activation (``lookup``: see :func:`gelu_ggml`).
+_ACT: dict[str, Callable[[torch.Tensor, DType, bool], torch.Tensor]] = {
     "gelu": gelu_ggml,
     "gelu_quick": quick_ggml,
-    "silu": lambda x, _d: F.silu(x),
-    "relu": lambda x, _d: relu(x),
+    "silu": lambda x, _d, _l: F.silu(x),
+    "relu": lambda x, _d, _l: relu(x),
 }
 
 
@@ -158,7 +186,8 @@ _ACT: dict[str, Callable[[torch.Tensor, DType], torch.Tensor]] = {
 def glu(ctx: TorchContext, t: Tensor) -> None:
     """Gated activation: ``act(gate) * up``."""
     gate, up = t.src
-    ctx.put(t, _ACT[GluParams.of(t).kind](ctx.values(gate), gate.dtype) * ctx.values(up))
+    act = _ACT[GluParams.of(t).kind]
+    ctx.put(t, act(ctx.values(gate), gate.dtype, not ctx.tracing) * ctx.values(up))
 
 
 @implements("swiglu_oai")
