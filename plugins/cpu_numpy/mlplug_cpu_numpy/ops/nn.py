@@ -355,13 +355,12 @@ def scaled_dot_product_attention(ctx: NumpyContext, t: Tensor) -> None:
         q = f16_round(q)
     att = partial(_attend, scale=F32(p.scale), sinks=sinks, round_p=v_t.dtype == DType.F16)
     if blocks is None or len(blocks) == 1:
-        out = att(q, k, v, mask)
-    else:
-        out = np.empty((*q.shape[:3], v.shape[3]), dtype=F32)
-        for r0, r1, nb in blocks:
-            m = None if mask is None else mask[:, :, r0:r1, :nb]
-            out[:, r0:r1] = att(q[:, r0:r1], k[:, :nb], v[:, :nb], m)
-    ctx.put(t, out)
+        ctx.put(t, att(q, k, v, mask))
+        return
+    out = ctx.arr(t)  # the result is F32 (the op's contract): each block goes where it lies
+    for r0, r1, nb in blocks:
+        m = None if mask is None else mask[:, :, r0:r1, :nb]
+        out[:, r0:r1] = att(q[:, r0:r1], k[:, :nb], v[:, :nb], m)
 
 
 def _attend(
