@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytest.importorskip("mlplug_cpu_numpy")
+
 from mlplug.plugin_api import DType, f16_round
 from mlplug_cpu_numpy.ops.elementwise import gelu_f32, gelu_ggml, quick_f32, quick_ggml
 

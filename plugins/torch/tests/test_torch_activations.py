@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from mlplug.plugin_api import DType
-from mlplug_torch.ops.elementwise import gelu_ggml, quick_ggml
+torch = pytest.importorskip("torch")
+pytest.importorskip("mlplug_torch")
+
+from mlplug.plugin_api import DType  # noqa: E402
+from mlplug_torch.ops.elementwise import gelu_ggml, quick_ggml  # noqa: E402
 
 
 def _samples() -> torch.Tensor:
