@@ -8,7 +8,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlplug.plugin_api import TRAITS, ArangeParams, ConcatParams, DType, PadParams, SetParams
+from mlplug.plugin_api import (
+    TRAITS,
+    ArangeParams,
+    ConcatParams,
+    DType,
+    OutOfRangeError,
+    PadParams,
+    SetParams,
+)
 
 from .. import quant
 from ..context import TORCH_DTYPES, geometry
@@ -75,10 +83,18 @@ def rows(ctx: TorchContext, t: Tensor) -> None:
 def set_rows(ctx: TorchContext, t: Tensor) -> None:
     """``dst[:, idxs[i, j % n1, k % n2], j, k] = src[:, i, j, k]`` (converted to dst's dtype)."""
     dst, src, ids = t.src
-    idx = ctx.indices(ids, dst.ne[1], "set_rows")[0]  # (i2, i1, i0)
     s = ctx.values(src)  # (n3, n2, n1, n0)
     d = dst.dtype
     v = quant.quantize(s, d) if d.is_quantized else s.to(TORCH_DTYPES[d])
+    if ctx.env is None and s.shape[:3] == (1, 1, 1) and ids.nelements == 1:
+        # one row (a decode step's cache write): a plain row copy, without index tensors
+        row = int(ctx.arr(ids).reshape(-1)[0])
+        if not 0 <= row < dst.ne[1]:
+            msg = f"set_rows: index {row} out of range 0..{dst.ne[1] - 1}"
+            raise OutOfRangeError(msg)
+        ctx.arr(t)[0, 0, row] = v[0, 0, 0]
+        return
+    idx = ctx.indices(ids, dst.ne[1], "set_rows")[0]  # (i2, i1, i0)
     n3, n2, n1 = s.shape[:3]
     dev = s.device
     if n3 == 1 and n2 == 1:
