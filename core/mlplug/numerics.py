@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "MROPE_MODES",
     "bilinear_axis",
+    "last_seen",
     "nearest_index",
     "query_blocks",
     "rope_n_pairs",
@@ -62,6 +63,15 @@ def bilinear_axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 #: Query rows per block of :func:`query_blocks`.
 QUERY_BLOCK: Final = 128
+
+
+def last_seen(visible: np.ndarray) -> np.ndarray:
+    """Per query row of ``visible`` (bool ``(Lq, Lk)``: which keys its mask lets it see), one
+    more than its last visible key; 0 for a row that sees none (int64 ``(Lq,)``)."""
+    any_key = visible.any(axis=1)
+    last = visible.shape[1] - np.argmax(visible[:, ::-1], axis=1)
+    seen: np.ndarray = np.where(any_key, last, 0)
+    return seen
 
 
 def query_blocks(seen: np.ndarray, block: int = QUERY_BLOCK) -> tuple[tuple[int, int, int], ...]:

@@ -57,6 +57,7 @@ from .kernels import register as register_kernel
 from .numerics import (
     MROPE_MODES,
     bilinear_axis,
+    last_seen,
     nearest_index,
     query_blocks,
     rope_n_pairs,
@@ -195,6 +196,7 @@ __all__ = [
     "env_endpoints",
     "implementer",
     "is_loopback",
+    "last_seen",
     "nearest_index",
     "query_blocks",
     "parse_endpoint",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlplug.numerics import query_blocks, rope_pairs
+from mlplug.numerics import last_seen, query_blocks, rope_pairs
 
 
 @pytest.mark.parametrize(("mode", "n_pairs"), [(0, 4), (2, 4), (8, 6), (24, 3), (40, 5)])
@@ -49,3 +49,10 @@ def test_query_blocks_give_a_row_that_sees_nothing_one_key() -> None:
     seen = np.concatenate([np.zeros(128, dtype=np.int64), np.arange(129, 385)])
     assert query_blocks(seen, 128) == ((0, 128, 1), (128, 256, 256), (256, 384, 384))
     assert query_blocks(np.zeros(5, dtype=np.int64)) == ((0, 5, 1),)
+
+
+def test_last_seen_gives_one_past_each_rows_last_visible_key() -> None:
+    visible = np.array(
+        [[True, False, False, False], [True, True, False, True], [False, False, False, False]]
+    )
+    assert last_seen(visible).tolist() == [1, 4, 0]

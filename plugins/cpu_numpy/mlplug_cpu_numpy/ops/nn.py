@@ -19,6 +19,7 @@ from mlplug.plugin_api import (
     bilinear_axis,
     f16_round,
     half_to_f32,
+    last_seen,
     nearest_index,
     query_blocks,
     rope_n_pairs,
@@ -245,6 +246,16 @@ def rope_angles(
     return (np.cos(ang) * mscale).astype(F32), (np.sin(ang) * mscale).astype(F32)
 
 
+def _full_tables(
+    cs: tuple[np.ndarray, np.ndarray], n_pairs: int, mode: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cos and signed sin per value (broadcastable over batch and heads) and each value's
+    partner: a whole head rotates as ``x * c + x[partner] * s``."""
+    pair, partner, sign = rope_pairs(n_pairs, mode)
+    c, s = cs[0][:, pair], cs[1][:, pair] * sign
+    return c[None, :, None, :], s[None, :, None, :], partner
+
+
 @implements("rope")
 def rope(ctx: NumpyContext, t: Tensor) -> None:
     """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
@@ -256,9 +267,9 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
     n_pairs = rope_n_pairs(n_dims, mode)
     # every layer's queries and keys share one table: computed once per compute
     key = ("rope", id(pos_t), None if fac_t is None else id(fac_t), n_pairs, p)
-    cs = ctx.memo.get(key)
-    if cs is None:
-        cs = ctx.memo[key] = rope_angles(
+    cs = ctx.shared(
+        key,
+        lambda: rope_angles(
             ctx.arr(pos_t).reshape(-1),
             n_pairs,
             n_dims,
@@ -272,15 +283,10 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
             None if fac_t is None else ctx.values(fac_t).reshape(-1),
             mode,
             p.sections,
-        )
+        ),
+    )
     if x.shape[-1] == 2 * n_pairs:  # every value rotates: one gather, two products
-        full = ("rope-full", *key[1:])
-        tables = ctx.memo.get(full)
-        if tables is None:
-            pair, partner, sign = rope_pairs(n_pairs, mode)
-            c, s = cs[0][:, pair], cs[1][:, pair] * sign
-            tables = ctx.memo[full] = (c[None, :, None, :], s[None, :, None, :], partner)
-        c, s, partner = tables
+        c, s, partner = ctx.shared(("rope-full", *key[1:]), lambda: _full_tables(cs, n_pairs, mode))
         ctx.put(t, x * c + np.take(x, partner, axis=-1) * s)
         return
     cos, sin = cs
@@ -317,21 +323,18 @@ def _visible(
     independent of how far a cache padded its history, and a cache's unused tail is never
     converted to float32. Every layer reads the same mask: the answer is kept for the compute.
     """
-    key = ("sdpa-mask", id(mask_t), lq)
-    hit = ctx.memo.get(key)
-    if hit is None:
-        mask = ctx.values(mask_t)[:, :, :lq, :]
-        visible = (mask != -np.inf).any(axis=(0, 1))  # (Lq, Lk)
-        any_row = visible.any(axis=1)
-        seen = np.where(any_row, visible.shape[1] - np.argmax(visible[:, ::-1], axis=1), 0)
-        n: int | None = None
-        blocks: tuple[tuple[int, int, int], ...] = ((0, lq, mask.shape[-1]),)
-        if any_row.any():
-            n = int(seen.max())
-            mask = mask[..., :n]
-            blocks = query_blocks(seen)
-        hit = ctx.memo[key] = (mask, n, blocks)
-    return hit  # type: ignore[no-any-return]
+    return ctx.shared(("sdpa-mask", id(mask_t), lq), lambda: _scan_mask(ctx.values(mask_t), lq))
+
+
+def _scan_mask(
+    mask: np.ndarray, lq: int
+) -> tuple[np.ndarray, int | None, tuple[tuple[int, int, int], ...]]:
+    mask = mask[:, :, :lq, :]
+    seen = last_seen((mask != -np.inf).any(axis=(0, 1)))
+    if not seen.any():
+        return mask, None, ((0, lq, mask.shape[-1]),)
+    n = int(seen.max())
+    return mask[..., :n], n, query_blocks(seen)
 
 
 @implements("scaled_dot_product_attention")

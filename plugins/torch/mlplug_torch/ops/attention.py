@@ -13,11 +13,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlplug.plugin_api import AttentionParams, DType, query_blocks
+from mlplug.plugin_api import AttentionParams, DType, last_seen, query_blocks
 
 from ._registry import implements
 from .elementwise import f16_round, f32
@@ -101,26 +100,24 @@ def _visible(
     (eight layers of the tiny llama: eight mask scans per decode step down to one).
     """
     key = ("sdpa-mask", id(mask_t), b, h, lq)
-    hit = ctx.memo.get(key)
-    if hit is not None:
-        return hit  # type: ignore[no-any-return]
-    m = ctx.values(mask_t)[:, :, :lq, :]  # (M3, M2, Lq, Lk), tiled over heads and batch
+    return ctx.shared(key, lambda: _scan_mask(ctx.values(mask_t), b, h, lq, ctx.tracing))
+
+
+def _scan_mask(
+    m: torch.Tensor, b: int, h: int, lq: int, tracing: bool
+) -> tuple[torch.Tensor, int | None, tuple[tuple[int, int, int], ...] | None]:
+    m = m[:, :, :lq, :]  # (M3, M2, Lq, Lk), tiled over heads and batch
     if m.shape[1] not in (1, h):
         m = m.repeat(1, h // m.shape[1], 1, 1)
     if m.shape[0] not in (1, b):
         m = m.repeat(b // m.shape[0], 1, 1, 1)
-    n: int | None = None
-    blocks = None
-    if not ctx.tracing:
-        visible = (m != float("-inf")).any(dim=1).any(dim=0).cpu().numpy()  # (Lq, Lk)
-        any_row = visible.any(axis=1)
-        if any_row.any():
-            seen = np.where(any_row, visible.shape[1] - visible[:, ::-1].argmax(axis=1), 0)
-            n = int(seen.max())
-            m = m[..., :n]
-            blocks = query_blocks(seen)
-    ctx.memo[key] = (m, n, blocks)
-    return m, n, blocks
+    if tracing:  # no data to look at: every key, one block
+        return m, None, None
+    seen = last_seen((m != float("-inf")).any(dim=1).any(dim=0).cpu().numpy())
+    if not seen.any():
+        return m, None, None
+    n = int(seen.max())
+    return m[..., :n], n, query_blocks(seen)
 
 
 @implements("scaled_dot_product_attention")

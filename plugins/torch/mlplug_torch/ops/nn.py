@@ -212,6 +212,16 @@ def rope_angles(
     return torch.cos(ang) * m, torch.sin(ang) * m
 
 
+def _full_tables(
+    ctx: TorchContext, cs: tuple[torch.Tensor, torch.Tensor], n_pairs: int, mode: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cos and signed sin per value (broadcastable over batch and heads) and each value's
+    partner: a whole head rotates as ``x * c + x[partner] * s``."""
+    pair, partner, sign = (torch.tensor(a, device=ctx.device) for a in rope_pairs(n_pairs, mode))
+    c, s = cs[0][:, pair], cs[1][:, pair] * sign
+    return c[None, :, None, :], s[None, :, None, :], partner
+
+
 @implements("rope")
 def rope(ctx: TorchContext, t: Tensor) -> None:
     """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
@@ -221,22 +231,17 @@ def rope(ctx: TorchContext, t: Tensor) -> None:
     n_dims, mode = params.n_dims, params.mode
     n_pairs = rope_n_pairs(n_dims, mode)
     key = ("rope", id(pos_t), None if fac_t is None else id(fac_t), n_pairs, params)
-    cs = ctx.memo.get(key)
-    if cs is None:
+
+    def angles() -> tuple[torch.Tensor, torch.Tensor]:
         factors = None if fac_t is None else ctx.values(fac_t).reshape(-1)
-        cs = rope_angles(ctx, ctx.arr(pos_t).reshape(-1), n_pairs, params, factors)
-        ctx.memo[key] = cs
+        return rope_angles(ctx, ctx.arr(pos_t).reshape(-1), n_pairs, params, factors)
+
+    cs = ctx.shared(key, angles)
     x = ctx.values(x_t)  # (B, T, H, D)
     if x.shape[-1] == 2 * n_pairs:  # every value rotates: one gather, two products
-        key = ("rope-full", *key[1:])
-        tables = ctx.memo.get(key)
-        if tables is None:
-            pair, partner, sign = (
-                torch.tensor(a, device=ctx.device) for a in rope_pairs(n_pairs, mode)
-            )
-            c, s = cs[0][:, pair], cs[1][:, pair] * sign
-            tables = ctx.memo[key] = (c[None, :, None, :], s[None, :, None, :], partner)
-        c, s, partner = tables
+        c, s, partner = ctx.shared(
+            ("rope-full", *key[1:]), lambda: _full_tables(ctx, cs, n_pairs, mode)
+        )
         ctx.put(t, x * c + x.index_select(-1, partner) * s)
         return
     cos, sin = cs[0][None, :, None, :], cs[1][None, :, None, :]
