@@ -17,6 +17,7 @@ import numpy as np
 
 from .dtypes import TRAITS, DType, nbytes_of
 from .errors import DTypeError, GraphError, ShapeError
+from .halves import half_to_f32
 from .ops.records import NO_PARAMS, OpParams
 
 if TYPE_CHECKING:
@@ -264,7 +265,7 @@ class TensorBase:
         if self.dtype in (DType.F32, DType.I32):
             return raw.view("<f4")
         if self.dtype == DType.F16:
-            return raw.view("<f2").astype(np.float32)
+            return half_to_f32(raw.view("<u2"))
         if self.dtype == DType.BF16:
             wide: np.ndarray = raw.view("<u2").astype(np.uint32) << 16
             return wide.view(np.float32)

@@ -8,11 +8,12 @@ weights and KV caches, the half-rounded query and probabilities of attention).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Final
 
 import numpy as np
 
-__all__ = ["f16_round", "half_to_f32"]
+__all__ = ["every_half", "f16_round", "half_to_f32"]
 
 F32: Final = np.float32
 
@@ -68,4 +69,13 @@ def f16_round(x: np.ndarray) -> np.ndarray:
         mag -= step
     np.copyto(mag, np.inf, where=mag >= F32(65536))
     out: np.ndarray = np.copysign(mag, x, out=mag)
+    return out
+
+
+@cache
+def every_half() -> np.ndarray:
+    """All 65,536 halves as float32, indexed by their bits (read-only; made once): the inputs of
+    a table of a function over halves, as ggml's CPU keeps for its f16-table activations."""
+    out = half_to_f32(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16))
+    out.flags.writeable = False
     return out

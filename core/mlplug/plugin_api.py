@@ -49,7 +49,7 @@ from .errors import (
     RemoteDeviceError,
     ShapeError,
 )
-from .halves import f16_round, half_to_f32
+from .halves import every_half, f16_round, half_to_f32
 from .hookspecs import BackendFactory, BuildDescriber, DeviceEnumerator, Register, hookimpl
 from .host import can_quantize, cpu_device_info
 from .kernels import implementer
@@ -211,6 +211,7 @@ __all__ = [
     "row_tiles",
     "env_seconds",
     "tile_spans",
+    "every_half",
     "f16_round",
     "half_to_f32",
     "yarn_mix",

@@ -545,7 +545,7 @@ def _nibble_column(
             b = blocks[r0 : r0 + n]
             flat = b.reshape(n, nb * size)
             parts: list[np.ndarray] = []
-            for j, (half, xh) in enumerate(((flat & 0x0F, x_lo), (flat >> 4, x_hi))):
+            for j, (half, xh) in enumerate(zip(_halves(flat), (x_lo, x_hi), strict=True)):
                 q = half.view(np.int8)
                 q -= offset
                 wide: np.ndarray = buf[j][:n]

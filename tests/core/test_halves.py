@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlplug.halves import f16_round, half_to_f32
+from mlplug.halves import every_half, f16_round, half_to_f32
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # numpy's own cast, the reference
@@ -25,3 +25,11 @@ def test_half_to_f32_widens_every_half_bit_for_bit() -> None:
     halves = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
     want = halves.view(np.float16).astype(np.float32)
     np.testing.assert_array_equal(half_to_f32(halves).view(np.uint32), want.view(np.uint32))
+
+
+def test_every_half_is_each_bit_pattern_widened_and_read_only() -> None:
+    table = every_half()
+    want = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    assert np.array_equal(table.view(np.uint32), want.view(np.uint32))
+    assert not table.flags.writeable
+    assert every_half() is table

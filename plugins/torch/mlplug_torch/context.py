@@ -82,6 +82,14 @@ def geometry(t: Tensor) -> Geometry:
     return (ne[3], ne[2], ne[1], ne[0]), stride, t.view_offs // es
 
 
+def _check_range(lo: int, hi: int, n: int, op: str) -> None:
+    """Raise OutOfRangeError naming the first of ``lo``, ``hi`` outside ``[0, n)``."""
+    if lo < 0 or hi >= n:
+        bad = lo if lo < 0 else hi
+        msg = f"{op}: index {bad} out of range 0..{n - 1}"
+        raise OutOfRangeError(msg)
+
+
 class TorchContext(ArrayContext):
     """Context of the torch backend: storage on :attr:`device`, kernels from the backend."""
 
@@ -226,11 +234,18 @@ class TorchContext(ArrayContext):
             torch._assert_async(((idx >= 0) & (idx < n)).all())
             return idx
         lo, hi = (int(v) for v in torch.aminmax(idx))
-        if lo < 0 or hi >= n:
-            bad = lo if lo < 0 else hi
-            msg = f"{op}: index {bad} out of range 0..{n - 1}"
-            raise OutOfRangeError(msg)
+        _check_range(lo, hi, n, op)
         return idx
+
+    def index(self, t: Tensor, n: int, op: str) -> int:
+        """Return the one index of a one-element index tensor ``t`` as an int in ``[0, n)``
+        (eagerly; a decode step's single row, without index tensors).
+
+        :raises OutOfRangeError: for an index outside the range.
+        """
+        i = int(self.arr(t).reshape(-1)[0])
+        _check_range(i, i, n, op)
+        return i
 
     # -- writing ------------------------------------------------------------------------------
     def put(self, t: Tensor, v: torch.Tensor) -> None:

@@ -16,8 +16,8 @@ from mlplug.plugin_api import (
     GluParams,
     ScaleParams,
     SwigluOaiParams,
+    every_half,
     f16_round,
-    half_to_f32,
 )
 
 from ._registry import implements
@@ -89,9 +89,8 @@ def gelu_f32(x: np.ndarray) -> np.ndarray:
 def _half_table(fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """``fn`` at every half value, rounded to a half, indexed by the half's bits: ggml's CPU
     tables for its f16-table activations (65,536 float32 values, made once per function)."""
-    halves = half_to_f32(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16))
     with np.errstate(all="ignore"):
-        return f16_round(fn(halves))
+        return f16_round(fn(every_half()))
 
 
 def _through_table(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from mlplug.plugin_api import (
     GluParams,
     ScaleParams,
     SwigluOaiParams,
-    half_to_f32,
+    every_half,
 )
 
 from ._registry import implements
@@ -81,8 +81,7 @@ def gelu_f32(x: torch.Tensor) -> torch.Tensor:
 def _half_table(fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> torch.Tensor:
     """``fn`` at every half value, rounded to a half, indexed by the half's bits: ggml's CPU
     tables for its f16-table activations (65,536 float32 values per function and device)."""
-    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
-    return f16_round(fn(torch.from_numpy(half_to_f32(bits)).to(device)))
+    return f16_round(fn(torch.tensor(every_half(), device=device)))
 
 
 def _through_table(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,6 @@ from mlplug.plugin_api import (
     ArangeParams,
     ConcatParams,
     DType,
-    OutOfRangeError,
     PadParams,
     SetParams,
 )
@@ -88,11 +87,7 @@ def set_rows(ctx: TorchContext, t: Tensor) -> None:
     v = quant.quantize(s, d) if d.is_quantized else s.to(TORCH_DTYPES[d])
     if ctx.env is None and s.shape[:3] == (1, 1, 1) and ids.nelements == 1:
         # one row (a decode step's cache write): a plain row copy, without index tensors
-        row = int(ctx.arr(ids).reshape(-1)[0])
-        if not 0 <= row < dst.ne[1]:
-            msg = f"set_rows: index {row} out of range 0..{dst.ne[1] - 1}"
-            raise OutOfRangeError(msg)
-        ctx.arr(t)[0, 0, row] = v[0, 0, 0]
+        ctx.arr(t)[0, 0, ctx.index(ids, dst.ne[1], "set_rows")] = v[0, 0, 0]
         return
     idx = ctx.indices(ids, dst.ne[1], "set_rows")[0]  # (i2, i1, i0)
     n3, n2, n1 = s.shape[:3]
