@@ -6,10 +6,17 @@ of the plugin's ``--mlplug-backend``; repeatable) narrows the installed backends
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from model_files import gemma3_gguf  # noqa: F401  (the real Gemma 3 file, for every test)
 
 pytest_plugins = ["mlplug.conformance"]
+
+# torch's compiled one-column products build C++ through inductor: opt-in here, as every native
+# build is (MLPLUG_SLOW_TESTS=1; the conformance runs of .ci/run use the default, compiled).
+if os.environ.get("MLPLUG_SLOW_TESTS") != "1":
+    os.environ.setdefault("MLPLUG_TORCH_FUSED", "0")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -27,6 +27,7 @@ from ..params import FlashAttentionType
 from ..tensor import Tensor
 from . import reference as R
 from ._common import (
+    BF16,
     F16,
     F32,
     K_QUANTS,
@@ -135,7 +136,7 @@ def _mulmat_cases() -> list[Case]:
     out += [
         _mulmat(f"f32-full-column-1024x{m}x1", Arg((1024, m)), Arg((1024, 1))) for m in (700, 701)
     ]
-    for q in (F16, *QUANTS, *K_QUANTS):
+    for q in (F16, BF16, *QUANTS, *K_QUANTS):
         out.append(_mulmat(f"{lbl(q)}-full-column-1024x700x1", Arg((1024, 700), q), Arg((1024, 1))))
     out.append(_mulmat("q8_0-column-160x7x1", Arg((160, 7), Q8_0), Arg((160, 1)), tier="default"))
     return out

@@ -17,6 +17,7 @@ from .compile import COMPILE_ENV, GraphCompiler, compile_backend_from_env
 from .context import TorchContext
 from .device import devices, select_device
 from .ops import KERNELS
+from .ops.gemv import FUSED_ENV, GemvKernels, fused_from_env
 
 if TYPE_CHECKING:
     from mlplug import BackendParams, DeviceInfo, Tensor
@@ -52,7 +53,10 @@ class TorchBackend(Backend):
     (``cpu``, ``cuda:1``, ``mps``), else the current CUDA/ROCm GPU when torch sees one, else
     the CPU. ``compile`` (else ``MLPLUG_TORCH_COMPILE``: ``1`` for inductor, or a
     torch.compile backend name such as ``aot_eager``) compiles graphs that repeat; see
-    :mod:`mlplug_torch.compile`. ``params.num_threads`` > 0 sets torch's (process-wide)
+    :mod:`mlplug_torch.compile`. ``fused_gemv`` (else ``MLPLUG_TORCH_FUSED``: ``0`` off, ``1``
+    for every weight size; default on from 64 KiB) compiles each CPU one-column product with
+    a weight in a block or half type into one loop, once per shape; see
+    :mod:`mlplug_torch.ops.gemv`. ``params.num_threads`` > 0 sets torch's (process-wide)
     intra-op thread count when computing on the CPU.
 
     :raises BackendLoadError: if the requested device is not available.
@@ -70,6 +74,7 @@ class TorchBackend(Backend):
         *,
         device: str | None = None,
         compile: bool | str | None = None,
+        fused_gemv: bool | None = None,
     ) -> None:
         super().__init__(model_path, params)
         #: The torch device every tensor of this backend lives on.
@@ -89,6 +94,12 @@ class TorchBackend(Backend):
         self.dequantized_copies = self.device.type == "cpu"
         #: Per thread, the float32 buffer tiled products decode into (grown as needed).
         self.tile_scratch = threading.local()
+        if fused_gemv is None:
+            min_bytes = fused_from_env(os.environ.get(FUSED_ENV))
+        else:
+            min_bytes = 0 if fused_gemv else None
+        #: The compiled one-column products (CPU only).
+        self.gemv = GemvKernels(min_bytes if self.device.type == "cpu" else None)
 
     def __enter__(self) -> TorchBackend:
         """Return self (the backend closes when the ``with`` block ends)."""
@@ -149,5 +160,6 @@ class TorchBackend(Backend):
             self.weight_copies.make(t, host.numpy(), t.dtype, t.ne)
 
     def hook_close(self) -> None:
+        self.gemv.clear()
         if self.compiler is not None:
             self.compiler.clear()

@@ -82,6 +82,8 @@ class Column:
     def __init__(self, x: np.ndarray) -> None:
         q, d = q8_0_quants(x)
         self.quants = q
+        #: The quants as a torch tensor (the same memory).
+        self.quants_t = torch.from_numpy(q)
         #: The blocks' scales ``(blocks,)``.
         self.scales = torch.from_numpy(d)
         #: Each block's sum of quants ``(blocks,)`` (the Q4_0/Q5_0 offsets' factor).

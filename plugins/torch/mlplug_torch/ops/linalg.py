@@ -33,6 +33,7 @@ from .. import quant
 from ..quant import TORCH_DECODED, decode_tile
 from ._registry import implements
 from .elementwise import f16_round
+from .gemv import GEMV_TYPES
 from .intdot import INT_DOT_TYPES, Column, int_column, int_mm_works
 
 if TYPE_CHECKING:
@@ -228,16 +229,48 @@ def _mm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.bmm(x.expand(threads, 1, k), parts.transpose(1, 2)).reshape(1, m)
 
 
+def _column(ctx: TorchContext, b: Tensor) -> Column:
+    """F32 column ``b`` quantised to Q8_0 once per compute (q, k and v; gate and up share it)."""
+    return ctx.shared(("int-column", id(b)), lambda: Column(ctx.values(b).reshape(-1).numpy()))
+
+
+def _fused(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor | None:
+    """``a @ b`` for one F32 column through the backend's compiled one-column product
+    (:mod:`.gemv`), or None where none applies (or its compilation failed)."""
+    kernels = ctx.backend.gemv
+    if not (
+        b.dtype == DType.F32
+        and b.ne[1] == b.ne[2] == b.ne[3] == 1
+        and a.ne[2] == a.ne[3] == 1
+        and kernels.wants(a.dtype, a.nbytes)
+        and not ctx.tracing
+    ):
+        return None
+    raw = ctx.arr(a)[0, 0]
+    if not raw.is_contiguous():
+        return None
+    args: tuple[torch.Tensor, ...]
+    if GEMV_TYPES[a.dtype]:
+        x = _column(ctx, b)
+        args = (raw, x.quants_t, x.scales)
+    else:
+        args = (raw, _right(ctx, a, b).reshape(raw.shape[1], -1).squeeze(-1))
+    kernel = kernels.kernel(a.dtype, *args)
+    return None if kernel is None else kernel(*args)
+
+
 @implements("mulmat")
 def mulmat(ctx: TorchContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
     copy = _weight_copy(ctx, a)
+    fused = None if copy is not None else _fused(ctx, a, b)
+    if fused is not None:
+        ctx.put(t, fused.reshape(1, 1, 1, -1))
+        return
     if copy is None and _tiled(ctx, a):
         if _int_column(ctx, a, b):
-            # q, k and v (gate and up) share their column: quantised once
-            x = ctx.shared(("int-column", id(b)), lambda: Column(ctx.values(b).reshape(-1).numpy()))
-            ctx.put(t, int_column(ctx.arr(a)[0, 0], a.dtype, x).reshape(1, 1, 1, -1))
+            ctx.put(t, int_column(ctx.arr(a)[0, 0], a.dtype, _column(ctx, b)).reshape(1, 1, 1, -1))
             return
         ctx.put(t, _mulmat_tiled(ctx, a, _right(ctx, a, b)))
         return

@@ -1,0 +1,221 @@
+"""One-column products (a decode step's) as single loops compiled by inductor.
+
+A decode step multiplies every weight by one activation column. Eagerly, a weight in a block
+type costs several passes and a dozen torch calls per product (:mod:`.intdot`, or decoding a
+tile to float32 and multiplying). Written as one expression — decode the blocks, multiply by
+the column, sum — and compiled by inductor, the product becomes one vectorised C++ loop that
+reads each weight byte once (Gemma 3's Q8_0 output product, 262144 x 640: 20.7 ms through
+``_int_mm``, 7.3 ms fused; the tiny llama's 512 x 512 Q8_0 ones: 49 -> 19 us).
+
+Each weight type has its expression here; :class:`GemvKernels` compiles one kernel per
+(type, rows, columns) the first time a product of that shape runs, straight through inductor
+(no dynamo guards per call), and keeps it for the backend's life. A shape whose compilation
+fails (no C++ compiler, say) is remembered and runs eagerly, with one logged warning.
+
+The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0 and Q5_0 take the column's Q8_0
+quants (:class:`.intdot.Column`) and form each block's integer dot product exactly in float32
+(at most 32 * 127 * 127), scaled by ``d_w * d_x``; Q4_K and Q6_K multiply their sub-blocks'
+integer quants by the Q8_K-rounded column, then scale each sub-block (and take off Q4_K's
+minimum); F16 and BF16 weights meet the column rounded to their type. Only the order of the
+float32 sums differs from ggml's, as it does between any two of mlplug's backends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Final
+
+import torch
+
+from mlplug.plugin_api import DType
+
+__all__ = ["FUSED_ENV", "FUSED_MIN_BYTES", "GEMV_TYPES", "GemvKernels", "fused_from_env"]
+
+_log = logging.getLogger(__name__)
+
+#: Environment variable: ``0`` turns the compiled one-column products off, ``1`` compiles them
+#: for every weight size (default: from :data:`FUSED_MIN_BYTES`).
+FUSED_ENV: Final = "MLPLUG_TORCH_FUSED"
+
+#: Weight bytes from which a one-column product is compiled by default: below it, the eager
+#: products cost little and a compilation (a second or two, once per shape) would not pay.
+FUSED_MIN_BYTES: Final = 64 << 10
+
+
+def fused_from_env(value: str | None) -> int | None:
+    """The smallest weight (bytes) whose one-column product is compiled, or None for "off"."""
+    text = (value or "").strip().lower()
+    if text in ("0", "false", "off", "no"):
+        return None
+    if text in ("1", "true", "on", "yes", "all"):
+        return 0
+    return FUSED_MIN_BYTES
+
+
+def _half(raw: torch.Tensor, at: int) -> torch.Tensor:
+    """The f16 at byte ``at`` (even) of each block of ``raw`` ``(M, nb, bytes)``, as float32
+    ``(M, nb)``."""
+    return raw.view(torch.int16)[..., at // 2].view(torch.float16).float()
+
+
+def _q8_0(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    s = (raw[..., 2:].view(torch.int8).float() * qx).sum(-1)  # exact integers
+    return (s * (_half(raw, 0) * dx)).sum(-1)
+
+
+def _nibble_dots(q: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+    """Per block, the dot of 16 nibble bytes ``q`` (value ``j`` low, ``j + 16`` high) with the
+    column's 32 quants ``qx`` ``(nb, 32)``: exact integers."""
+    lo = (q & 0x0F).float() * qx[:, :16]
+    hi = (q >> 4).float() * qx[:, 16:]
+    return lo.sum(-1) + hi.sum(-1)
+
+
+def _q4_0(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    s = _nibble_dots(raw[..., 2:], qx) - 8.0 * qx.sum(-1)
+    return (s * (_half(raw, 0) * dx)).sum(-1)
+
+
+#: Bit ``j`` of a 32-bit word, for the 32 values of a block.
+_BITS = torch.arange(32, dtype=torch.int32)
+
+
+def _q5_0(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    word = raw[..., 2:6].contiguous().view(torch.int32)  # (M, nb, 1): the fifth bits
+    fifth = ((word >> _BITS) & 1).float() * qx  # (M, nb, 32)
+    s = _nibble_dots(raw[..., 6:], qx) + 16.0 * fifth.sum(-1) - 16.0 * qx.sum(-1)
+    return (s * (_half(raw, 0) * dx)).sum(-1)
+
+
+def _q4_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sub-block ``j`` of 32: ``(d * sc_j) * q - dmin * m_j``; chunk ``i`` of the 128 nibble
+    bytes holds sub-block ``2i`` low and ``2i + 1`` high. ``x``: ``(nb, 256)``."""
+    m, nb = raw.shape[:2]
+    s = raw[..., 4:16]
+    lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
+    sc = torch.cat([lo & 0x3F, (mix & 0x0F) | ((lo >> 2) & 0x30)], dim=-1).float()
+    mn = torch.cat([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], dim=-1).float()
+    q = raw[..., 16:].reshape(m, nb, 4, 32)
+    xs = x.view(nb, 4, 2, 32)
+    even = ((q & 0x0F).float() * xs[:, :, 0]).sum(-1)  # (M, nb, 4): sub-blocks 0, 2, 4, 6
+    odd = ((q >> 4).float() * xs[:, :, 1]).sum(-1)
+    dots = torch.stack([even, odd], dim=-1).reshape(m, nb, 8)
+    scaled = dots * (_half(raw, 0).unsqueeze(-1) * sc)
+    mins = x.view(nb, 8, 32).sum(-1) * (_half(raw, 2).unsqueeze(-1) * mn)  # (M, nb, 8)
+    return (scaled - mins).sum(-1).sum(-1)
+
+
+def _q6_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Group ``g`` of 16: ``(d * sc_g) * (q - 32)``. Value ``128h + 64j + 32u + i`` has its low
+    four bits in nibble ``j`` of byte ``64h + 32u + i`` and its top two in bits ``2(2j + u)``
+    of byte ``128 + 32h + i``: eight pieces of 32 values, two groups each. ``x``: ``(nb, 256)``."""
+    m, nb = raw.shape[:2]
+    d = _half(raw, 208).unsqueeze(-1) * raw[..., 192:208].view(torch.int8).float()  # (M, nb, 16)
+    xs = x.view(nb, 8, 2, 16)
+    dots = []
+    for h in range(2):
+        high = raw[..., 128 + 32 * h : 160 + 32 * h]
+        for j in range(2):
+            for u in range(2):
+                low = raw[..., 64 * h + 32 * u : 64 * h + 32 * u + 32]
+                nib = (low >> 4) if j else (low & 0x0F)
+                q = (nib | (((high >> (2 * (2 * j + u))) & 3) << 4)).float().view(m, nb, 2, 16)
+                dots.append((q * xs[:, 4 * h + 2 * j + u]).sum(-1))  # (M, nb, 2)
+    groups = torch.cat(dots, dim=-1) - 32.0 * xs.reshape(nb, 16, 16).sum(-1)  # (M, nb, 16)
+    return (groups * d).sum(-1).sum(-1)
+
+
+def _halves(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """F16, BF16 (widened) or F32 rows times the column."""
+    return (raw.float() * x).sum(-1)
+
+
+#: Types whose one-column products compile, and whether they take the column's Q8_0 quants
+#: (``True``) or its rounded values.
+GEMV_TYPES: Final[dict[DType, bool]] = {
+    DType.Q8_0: True,
+    DType.Q4_0: True,
+    DType.Q5_0: True,
+    DType.Q4_K: False,
+    DType.Q6_K: False,
+    DType.F16: False,
+    DType.BF16: False,
+    DType.F32: False,
+}
+
+_EXPRESSIONS: Final[dict[DType, Callable[..., torch.Tensor]]] = {
+    DType.Q8_0: _q8_0,
+    DType.Q4_0: _q4_0,
+    DType.Q5_0: _q5_0,
+    DType.Q4_K: _q4_k,
+    DType.Q6_K: _q6_k,
+    DType.F16: _halves,
+    DType.BF16: _halves,
+    DType.F32: _halves,
+}
+
+Kernel = Callable[..., torch.Tensor]
+
+
+class GemvKernels:
+    """The compiled one-column products of one backend, by (type, rows, columns).
+
+    :param min_bytes: the smallest weight (bytes) whose product is compiled; None: none is.
+    """
+
+    def __init__(self, min_bytes: int | None) -> None:
+        self.min_bytes = min_bytes
+        self._kernels: dict[tuple[DType, torch.Size], Kernel | None] = {}
+        self._lock = threading.Lock()
+
+    def wants(self, dtype: DType, nbytes: int) -> bool:
+        """Whether a one-column product with a weight of this type and size is compiled."""
+        return self.min_bytes is not None and dtype in GEMV_TYPES and nbytes >= self.min_bytes
+
+    def kernel(self, dtype: DType, *args: torch.Tensor) -> Kernel | None:
+        """The kernel for these operands (the weight first; its shape sets the others'),
+        compiled on first use, or None where its compilation failed."""
+        key = (dtype, args[0].shape)
+        try:
+            return self._kernels[key]
+        except KeyError:
+            pass
+        with self._lock:
+            if key not in self._kernels:
+                self._kernels[key] = self._compile(dtype, args)
+        return self._kernels[key]
+
+    def _compile(self, dtype: DType, args: tuple[torch.Tensor, ...]) -> Kernel | None:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        shape = "x".join(str(s) for s in args[0].shape)
+        _log.info("compiling the one-column %s product for weight blocks %s", dtype.name, shape)
+        try:
+            graph = make_fx(_EXPRESSIONS[dtype])(*args)
+            compiled: Kernel = torch._inductor.compile(graph, list(args))
+            compiled(*args)
+        except Exception as exc:  # any failure means "run it eagerly"
+            _log.warning(
+                "one-column %s product (%s) not compiled, running eagerly: %s: %s",
+                dtype.name,
+                shape,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        return compiled
+
+    def clear(self) -> None:
+        """Drop every kernel."""
+        self._kernels.clear()
+
+    def __len__(self) -> int:
+        return sum(k is not None for k in self._kernels.values())
+
+
+def default_kernels() -> GemvKernels:
+    """Kernels configured by :data:`FUSED_ENV`."""
+    return GemvKernels(fused_from_env(os.environ.get(FUSED_ENV)))

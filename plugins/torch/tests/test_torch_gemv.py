@@ -1,0 +1,78 @@
+"""Compiled one-column products (:mod:`mlplug_torch.ops.gemv`): when they are used, and that
+every weight type's kernel gives the conformance suite's results."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("mlplug_torch")
+
+from mlplug import DType
+from mlplug.conformance import all_cases, run_case
+from mlplug_torch import TorchBackend
+from mlplug_torch.ops.gemv import FUSED_MIN_BYTES, GEMV_TYPES, GemvKernels, fused_from_env
+
+SLOW = os.environ.get("MLPLUG_SLOW_TESTS") == "1"
+needs_compiler = pytest.mark.skipif(
+    not SLOW, reason="compiles C++ through inductor (seconds per shape): MLPLUG_SLOW_TESTS=1"
+)
+
+# torch's own modules warn about their deprecated internals while compiling
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, FUSED_MIN_BYTES),
+        ("", FUSED_MIN_BYTES),
+        ("auto", FUSED_MIN_BYTES),
+        ("0", None),
+        ("off", None),
+        ("1", 0),
+        ("yes", 0),
+    ],
+)
+def test_option_values(value: str | None, expected: int | None) -> None:
+    assert fused_from_env(value) == expected
+
+
+def test_which_products_compile() -> None:
+    kernels = GemvKernels(FUSED_MIN_BYTES)
+    assert kernels.wants(DType.Q8_0, FUSED_MIN_BYTES)
+    assert not kernels.wants(DType.Q8_0, FUSED_MIN_BYTES - 1)
+    assert not kernels.wants(DType.Q5_K, 1 << 30)  # no expression: eager
+    assert not GemvKernels(None).wants(DType.F32, 1 << 30)
+
+
+def test_off_runs_eagerly() -> None:
+    with TorchBackend(None, device="cpu", fused_gemv=False) as be, be.new_context() as ctx:
+        w = np.ones((256, 512), dtype=np.float32)
+        out = ctx.from_floats(w).mulmat(ctx, ctx.from_floats(np.ones((1, 512), np.float32)))
+        ctx.compute(out)
+        assert out.floats().tolist() == [512.0] * 256
+        assert len(be.gemv) == 0
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_every_type_compiles_and_conforms() -> None:
+    """Every one-column mulmat case of the catalogue, each compiled (whatever its size), passes;
+    every type with an expression was compiled at least once; closing drops the kernels."""
+    cases = [
+        c
+        for c in all_cases("all")
+        if c.op == "mulmat" and len(c.args) == 2 and all(n == 1 for n in c.args[1].ne[1:])
+    ]
+    assert len(cases) >= 20
+    with TorchBackend(None, device="cpu", fused_gemv=True) as be:
+        outcomes = {c.id: run_case(be, c) for c in cases}
+        compiled = {key[0] for key, kernel in be.gemv._kernels.items() if kernel is not None}
+    failed = {k: o.error for k, o in outcomes.items() if o.status != "pass"}
+    assert not failed
+    assert compiled == set(GEMV_TYPES), f"not compiled: {set(GEMV_TYPES) - compiled}"
+    assert len(be.gemv) == 0
