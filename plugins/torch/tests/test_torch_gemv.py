@@ -76,3 +76,28 @@ def test_every_type_compiles_and_conforms() -> None:
     assert not failed
     assert compiled == set(GEMV_TYPES), f"not compiled: {set(GEMV_TYPES) - compiled}"
     assert len(be.gemv) == 0
+
+
+def test_a_failed_compilation_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No C++ compiler (simulated): one warning, then every product runs eagerly and right."""
+    import torch
+
+    def no_compiler(*args: object, **kwargs: object) -> object:
+        msg = "no C++ compiler"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(torch._inductor, "compile", no_compiler)
+    rng = np.random.default_rng(0)
+    w = rng.uniform(-1, 1, size=(64, 256)).astype(np.float32)
+    x = rng.uniform(-1, 1, size=256).astype(np.float32)
+    with TorchBackend(None, device="cpu", fused_gemv=True) as be:
+        for _ in range(2):
+            with be.new_context() as ctx:
+                out = ctx.from_floats(w).mulmat(ctx, ctx.from_floats(x[None, :]))
+                ctx.compute(out)
+                np.testing.assert_allclose(out.floats(), w @ x, rtol=1e-5, atol=1e-5)
+        assert be.gemv.min_bytes is None and len(be.gemv) == 0
+    warned = [r for r in caplog.records if "turned off" in r.getMessage()]
+    assert len(warned) == 1 and "no C++ compiler" in warned[0].getMessage()

@@ -9,8 +9,9 @@ reads each weight byte once (Gemma 3's Q8_0 output product, 262144 x 640: 20.7 m
 
 Each weight type has its expression here; :class:`GemvKernels` compiles one kernel per
 (type, rows, columns) the first time a product of that shape runs, straight through inductor
-(no dynamo guards per call), and keeps it for the backend's life. A shape whose compilation
-fails (no C++ compiler, say) is remembered and runs eagerly, with one logged warning.
+(no dynamo guards per call), checks its first result against the expression run eagerly,
+and keeps it for the backend's life. If a compilation fails (no C++ compiler, say) or its
+check does, the backend's products run eagerly from then on, after one logged warning.
 
 The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0 and Q5_0 take the column's Q8_0
 quants (:class:`.intdot.Column`) and form each block's integer dot product exactly in float32
@@ -79,14 +80,16 @@ def _q4_0(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tensor
     return (s * (_half(raw, 0) * dx)).sum(-1)
 
 
-#: Bit ``j`` of a 32-bit word, for the 32 values of a block.
-_BITS = torch.arange(32, dtype=torch.int32)
-
-
-def _q5_0(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-    word = raw[..., 2:6].contiguous().view(torch.int32)  # (M, nb, 1): the fifth bits
-    fifth = ((word >> _BITS) & 1).float() * qx  # (M, nb, 32)
-    s = _nibble_dots(raw[..., 6:], qx) + 16.0 * fifth.sum(-1) - 16.0 * qx.sum(-1)
+def _q5_0(
+    raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor, bits: torch.Tensor
+) -> torch.Tensor:
+    """The fifth bits (bytes 2..5: bit ``j`` is value ``j``'s) by lookup: ``bits[4b + i, y]``
+    is the sum of block ``b``'s quants ``8i + k`` over the set bits ``k`` of byte value ``y``
+    (:meth:`.intdot.Column.bit_table`); 30 % faster than shifting 32 bits out per block."""
+    nb = raw.shape[1]
+    at = raw[..., 2:6].long() + torch.arange(0, nb * 4 * 256, 256).view(nb, 4)  # (M, nb, 4)
+    fifth = bits.reshape(-1)[at].sum(-1).float()  # (M, nb)
+    s = _nibble_dots(raw[..., 6:], qx) + 16.0 * fifth - 16.0 * qx.sum(-1)
     return (s * (_half(raw, 0) * dx)).sum(-1)
 
 
@@ -189,17 +192,28 @@ class GemvKernels:
         return self._kernels[key]
 
     def _compile(self, dtype: DType, args: tuple[torch.Tensor, ...]) -> Kernel | None:
+        """Compile the kernel and check it once against the expression run eagerly. Any
+        failure (no C++ compiler, a mismatch) turns every compiled product of this backend
+        off, with one logged warning: the eager products are the fallback."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         shape = "x".join(str(s) for s in args[0].shape)
         _log.info("compiling the one-column %s product for weight blocks %s", dtype.name, shape)
+        expression = _EXPRESSIONS[dtype]
         try:
-            graph = make_fx(_EXPRESSIONS[dtype])(*args)
+            graph = make_fx(expression)(*args)
             compiled: Kernel = torch._inductor.compile(graph, list(args))
-            compiled(*args)
-        except Exception as exc:  # any failure means "run it eagerly"
+            got, want = compiled(*args), expression(*args)
+            tol = 1e-5 * float(want.abs().nan_to_num(0.0, 0.0, 0.0).max()) + 1e-30
+            if not torch.allclose(got, want, rtol=1e-4, atol=tol, equal_nan=True):
+                gap = float((got - want).abs().nan_to_num(0.0).max())
+                msg = f"the compiled result differs from the eager one by up to {gap:.3g}"
+                raise ArithmeticError(msg)
+        except Exception as exc:  # any failure means "run eagerly"
+            self.min_bytes = None
             _log.warning(
-                "one-column %s product (%s) not compiled, running eagerly: %s: %s",
+                "torch: compiled one-column products turned off (the %s product of weight "
+                "blocks %s failed: %s: %s); products run eagerly",
                 dtype.name,
                 shape,
                 type(exc).__name__,

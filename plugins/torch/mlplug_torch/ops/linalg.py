@@ -253,6 +253,8 @@ def _fused(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor | None:
     if GEMV_TYPES[a.dtype]:
         x = _column(ctx, b)
         args = (raw, x.quants_t, x.scales)
+        if a.dtype == DType.Q5_0:
+            args += (x.bit_table(),)
     else:
         args = (raw, _right(ctx, a, b).reshape(raw.shape[1], -1).squeeze(-1))
     kernel = kernels.kernel(a.dtype, *args)
