@@ -25,6 +25,7 @@ __all__ = [
     "rope_pairs",
     "rope_rows",
     "rope_theta_scale",
+    "rope_thetas",
     "yarn_mix",
 ]
 
@@ -135,6 +136,43 @@ def rope_theta_scale(base: float, n_dims: int) -> np.float32:
     """Return ``f32(base) ** f32(-2 / n_dims)``, the per-pair factor of ggml's angle recurrence."""
     scale: np.float32 = F32(base) ** F32(-2.0 / n_dims)
     return scale
+
+
+def rope_thetas(
+    pos: np.ndarray,
+    n_pairs: int,
+    mode: int,
+    sections: tuple[int, ...],
+    theta_scale: np.float32,
+    factors: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return RoPE's angles before frequency scaling, float32 ``(n_tokens, n_pairs)``, as
+    ggml's CPU computes them: pair ``k``'s angle is the position times ``theta_scale`` ``k``
+    times, each product rounded to float32 (the schedule of :func:`rope_rows` for the m-rope
+    modes), divided by ``factors[k]`` if given.
+
+    :param pos: the positions (``n_tokens``; four rows of them for the m-rope modes).
+    """
+    mrope = mode in MROPE_MODES
+    n_tok = pos.shape[-1] // 4 if mrope else pos.shape[-1]
+    axes = pos.reshape(4 if mrope else 1, n_tok).astype(F32)
+    ts = F32(theta_scale)
+    out = np.empty((n_pairs, n_tok), F32)  # one row per pair: one ufunc call each
+    if not mrope:
+        out[0] = axes[0]
+        for k in range(1, n_pairs):
+            np.multiply(out[k - 1], ts, out=out[k])
+    else:
+        cur = axes.copy()
+        for k, (row, restart) in enumerate(rope_rows(n_pairs, mode, sections)):
+            if restart >= 0:  # vision: the power restarts at each section
+                cur[restart] = axes[restart]
+            out[k] = cur[row]
+            np.multiply(cur, ts, out=cur)
+    theta = out.T
+    if factors is not None:
+        theta = theta / factors.reshape(-1)[:n_pairs].astype(F32)
+    return np.ascontiguousarray(theta)
 
 
 @lru_cache(maxsize=64)

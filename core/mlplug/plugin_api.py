@@ -64,6 +64,7 @@ from .numerics import (
     rope_pairs,
     rope_rows,
     rope_theta_scale,
+    rope_thetas,
     yarn_mix,
 )
 from .ops import PRIMITIVES, UNARY_PRIMITIVES, VIEW_OPS, WRITE_OPS, OpSpec
@@ -208,6 +209,7 @@ __all__ = [
     "rope_pairs",
     "rope_rows",
     "rope_theta_scale",
+    "rope_thetas",
     "row_tiles",
     "env_seconds",
     "tile_spans",

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlplug.numerics import last_seen, query_blocks, rope_pairs
+from mlplug.numerics import (
+    MROPE_MODES,
+    last_seen,
+    query_blocks,
+    rope_pairs,
+    rope_rows,
+    rope_theta_scale,
+    rope_thetas,
+)
 
 
 @pytest.mark.parametrize(("mode", "n_pairs"), [(0, 4), (2, 4), (8, 6), (24, 3), (40, 5)])
@@ -56,3 +64,31 @@ def test_last_seen_gives_one_past_each_rows_last_visible_key() -> None:
         [[True, False, False, False], [True, True, False, True], [False, False, False, False]]
     )
     assert last_seen(visible).tolist() == [1, 4, 0]
+
+
+@pytest.mark.parametrize(
+    ("mode", "sections"),
+    [(0, (0, 0, 0, 0)), (2, (0, 0, 0, 0)), (8, (2, 3, 3, 0)), (24, (2, 2, 2, 2))],
+)
+@pytest.mark.parametrize("with_factors", [False, True])
+def test_rope_thetas_follow_the_float32_recurrence(
+    mode: int, sections: tuple[int, ...], with_factors: bool
+) -> None:
+    """Each pair's angle: the position times theta_scale k times, rounded to float32 at every
+    step (restarting per section in vision mode), then divided by its factor."""
+    n_pairs, n_tok = 8, 3
+    rows = 4 if mode in MROPE_MODES else 1
+    pos = (np.arange(rows * n_tok, dtype=np.int32) * 37 + 5).reshape(-1)
+    ts = rope_theta_scale(10000.0, 2 * n_pairs)
+    factors = np.linspace(1.0, 3.0, n_pairs, dtype=np.float32) if with_factors else None
+    got = rope_thetas(pos, n_pairs, mode, sections, ts, factors)
+    assert got.dtype == np.float32 and got.shape == (n_tok, n_pairs)
+    axes = pos.reshape(rows, n_tok).astype(np.float32)
+    for i in range(n_tok):
+        cur = [np.float32(a) for a in axes[:, i]]
+        for k, (row, restart) in enumerate(rope_rows(n_pairs, mode, sections)):
+            if restart >= 0:
+                cur[restart] = np.float32(axes[restart, i])
+            want = cur[row] if factors is None else np.float32(cur[row] / factors[k])
+            assert got[i, k] == want, (i, k)
+            cur = [np.float32(c * ts) for c in cur]

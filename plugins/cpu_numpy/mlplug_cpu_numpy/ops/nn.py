@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlplug.plugin_api import (
-    MROPE_MODES,
     AttentionParams,
     Conv3dParams,
     DType,
@@ -24,8 +23,8 @@ from mlplug.plugin_api import (
     query_blocks,
     rope_n_pairs,
     rope_pairs,
-    rope_rows,
     rope_theta_scale,
+    rope_thetas,
     yarn_mix,
 )
 
@@ -226,17 +225,7 @@ def rope_angles(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``cos``/``sin`` ``(n_tokens, n_pairs)`` (float32), as ggml's CPU computes them."""
     theta_scale = rope_theta_scale(base, n_dims)
-    mrope = mode in MROPE_MODES
-    n_tok = pos.shape[-1] // 4 if mrope else pos.shape[-1]  # m-rope: 4 blocks t, h, w, e
-    axes = pos.reshape(4 if mrope else 1, n_tok).astype(F32)
-    cur = axes.copy()
-    theta = np.empty((n_tok, n_pairs), F32)
-    for k, (row, restart) in enumerate(rope_rows(n_pairs, mode, sections)):
-        if restart >= 0:  # vision: restart the power at each section
-            cur[restart] = axes[restart]
-        ff = F32(1) if factors is None else F32(factors[k])
-        theta[:, k] = cur[row] / ff
-        cur = (cur * theta_scale).astype(F32)
+    theta = rope_thetas(pos, n_pairs, mode, sections, theta_scale, factors)
     mix, mscale = yarn_mix(
         n_pairs, n_dims, n_ctx_orig, base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow
     )
