@@ -99,6 +99,7 @@ from .ops.records import (
 from .params import BackendParams, CacheConfig, FlashAttentionType
 from .quantmm import (
     BYTE_BITS,
+    DOT_ROUNDINGS,
     WIDE_TILE_BYTES,
     WeightCopies,
     decode_rows,
@@ -115,6 +116,7 @@ from .writers import HostWriter, StagedWriter, WeightWriter
 
 __all__ = [
     "BYTE_BITS",
+    "DOT_ROUNDINGS",
     "NO_PARAMS",
     "ArangeParams",
     "ArgsortParams",

@@ -41,11 +41,12 @@ import numpy as np
 
 from .dtypes import TRAITS, DType
 from .errors import DTypeError, ShapeError
-from .halves import half_to_f32
-from .quants import dequantize
+from .halves import f16_round, half_to_f32
+from .quants import bf16_to_f32, dequantize, f32_to_bf16
 
 __all__ = [
     "BYTE_BITS",
+    "DOT_ROUNDINGS",
     "FAST_TYPES",
     "MIN_TILE_WORK",
     "TILE_ALIGN",
@@ -56,6 +57,8 @@ __all__ = [
     "decode_rows",
     "dot_rounding",
     "mulmat_rows",
+    "q8_0_round",
+    "q8_k_round",
     "row_bytes",
     "row_tiles",
     "tile_rows",
@@ -267,6 +270,48 @@ def dot_rounding(weight: DType, right: DType) -> str | None:
     if weight in _Q8_K_DOT:
         return "q8_k"
     return None
+
+
+def q8_0_round(x: np.ndarray) -> np.ndarray:
+    """Round float32 rows (length a multiple of 32) through Q8_0 as ggml's x86 CPU does.
+
+    Each block of 32 is scaled by ``127 / amax`` in float32 and rounded to the nearest integer,
+    halves to even (the vector rounding instruction); the values are ``q * f16(amax / 127)``.
+    """
+    blocks = x.astype(F32).reshape(*x.shape[:-1], -1, 32)
+    amax = np.max(np.abs(blocks), axis=-1, keepdims=True)
+    safe = np.where(amax == 0, F32(1), amax)
+    scale = np.where(amax == 0, F32(0), F32(127) / safe).astype(F32)
+    q = np.rint(blocks * scale)
+    d = (amax / F32(127)).astype(np.float16).astype(F32)
+    out: np.ndarray = (q * d).astype(F32).reshape(x.shape)
+    return out
+
+
+def q8_k_round(x: np.ndarray) -> np.ndarray:
+    """Round float32 rows (length a multiple of 256) through Q8_K as ggml's CPU does.
+
+    The first value of largest magnitude ``m`` of each super-block sets ``iscale = -127 / m``;
+    ``q = min(127, rint(iscale * x))`` (halves to even) and the values are ``q / iscale``.
+    """
+    blocks = x.astype(F32).reshape(*x.shape[:-1], -1, 256)
+    pick = np.argmax(np.abs(blocks), axis=-1)[..., None]
+    m = np.take_along_axis(blocks, pick, axis=-1)
+    zero = m == 0
+    iscale = np.where(zero, F32(0), F32(-127) / np.where(zero, F32(1), m)).astype(F32)
+    q = np.minimum(np.rint(blocks * iscale), F32(127))
+    d = np.where(zero, F32(0), F32(1) / np.where(zero, F32(1), iscale)).astype(F32)
+    out: np.ndarray = (q * d).astype(F32).reshape(x.shape)
+    return out
+
+
+#: The roundings :func:`dot_rounding` names, on float32 host arrays.
+DOT_ROUNDINGS: Final[dict[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "f16": f16_round,
+    "bf16": lambda x: bf16_to_f32(f32_to_bf16(x)),
+    "q8_0": q8_0_round,
+    "q8_k": q8_k_round,
+}
 
 
 def row_bytes(dtype: DType, k: int) -> int:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlplug.plugin_api import (
+    DOT_ROUNDINGS,
     FAST_DECODE_TYPES,
     OutOfRangeError,
     TriParams,
-    bf16_to_f32,
     decode_rows,
     dot_rounding,
-    f16_round,
-    f32_to_bf16,
     mulmat_rows,
 )
 
@@ -29,52 +26,13 @@ if TYPE_CHECKING:
 F32 = np.float32
 
 
-def q8_0_round(x: np.ndarray) -> np.ndarray:
-    """Round float32 rows (length a multiple of 32) through Q8_0 as ggml's x86 CPU does.
-
-    Each block of 32 is scaled by ``127 / amax`` in float32 and rounded to the nearest integer,
-    halves to even (the vector rounding instruction); the values are ``q * f16(amax / 127)``.
-    """
-    blocks = x.astype(F32).reshape(*x.shape[:-1], -1, 32)
-    amax = np.max(np.abs(blocks), axis=-1, keepdims=True)
-    safe = np.where(amax == 0, F32(1), amax)
-    scale = np.where(amax == 0, F32(0), F32(127) / safe).astype(F32)
-    q = np.rint(blocks * scale)
-    d = (amax / F32(127)).astype(np.float16).astype(F32)
-    return (q * d).astype(F32).reshape(x.shape)
-
-
-def q8_k_round(x: np.ndarray) -> np.ndarray:
-    """Round float32 rows (length a multiple of 256) through Q8_K as ggml's CPU does.
-
-    The first value of largest magnitude ``m`` of each super-block sets ``iscale = -127 / m``;
-    ``q = min(127, rint(iscale * x))`` (halves to even) and the values are ``q / iscale``.
-    """
-    blocks = x.astype(F32).reshape(*x.shape[:-1], -1, 256)
-    pick = np.argmax(np.abs(blocks), axis=-1)[..., None]
-    m = np.take_along_axis(blocks, pick, axis=-1)
-    zero = m == 0
-    iscale = np.where(zero, F32(0), F32(-127) / np.where(zero, F32(1), m)).astype(F32)
-    q = np.minimum(np.rint(blocks * iscale), F32(127))
-    d = np.where(zero, F32(0), F32(1) / np.where(zero, F32(1), iscale)).astype(F32)
-    return (q * d).astype(F32).reshape(x.shape)
-
-
-_ROUNDINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "f16": f16_round,
-    "bf16": lambda x: bf16_to_f32(f32_to_bf16(x)),
-    "q8_0": q8_0_round,
-    "q8_k": q8_k_round,
-}
-
-
 def _right(ctx: NumpyContext, a: Tensor, b: Tensor) -> np.ndarray:
     """The right operand as ggml's CPU sees it: rounded to a's dot type (:func:`dot_rounding`),
     once per compute for the products that share it (q, k and v; gate and up)."""
     kind = dot_rounding(a.dtype, b.dtype)
     if kind is None:
         return ctx.values(b)
-    return ctx.shared(("right", id(b), kind), lambda: _ROUNDINGS[kind](ctx.values(b)))
+    return ctx.shared(("right", id(b), kind), lambda: DOT_ROUNDINGS[kind](ctx.values(b)))
 
 
 def check_ids(ids: np.ndarray, n: int, op: str) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from mlplug.plugin_api import (
+    DOT_ROUNDINGS,
     FAST_DECODE_TYPES,
     WIDE_TILE_BYTES,
     DType,
@@ -96,7 +97,19 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
     kind = dot_rounding(a.dtype, b.dtype)
     if kind is None:
         return ctx.values(b)
-    return ctx.shared(("right", id(b), kind), lambda: _ROUNDINGS[kind](ctx.values(b)))
+    return ctx.shared(("right", id(b), kind), lambda: _rounded(ctx, ctx.values(b), kind))
+
+
+def _rounded(ctx: TorchContext, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """``x`` rounded as ``kind`` names; one CPU column (a decode step's) through core's numpy
+    rounding, whose per-call cost is about half torch's (Q8_K of 1024 values: 16 vs 29 us)."""
+    if x.device.type == "cpu" and not ctx.tracing and x.numel() <= _HOST_ROUNDING:
+        return torch.from_numpy(DOT_ROUNDINGS[kind](x.numpy()))
+    return _ROUNDINGS[kind](x)
+
+
+#: Values from which a CPU operand is rounded with torch ops (its threads), not numpy.
+_HOST_ROUNDING = 16384
 
 
 def _weight_copy(ctx: TorchContext, a: Tensor) -> torch.Tensor | None:
