@@ -4,9 +4,11 @@ every weight type's kernel gives the conformance suite's results."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+from model_files import llama_logits, write_llama
 
 pytest.importorskip("torch")
 pytest.importorskip("mlplug_torch")
@@ -101,3 +103,27 @@ def test_a_failed_compilation_turns_it_off(
         assert be.gemv.min_bytes is None and len(be.gemv) == 0
     warned = [r for r in caplog.records if "turned off" in r.getMessage()]
     assert len(warned) == 1 and "no C++ compiler" in warned[0].getMessage()
+
+
+@pytest.mark.slow
+@needs_compiler
+@pytest.mark.parametrize(("kind", "tol"), [("f32", 1e-4), ("f16", 5e-3), ("q8_0", 1e-1)])
+def test_decode_steps_match_the_reference_model(
+    kind: str, tol: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny llama's one-token steps, every product compiled, against the float64 llama (the
+    tolerances of tests/core/models/test_llama.py)."""
+    import mlplug as ml
+    from mlplug.models import load_model
+
+    monkeypatch.setenv("MLPLUG_TORCH_FUSED", "1")
+    t = write_llama(tmp_path / f"tiny-{kind}.gguf", kind, tied=False)
+    prompt = [1, 5, 9, 2, 30, 7, 3]
+    be = ml.new_backend(str(t.path), ml.BackendParams(alloc_memory=True), backend="torch")
+    be.load()
+    with be, load_model(be, num_ctx=32, kv_dtype="f32") as model:
+        steps = [model.forward(prompt[:3], range(3))[0]]
+        steps += [model.forward([prompt[p]], [p])[0] for p in range(3, len(prompt))]
+        assert isinstance(be, TorchBackend) and len(be.gemv) > 0
+    want = llama_logits(t, prompt)[2:]
+    np.testing.assert_allclose(np.stack(steps), want, rtol=tol, atol=tol)
