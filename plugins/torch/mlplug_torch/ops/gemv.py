@@ -70,9 +70,8 @@ def _q8_0(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tensor
 def _nibble_dots(q: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
     """Per block, the dot of 16 nibble bytes ``q`` (value ``j`` low, ``j + 16`` high) with the
     column's 32 quants ``qx`` ``(nb, 32)``: exact integers."""
-    lo = (q & 0x0F).float() * qx[:, :16]
-    hi = (q >> 4).float() * qx[:, 16:]
-    return lo.sum(-1) + hi.sum(-1)
+    # one sum of both halves' products (two sums: Gemma 3's 2048x640 Q5_0 about 1.5x slower)
+    return ((q & 0x0F).float() * qx[:, :16] + (q >> 4).float() * qx[:, 16:]).sum(-1)
 
 
 def _q4_0(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
