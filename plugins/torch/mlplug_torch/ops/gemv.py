@@ -104,10 +104,10 @@ def _q4_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     xs = x.view(nb, 4, 2, 32)
     even = ((q & 0x0F).float() * xs[:, :, 0]).sum(-1)  # (M, nb, 4): sub-blocks 0, 2, 4, 6
     odd = ((q >> 4).float() * xs[:, :, 1]).sum(-1)
-    dots = torch.stack([even, odd], dim=-1).reshape(m, nb, 8)
-    scaled = dots * (_half(raw, 0).unsqueeze(-1) * sc)
+    d = (_half(raw, 0).unsqueeze(-1) * sc).view(m, nb, 4, 2)
+    scaled = even * d[..., 0] + odd * d[..., 1]
     mins = x.view(nb, 8, 32).sum(-1) * (_half(raw, 2).unsqueeze(-1) * mn)  # (M, nb, 8)
-    return (scaled - mins).sum(-1).sum(-1)
+    return scaled.sum(-1).sum(-1) - mins.sum(-1).sum(-1)
 
 
 def _q6_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
