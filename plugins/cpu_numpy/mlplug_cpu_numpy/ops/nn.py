@@ -274,9 +274,13 @@ def rope(ctx: NumpyContext, t: Tensor) -> None:
             p.sections,
         ),
     )
-    if x.shape[-1] == 2 * n_pairs:  # every value rotates: one gather, two products
+    if x.shape[-1] == 2 * n_pairs:  # every value rotates: its partners, two products
         c, s, partner = ctx.shared(("rope-full", *key[1:]), lambda: _full_tables(cs, n_pairs, mode))
-        ctx.put(t, x * c + np.take(x, partner, axis=-1) * s)
+        if mode == 0:  # adjacent pairs: a gather
+            swapped = np.take(x, partner, axis=-1)
+        else:  # halves: two slices, 4-8x faster than the gather on a prompt
+            swapped = np.concatenate((x[..., n_pairs:], x[..., :n_pairs]), axis=-1)
+        ctx.put(t, x * c + swapped * s)
         return
     cos, sin = cs
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]

@@ -234,12 +234,22 @@ def rope_angles(
 
 def _full_tables(
     ctx: TorchContext, cs: tuple[torch.Tensor, torch.Tensor], n_pairs: int, mode: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """cos and signed sin per value (broadcastable over batch and heads) and each value's
-    partner: a whole head rotates as ``x * c + x[partner] * s``."""
-    pair, partner, sign = (torch.tensor(a, device=ctx.device) for a in rope_pairs(n_pairs, mode))
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin per value (broadcastable over batch and heads): a whole head rotates
+    as ``x * c + partners(x) * s`` (:func:`_partners`)."""
+    pair, _, sign = (torch.tensor(a, device=ctx.device) for a in rope_pairs(n_pairs, mode))
     c, s = cs[0][:, pair], cs[1][:, pair] * sign
-    return c[None, :, None, :], s[None, :, None, :], partner
+    return c[None, :, None, :], s[None, :, None, :]
+
+
+def _partners(x: torch.Tensor, n_pairs: int, mode: int) -> torch.Tensor:
+    """Each value's pair partner (``rope_pairs``' ``partner``) by slices, not a gather: the two
+    values of each adjacent pair swapped (mode 0), or the two halves swapped (the others). A
+    Gemma 3 prompt's 512 x 4 x 256 query: 1.1 ms by ``index_select``, 31 us by halves."""
+    if mode == 0:
+        xv = x.reshape(*x.shape[:-1], n_pairs, 2)
+        return torch.stack((xv[..., 1], xv[..., 0]), dim=-1).reshape(x.shape)
+    return torch.cat((x[..., n_pairs:], x[..., :n_pairs]), dim=-1)
 
 
 @implements("rope")
@@ -258,11 +268,9 @@ def rope(ctx: TorchContext, t: Tensor) -> None:
 
     cs = ctx.shared(key, angles)
     x = ctx.values(x_t)  # (B, T, H, D)
-    if x.shape[-1] == 2 * n_pairs:  # every value rotates: one gather, two products
-        c, s, partner = ctx.shared(
-            ("rope-full", *key[1:]), lambda: _full_tables(ctx, cs, n_pairs, mode)
-        )
-        ctx.put(t, x * c + x.index_select(-1, partner) * s)
+    if x.shape[-1] == 2 * n_pairs:  # every value rotates: its partners, two products
+        c, s = ctx.shared(("rope-full", *key[1:]), lambda: _full_tables(ctx, cs, n_pairs, mode))
+        ctx.put(t, x * c + _partners(x, n_pairs, mode) * s)
         return
     cos, sin = cs[0][None, :, None, :], cs[1][None, :, None, :]
     if mode == 0:
