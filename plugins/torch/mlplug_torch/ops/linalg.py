@@ -174,7 +174,7 @@ def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tenso
         )
     for r0, tile in tiles:
         dest = res[..., r0 : r0 + tile.shape[0]]
-        dest[...] = _gemm(ctx, x, tile) if x.dim() == 2 else torch.matmul(x, tile.t())
+        dest[...] = gemm(ctx, x, tile) if x.dim() == 2 else torch.matmul(x, tile.t())
     return out
 
 
@@ -212,7 +212,7 @@ def _onednn_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
     return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")  # type: ignore[no-any-return]
 
 
-def _gemm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def gemm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x @ w^T`` for 2-D float32 ``x`` ``(N, K)`` and ``w`` ``(M, K)``, through oneDNN's
     linear on the CPU (eagerly, contiguous operands).
 
@@ -236,7 +236,7 @@ def _gemm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def _mm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x @ w^T`` for 2-D float32 ``x`` ``(N, K)`` and ``w`` ``(M, K)``.
 
-    Products of several columns go through :func:`_gemm`. On the CPU (eagerly) a one-column
+    Products of several columns go through :func:`gemm`. On the CPU (eagerly) a one-column
     product (a decode step) with a weight of :data:`ONEDNN_BYTES` or more goes through oneDNN's
     linear (:func:`_onednn_linear`). Other
     one-column products from :data:`GEMV_BYTES` up cut the rows into one batch per thread and
@@ -244,7 +244,7 @@ def _mm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     gemv on one thread: about 2x on two cores).
     """
     if x.shape[0] != 1:
-        return _gemm(ctx, x, w)
+        return gemm(ctx, x, w)
     if (
         ctx.tracing
         or w.device.type != "cpu"
