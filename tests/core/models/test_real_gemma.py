@@ -32,9 +32,11 @@ BACKENDS = [e.name for e in manager().backends()]
 DATA = json.loads((Path(__file__).parent / "data" / "gemma3_270m_prompts.json").read_text())
 PROMPTS: list[dict[str, Any]] = DATA["prompts"]
 N_GEN = 8
-#: Greedy tokens that must equal llama.cpp's (and each other's), per prompt: measured agreement
-#: before the first near-tie (prompt 2 parts after 3 tokens on torch and cpu_numpy).
-MUST_AGREE = (8, 8, 3, 8)
+#: Greedy tokens that must equal llama.cpp's (and each other's), per prompt: agreement before
+#: the first near-tie. Prompt 0's fifth step is one: llama.cpp's " country" leads " United" by
+#: 0.03, less than backends' logits differ on this model (0.1-0.3), and torch's prompt products
+#: through oneDNN tip it; prompt 2 parts after 3 tokens on torch and cpu_numpy.
+MUST_AGREE = (4, 8, 3, 8)
 #: How far below llama.cpp's best logit (as a fraction of its largest magnitude) a backend's
 #: differing argmax may be: llama.cpp with flash attention on and off differs by 4-6% of that
 #: range, so a pick within 5% is a near-tie, not a wrong token.
