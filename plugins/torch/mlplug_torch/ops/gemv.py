@@ -17,14 +17,14 @@ The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0 and Q5_0 take the
 quants (:class:`.intdot.Column`) and form each block's integer dot product exactly in float32
 (at most 32 * 127 * 127), scaled by ``d_w * d_x``; Q4_K and Q6_K multiply their sub-blocks'
 integer quants by the Q8_K-rounded column, then scale each sub-block (and take off Q4_K's
-minimum); F16 and BF16 weights meet the column rounded to their type. Only the order of the
-float32 sums differs from ggml's, as it does between any two of mlplug's backends.
+minimum); F16 and BF16 weights meet the column rounded to their type, F32 ones the column
+as it is. Only the order of the float32 sums differs from ggml's, as it does between any two
+of mlplug's backends.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -226,9 +226,5 @@ class GemvKernels:
         self._kernels.clear()
 
     def __len__(self) -> int:
+        """The number of compiled kernels."""
         return sum(k is not None for k in self._kernels.values())
-
-
-def default_kernels() -> GemvKernels:
-    """Kernels configured by :data:`FUSED_ENV`."""
-    return GemvKernels(fused_from_env(os.environ.get(FUSED_ENV)))
