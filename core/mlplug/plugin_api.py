@@ -105,6 +105,7 @@ from .quantmm import (
     decode_rows,
     dot_rounding,
     mulmat_rows,
+    q8_0_quants,
     row_tiles,
     tile_spans,
 )
@@ -205,6 +206,7 @@ __all__ = [
     "parse_endpoint",
     "parse_endpoints",
     "mulmat_rows",
+    "q8_0_quants",
     "quantize",
     "register_kernel",
     "rope_n_pairs",

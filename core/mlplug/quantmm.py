@@ -57,6 +57,7 @@ __all__ = [
     "decode_rows",
     "dot_rounding",
     "mulmat_rows",
+    "q8_0_quants",
     "q8_0_round",
     "q8_k_round",
     "row_bytes",
@@ -272,19 +273,29 @@ def dot_rounding(weight: DType, right: DType) -> str | None:
     return None
 
 
-def q8_0_round(x: np.ndarray) -> np.ndarray:
-    """Round float32 rows (length a multiple of 32) through Q8_0 as ggml's x86 CPU does.
+def q8_0_quants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quantise float32 rows (length a multiple of 32) to Q8_0 as ggml's x86 CPU does.
 
-    Each block of 32 is scaled by ``127 / amax`` in float32 and rounded to the nearest integer,
-    halves to even (the vector rounding instruction); the values are ``q * f16(amax / 127)``.
+    Each block of 32 is scaled by ``127 / amax`` in float32 (0 for an all-zero block) and
+    rounded to the nearest integer, halves to even (the vector rounding instruction).
+
+    :returns: the quants as float32 integers ``(..., blocks, 32)`` and the blocks' scales
+        ``f16(amax / 127)`` as float32 ``(..., blocks)``.
     """
     blocks = x.astype(F32).reshape(*x.shape[:-1], -1, 32)
-    amax = np.max(np.abs(blocks), axis=-1, keepdims=True)
+    amax = np.max(np.abs(blocks), axis=-1)
     safe = np.where(amax == 0, F32(1), amax)
     scale = np.where(amax == 0, F32(0), F32(127) / safe).astype(F32)
-    q = np.rint(blocks * scale)
-    d = (amax / F32(127)).astype(np.float16).astype(F32)
-    out: np.ndarray = (q * d).astype(F32).reshape(x.shape)
+    q: np.ndarray = np.rint(blocks * scale[..., None])
+    d: np.ndarray = (amax / F32(127)).astype(np.float16).astype(F32)
+    return q, d
+
+
+def q8_0_round(x: np.ndarray) -> np.ndarray:
+    """Round float32 rows (length a multiple of 32) through Q8_0 as ggml's x86 CPU does: the
+    values ``q * d`` of :func:`q8_0_quants`."""
+    q, d = q8_0_quants(x)
+    out: np.ndarray = (q * d[..., None]).astype(F32).reshape(x.shape)
     return out
 
 

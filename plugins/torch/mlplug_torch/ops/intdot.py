@@ -24,11 +24,11 @@ from typing import Final
 import numpy as np
 import torch
 
-from mlplug.plugin_api import BYTE_BITS, DType
+from mlplug.plugin_api import BYTE_BITS, DType, q8_0_quants
 
 from ..quant import split_nibbles
 
-__all__ = ["CHUNK_BLOCKS", "INT_DOT_TYPES", "Column", "int_column", "int_mm_works", "q8_0_quants"]
+__all__ = ["CHUNK_BLOCKS", "INT_DOT_TYPES", "Column", "int_column", "int_mm_works"]
 
 #: Weight types whose one-column products run here.
 INT_DOT_TYPES: Final = frozenset({DType.Q8_0, DType.Q4_0, DType.Q5_0})
@@ -54,23 +54,6 @@ def int_mm_works() -> bool:
         except (AttributeError, RuntimeError, NotImplementedError):
             _works = False
     return _works
-
-
-def q8_0_quants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quantise a float32 column (length a multiple of 32) to Q8_0 as ggml's x86 CPU does.
-
-    Returns the quants (float32 integers in -127..127, ``(blocks, 32)``) and the blocks'
-    scales ``f16(amax / 127)`` as float32 ``(blocks,)``. Each block is scaled by ``127 / amax``
-    (one correctly rounded float32 division) and rounded to the nearest integer, halves to
-    even. numpy, not torch: on a column of a few thousand values numpy's per-call cost is a
-    few times smaller, and these are the same IEEE float32 operations.
-    """
-    blocks = x.reshape(-1, 32)
-    amax = np.abs(blocks).max(axis=1)
-    scale = np.zeros_like(amax)
-    np.divide(np.float32(127.0), amax, out=scale, where=amax > 0)
-    q = np.rint(blocks * scale[:, None])
-    return q, (amax / np.float32(127.0)).astype(np.float16).astype(np.float32)
 
 
 class Column:

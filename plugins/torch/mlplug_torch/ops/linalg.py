@@ -212,6 +212,19 @@ def _onednn_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
     return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")  # type: ignore[no-any-return]
 
 
+def _host_f32(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether ``x @ w^T`` may take the CPU routes below: eager, on the CPU, float32 and
+    contiguous operands."""
+    return (
+        not ctx.tracing
+        and w.device.type == "cpu"
+        and x.dtype == torch.float32
+        and w.dtype == torch.float32
+        and x.is_contiguous()
+        and w.is_contiguous()
+    )
+
+
 def gemm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x @ w^T`` for 2-D float32 ``x`` ``(N, K)`` and ``w`` ``(M, K)``, through oneDNN's
     linear on the CPU (eagerly, contiguous operands).
@@ -220,16 +233,7 @@ def gemm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     where oneDNN's reach about 410 (512 x 640 times 640 x 2048: 6.7 -> 2.9 ms; from 2 columns
     up it is never slower). Both are ordinary float32 sums, in their libraries' orders.
     """
-    if (
-        ctx.tracing
-        or x.device.type != "cpu"
-        or x.dtype != torch.float32
-        or w.dtype != torch.float32
-        or not x.is_contiguous()
-        or not w.is_contiguous()
-    ):
-        return torch.mm(x, w.t())
-    out = _onednn_linear(x, w)
+    out = _onednn_linear(x, w) if _host_f32(ctx, x, w) else None
     return torch.mm(x, w.t()) if out is None else out
 
 
@@ -238,20 +242,13 @@ def _mm(ctx: TorchContext, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
     Products of several columns go through :func:`gemm`. On the CPU (eagerly) a one-column
     product (a decode step) with a weight of :data:`ONEDNN_BYTES` or more goes through oneDNN's
-    linear (:func:`_onednn_linear`). Other
-    one-column products from :data:`GEMV_BYTES` up cut the rows into one batch per thread and
-    run them as one ``torch.bmm``, which torch spreads over its threads (torch's BLAS runs a
-    gemv on one thread: about 2x on two cores).
+    linear (:func:`_onednn_linear`). Other one-column products from :data:`GEMV_BYTES` up cut
+    the rows into one batch per thread and run them as one ``torch.bmm``, which torch spreads
+    over its threads (torch's BLAS runs a gemv on one thread: about 2x on two cores).
     """
     if x.shape[0] != 1:
         return gemm(ctx, x, w)
-    if (
-        ctx.tracing
-        or w.device.type != "cpu"
-        or not w.is_contiguous()
-        or x.dtype != torch.float32
-        or w.dtype != torch.float32
-    ):
+    if not _host_f32(ctx, x, w):
         return torch.mm(x, w.t())
     size = w.numel() * w.element_size()
     out = _onednn_linear(x, w) if size >= ONEDNN_BYTES else None
