@@ -48,9 +48,11 @@ class ArrayContext(Context):
     #: replaces an op's kernel never gets the old kernel's preparer. Default: none.
     preparers: ClassVar[Mapping[Callable[..., Any], Preparer]] = {}
 
-    #: (graph list, its length when planned, the (kernel, node) steps). The list itself is held
-    #: so that a new list reusing a freed one's id can never pick up a stale plan.
-    _plan: tuple[Sequence[Tensor], int, list[Step]] | None = None
+    #: (graph list, its length when planned, the (kernel, node) steps, the states of the other
+    #: contexts whose tensors the graph reads). The list itself is held so that a new list
+    #: reusing a freed one's id can never pick up a stale plan; a plan is made again when one of
+    #: those contexts has closed (which then raises, naming the operand without data).
+    _plan: tuple[Sequence[Tensor], int, list[Step], tuple[Any, ...]] | None = None
 
     #: Per-compute memo for kernels: values several nodes of one graph share (RoPE's angle
     #: table, the same for every layer's queries and keys). Emptied when a compute starts.
@@ -86,13 +88,27 @@ class ArrayContext(Context):
         self.store(t.root.data, data)
 
     def _execute(self, graph: Sequence[Tensor]) -> None:
-        plan = self._plan
-        if plan is None or plan[0] is not graph or plan[1] != len(graph):
-            plan = (graph, len(graph), self._make_plan(graph))
-            self._plan = plan
+        steps = self.planned_steps(graph)
         self.memo = {}
-        for step in plan[2]:
+        for step in steps:
             step()
+
+    def has_plan(self, graph: Sequence[Tensor]) -> bool:
+        """Whether the steps of ``graph`` as it is now are planned (see :meth:`planned_steps`)."""
+        plan = self._plan
+        return plan is not None and plan[0] is graph and plan[1] == len(graph)
+
+    def planned_steps(self, graph: Sequence[Tensor]) -> list[Step]:
+        """The steps that run ``graph``, planned once (:meth:`_make_plan`) and kept while the
+        graph is unchanged and every context it reads from is open."""
+        plan = self._plan
+        if plan is None or not self.has_plan(graph) or any(s.closed for s in plan[3]):
+            mine = self._shared
+            others = {id(s.ctx._shared): s.ctx._shared for t in graph for s in (t, *t.src)}
+            others.pop(id(mine), None)
+            plan = (graph, len(graph), self._make_plan(graph), tuple(others.values()))
+            self._plan = plan
+        return plan[2]
 
     def _make_plan(self, graph: Sequence[Tensor]) -> list[Step]:
         """Allocate op results and return the steps to run, in order.

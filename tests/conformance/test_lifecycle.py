@@ -97,6 +97,23 @@ def test_write_ops_reject_operands_from_a_closed_context(backend: Backend) -> No
             dst.set_inplace(ctx, a, dst.stride(1), dst.stride(2), dst.stride(3), 0)
 
 
+def test_a_recomputed_graph_rejects_an_operand_of_a_closed_context(backend: Backend) -> None:
+    """A graph computed again (planned once on array backends) sees new input values, and once
+    a context it reads from has closed, computing it raises GraphError, never stale values."""
+    weights = backend.new_context()
+    w = weights.input().from_floats([1.0, 2.0], 2)
+    with backend.new_context() as ctx:
+        x = ctx.input().from_floats([3.0, 4.0], 2)
+        y = x.add(ctx, w).scale(ctx, 2.0)
+        for k in range(3):
+            x.from_floats([3.0 + k, 4.0])
+            ctx.compute(y)
+            assert y.floats().tolist() == [8.0 + 2 * k, 12.0]
+        weights.close()
+        with pytest.raises(GraphError):
+            ctx.compute(y)
+
+
 def test_thousand_contexts_keep_memory_flat(backend: Backend) -> None:
     """1,000 create/compute/close cycles do not grow the process (RSS within +20 MB).
 

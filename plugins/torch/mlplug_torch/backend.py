@@ -16,8 +16,8 @@ from . import quant
 from .compile import COMPILE_ENV, GraphCompiler, compile_backend_from_env
 from .context import TorchContext
 from .device import devices, select_device
-from .ops import KERNELS
-from .ops.gemv import FUSED_ENV, GemvKernels, fused_from_env
+from .ops import KERNELS, PREPARERS
+from .ops.compiled import FUSED_ENV, CompiledKernels, fused_from_env
 
 if TYPE_CHECKING:
     from mlplug import BackendParams, DeviceInfo, Tensor
@@ -46,6 +46,9 @@ def _misaligned(node: Tensor, es: int) -> str | None:
     )
 
 
+TorchContext.preparers = PREPARERS
+
+
 class TorchBackend(Backend):
     """Every op as torch kernels on one device (CPU, a CUDA/ROCm GPU, or MPS).
 
@@ -54,9 +57,9 @@ class TorchBackend(Backend):
     the CPU. ``compile`` (else ``MLPLUG_TORCH_COMPILE``: ``1`` for inductor, or a
     torch.compile backend name such as ``aot_eager``) compiles graphs that repeat; see
     :mod:`mlplug_torch.compile`. ``fused_gemv`` (else ``MLPLUG_TORCH_FUSED``: ``0`` off, ``1``
-    for every weight size; default on from 64 KiB) compiles each CPU one-column product with
-    a weight in a block or half type into one loop, once per shape; see
-    :mod:`mlplug_torch.ops.gemv`. ``params.num_threads`` > 0 sets torch's (process-wide)
+    for every operand size; default on from 64 KiB) compiles a CPU decode step's one-column
+    products and one-query attention into one loop each, once per shape; see
+    :mod:`mlplug_torch.ops.compiled`. ``params.num_threads`` > 0 sets torch's (process-wide)
     intra-op thread count when computing on the CPU.
 
     :raises BackendLoadError: if the requested device is not available.
@@ -98,8 +101,8 @@ class TorchBackend(Backend):
             min_bytes = fused_from_env(os.environ.get(FUSED_ENV))
         else:
             min_bytes = 0 if fused_gemv else None
-        #: The compiled one-column products (CPU only).
-        self.gemv = GemvKernels(min_bytes if self.device.type == "cpu" else None)
+        #: The compiled decode kernels: one-column products, one-query attention (CPU only).
+        self.compiled = CompiledKernels(min_bytes if self.device.type == "cpu" else None)
 
     def __enter__(self) -> TorchBackend:
         """Return self (the backend closes when the ``with`` block ends)."""
@@ -160,6 +163,6 @@ class TorchBackend(Backend):
             self.weight_copies.make(t, host.numpy(), t.dtype, t.ne)
 
     def hook_close(self) -> None:
-        self.gemv.clear()
+        self.compiled.clear()
         if self.compiler is not None:
             self.compiler.clear()

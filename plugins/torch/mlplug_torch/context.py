@@ -104,6 +104,9 @@ class TorchContext(ArrayContext):
         #: While tracing for torch.compile: root id -> current flat value (functional mode).
         self.env: dict[int, torch.Tensor] | None = None
         self._wanted: tuple[Tensor, ...] = ()
+        #: The graph list computed last, and its length then: computed again, it is planned.
+        self._seen: Sequence[Tensor] | None = None
+        self._seen_nodes = 0
 
     # -- storage hooks ----------------------------------------------------------------------
     def new_storage(self, nbytes: int, zero: bool) -> torch.Tensor:
@@ -145,12 +148,24 @@ class TorchContext(ArrayContext):
             self._wanted = ()
 
     def _execute(self, graph: Sequence[Tensor]) -> None:
+        """Run the graph: compiled (``compile``), else eagerly. A graph computed again (a
+        decode step's, reused) runs its planned steps (:meth:`planned_steps`): every node's
+        storage exists after the first compute, so the :attr:`preparers` bind their views once."""
         self.memo = {}
         try:
             compiler = self.backend.compiler
-            if compiler is not None and compiler.run(self, graph, self._wanted):
-                return
-            self.run_eager(graph)
+            if compiler is not None:
+                if not compiler.run(self, graph, self._wanted):
+                    self.run_eager(graph)
+            elif self._seen is graph and self._seen_nodes == len(graph):
+                steps = self.planned_steps(graph)
+                self.memo = {}  # what the preparers computed belongs to no compute
+                for step in steps:
+                    step()
+            else:
+                # the first compute adopts fresh results as storage (no copies), then plans
+                self.run_eager(graph)
+                self._seen, self._seen_nodes = graph, len(graph)
         finally:
             self.memo = {}
 
@@ -246,6 +261,19 @@ class TorchContext(ArrayContext):
         i = int(self.arr(t).reshape(-1)[0])
         _check_range(i, i, n, op)
         return i
+
+    def index_reader(self, t: Tensor, n: int, op: str) -> Callable[[], int]:
+        """A function returning the one index of one-element index tensor ``t``, checked as
+        :meth:`index` checks it, bound to ``t``'s storage (a planned step's cache write)."""
+        flat = self.arr(t).reshape(-1)
+        host = flat.numpy() if flat.device.type == "cpu" else None
+
+        def read() -> int:
+            i = int(host[0] if host is not None else flat[0])
+            _check_range(i, i, n, op)
+            return i
+
+        return read
 
     # -- writing ------------------------------------------------------------------------------
     def put(self, t: Tensor, v: torch.Tensor) -> None:

@@ -1,5 +1,6 @@
-"""Compiled one-column products (:mod:`mlplug_torch.ops.gemv`): when they are used, and that
-every weight type's kernel gives the conformance suite's results."""
+"""Compiled decode kernels (:mod:`mlplug_torch.ops.compiled`): one-column products
+(:mod:`mlplug_torch.ops.gemv`) and one-query attention. When they are used, and that every
+weight type's kernel, and attention's, gives the conformance suite's results."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ pytest.importorskip("mlplug_torch")
 from mlplug import DType
 from mlplug.conformance import all_cases, run_case
 from mlplug_torch import TorchBackend
-from mlplug_torch.ops.gemv import FUSED_MIN_BYTES, GEMV_TYPES, GemvKernels, fused_from_env
+from mlplug_torch.ops.compiled import FUSED_MIN_BYTES, CompiledKernels, fused_from_env
+from mlplug_torch.ops.gemv import GEMV_TYPES
 
 SLOW = os.environ.get("MLPLUG_SLOW_TESTS") == "1"
 needs_compiler = pytest.mark.skipif(
@@ -43,12 +45,12 @@ def test_option_values(value: str | None, expected: int | None) -> None:
     assert fused_from_env(value) == expected
 
 
-def test_which_products_compile() -> None:
-    kernels = GemvKernels(FUSED_MIN_BYTES)
-    assert kernels.wants(DType.Q8_0, FUSED_MIN_BYTES)
-    assert not kernels.wants(DType.Q8_0, FUSED_MIN_BYTES - 1)
-    assert not kernels.wants(DType.Q5_K, 1 << 30)  # no expression: eager
-    assert not GemvKernels(None).wants(DType.F32, 1 << 30)
+def test_which_sizes_compile() -> None:
+    kernels = CompiledKernels(FUSED_MIN_BYTES)
+    assert kernels.on and kernels.wants(FUSED_MIN_BYTES)
+    assert not kernels.wants(FUSED_MIN_BYTES - 1)
+    assert not CompiledKernels(None).wants(1 << 30)
+    assert DType.Q5_K not in GEMV_TYPES  # no expression: eager
 
 
 def test_off_runs_eagerly() -> None:
@@ -57,7 +59,7 @@ def test_off_runs_eagerly() -> None:
         out = ctx.from_floats(w).mulmat(ctx, ctx.from_floats(np.ones((1, 512), np.float32)))
         ctx.compute(out)
         assert out.floats().tolist() == [512.0] * 256
-        assert len(be.gemv) == 0
+        assert len(be.compiled) == 0
 
 
 @pytest.mark.slow
@@ -73,11 +75,30 @@ def test_every_type_compiles_and_conforms() -> None:
     assert len(cases) >= 20
     with TorchBackend(None, device="cpu", fused_gemv=True) as be:
         outcomes = {c.id: run_case(be, c) for c in cases}
-        compiled = {key[0] for key, kernel in be.gemv._kernels.items() if kernel is not None}
+        compiled = {key[1] for key in be.compiled.compiled_keys() if key[0] == "gemv"}
     failed = {k: o.error for k, o in outcomes.items() if o.status != "pass"}
     assert not failed
     assert compiled == set(GEMV_TYPES), f"not compiled: {set(GEMV_TYPES) - compiled}"
-    assert len(be.gemv) == 0
+    assert len(be.compiled) == 0
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_one_query_attention_compiles_and_conforms() -> None:
+    """Every one-query attention case of the catalogue (F16 and F32 caches, GQA, masks), with
+    its kernel compiled whatever its size, passes; at least one kernel was compiled."""
+    cases = [
+        c
+        for c in all_cases("all")
+        if c.op == "scaled_dot_product_attention" and (*c.args[0].ne, 1, 1)[2:4] == (1, 1)
+    ]
+    assert len(cases) >= 4
+    with TorchBackend(None, device="cpu", fused_gemv=True) as be:
+        outcomes = {c.id: run_case(be, c) for c in cases}
+        compiled = [key for key in be.compiled.compiled_keys() if key[0] == "attention"]
+    failed = {k: o.error for k, o in outcomes.items() if o.status != "pass"}
+    assert not failed
+    assert compiled
 
 
 def test_a_failed_compilation_turns_it_off(
@@ -100,7 +121,7 @@ def test_a_failed_compilation_turns_it_off(
                 out = ctx.from_floats(w).mulmat(ctx, ctx.from_floats(x[None, :]))
                 ctx.compute(out)
                 np.testing.assert_allclose(out.floats(), w @ x, rtol=1e-5, atol=1e-5)
-        assert be.gemv.min_bytes is None and len(be.gemv) == 0
+        assert not be.compiled.on and len(be.compiled) == 0
     warned = [r for r in caplog.records if "turned off" in r.getMessage()]
     assert len(warned) == 1 and "no C++ compiler" in warned[0].getMessage()
 
@@ -124,6 +145,6 @@ def test_decode_steps_match_the_reference_model(
     with be, load_model(be, num_ctx=32, kv_dtype="f32") as model:
         steps = [model.forward(prompt[:3], range(3))[0]]
         steps += [model.forward([prompt[p]], [p])[0] for p in range(3, len(prompt))]
-        assert isinstance(be, TorchBackend) and len(be.gemv) > 0
+        assert isinstance(be, TorchBackend) and len(be.compiled) > 0
     want = llama_logits(t, prompt)[2:]
     np.testing.assert_allclose(np.stack(steps), want, rtol=tol, atol=tol)

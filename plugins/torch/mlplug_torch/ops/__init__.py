@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from . import attention, elementwise, layout, linalg, nn, reduce  # noqa: F401  (register kernels)
-from ._registry import KERNELS, implements
+from ._registry import KERNELS, PREPARERS, implements
 
-__all__ = ["KERNELS", "implements"]
+__all__ = ["KERNELS", "PREPARERS", "implements"]

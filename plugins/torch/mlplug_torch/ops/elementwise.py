@@ -21,11 +21,12 @@ from mlplug.plugin_api import (
     FillParams,
     GluParams,
     ScaleParams,
+    Step,
     SwigluOaiParams,
     every_half,
 )
 
-from ._registry import implements
+from ._registry import implements, prepares
 
 if TYPE_CHECKING:
     from mlplug import Tensor
@@ -57,7 +58,24 @@ def _binary(fn: Callable[..., torch.Tensor]) -> Callable[[TorchContext, Tensor],
         av = ctx.values(a)
         ctx.put(t, fn(av, tile_to(ctx.values(b), av.shape)))
 
+    @prepares(kernel)
+    def prepare(ctx: TorchContext, t: Tensor) -> Step | None:
+        # F32 with b broadcastable as is: bind the three views once, write the result in place
+        a, b = t.src
+        if not fresh_f32(t, a, b):
+            return None
+        av, bv = ctx.arr(a), ctx.arr(b)
+        if any(m not in (1, n) for n, m in zip(av.shape, bv.shape, strict=True)):
+            return None
+        return functools.partial(fn, av, bv, out=ctx.arr(t))
+
     return kernel
+
+
+def fresh_f32(t: Tensor, *srcs: Tensor) -> bool:
+    """Whether ``t`` and ``srcs`` are F32 and ``t`` owns its storage (no source aliases it): a
+    preparer may then write ``t`` with ``out=``."""
+    return t.view_src is None and t.dtype == DType.F32 and all(s.dtype == DType.F32 for s in srcs)
 
 
 implements("add")(_binary(torch.add))
@@ -187,6 +205,18 @@ def glu(ctx: TorchContext, t: Tensor) -> None:
     gate, up = t.src
     act = _ACT[GluParams.of(t).kind]
     ctx.put(t, act(ctx.values(gate), gate.dtype, not ctx.tracing) * ctx.values(up))
+
+
+@prepares(glu)
+def _prepare_glu(ctx: TorchContext, t: Tensor) -> Step | None:
+    gate, up = t.src
+    if not fresh_f32(t, gate, up):
+        return None
+    act = _ACT[GluParams.of(t).kind]
+    g, u, out = ctx.arr(gate), ctx.arr(up), ctx.arr(t)
+    if g.shape != out.shape or u.shape != out.shape:
+        return None
+    return lambda: torch.mul(act(g, DType.F32, True), u, out=out)
 
 
 @implements("swiglu_oai")

@@ -7,11 +7,9 @@ the column, sum — and compiled by inductor, the product becomes one vectorised
 reads each weight byte once (Gemma 3's Q8_0 output product, 262144 x 640: 20.7 ms through
 ``_int_mm``, 7.3 ms fused; the tiny llama's 512 x 512 Q8_0 ones: 49 -> 19 us).
 
-Each weight type has its expression here; :class:`GemvKernels` compiles one kernel per
-(type, rows, columns) the first time a product of that shape runs, straight through inductor
-(no dynamo guards per call), checks its first result against the expression run eagerly,
-and keeps it for the backend's life. If a compilation fails (no C++ compiler, say) or its
-check does, the backend's products run eagerly from then on, after one logged warning.
+Each weight type has its expression here; the backend's :class:`.compiled.CompiledKernels`
+compiles one kernel per (type, rows, columns) the first time a product of that shape runs,
+checks it, and keeps it (or turns every compiled kernel off if that fails).
 
 The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0 and Q5_0 take the column's Q8_0
 quants (:class:`.intdot.Column`) and form each block's integer dot product exactly in float32
@@ -24,8 +22,6 @@ of mlplug's backends.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 from typing import Final
 
@@ -33,27 +29,9 @@ import torch
 
 from mlplug.plugin_api import DType
 
-__all__ = ["FUSED_ENV", "FUSED_MIN_BYTES", "GEMV_TYPES", "GemvKernels", "fused_from_env"]
+from .compiled import CompiledKernels, Kernel
 
-_log = logging.getLogger(__name__)
-
-#: Environment variable: ``0`` turns the compiled one-column products off, ``1`` compiles them
-#: for every weight size (default: from :data:`FUSED_MIN_BYTES`).
-FUSED_ENV: Final = "MLPLUG_TORCH_FUSED"
-
-#: Weight bytes from which a one-column product is compiled by default: below it, the eager
-#: products cost little and a compilation (a second or two, once per shape) would not pay.
-FUSED_MIN_BYTES: Final = 64 << 10
-
-
-def fused_from_env(value: str | None) -> int | None:
-    """The smallest weight (bytes) whose one-column product is compiled, or None for "off"."""
-    text = (value or "").strip().lower()
-    if text in ("0", "false", "off", "no"):
-        return None
-    if text in ("1", "true", "on", "yes", "all"):
-        return 0
-    return FUSED_MIN_BYTES
+__all__ = ["GEMV_TYPES", "kernel_of"]
 
 
 def _half(raw: torch.Tensor, at: int) -> torch.Tensor:
@@ -159,72 +137,11 @@ _EXPRESSIONS: Final[dict[DType, Callable[..., torch.Tensor]]] = {
     DType.F32: _halves,
 }
 
-Kernel = Callable[..., torch.Tensor]
 
-
-class GemvKernels:
-    """The compiled one-column products of one backend, by (type, rows, columns).
-
-    :param min_bytes: the smallest weight (bytes) whose product is compiled; None: none is.
-    """
-
-    def __init__(self, min_bytes: int | None) -> None:
-        self.min_bytes = min_bytes
-        self._kernels: dict[tuple[DType, torch.Size], Kernel | None] = {}
-        self._lock = threading.Lock()
-
-    def wants(self, dtype: DType, nbytes: int) -> bool:
-        """Whether a one-column product with a weight of this type and size is compiled."""
-        return self.min_bytes is not None and dtype in GEMV_TYPES and nbytes >= self.min_bytes
-
-    def kernel(self, dtype: DType, *args: torch.Tensor) -> Kernel | None:
-        """The kernel for these operands (the weight first; its shape sets the others'),
-        compiled on first use, or None where its compilation failed."""
-        key = (dtype, args[0].shape)
-        try:
-            return self._kernels[key]
-        except KeyError:
-            pass
-        with self._lock:
-            if key not in self._kernels:
-                self._kernels[key] = self._compile(dtype, args)
-        return self._kernels[key]
-
-    def _compile(self, dtype: DType, args: tuple[torch.Tensor, ...]) -> Kernel | None:
-        """Compile the kernel and check it once against the expression run eagerly. Any
-        failure (no C++ compiler, a mismatch) turns every compiled product of this backend
-        off, with one logged warning: the eager products are the fallback."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        shape = "x".join(str(s) for s in args[0].shape)
-        _log.info("compiling the one-column %s product for weight blocks %s", dtype.name, shape)
-        expression = _EXPRESSIONS[dtype]
-        try:
-            graph = make_fx(expression)(*args)
-            compiled: Kernel = torch._inductor.compile(graph, list(args))
-            got, want = compiled(*args), expression(*args)
-            tol = 1e-5 * float(want.abs().nan_to_num(0.0, 0.0, 0.0).max()) + 1e-30
-            if not torch.allclose(got, want, rtol=1e-4, atol=tol, equal_nan=True):
-                gap = float((got - want).abs().nan_to_num(0.0).max())
-                msg = f"the compiled result differs from the eager one by up to {gap:.3g}"
-                raise ArithmeticError(msg)
-        except Exception as exc:  # any failure means "run eagerly"
-            self.min_bytes = None
-            _log.warning(
-                "torch: compiled one-column products turned off (the %s product of weight "
-                "blocks %s failed: %s: %s); products run eagerly",
-                dtype.name,
-                shape,
-                type(exc).__name__,
-                exc,
-            )
-            return None
-        return compiled
-
-    def clear(self) -> None:
-        """Drop every kernel."""
-        self._kernels.clear()
-
-    def __len__(self) -> int:
-        """The number of compiled kernels."""
-        return sum(k is not None for k in self._kernels.values())
+def kernel_of(
+    kernels: CompiledKernels, dtype: DType, args: tuple[torch.Tensor, ...]
+) -> Kernel | None:
+    """The compiled one-column product of a ``dtype`` weight for these operands (the weight's
+    blocks first, then the column's parts; one kernel per weight shape), or None where its
+    compilation failed."""
+    return kernels.kernel(("gemv", dtype, args[0].shape), _EXPRESSIONS[dtype], args)

@@ -15,11 +15,12 @@ from mlplug.plugin_api import (
     DType,
     PadParams,
     SetParams,
+    Step,
 )
 
 from .. import quant
 from ..context import TORCH_DTYPES, geometry
-from ._registry import implements
+from ._registry import implements, prepares
 
 if TYPE_CHECKING:
     from mlplug import Tensor
@@ -78,6 +79,28 @@ def rows(ctx: TorchContext, t: Tensor) -> None:
         ctx.put(t, rows.float())
 
 
+#: Element types a planned one-row copy reads or writes as they are (converting on copy).
+_PLAIN_ROWS = frozenset({DType.F32, DType.F16, DType.BF16})
+
+
+@prepares(rows)
+def _prepare_rows(ctx: TorchContext, t: Tensor) -> Step | None:
+    """One row of a plain 2-D table (a decode step's embedding): a row copy."""
+    table, ids = t.src
+    if (
+        ids.nelements != 1
+        or table.dtype not in _PLAIN_ROWS
+        or table.ne[2] != 1
+        or table.ne[3] != 1
+        or t.view_src is not None
+        or t.dtype != DType.F32
+    ):
+        return None
+    tbl, out = ctx.arr(table)[0, 0], ctx.arr(t).reshape(-1)
+    read = ctx.index_reader(ids, table.ne[1], "rows")
+    return lambda: out.copy_(tbl[read()])
+
+
 @implements("set_rows")
 def set_rows(ctx: TorchContext, t: Tensor) -> None:
     """``dst[:, idxs[i, j % n1, k % n2], j, k] = src[:, i, j, k]`` (converted to dst's dtype)."""
@@ -102,6 +125,23 @@ def set_rows(ctx: TorchContext, t: Tensor) -> None:
     ii = torch.arange(n1, device=dev)[None, None, :]
     rows = idx[kk % idx.shape[0], jj % idx.shape[1], ii]
     ctx.index_write(t, (kk, jj, rows), v)
+
+
+@prepares(set_rows)
+def _prepare_set_rows(ctx: TorchContext, t: Tensor) -> Step | None:
+    """One F32 row written into a plain table (a decode step's cache write): a row copy, which
+    rounds to F16/BF16 to nearest even as the kernel's conversion does."""
+    dst, src, ids = t.src
+    if (
+        ids.nelements != 1
+        or src.dtype != DType.F32
+        or src.ne[1:] != (1, 1, 1)
+        or dst.dtype not in _PLAIN_ROWS
+    ):
+        return None
+    table, row = ctx.arr(t)[0, 0], ctx.arr(src).reshape(-1)
+    read = ctx.index_reader(ids, dst.ne[1], "set_rows")
+    return lambda: table[read()].copy_(row)
 
 
 @implements("set_inplace")

@@ -15,6 +15,7 @@ instead (:mod:`.intdot`). Otherwise quantised operands are dequantised whole, on
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,6 +25,7 @@ from mlplug.plugin_api import (
     FAST_DECODE_TYPES,
     WIDE_TILE_BYTES,
     DType,
+    Step,
     TriParams,
     dot_rounding,
     row_tiles,
@@ -32,9 +34,9 @@ from mlplug.plugin_api import (
 
 from .. import quant
 from ..quant import TORCH_DECODED, decode_tile
-from ._registry import implements
+from ._registry import implements, prepares
 from .elementwise import f16_round
-from .gemv import GEMV_TYPES
+from .gemv import GEMV_TYPES, kernel_of
 from .intdot import INT_DOT_TYPES, Column, int_column, int_mm_works
 
 if TYPE_CHECKING:
@@ -267,31 +269,44 @@ def _column(ctx: TorchContext, b: Tensor) -> Column:
     return ctx.shared(("int-column", id(b)), lambda: Column(ctx.values(b).reshape(-1).numpy()))
 
 
-def _fused(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor | None:
-    """``a @ b`` for one F32 column through the backend's compiled one-column product
-    (:mod:`.gemv`), or None where none applies (or its compilation failed)."""
-    kernels = ctx.backend.gemv
+def _gemv(ctx: TorchContext, a: Tensor, b: Tensor) -> Callable[[], torch.Tensor] | None:
+    """A function computing ``a @ b`` for one F32 column through the backend's compiled
+    one-column product (:mod:`.gemv`), bound to ``a``'s blocks and ``b``'s node (the column is
+    read, and rounded or quantised, on each call); None where none applies (or its compilation
+    failed)."""
     if not (
         b.dtype == DType.F32
         and b.ne[1] == b.ne[2] == b.ne[3] == 1
         and a.ne[2] == a.ne[3] == 1
-        and kernels.wants(a.dtype, a.nbytes)
+        and a.dtype in GEMV_TYPES
+        and ctx.backend.compiled.wants(a.nbytes)
         and not ctx.tracing
     ):
         return None
     raw = ctx.arr(a)[0, 0]
     if not raw.is_contiguous():
         return None
-    args: tuple[torch.Tensor, ...]
+    args: Callable[[], tuple[torch.Tensor, ...]]
     if GEMV_TYPES[a.dtype]:
-        x = _column(ctx, b)
-        args = (raw, x.quants_t, x.scales)
-        if a.dtype == DType.Q5_0:
-            args += (x.bit_table(),)
+
+        def args() -> tuple[torch.Tensor, ...]:
+            x = _column(ctx, b)
+            if a.dtype == DType.Q5_0:
+                return (raw, x.quants_t, x.scales, x.bit_table())
+            return (raw, x.quants_t, x.scales)
+
     else:
-        args = (raw, _right(ctx, a, b).reshape(raw.shape[1], -1).squeeze(-1))
-    kernel = kernels.kernel(a.dtype, *args)
-    return None if kernel is None else kernel(*args)
+
+        def args() -> tuple[torch.Tensor, ...]:
+            return (raw, _right(ctx, a, b).reshape(raw.shape[1], -1).squeeze(-1))
+
+    first = args()
+    kernel = kernel_of(ctx.backend.compiled, a.dtype, first)
+    if kernel is None:
+        return None
+    if a.dtype == DType.F32:  # the column as it lies: bound once
+        return partial(kernel, *first)
+    return lambda: kernel(*args())
 
 
 @implements("mulmat")
@@ -299,9 +314,9 @@ def mulmat(ctx: TorchContext, t: Tensor) -> None:
     """``out = b @ a^T`` with a's batches repeated over consecutive groups of b's."""
     a, b = t.src
     copy = _weight_copy(ctx, a)
-    fused = None if copy is not None else _fused(ctx, a, b)
-    if fused is not None:
-        ctx.put(t, fused.reshape(1, 1, 1, -1))
+    gemv = None if copy is not None else _gemv(ctx, a, b)
+    if gemv is not None:
+        ctx.put(t, gemv().reshape(1, 1, 1, -1))
         return
     if copy is None and _tiled(ctx, a):
         if _int_column(ctx, a, b):
@@ -327,6 +342,17 @@ def mulmat(ctx: TorchContext, t: Tensor) -> None:
         av = av.repeat_interleave(b3 // a3, dim=0).repeat_interleave(b2 // a2, dim=1)
         out = torch.matmul(bv, av.transpose(-1, -2))
     ctx.put(t, out)
+
+
+@prepares(mulmat)
+def _prepare_mulmat(ctx: TorchContext, t: Tensor) -> Step | None:
+    """A decode step's compiled one-column product, bound to the weight and the result."""
+    a, b = t.src
+    gemv = _gemv(ctx, a, b) if _weight_copy(ctx, a) is None else None
+    if gemv is None or t.view_src is not None or t.dtype != DType.F32:
+        return None
+    out = ctx.arr(t).view(-1)
+    return lambda: out.copy_(gemv())
 
 
 def _expert(ctx: TorchContext, a: Tensor, e: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ from mlplug.plugin_api import (
     InterpolateParams,
     Pool2dParams,
     RopeParams,
+    Step,
     bilinear_axis,
     nearest_index,
     rope_n_pairs,
@@ -32,8 +33,8 @@ from mlplug.plugin_api import (
     yarn_mix,
 )
 
-from ._registry import implements
-from .elementwise import f16_round
+from ._registry import implements, prepares
+from .elementwise import f16_round, fresh_f32
 
 if TYPE_CHECKING:
     from mlplug import Tensor
@@ -252,26 +253,43 @@ def _partners(x: torch.Tensor, n_pairs: int, mode: int) -> torch.Tensor:
     return torch.cat((x[..., n_pairs:], x[..., :n_pairs]), dim=-1)
 
 
-@implements("rope")
-def rope(ctx: TorchContext, t: Tensor) -> None:
-    """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
-    x_t, pos_t = t.src[0], t.src[1]
+def _rope_tables(ctx: TorchContext, t: Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``(n_tokens, n_pairs)`` of ``t``'s positions, made once per compute for
+    every node with the same positions, factors and parameters (each layer's q and k)."""
+    pos_t = t.src[1]
     fac_t = t.src[2] if len(t.src) > 2 else None
     params = RopeParams.of(t)
-    n_dims, mode = params.n_dims, params.mode
-    n_pairs = rope_n_pairs(n_dims, mode)
+    n_pairs = rope_n_pairs(params.n_dims, params.mode)
     key = ("rope", id(pos_t), None if fac_t is None else id(fac_t), n_pairs, params)
 
     def angles() -> tuple[torch.Tensor, torch.Tensor]:
         factors = None if fac_t is None else ctx.values(fac_t).reshape(-1)
         return rope_angles(ctx, ctx.arr(pos_t).reshape(-1), n_pairs, params, factors)
 
-    cs = ctx.shared(key, angles)
-    x = ctx.values(x_t)  # (B, T, H, D)
+    return ctx.shared(key, angles)
+
+
+def _rotation(ctx: TorchContext, t: Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin per value, for a rope that rotates every value (see
+    :func:`_full_tables`), shared as :func:`_rope_tables`' are."""
+    params = RopeParams.of(t)
+    n_pairs, mode = rope_n_pairs(params.n_dims, params.mode), params.mode
+    key = ("rope-full", id(t.src[1]), id(t.src[2]) if len(t.src) > 2 else None, params)
+    return ctx.shared(key, lambda: _full_tables(ctx, _rope_tables(ctx, t), n_pairs, mode))
+
+
+@implements("rope")
+def rope(ctx: TorchContext, t: Tensor) -> None:
+    """Rotary position embedding (normal, neox, mrope, vision, imrope)."""
+    params = RopeParams.of(t)
+    n_dims, mode = params.n_dims, params.mode
+    n_pairs = rope_n_pairs(n_dims, mode)
+    x = ctx.values(t.src[0])  # (B, T, H, D)
     if x.shape[-1] == 2 * n_pairs:  # every value rotates: its partners, two products
-        c, s = ctx.shared(("rope-full", *key[1:]), lambda: _full_tables(ctx, cs, n_pairs, mode))
+        c, s = _rotation(ctx, t)
         ctx.put(t, x * c + _partners(x, n_pairs, mode) * s)
         return
+    cs = _rope_tables(ctx, t)
     cos, sin = cs[0][None, :, None, :], cs[1][None, :, None, :]
     if mode == 0:
         u, v = x[..., 0:n_dims:2], x[..., 1:n_dims:2]
@@ -283,3 +301,20 @@ def rope(ctx: TorchContext, t: Tensor) -> None:
         u, v = x[..., :half], x[..., half : 2 * half]
         y = torch.cat((u * cos - v * sin, u * sin + v * cos, x[..., 2 * half :]), dim=-1)
     ctx.put(t, y)
+
+
+@prepares(rope)
+def _prepare_rope(ctx: TorchContext, t: Tensor) -> Step | None:
+    """An F32 rope that rotates every value: the two products written in place."""
+    params = RopeParams.of(t)
+    n_pairs, mode = rope_n_pairs(params.n_dims, params.mode), params.mode
+    x_t = t.src[0]
+    if not fresh_f32(t, x_t) or x_t.ne[0] != 2 * n_pairs:
+        return None
+    x, out = ctx.arr(x_t), ctx.arr(t)
+
+    def step() -> None:
+        c, s = _rotation(ctx, t)
+        torch.add(x * c, _partners(x, n_pairs, mode) * s, out=out)
+
+    return step

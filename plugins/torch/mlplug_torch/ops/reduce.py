@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from mlplug.plugin_api import ArgsortParams, NormParams
+from mlplug.plugin_api import ArgsortParams, NormParams, Step
 
-from ._registry import implements
+from ._registry import implements, prepares
+from .elementwise import fresh_f32
 
 if TYPE_CHECKING:
     from mlplug import Tensor
@@ -46,6 +47,16 @@ def rms_norm(ctx: TorchContext, t: Tensor) -> None:
         ctx.put(t, _RMS_NORM(x, (x.shape[-1],), eps=eps))
     else:  # torch < 2.4
         ctx.put(t, x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + eps))
+
+
+@prepares(rms_norm)
+def _prepare_rms_norm(ctx: TorchContext, t: Tensor) -> Step | None:
+    x_t = t.src[0]
+    if _RMS_NORM is None or not fresh_f32(t, x_t):
+        return None
+    x, out, eps = ctx.arr(x_t), ctx.arr(t), NormParams.of(t).eps
+    shape = (x.shape[-1],)
+    return lambda: out.copy_(_RMS_NORM(x, shape, eps=eps))
 
 
 @implements("l2_norm")
