@@ -93,16 +93,16 @@ class ArrayContext(Context):
         for step in steps:
             step()
 
-    def has_plan(self, graph: Sequence[Tensor]) -> bool:
-        """Whether the steps of ``graph`` as it is now are planned (see :meth:`planned_steps`)."""
-        plan = self._plan
-        return plan is not None and plan[0] is graph and plan[1] == len(graph)
-
     def planned_steps(self, graph: Sequence[Tensor]) -> list[Step]:
         """The steps that run ``graph``, planned once (:meth:`_make_plan`) and kept while the
         graph is unchanged and every context it reads from is open."""
         plan = self._plan
-        if plan is None or not self.has_plan(graph) or any(s.closed for s in plan[3]):
+        if (
+            plan is None
+            or plan[0] is not graph
+            or plan[1] != len(graph)
+            or any(s.closed for s in plan[3])
+        ):
             mine = self._shared
             others = {id(s.ctx._shared): s.ctx._shared for t in graph for s in (t, *t.src)}
             others.pop(id(mine), None)

@@ -151,21 +151,20 @@ class TorchContext(ArrayContext):
         """Run the graph: compiled (``compile``), else eagerly. A graph computed again (a
         decode step's, reused) runs its planned steps (:meth:`planned_steps`): every node's
         storage exists after the first compute, so the :attr:`preparers` bind their views once."""
+        compiler = self.backend.compiler
+        again = compiler is None and self._seen is graph and self._seen_nodes == len(graph)
+        steps = self.planned_steps(graph) if again else None
         self.memo = {}
         try:
-            compiler = self.backend.compiler
-            if compiler is not None:
-                if not compiler.run(self, graph, self._wanted):
-                    self.run_eager(graph)
-            elif self._seen is graph and self._seen_nodes == len(graph):
-                steps = self.planned_steps(graph)
-                self.memo = {}  # what the preparers computed belongs to no compute
+            if steps is not None:
                 for step in steps:
                     step()
-            else:
+            elif compiler is None:
                 # the first compute adopts fresh results as storage (no copies), then plans
                 self.run_eager(graph)
                 self._seen, self._seen_nodes = graph, len(graph)
+            elif not compiler.run(self, graph, self._wanted):
+                self.run_eager(graph)
         finally:
             self.memo = {}
 
@@ -258,9 +257,7 @@ class TorchContext(ArrayContext):
 
         :raises OutOfRangeError: for an index outside the range.
         """
-        i = int(self.arr(t).reshape(-1)[0])
-        _check_range(i, i, n, op)
-        return i
+        return self.index_reader(t, n, op)()
 
     def index_reader(self, t: Tensor, n: int, op: str) -> Callable[[], int]:
         """A function returning the one index of one-element index tensor ``t``, checked as

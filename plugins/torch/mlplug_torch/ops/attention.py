@@ -203,7 +203,7 @@ class _OneQuery:
     kernel does not apply (fewer than two keys, or too few bytes) or did not compile."""
 
     def __init__(
-        self, ctx: TorchContext, q_t: Tensor, k_t: Tensor, v_t: Tensor, scale: float
+        self, ctx: TorchContext, t: Tensor, q_t: Tensor, k_t: Tensor, v_t: Tensor, masked: bool
     ) -> None:
         self.ctx = ctx
         self.q = ctx.arr(q_t)[0, 0]  # (H, dk), F32
@@ -211,14 +211,27 @@ class _OneQuery:
         self.row_bytes = k_t.ne[0] * k_t.ne[1] * TRAITS[k_t.dtype].type_size + (
             v_t.ne[0] * v_t.ne[1] * TRAITS[v_t.dtype].type_size
         )
-        self.round_q, self.round_p = k_t.dtype == DType.F16, v_t.dtype == DType.F16
-        self.scale = torch.tensor(scale, dtype=torch.float32)
+        self.scale = torch.tensor(f32(AttentionParams.of(t).scale), dtype=torch.float32)
+        self.masked = masked
+        round_q, round_p = k_t.dtype == DType.F16, v_t.dtype == DType.F16
+        #: The kernel's key (one per head layout, the number of keys left symbolic) and expression.
+        self.key = (
+            "attention",
+            *self.q.shape,
+            *self.k.shape[1:],
+            self.v.shape[2],
+            round_q,
+            round_p,
+            masked,
+        )
+        self.expression = _one_query(round_q, round_p, masked)
 
     @classmethod
     def bind(
-        cls, ctx: TorchContext, t: Tensor, q_t: Tensor, k_t: Tensor, v_t: Tensor
+        cls, ctx: TorchContext, t: Tensor, q_t: Tensor, k_t: Tensor, v_t: Tensor, masked: bool
     ) -> _OneQuery | None:
-        """The bound attention of node ``t``, or None where the kernel cannot apply."""
+        """The bound attention of node ``t`` (with a mask or not), or None where the kernel
+        cannot apply."""
         if (
             not ctx.backend.compiled.on
             or ctx.tracing
@@ -231,7 +244,7 @@ class _OneQuery:
             or q_t.ne[1] % k_t.ne[1]
         ):
             return None
-        one = cls(ctx, q_t, k_t, v_t, f32(AttentionParams.of(t).scale))
+        one = cls(ctx, t, q_t, k_t, v_t, masked)
         if not (one.q.is_contiguous() and one.k.is_contiguous() and one.v.is_contiguous()):
             return None  # the kernels are traced for (and assert) packed operands
         return one
@@ -245,17 +258,17 @@ class _OneQuery:
         # two keys at least: a traced size of 1 would be specialised, not symbolic
         if keys < 2 or not kernels.wants(keys * self.row_bytes):
             return None
-        masked = mask is not None
-        if masked and mask.shape[:3] != (1, 1, 1):
-            return None
         args: tuple[torch.Tensor, ...] = (self.q, k, v)
         if mask is not None:
+            if not self.masked or mask.shape[:3] != (1, 1, 1):
+                return None
             args += (mask[0, 0, 0].contiguous(),)
+        elif self.masked:
+            return None
         args += (self.scale,)
-        round_q, round_p = self.round_q, self.round_p
-        key = ("attention", *self.q.shape, *k.shape[1:], v.shape[2], round_q, round_p, masked)
-        fn = _one_query(round_q, round_p, masked)
-        kernel = kernels.kernel(key, fn, args, dynamic=True, atol=_one_query_gap)
+        kernel = kernels.kernel(
+            self.key, self.expression, lambda: args, dynamic=True, atol=_one_query_gap
+        )
         return None if kernel is None else kernel(*args)
 
 
@@ -276,7 +289,7 @@ def scaled_dot_product_attention(ctx: TorchContext, t: Tensor) -> None:
     if mask_t is not None:
         mask, n, blocks = _visible(ctx, mask_t, b, h, lq)
     if lq == 1 and b == 1 and sinks_t is None:
-        bound = _OneQuery.bind(ctx, t, q_t, k_t, v_t)
+        bound = _OneQuery.bind(ctx, t, q_t, k_t, v_t, mask_t is not None)
         one = None if bound is None else bound(mask, n)
         if one is not None:
             ctx.put(t, one.view(1, 1, *one.shape))
@@ -310,10 +323,10 @@ def _prepare_attention(ctx: TorchContext, t: Tensor) -> Step | None:
     q_t, k_t, v_t = t.src[:3]
     if p.has_sinks or t.view_src is not None or t.dtype != DType.F32 or q_t.ne[3] != 1:
         return None
-    one = _OneQuery.bind(ctx, t, q_t, k_t, v_t)
+    mask_t = t.src[3] if p.has_mask else None
+    one = _OneQuery.bind(ctx, t, q_t, k_t, v_t, mask_t is not None)
     if one is None:
         return None
-    mask_t = t.src[3] if p.has_mask else None
     h, out = q_t.ne[1], ctx.arr(t)[0, 0]
 
     def step() -> None:

@@ -74,22 +74,22 @@ class CompiledKernels:
         self,
         key: Hashable,
         expression: Kernel,
-        args: tuple[torch.Tensor, ...],
+        operands: Callable[[], tuple[torch.Tensor, ...]],
         *,
         dynamic: bool = False,
         atol: Callable[..., float] | None = None,
     ) -> Kernel | None:
-        """The kernel of ``expression`` for ``key``, compiled for ``args`` on first use (every
-        size symbolic if ``dynamic``), or None where its compilation failed. Its first result
-        must match the eager expression's within 1e-4 relative, or absolute 1e-5 of the largest
-        value, or ``atol(*args)`` when given (computed only when compiling)."""
+        """The kernel of ``expression`` for ``key``, or None where its compilation failed. On
+        first use it is compiled for ``operands()`` (called only then; every size symbolic if
+        ``dynamic``), and its result on them must match the eager expression's within 1e-4
+        relative, or absolute 1e-5 of the largest value, or ``atol(*operands())`` when given."""
         try:
             return self._kernels[key]
         except KeyError:
             pass
         with self._lock:
             if key not in self._kernels:
-                self._kernels[key] = self._compile(key, expression, args, dynamic, atol)
+                self._kernels[key] = self._compile(key, expression, operands(), dynamic, atol)
         return self._kernels[key]
 
     def _compile(

@@ -139,9 +139,12 @@ _EXPRESSIONS: Final[dict[DType, Callable[..., torch.Tensor]]] = {
 
 
 def kernel_of(
-    kernels: CompiledKernels, dtype: DType, args: tuple[torch.Tensor, ...]
+    kernels: CompiledKernels,
+    dtype: DType,
+    shape: torch.Size,
+    operands: Callable[[], tuple[torch.Tensor, ...]],
 ) -> Kernel | None:
-    """The compiled one-column product of a ``dtype`` weight for these operands (the weight's
-    blocks first, then the column's parts; one kernel per weight shape), or None where its
-    compilation failed."""
-    return kernels.kernel(("gemv", dtype, args[0].shape), _EXPRESSIONS[dtype], args)
+    """The compiled one-column product of a ``dtype`` weight whose blocks have ``shape`` (one
+    kernel per weight shape; ``operands()``, the weight's blocks then the column's parts, are
+    made only to compile it), or None where its compilation failed."""
+    return kernels.kernel(("gemv", dtype, shape), _EXPRESSIONS[dtype], operands)

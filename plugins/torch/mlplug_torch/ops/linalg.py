@@ -300,12 +300,11 @@ def _gemv(ctx: TorchContext, a: Tensor, b: Tensor) -> Callable[[], torch.Tensor]
         def args() -> tuple[torch.Tensor, ...]:
             return (raw, _right(ctx, a, b).reshape(raw.shape[1], -1).squeeze(-1))
 
-    first = args()
-    kernel = kernel_of(ctx.backend.compiled, a.dtype, first)
+    kernel = kernel_of(ctx.backend.compiled, a.dtype, raw.shape, args)
     if kernel is None:
         return None
     if a.dtype == DType.F32:  # the column as it lies: bound once
-        return partial(kernel, *first)
+        return partial(kernel, *args())
     return lambda: kernel(*args())
 
 
@@ -348,8 +347,10 @@ def mulmat(ctx: TorchContext, t: Tensor) -> None:
 def _prepare_mulmat(ctx: TorchContext, t: Tensor) -> Step | None:
     """A decode step's compiled one-column product, bound to the weight and the result."""
     a, b = t.src
-    gemv = _gemv(ctx, a, b) if _weight_copy(ctx, a) is None else None
-    if gemv is None or t.view_src is not None or t.dtype != DType.F32:
+    if t.view_src is not None or t.dtype != DType.F32 or _weight_copy(ctx, a) is not None:
+        return None
+    gemv = _gemv(ctx, a, b)
+    if gemv is None:
         return None
     out = ctx.arr(t).view(-1)
     return lambda: out.copy_(gemv())
