@@ -34,7 +34,7 @@ from .case import Arg, Case, Inputs, Tolerance
 from .cases import all_cases, by_id
 from .completeness import ops_without_cases, primitives_without_cases
 from .report import BackendSummary, CaseResult, ConformanceReport, Disagreement
-from .runner import run, run_case, select
+from .runner import recompute_case, run, run_case, select
 
 __all__ = [
     "Arg",
@@ -49,6 +49,7 @@ __all__ = [
     "by_id",
     "ops_without_cases",
     "primitives_without_cases",
+    "recompute_case",
     "run",
     "run_case",
     "select",

@@ -417,6 +417,33 @@ def _gather_cases() -> list[Case]:
                 out_dtype=dt,
             )
         )
+    # One row, as a decode step reads an embedding and writes its K/V cache row: backends may
+    # take a one-index path (torch reads the index on the host and copies one row).
+    for dt in (F32, F16, BF16):
+        out.append(
+            Case(
+                f"rows-{lbl(dt)}-one-row-8x7",
+                "rows",
+                (Arg((8, 7), dt), Arg((1,), I32, gen="fixed", values=(6,))),
+                rows,
+                R.rows,
+                EXACT if dt == F32 else dequant_tol(dt),
+                dtype=lbl(dt),
+                out_dtype=F32,
+            )
+        )
+        out.append(
+            Case(
+                f"set_rows-{lbl(dt)}-one-row-8x7",
+                "set_rows",
+                (Arg((8, 7), dt), Arg((8, 1)), Arg((1,), I32, gen="fixed", values=(6,))),
+                set_rows,
+                R.set_rows,
+                EXACT,
+                dtype=lbl(dt),
+                out_dtype=dt,
+            )
+        )
     out.append(
         Case(
             "set_inplace-f32-perm-src",

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from .._tensorbase import LEAF
 from ..dtypes import TRAITS, DType
 from ..errors import NotSupportedError
 from .case import Case, Inputs
@@ -265,6 +266,52 @@ def run_case(
                 "remove it from the list"
             )
     return outcome
+
+
+def recompute_case(backend: Backend, case: Case, seed: int = 0) -> str | None:
+    """Compute ``case``'s graph twice in one context, its inputs uploaded again in between;
+    return how the second results' bytes differ from the first's, or None if they are equal
+    (or the case expects an error, or the backend declares it unsupported).
+
+    A graph computed again is what a decode step does (the model layer reuses its graphs), and
+    backends may run it differently the second time: planned steps whose preparers bound their
+    views once (:class:`~mlplug.ArrayContext`), a kept native graph and allocation. The op
+    cases check the first compute against the reference; this checks the second against it.
+    """
+    if case.expect_error is not None:
+        return None
+    prep = prepare(case, seed)
+    with np.errstate(all="ignore"), backend.new_context() as ctx:
+        tensors = [
+            make_input(ctx, a, r) if a.tensor else None
+            for a, r in zip(case.args, prep.raw, strict=True)
+        ]
+        # the inputs as uploaded: an op that writes into one (set_rows, an in-place op) gets
+        # the same input again for the second compute
+        roots = {id(t.root): t.root for t in tensors if t is not None}.values()
+        leaves = [t for t in roots if t.op == LEAF and t.nelements]
+        if leaves:
+            ctx.compute(*leaves)  # a graph of leaves alone: nothing runs, they become readable
+        uploaded = [t.bytes() or b"" for t in leaves]
+        try:
+            outs = as_list(case.build(ctx, Inputs(tensors, prep.raw)))
+        except NotSupportedError:  # declared unsupported: the op cases report it
+            return None
+        readable = [t if t.nelements == 0 or t.is_contiguous() else t.contiguous(ctx) for t in outs]
+        ctx.compute(*readable)
+        first = [t.bytes() for t in readable]
+        for t, data in zip(leaves, uploaded, strict=True):
+            t.from_bytes(data)
+        ctx.compute(*readable)
+        second = [t.bytes() for t in readable]
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        if a != b:
+            x = np.frombuffer(a or b"", np.uint8)
+            y = np.frombuffer(b or b"", np.uint8)
+            if x.size != y.size:
+                return f"output {i}: {x.size} bytes, then {y.size}"
+            return f"output {i}: {int((x != y).sum())} of {x.size} bytes differ"
+    return None
 
 
 def _evaluate_with_params(backend: Backend, case: Case, seed: int) -> Outcome:

@@ -67,3 +67,28 @@ def test_planned_compiled_decode_steps_equal_eager_ones(
     weights, the column's node and the cache)."""
     monkeypatch.setenv("MLPLUG_TORCH_FUSED", "1")
     _check(kind, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SLOW, reason="compiles C++ through inductor: MLPLUG_SLOW_TESTS=1")
+def test_compiled_decode_cases_computed_again_give_the_same_bytes() -> None:
+    """Every one-column product and one-query attention case of the catalogue, every kernel
+    compiled: the planned second compute (the bound compiled kernel) equals the first."""
+    from mlplug.conformance import all_cases, recompute_case
+    from mlplug_torch import TorchBackend
+
+    def decode_shaped(c: object) -> bool:
+        op, args = getattr(c, "op", ""), getattr(c, "args", ())
+        if op == "mulmat" and len(args) == 2:
+            return all(n == 1 for n in args[1].ne[1:])
+        if op == "scaled_dot_product_attention":
+            return (*args[0].ne, 1, 1)[2:4] == (1, 1)
+        return False
+
+    cases = [c for c in all_cases("all") if decode_shaped(c)]
+    assert len(cases) >= 30
+    with TorchBackend(None, device="cpu", fused_gemv=True) as be:
+        differ = {c.id: d for c in cases if (d := recompute_case(be, c))}
+        kinds = {key[0] for key in be.compiled.compiled_keys()}
+    assert not differ, differ
+    assert kinds == {"gemv", "attention"}
