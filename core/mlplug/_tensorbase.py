@@ -101,7 +101,6 @@ class TensorBase:
         ctx: Context,
         dtype: DType,
         ne: Shape4,
-        *,
         nb: Shape4 | None = None,
         op: str = LEAF,
         src: tuple[Tensor, ...] = (),
@@ -191,16 +190,19 @@ class TensorBase:
     def is_contiguous(self) -> bool:
         """Whether strides equal the fresh-tensor strides (size-1 dims ignored)."""
         tr = TRAITS[self.dtype]
-        ne, nb = self.ne, self.nb
-        if not self._dim0_packed():
+        (n0, n1, n2, n3), (nb0, nb1, nb2, nb3) = self.ne, self.nb
+        if nb0 != tr.type_size and n0 != tr.block_size:
             return False
-        expected = tr.type_size * (ne[0] // tr.block_size)
-        for i in range(1, 4):
-            if ne[i] != 1:
-                if nb[i] != expected:
-                    return False
-                expected *= ne[i]
-        return True
+        expected = tr.type_size * (n0 // tr.block_size)
+        if n1 != 1:
+            if nb1 != expected:
+                return False
+            expected *= n1
+        if n2 != 1:
+            if nb2 != expected:
+                return False
+            expected *= n2
+        return n3 == 1 or nb3 == expected
 
     def is_rows_contiguous(self) -> bool:
         """Whether dim 0 is packed and dims 2, 3 are packed relative to dim 1's stride."""

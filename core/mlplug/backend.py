@@ -35,6 +35,10 @@ _HOST_ALIGNMENT = 32
 _TRACK_LOCK = threading.Lock()  # guards every backend's weak set of contexts
 
 
+#: The default cache layout (a frozen record, shared: attention's builder asks for it per node).
+_PLAIN_CACHE = CacheConfig(cache_padding=1, permuted_v=False, mask_dtype=DType.F32)
+
+
 class AttachedModel(Protocol):
     """What a backend needs from the model file opened on it (the model-file layer's Model).
 
@@ -414,7 +418,7 @@ class Backend(ABC):
 
     def cache_config(self) -> CacheConfig:
         """Return how KV caches should be laid out for this backend."""
-        return CacheConfig(cache_padding=1, permuted_v=False, mask_dtype=DType.F32)
+        return _PLAIN_CACHE
 
     def close(self) -> None:
         """Free the model's weights and the backend's resources; safe to call twice."""

@@ -325,22 +325,22 @@ class Context(ABC):
             raise GraphError(msg)
         # Post-order walk: a node goes in once all its sources are in (sources in order).
         stack: list[Tensor] = [root]
-        graph = self._graph
+        push, pop = stack.append, stack.pop
+        mark, append = in_graph.add, self._graph.append
         n_ops = 0
         while stack:
             t = stack[-1]
             for s in t.src:
                 if id(s) not in in_graph:
-                    stack.append(s)
+                    push(s)
                     break
             else:
-                stack.pop()
-                key = id(t)
-                if key not in in_graph:
-                    in_graph.add(key)
-                    graph.append(t)
-                    if t.op != LEAF:
-                        n_ops += 1
+                # Every source is in, so t was pushed once and is not in yet (no cycles).
+                pop()
+                mark(id(t))
+                append(t)
+                if t.op != LEAF:
+                    n_ops += 1
         self._n_ops += n_ops
         if self._n_ops > self._max_nodes:
             msg = (

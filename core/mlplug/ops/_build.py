@@ -6,11 +6,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._tensorbase import Shape4, TensorBase, tensor_class
-from ..dtypes import DType
+from ..dtypes import TRAITS, DType
 from ..errors import DTypeError, GraphError, ShapeError
 from .records import NO_PARAMS, OpParams
 
 if TYPE_CHECKING:
+    from ..backend import Backend
     from ..context import Context
     from ..tensor import Tensor
 
@@ -29,11 +30,16 @@ def node(
     params: OpParams = NO_PARAMS,
 ) -> Tensor:
     """Create a new op node with fresh contiguous storage and check the backend can run it."""
-    new = tensor_class()
     _check_ctx(ctx, srcs, op)
     n0, n1, n2, n3 = ne
-    t = new(ctx, dtype, (n0, n1, n2, n3), op=op, src=srcs, params=params)
-    ctx.backend.check_node(t)
+    shape = (n0, n1, n2, n3)
+    tr = TRAITS[dtype]
+    nb0 = tr.type_size
+    nb1 = nb0 * (n0 // tr.block_size)
+    nb2 = nb1 * n1
+    nb = (nb0, nb1, nb2, nb2 * n2)
+    t = tensor_class()(ctx, dtype, shape, nb, op, srcs, params)
+    _check_node(ctx.backend, t)
     return t
 
 
@@ -46,21 +52,11 @@ def inplace(
     into: Tensor | None = None,
 ) -> Tensor:
     """Create a node whose result overwrites (and aliases) ``into`` (default ``srcs[0]``)."""
-    new = tensor_class()
     a = srcs[0] if into is None else into
     _check_ctx(ctx, srcs, op)
-    t = new(
-        ctx,
-        a.dtype,
-        a.ne,
-        nb=a.nb,
-        op=op,
-        src=srcs,
-        params=params,
-        view_src=a.root,
-        view_offs=a.view_offs,
-    )
-    ctx.backend.check_node(t)
+    root = a.view_src or a
+    t = tensor_class()(ctx, a.dtype, a.ne, a.nb, op, srcs, params, root, a.view_offs)
+    _check_node(ctx.backend, t)
     return t
 
 
@@ -76,37 +72,46 @@ def view(
     dtype: DType | None = None,
 ) -> Tensor:
     """Create a view of ``a``'s storage: ``offs`` bytes past ``a``'s first element."""
-    new = tensor_class()
     _check_ctx(ctx, (a,), op)
-    t = new(
+    t = tensor_class()(
         ctx,
-        dtype if dtype is not None else a.dtype,
+        a.dtype if dtype is None else dtype,
         ne,
-        nb=nb,
-        op=op,
-        src=(a,),
-        params=params,
-        view_src=a.root,
-        view_offs=a.view_offs + offs,
+        nb,
+        op,
+        (a,),
+        params,
+        a.view_src or a,
+        a.view_offs + offs,
     )
-    ctx.backend.check_node(t)
+    _check_node(ctx.backend, t)
     return t
+
+
+def _check_node(backend: Backend, t: Tensor) -> None:
+    # Backend.check_node's test, with its call (and the error's making) only on failure.
+    if t.op not in backend.kernels or backend.hook_unsupported_reason(t) is not None:
+        backend.check_node(t)
 
 
 def _check_ctx(ctx: Context, srcs: tuple[Tensor, ...], op: str) -> None:
     if ctx._shared.closed:
         ctx.check_open()
-    backend = ctx.backend
     for s in srcs:
         sc = s.ctx
-        if sc.backend is not backend:
-            msg = (
-                f"{op}: operand {s!r} belongs to backend {sc.backend.name!r}, not {backend.name!r}"
-            )
-            raise GraphError(msg)
-        if sc._shared.closed:
-            msg = f"{op}: operand {s!r} belongs to a closed context"
-            raise GraphError(msg)
+        # An operand of ctx itself is on its backend, and ctx is open (checked above).
+        if sc is not ctx and (sc.backend is not ctx.backend or sc._shared.closed):
+            _foreign_operand(ctx, s, op)
+
+
+def _foreign_operand(ctx: Context, s: Tensor, op: str) -> None:
+    backend = ctx.backend
+    sc = s.ctx
+    if sc.backend is not backend:
+        msg = f"{op}: operand {s!r} belongs to backend {sc.backend.name!r}, not {backend.name!r}"
+        raise GraphError(msg)
+    msg = f"{op}: operand {s!r} belongs to a closed context"
+    raise GraphError(msg)
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -126,20 +131,28 @@ def require_dtype(op: str, t: TensorBase, allowed: frozenset[DType], what: str =
 def require(cond: bool, op: str, message: str, *shapes: TensorBase) -> None:
     """Raise ShapeError with ``message`` (and the operands' shapes) unless ``cond``."""
     if not cond:
-        detail = ", ".join(shape_str(s) for s in shapes)
-        msg = f"{op}: {message}" + (f" (shapes {detail})" if shapes else "")
-        raise ShapeError(msg, op=op, shapes=tuple(s.shape for s in shapes))
+        raise shape_error(op, message, *shapes)
+
+
+def shape_error(op: str, message: str, *shapes: TensorBase) -> ShapeError:
+    """Return the ShapeError :func:`require` raises (for checks on hot paths: ``if not ...``)."""
+    detail = ", ".join(shape_str(s) for s in shapes)
+    msg = f"{op}: {message}" + (f" (shapes {detail})" if shapes else "")
+    return ShapeError(msg, op=op, shapes=tuple(s.shape for s in shapes))
 
 
 def require_repeatable(op: str, t: TensorBase, t2: TensorBase) -> None:
     """ggml's tile rule: every extent of ``t2`` divides the matching extent of ``t``."""
-    ok = all(b > 0 and a % b == 0 for a, b in zip(t.ne, t2.ne))
-    if not ok:
-        msg = (
-            f"{op}: shape {shape_str(t2)} cannot be tiled onto shape {shape_str(t)} "
-            "(each extent of the second operand must divide the first's)"
-        )
-        raise ShapeError(msg, op=op, shapes=(t.shape, t2.shape))
+    b0, b1, b2, b3 = t2.ne
+    if b0 > 0 and b1 > 0 and b2 > 0 and b3 > 0:
+        a0, a1, a2, a3 = t.ne
+        if not (a0 % b0 or a1 % b1 or a2 % b2 or a3 % b3):
+            return
+    msg = (
+        f"{op}: shape {shape_str(t2)} cannot be tiled onto shape {shape_str(t)} "
+        "(each extent of the second operand must divide the first's)"
+    )
+    raise ShapeError(msg, op=op, shapes=(t.shape, t2.shape))
 
 
 def require_same_shape(op: str, t: TensorBase, t2: TensorBase) -> None:
@@ -164,7 +177,10 @@ def pad4(values: Iterable[int]) -> Shape4:
 # -- layout normalisation: make an operand meet a kernel's layout need by copying ----------
 def packed_dim0(ctx: Context, t: Tensor) -> Tensor:
     """Return ``t`` if its dim 0 is packed, else a contiguous copy."""
-    return t if t._dim0_packed() else t.contiguous(ctx)
+    tr = TRAITS[t.dtype]
+    if t.nb[0] == tr.type_size or t.ne[0] == tr.block_size:
+        return t
+    return t.contiguous(ctx)
 
 
 def rows_contiguous(ctx: Context, t: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ _FLOAT_CONV = frozenset({DType.F32, DType.F16, DType.BF16})
 _QUANT = frozenset(d for d in DType if d.is_quantized)
 _REPEATABLE = frozenset({DType.F32, DType.F16, DType.BF16, DType.I32, DType.I16})
 _SET_ROWS_DST = _FLOAT_CONV | _QUANT
+_INDEX_TYPES = frozenset({DType.I32, DType.I64})
 
 
 def infer_shape(op: str, nelements: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -67,11 +68,13 @@ def infer_shape(op: str, nelements: int, shape: tuple[int, ...]) -> tuple[int, .
 
 def _target(op: str, t: Tensor, shape: tuple[int, ...]) -> Shape4:
     # The common case first: positive plain ints of the right count and block alignment.
-    if 1 <= len(shape) <= 4 and all(type(d) is int and d > 0 for d in shape):
-        n = 1
-        for d in shape:
-            n *= d
-        if n == t.nelements and shape[0] % TRAITS[t.dtype].block_size == 0:
+    n = 1
+    for d in shape:
+        if type(d) is not int or d < 1:
+            break
+        n *= d
+    else:
+        if 1 <= len(shape) <= 4 and n == t.nelements and shape[0] % TRAITS[t.dtype].block_size == 0:
             return pad4(shape)
     if not 1 <= len(shape) <= 4:
         msg = f"{op}: unsupported number of dimensions: {len(shape)} (1 to 4)"
@@ -117,16 +120,23 @@ def _check_view_bounds(op: str, t: Tensor, ne: Shape4, nb: Shape4, offs: int) ->
     if start < 0:
         msg = f"{op}: negative byte offset {start}"
         raise ShapeError(msg, op=op, shapes=(t.shape,))
-    if min(ne) == 0:
+    n0, n1, n2, n3 = ne
+    if not (n0 and n1 and n2 and n3):
         return
-    contiguous_size = tr.type_size * (ne[0] // tr.block_size) * ne[1] * ne[2] * ne[3]
-    extent = tr.type_size + sum((n - 1) * s for n, s in zip((ne[0] // tr.block_size, *ne[1:]), nb))
+    blocks = n0 // tr.block_size
+    contiguous_size = tr.type_size * blocks * n1 * n2 * n3
+    extent = tr.type_size + (blocks - 1) * nb[0] + (n1 - 1) * nb[1] + (n2 - 1) * nb[2]
+    extent += (n3 - 1) * nb[3]
     if start + max(contiguous_size, extent) > root.nbytes:
         msg = (
             f"{op}: view of shape {list(ne)} strides {list(nb)} at byte offset {start} reaches "
             f"past the end of its {root.nbytes}-byte storage"
         )
         raise ShapeError(msg, op=op, shapes=(t.shape,))
+
+
+def _ints(op: str, name: str, values: tuple[object, ...]) -> tuple[int, ...]:
+    return tuple(as_int(op, name, v) for v in values)
 
 
 def _slice_len(low: int, high: int, step: int) -> int:
@@ -177,7 +187,7 @@ class LayoutOps(TensorBase):
         """
         t = as_tensor(self)
         offset = as_int("view", "offset", offset)
-        vals = tuple(as_int("view", "shape", v) for v in shape)
+        vals = shape if all(type(v) is int for v in shape) else _ints("view", "shape", shape)
         if len(vals) not in (1, 3, 5, 7):
             msg = f"view: unsupported number of dimensions: {len(vals)} values (1, 3, 5 or 7)"
             raise ShapeError(msg, op="view", shapes=(t.shape,))
@@ -527,7 +537,7 @@ class LayoutOps(TensorBase):
         dst = as_tensor(self)
         op = "set_rows"
         require_dtype(op, src, F32_ONLY, "src")
-        require_dtype(op, idxs, frozenset({DType.I32, DType.I64}), "idxs")
+        require_dtype(op, idxs, _INDEX_TYPES, "idxs")
         require_dtype(op, dst, _SET_ROWS_DST, "destination")
         require(
             dst.ne[0] == src.ne[0] and dst.ne[2] == src.ne[2] and dst.ne[3] == src.ne[3],

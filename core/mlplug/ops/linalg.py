@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from .._tensorbase import TensorBase, as_tensor
-from ..dtypes import DType
+from ..dtypes import TRAITS, DType
 from ..errors import DTypeError, NotSupportedError
 from ._build import (
     F32_ONLY,
@@ -15,6 +15,7 @@ from ._build import (
     packed_dim0,
     require,
     require_dtype,
+    shape_error,
 )
 from .records import MulmatParams, TriParams
 
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 _MULMAT_LEFT = frozenset(d for d in DType if d.is_quantized) | {DType.F32, DType.F16, DType.BF16}
 
 
+#: The parameter records of the two precisions (made once: a product is built often).
+_PRECISION = {p: MulmatParams(p) for p in ("default", "f32")}
+
+
 def _mulmat_operands(op: str, ctx: Context, t: Tensor, t2: Tensor) -> tuple[Tensor, Tensor]:
     require_dtype(op, t, _MULMAT_LEFT, "left operand")
     if not (t2.dtype == DType.F32 or (t2.dtype == DType.F16 and t.dtype == DType.F16)):
@@ -34,8 +39,11 @@ def _mulmat_operands(op: str, ctx: Context, t: Tensor, t2: Tensor) -> tuple[Tens
             f"(or F16 with an F16 left operand), left is {t.dtype.name}"
         )
         raise DTypeError(msg, op=op, dtypes=(t.dtype, t2.dtype))
-    require(t.ne[0] == t2.ne[0], op, "dim 0 (the contracted dimension) must match", t, t2)
-    if t.is_transposed() or not t._dim0_packed():
+    if t.ne[0] != t2.ne[0]:
+        raise shape_error(op, "dim 0 (the contracted dimension) must match", t, t2)
+    nb0, nb1 = t.nb[0], t.nb[1]
+    tr = TRAITS[t.dtype]
+    if nb0 > nb1 or not (nb0 == tr.type_size or t.ne[0] == tr.block_size):  # transposed/strided
         t = t.contiguous(ctx)
     return t, packed_dim0(ctx, t2)
 
@@ -44,21 +52,11 @@ def mulmat(ctx: Context, t: Tensor, t2: Tensor, prec: Literal["default", "f32"])
     """Build ``t2 @ t^T`` batched (the shared body of mulmat and mulmat_full_prec)."""
     op = "mulmat" if prec == "default" else "mulmat_full_prec"
     t, t2 = _mulmat_operands(op, ctx, t, t2)
-    require(
-        t2.ne[2] % t.ne[2] == 0 and t2.ne[3] % t.ne[3] == 0,
-        op,
-        "batch dims 2 and 3 of the right operand must be multiples of the left's",
-        t,
-        t2,
-    )
-    return node(
-        ctx,
-        "mulmat",
-        (t, t2),
-        DType.F32,
-        (t.ne[1], t2.ne[1], t2.ne[2], t2.ne[3]),
-        MulmatParams(prec),
-    )
+    a, b = t.ne, t2.ne
+    if b[2] % a[2] or b[3] % a[3]:
+        msg = "batch dims 2 and 3 of the right operand must be multiples of the left's"
+        raise shape_error(op, msg, t, t2)
+    return node(ctx, "mulmat", (t, t2), DType.F32, (a[1], b[1], b[2], b[3]), _PRECISION[prec])
 
 
 class LinalgOps(TensorBase):

@@ -3,6 +3,7 @@ scaled dot-product attention."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from ._build import (
     require,
     require_dtype,
     rows_contiguous,
+    shape_error,
 )
 from .records import (
     AttentionParams,
@@ -37,6 +39,41 @@ if TYPE_CHECKING:
 #: RoPE modes ggml's CPU kernel accepts: normal, neox, mrope, vision, imrope.
 ROPE_MODES = (0, 2, 8, 24, 40)
 _MROPE = (8, 24, 40)
+
+
+def _sections(sections: Sequence[int]) -> tuple[int, int, int, int]:
+    if not sections:
+        return (0, 0, 0, 0)
+    s4 = (*(int(s) for s in sections), 0, 0, 0, 0)
+    return (s4[0], s4[1], s4[2], s4[3])
+
+
+@functools.lru_cache(maxsize=256)
+def _rope_params(
+    dim: int,
+    rope_type: int,
+    original_context_length: int,
+    base: float,
+    scale: float,
+    extrapolation_factor: float,
+    attention_factor: float,
+    beta_fast: float,
+    beta_slow: float,
+    sections: tuple[int, int, int, int],
+) -> RopeParams:
+    """The record of a rope's settings, zeros replaced by defaults (made once per setting)."""
+    return RopeParams(
+        int(dim),
+        int(rope_type),
+        int(original_context_length or 131072),
+        float(base),
+        float(scale),
+        float(extrapolation_factor),
+        float(attention_factor or 1.0),
+        float(beta_fast or 32.0),
+        float(beta_slow or 1.0),
+        sections,
+    )
 
 
 def conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -375,23 +412,14 @@ class NNOps(TensorBase):
         require_dtype(op, x, FLOATS)
         require_dtype(op, positions, I32_ONLY, "positions")
         n_pos = x.ne[2] * (4 if rope_type in _MROPE else 1)
-        require(
-            positions.nelements == n_pos,
-            op,
-            f"positions must hold {n_pos} values (dim 2 of the input is the token axis)",
-            x,
-            positions,
-        )
-        require(
-            dim > 0 and dim % 2 == 0 and dim <= x.ne[0],
-            op,
-            f"dim must be even and at most {x.ne[0]}, got {dim}",
-            x,
-        )
+        if positions.nelements != n_pos:
+            msg = f"positions must hold {n_pos} values (dim 2 of the input is the token axis)"
+            raise shape_error(op, msg, x, positions)
+        if not (dim > 0 and dim % 2 == 0 and dim <= x.ne[0]):
+            raise shape_error(op, f"dim must be even and at most {x.ne[0]}, got {dim}", x)
         if rope_type == 24:
             require(dim * 2 == x.ne[0], op, "vision rope needs dim == head_dim / 2", x)
-        s4 = (*(int(s) for s in sections), 0, 0, 0, 0)
-        secs = (s4[0], s4[1], s4[2], s4[3])
+        secs = _sections(sections)
         if rope_type in _MROPE:
             require(sum(secs) > 0, op, "m-rope modes need sections")
         srcs: tuple[Tensor, ...] = (rows_contiguous(ctx, x), contiguous(ctx, positions))
@@ -399,16 +427,16 @@ class NNOps(TensorBase):
             require_dtype(op, factors, F32_ONLY, "factors")
             require(factors.nelements >= dim // 2, op, f"factors need {dim // 2} values", factors)
             srcs += (factors,)
-        params = RopeParams(
-            int(dim),
-            int(rope_type),
-            int(original_context_length or 131072),
-            float(base),
-            float(scale),
-            float(extrapolation_factor),
-            float(attention_factor or 1.0),
-            float(beta_fast or 32.0),
-            float(beta_slow or 1.0),
+        params = _rope_params(
+            dim,
+            rope_type,
+            original_context_length,
+            base,
+            scale,
+            extrapolation_factor,
+            attention_factor,
+            beta_fast,
+            beta_slow,
             secs,
         )
         return node(ctx, "rope", srcs, x.dtype, x.ne, params)

@@ -14,6 +14,7 @@ from ._build import (
     packed_dim0,
     require,
     require_dtype,
+    shape_error,
     view,
 )
 from .records import NO_PARAMS, ArgsortParams, NormParams, OpParams, ViewParams
@@ -33,7 +34,8 @@ def _row_op(op: str, ctx: Context, t: Tensor, params: OpParams = NO_PARAMS) -> T
 
 
 def _eps(op: str, eps: float) -> float:
-    require(eps >= 0, op, f"eps must be >= 0, got {eps}")
+    if not eps >= 0:
+        raise shape_error(op, f"eps must be >= 0, got {eps}")
     return float(eps)
 
 

@@ -80,6 +80,20 @@ _QUANT_TARGETS: Final = frozenset(
 )
 
 
+#: ggml's two KV cache layouts (frozen records; attention's builder asks for one per node).
+_FLASH_CACHE = CacheConfig(cache_padding=256, permuted_v=False, mask_dtype=DType.F16)
+_PERMUTED_CACHE = CacheConfig(cache_padding=256, permuted_v=True, mask_dtype=DType.OTHER)
+
+
+def _has_zero_extent(node: Tensor) -> bool:
+    if 0 in node.ne:
+        return True
+    for s in node.src:
+        if 0 in s.ne:
+            return True
+    return False
+
+
 class GGMLBackend(Backend):
     """The ``ggml`` backend: graphs are translated into ggml graphs and run by ggml."""
 
@@ -179,9 +193,7 @@ class GGMLBackend(Backend):
 
     def cache_config(self) -> CacheConfig:
         """Flash attention: F16 mask, V as is; otherwise V stored permuted (ggml's layouts)."""
-        if self.flash:
-            return CacheConfig(cache_padding=256, permuted_v=False, mask_dtype=DType.F16)
-        return CacheConfig(cache_padding=256, permuted_v=True, mask_dtype=DType.OTHER)
+        return _FLASH_CACHE if self.flash else _PERMUTED_CACHE
 
     def hook_unsupported_reason(self, node: Tensor) -> str | None:
         """Declare what this ggml backend cannot do: ops whose ggml function the build lacks,
@@ -190,7 +202,7 @@ class GGMLBackend(Backend):
         missing = self._missing.get(op)
         if missing:
             return f"this ggml build lacks {', '.join(missing)}"
-        if op not in VIEW_OPS and (0 in node.ne or any(0 in s.ne for s in node.src)):
+        if op not in VIEW_OPS and _has_zero_extent(node):
             return "zero-element operands or results (ggml's allocator cannot place them)"
         if op in _QUANTISING and node.dtype.is_quantized:
             ggml_type = node.dtype.traits.ggml_type

@@ -119,6 +119,8 @@ class TorchBackend(Backend):
         """Say why ``node`` cannot run here: misaligned views, or quantising to a k-quant."""
         d = node.dtype
         es = _ELEMENT_SIZE.get(d)
+        if es is not None and node.view_src is None:
+            return None  # fresh storage: packed strides, offset 0
         if es is not None:
             nb = node.nb
             bits = node.view_offs | nb[0] | nb[1] | nb[2] | nb[3]
