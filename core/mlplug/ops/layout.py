@@ -188,23 +188,28 @@ class LayoutOps(TensorBase):
         t = as_tensor(self)
         offset = as_int("view", "offset", offset)
         vals = shape if all(type(v) is int for v in shape) else _ints("view", "shape", shape)
-        if len(vals) not in (1, 3, 5, 7):
-            msg = f"view: unsupported number of dimensions: {len(vals)} values (1, 3, 5 or 7)"
-            raise ShapeError(msg, op="view", shapes=(t.shape,))
         tr = TRAITS[t.dtype]
-        ne = [vals[0], 1, 1, 1]
-        nb = [tr.type_size, 0, 0, 0]
-        nb[1] = nb[0] * (ne[0] // tr.block_size)
-        for i in range(1, (len(vals) + 1) // 2):
-            nb[i], ne[i] = vals[2 * i - 1], vals[2 * i]
-        for i in range((len(vals) + 1) // 2, 4):
-            nb[i] = nb[i - 1] * ne[i - 1]
-        if len(vals) == 3:
-            nb[3] = nb[2]
-        if any(n < 0 for n in ne) or ne[0] % tr.block_size:
-            msg = f"view: invalid extents {ne}"
+        ts = tr.type_size
+        n = len(vals)
+        if n == 1:
+            ne4 = (vals[0], 1, 1, 1)
+            nb1 = ts * (vals[0] // tr.block_size)
+            nb4 = (ts, nb1, nb1, nb1)
+        elif n == 3:
+            ne0, nb1, ne1 = vals
+            ne4, nb4 = (ne0, ne1, 1, 1), (ts, nb1, nb1 * ne1, nb1 * ne1)
+        elif n == 5:
+            ne0, nb1, ne1, nb2, ne2 = vals
+            ne4, nb4 = (ne0, ne1, ne2, 1), (ts, nb1, nb2, nb2 * ne2)
+        elif n == 7:
+            ne0, nb1, ne1, nb2, ne2, nb3, ne3 = vals
+            ne4, nb4 = (ne0, ne1, ne2, ne3), (ts, nb1, nb2, nb3)
+        else:
+            msg = f"view: unsupported number of dimensions: {n} values (1, 3, 5 or 7)"
             raise ShapeError(msg, op="view", shapes=(t.shape,))
-        ne4, nb4 = pad4(ne), pad4(nb)
+        if min(ne4) < 0 or ne4[0] % tr.block_size:
+            msg = f"view: invalid extents {list(ne4)}"
+            raise ShapeError(msg, op="view", shapes=(t.shape,))
         _check_view_bounds("view", t, ne4, nb4, offset)
         return view(ctx, "view", t, ne4, nb4, offset, ViewParams(ne4, nb4, offset))
 
