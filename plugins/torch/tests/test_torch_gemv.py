@@ -171,3 +171,38 @@ def test_decode_steps_match_the_reference_model(
         assert isinstance(be, TorchBackend) and len(be.compiled) > 0
     want = llama_logits(t, prompt)[2:]
     np.testing.assert_allclose(np.stack(steps), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.slow
+@needs_compiler
+@pytest.mark.parametrize("kind", ["gelu", "gelu_quick"])
+def test_table_activations_compile_bit_for_bit(kind: str) -> None:
+    """GELU and QuickGELU (ggml's f16 tables), gated and not, compiled once with symbolic sizes:
+    equal to the eager lookup bit for bit at every size (a decode step's, a prompt's), values
+    past the ±10 cuts and NaN included; the catalogue's cases of both ops pass compiled."""
+    import torch
+
+    from mlplug_torch.context import TorchContext
+    from mlplug_torch.ops.elementwise import _ACT, compiled_table_act
+
+    gen = torch.Generator().manual_seed(0)
+    with TorchBackend(None, device="cpu", fused_gemv=True) as be, be.new_context() as ctx:
+        assert isinstance(ctx, TorchContext)
+        for n in (2, 2048, 3 * 2048 + 5):
+            x = 6 * torch.randn(n, generator=gen)
+            x[:4] = torch.tensor([10.0, -10.0, 9.9995, float("nan")])[: min(4, n)]
+            up = torch.randn(n, generator=gen)
+            eager = _ACT[kind](x, DType.F32, True)
+            for got, want in (
+                (compiled_table_act(ctx, kind, x), eager),
+                (compiled_table_act(ctx, kind, x, up), eager * up),
+            ):
+                assert got is not None
+                assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
+        keys = {key for key in be.compiled.compiled_keys() if key[0] == "table-act"}
+        assert keys == {("table-act", kind, False), ("table-act", kind, True)}
+        name = {"gelu": "gelu", "gelu_quick": "quick_gelu"}[kind]
+        cases = [c for c in all_cases("all") if c.op == name]
+        assert len(cases) >= 20
+        failed = {c.id: o.error for c in cases if (o := run_case(be, c)).status != "pass"}
+        assert not failed

@@ -92,6 +92,10 @@ class CompiledKernels:
                 self._kernels[key] = self._compile(key, expression, operands(), dynamic, atol)
         return self._kernels[key]
 
+    def ready(self, key: Hashable) -> Kernel | None:
+        """The kernel compiled for ``key`` so far, or None (nothing is compiled here)."""
+        return self._kernels.get(key)
+
     def _compile(
         self,
         key: Hashable,

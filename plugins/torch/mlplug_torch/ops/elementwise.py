@@ -109,6 +109,67 @@ def _through_table(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) 
     return _half_table(fn, x.device)[x.half().view(torch.int16).int()]
 
 
+def _table_gelu(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """:func:`gelu_ggml` of F32 values through ``table`` (:func:`_half_table` of
+    :func:`gelu_f32`), as one expression (compiled by :func:`compiled_table_act`)."""
+    y = table[x.half().view(torch.int16).to(torch.int32) & 0xFFFF]
+    return torch.where(x >= 10, x, torch.where(x <= -10, 0.0, y))
+
+
+def _table_quick(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """:func:`quick_ggml` of F32 values through ``table``, as one expression."""
+    return table[x.half().view(torch.int16).to(torch.int32) & 0xFFFF]
+
+
+def _gated_gelu(x: torch.Tensor, up: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    return _table_gelu(x, table) * up
+
+
+def _gated_quick(x: torch.Tensor, up: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    return _table_quick(x, table) * up
+
+
+def table_act_operands(
+    ctx: TorchContext, kind: str, x: torch.Tensor, up: torch.Tensor | None = None
+) -> tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]] | None:
+    """The compiled kernel of an f16-table activation (gelu, gelu_quick) of F32 ``x``, times
+    ``up`` (``x``'s shape) when given, and its flat operands (views of ``x`` and ``up`` where
+    they are contiguous); None where none applies: another activation, tracing, compiled
+    kernels off, or operands below their threshold while no kernel is compiled yet.
+
+    Eagerly the lookup costs about seven passes with temporaries (Gemma 3's prompt, 2048 x 512
+    values: 5.8 ms; compiled 1.0 ms). The values are the table's, so equal to the eager
+    path's bit for bit. One kernel per activation serves every size (compiled with symbolic
+    sizes once operands reach the compiled kernels' threshold, then used for any size).
+    """
+    kernels = ctx.backend.compiled
+    n = x.numel()
+    if kind not in _ACT_EXPRESSIONS or ctx.tracing or not kernels.on or n < 2:
+        return None
+    key = ("table-act", kind, up is not None)
+    kernel = kernels.ready(key)
+    if kernel is None and not kernels.wants(4 * n * (1 if up is None else 2)):
+        return None
+    formula, ungated, gated = _ACT_EXPRESSIONS[kind]
+    table = _half_table(formula, x.device)
+    args = (x.reshape(-1), table) if up is None else (x.reshape(-1), up.reshape(-1), table)
+    if kernel is None:
+        expression = ungated if up is None else gated
+        kernel = kernels.kernel(key, expression, lambda: args, dynamic=True)
+    return None if kernel is None else (kernel, args)
+
+
+def compiled_table_act(
+    ctx: TorchContext, kind: str, x: torch.Tensor, up: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """``act(x)`` (times ``up``) through :func:`table_act_operands`'s kernel, or None."""
+    found = table_act_operands(ctx, kind, x, up)
+    if found is None:
+        return None
+    kernel, args = found
+    return kernel(*args).view(x.shape)
+
+
 def gelu_ggml(x: torch.Tensor, dtype: DType, lookup: bool = True) -> torch.Tensor:
     """GELU as ggml's CPU computes it: through an f16 table for F32 inputs (cut at ±10).
 
@@ -137,6 +198,20 @@ def quick_ggml(x: torch.Tensor, dtype: DType, lookup: bool = True) -> torch.Tens
     if lookup:
         return _through_table(quick_f32, x)
     return f16_round(quick_f32(f16_round(x)))
+
+
+#: Per f16-table activation: its float32 formula and its expressions, ungated and gated.
+_ACT_EXPRESSIONS: dict[
+    str,
+    tuple[
+        Callable[[torch.Tensor], torch.Tensor],
+        Callable[..., torch.Tensor],
+        Callable[..., torch.Tensor],
+    ],
+] = {
+    "gelu": (gelu_f32, _table_gelu, _gated_gelu),
+    "gelu_quick": (quick_f32, _table_quick, _gated_quick),
+}
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
@@ -180,14 +255,18 @@ def unary(ctx: TorchContext, t: Tensor) -> None:
 def gelu(ctx: TorchContext, t: Tensor) -> None:
     """Tanh GELU (ggml's f16-table numerics)."""
     a = t.src[0]
-    ctx.put(t, gelu_ggml(ctx.values(a), a.dtype, not ctx.tracing))
+    x = ctx.values(a)
+    y = compiled_table_act(ctx, "gelu", x) if a.dtype == DType.F32 else None
+    ctx.put(t, gelu_ggml(x, a.dtype, not ctx.tracing) if y is None else y)
 
 
 @implements("gelu_quick")
 def gelu_quick(ctx: TorchContext, t: Tensor) -> None:
     """QuickGELU (ggml's f16-table numerics)."""
     a = t.src[0]
-    ctx.put(t, quick_ggml(ctx.values(a), a.dtype, not ctx.tracing))
+    x = ctx.values(a)
+    y = compiled_table_act(ctx, "gelu_quick", x) if a.dtype == DType.F32 else None
+    ctx.put(t, quick_ggml(x, a.dtype, not ctx.tracing) if y is None else y)
 
 
 #: ``act(x, dtype, lookup)`` of each gated activation (``lookup``: see :func:`gelu_ggml`).
@@ -203,8 +282,10 @@ _ACT: dict[str, Callable[[torch.Tensor, DType, bool], torch.Tensor]] = {
 def glu(ctx: TorchContext, t: Tensor) -> None:
     """Gated activation: ``act(gate) * up``."""
     gate, up = t.src
-    act = _ACT[GluParams.of(t).kind]
-    ctx.put(t, act(ctx.values(gate), gate.dtype, not ctx.tracing) * ctx.values(up))
+    kind = GluParams.of(t).kind
+    g, u = ctx.values(gate), ctx.values(up)
+    y = compiled_table_act(ctx, kind, g, u) if gate.dtype == DType.F32 else None
+    ctx.put(t, _ACT[kind](g, gate.dtype, not ctx.tracing) * u if y is None else y)
 
 
 @prepares(glu)
@@ -212,10 +293,15 @@ def _prepare_glu(ctx: TorchContext, t: Tensor) -> Step | None:
     gate, up = t.src
     if not fresh_f32(t, gate, up):
         return None
-    act = _ACT[GluParams.of(t).kind]
+    kind = GluParams.of(t).kind
+    act = _ACT[kind]
     g, u, out = ctx.arr(gate), ctx.arr(up), ctx.arr(t)
     if g.shape != out.shape or u.shape != out.shape:
         return None
+    found = table_act_operands(ctx, kind, g, u) if g.is_contiguous() and u.is_contiguous() else None
+    if found is not None:  # the flat operands are views of g and u: bound once
+        kernel, args = found
+        return lambda: out.copy_(kernel(*args).view(out.shape))
     return lambda: torch.mul(act(g, DType.F32, True), u, out=out)
 
 
