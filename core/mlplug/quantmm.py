@@ -32,10 +32,8 @@ Block layouts (ggml's, little-endian; ``d``/``m``/``dmin`` are f16):
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Final
 
@@ -57,7 +55,6 @@ __all__ = [
     "WeightCopies",
     "copy_bytes",
     "decode_rows",
-    "each_tile",
     "dot_rounding",
     "mulmat_rows",
     "q8_0_quants",
@@ -433,65 +430,6 @@ def tile_spans(
 
 
 _local = threading.local()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-
-
-def each_tile(
-    spans: Sequence[tuple[int, int]], work: Callable[[int, int], None], threads: int = 1
-) -> None:
-    """Run ``work(first_row, rows)`` for every span, over ``threads`` threads.
-
-    The calling thread takes one share of the spans and a shared pool the others; numpy
-    releases the GIL inside its loops and BLAS calls, so the tiles' decoding and products run
-    side by side (a one-column product is one thread's work otherwise: BLAS threads only a
-    product of several columns). Each thread decodes into its own scratch buffer and the spans
-    write disjoint rows, so the result does not depend on ``threads``. The first exception
-    raised is re-raised once every share has finished.
-    """
-    threads = min(threads, len(spans))
-    if threads <= 1:
-        for r0, n in spans:
-            work(r0, n)
-        return
-    shares = [spans[i::threads] for i in range(threads)]
-    pool = _worker_pool(threads - 1)
-    futures = [pool.submit(_run_share, work, share) for share in shares[1:]]
-    try:
-        _run_share(work, shares[0])
-    finally:
-        for f in futures:
-            exc = f.exception()
-            if exc is not None:
-                raise exc
-
-
-def _run_share(work: Callable[[int, int], None], share: Sequence[tuple[int, int]]) -> None:
-    for r0, n in share:
-        work(r0, n)
-
-
-def _forget_pool() -> None:
-    # a forked child has none of the parent's pool threads: it makes its own pool
-    global _pool, _pool_size
-    _pool, _pool_size = None, 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _worker_pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool for :func:`each_tile`, with at least ``workers`` threads."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < workers:
-            old, _pool = _pool, ThreadPoolExecutor(workers, thread_name_prefix="mlplug-tiles")
-            _pool_size = workers
-            if old is not None:
-                old.shutdown(wait=False)
-        return _pool
 
 
 def _scratch(n: int) -> np.ndarray:
@@ -539,7 +477,6 @@ def mulmat_rows(
     x: np.ndarray,
     out: np.ndarray | None = None,
     tile_bytes: int | None = None,
-    threads: int = 1,
 ) -> np.ndarray:
     """Return ``x @ W^T`` for a weight ``W`` of ``m`` rows of ``k`` values held as raw blocks.
 
@@ -548,9 +485,6 @@ def mulmat_rows(
     :param out: optional float32 ``(..., m)`` array to write the result into.
     :param tile_bytes: float32 bytes of a tile; default :data:`TILE_BYTES` for one column,
         :data:`WIDE_TILE_BYTES` for more.
-    :param threads: threads a one-column product (a decode step) splits its tiles over (see
-        :func:`each_tile`; tiles of :data:`WIDE_TILE_BYTES` then, by default); a product of
-        several columns leaves threads to BLAS. The result does not depend on it.
     :returns: float32 ``(..., m)``; the same as ``x @ dequantize(W).T`` up to the
         summation order of the float32 matrix product.
     :raises DTypeError: for a type that is not block-encoded or half.
@@ -570,22 +504,8 @@ def mulmat_rows(
     direct = out is not None and out.dtype == F32 and out.flags.c_contiguous
     res = out if direct and out is not None else np.empty(xs.shape[:-1] + (m,), F32)
     res_view = res.reshape(xs.shape[:-1] + (m,))  # a view: res is C-contiguous
-    one_column = xs.shape[-2] == 1
-    if one_column and threads > 1 and tile_bytes is None:
-        # tiles of a wide product's size: a thread holds the GIL between numpy calls, and
-        # fewer, larger tiles mean fewer of those (a row's sum does not depend on its tile)
-        tile_bytes = WIDE_TILE_BYTES
     if dtype in _COLUMN_PRODUCTS and xs.size == k:
-        column = _COLUMN_PRODUCTS[dtype]
-        column(rows, k, xs.reshape(k), res_view.reshape(m), tile_bytes, threads)
-        return res.reshape(shape) if out is None else _finish(out, res, shape, direct)
-    if one_column and threads > 1:
-
-        def decode_and_multiply(r0: int, n: int) -> None:
-            decoded = decode_rows(rows[r0 : r0 + n], dtype, k, _scratch(n * k).reshape(n, k))
-            np.matmul(xs, decoded.T, out=res_view[..., r0 : r0 + n])
-
-        each_tile(list(tile_spans(m, k, 1, tile_bytes)), decode_and_multiply, threads)
+        _COLUMN_PRODUCTS[dtype](rows, k, xs.reshape(k), res_view.reshape(m), tile_bytes)
         return res.reshape(shape) if out is None else _finish(out, res, shape, direct)
     part: np.ndarray | None = None  # contiguous product of one tile (BLAS writes it directly)
     for r0, tile in row_tiles(rows, dtype, k, tile_bytes, xs.shape[-2], reuse=True):
@@ -609,12 +529,7 @@ def _finish(out: np.ndarray, res: np.ndarray, shape: tuple[int, ...], direct: bo
 
 
 def _q8_0_column(
-    rows: np.ndarray,
-    k: int,
-    x: np.ndarray,
-    out: np.ndarray,
-    tile_bytes: int | None,
-    threads: int = 1,
+    rows: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, tile_bytes: int | None
 ) -> None:
     """``out = W x`` for a Q8_0 weight and one column, the way ggml's CPU sums it.
 
@@ -629,18 +544,18 @@ def _q8_0_column(
     nb = k // 32
     blocks = rows.reshape(-1, nb, 34)
     xb = x.reshape(nb, 32, 1)
-
-    def tile(r0: int, n: int) -> None:
-        b = blocks[r0 : r0 + n]
-        wide = _scratch(n * nb * 34).reshape(n, nb * 34)
-        with np.errstate(all="ignore"):  # IEEE results of the stored scales (inf, nan) are kept
+    spans = list(tile_spans(blocks.shape[0], k, 1, tile_bytes))
+    most = max((n for _, n in spans), default=0)
+    buf = _scratch(most * nb * 34).reshape(most, nb * 34)
+    with np.errstate(all="ignore"):  # IEEE results of the stored scales (inf, nan) are kept
+        for r0, n in spans:
+            b = blocks[r0 : r0 + n]
+            wide = buf[:n]
             np.copyto(wide, b.reshape(n, nb * 34).view(np.int8), casting="unsafe")
             q = wide.reshape(n, nb, 34)[..., 2:]
             partial = np.matmul(q.transpose(1, 0, 2), xb)[..., 0]  # (nb, n)
             scaled = partial.T * _f16(b, 0)[..., 0]  # (n, nb)
             np.sum(scaled, axis=1, out=out[r0 : r0 + n])
-
-    each_tile(list(tile_spans(blocks.shape[0], k, 1, tile_bytes)), tile, threads)
 
 
 #: Bytes per block and the offset of the nibbles in it, of the types :func:`_nibble_column` takes.
@@ -653,8 +568,6 @@ def _nibble_column(
     x: np.ndarray,
     out: np.ndarray,
     tile_bytes: int | None,
-    threads: int = 1,
-    *,
     dtype: DType,
 ) -> None:
     """``out = W x`` for a Q4_0 or Q5_0 weight and one column, block by block (as Q8_0's).
@@ -680,17 +593,18 @@ def _nibble_column(
         sums = (xb.reshape(nb, 4, 8) @ BYTE_BITS.T).transpose(1, 0, 2)  # (4, nb, 256)
         tables = [np.ascontiguousarray(t).reshape(-1) for t in sums]
         base = (np.arange(nb, dtype=np.uint32) * np.uint32(256))[None, :]
-
-    def tile(r0: int, n: int) -> None:
-        b = blocks[r0 : r0 + n]
-        flat = b.reshape(n, nb * size)
-        buf = _scratch(2 * n * nb * size).reshape(2, n, nb * size)
-        parts: list[np.ndarray] = []
-        with np.errstate(all="ignore"):  # IEEE results of the stored scales (inf, nan) are kept
+    spans = list(tile_spans(blocks.shape[0], k, 1, tile_bytes))
+    most = max((n for _, n in spans), default=0)
+    buf = _scratch(2 * most * nb * size).reshape(2, most, nb * size)
+    with np.errstate(all="ignore"):  # IEEE results of the stored scales (inf, nan) are kept
+        for r0, n in spans:
+            b = blocks[r0 : r0 + n]
+            flat = b.reshape(n, nb * size)
+            parts: list[np.ndarray] = []
             for j, (half, xh) in enumerate(zip(_halves(flat), (x_lo, x_hi), strict=True)):
                 q = half.view(np.int8)
                 q -= offset
-                wide: np.ndarray = buf[j]
+                wide: np.ndarray = buf[j][:n]
                 np.copyto(wide, q, casting="unsafe")
                 view = wide.reshape(n, nb, size)[..., head:]
                 parts.append(np.matmul(view.transpose(1, 0, 2), xh)[..., 0])  # (nb, n)
@@ -706,8 +620,6 @@ def _nibble_column(
                 sums += np.float32(16) * bits.T
             scaled = sums.T * _f16(b, 0)[..., 0]  # (n, nb)
             np.sum(scaled, axis=1, out=out[r0 : r0 + n])
-
-    each_tile(list(tile_spans(blocks.shape[0], k, 1, tile_bytes)), tile, threads)
 
 
 #: One-column products that sum block by block instead of decoding the weight.

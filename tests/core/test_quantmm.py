@@ -188,38 +188,3 @@ def test_dot_rounding_names_ggml_vec_dot_type(
     weight: DType, right: DType, kind: str | None
 ) -> None:
     assert dot_rounding(weight, right) == kind
-
-
-@pytest.mark.parametrize("dtype", TYPES, ids=lambda d: d.name)
-def test_threaded_one_column_product_equals_one_thread_bit_for_bit(dtype: DType) -> None:
-    """A decode step's product split over threads (larger tiles, shares run side by side) gives
-    the one-thread product's bits: every row's sum is made whole in one tile either way."""
-    rng = np.random.default_rng(3)
-    k = 512
-    raw = tame_rows(rng, dtype, 9000, k)
-    x = rng.standard_normal((1, k)).astype(np.float32)
-    want = mulmat_rows(raw, dtype, k, x)
-    for threads in (2, 3):
-        got = mulmat_rows(raw, dtype, k, x, threads=threads)
-        np.testing.assert_array_equal(bits(got), bits(want))
-    for tile_bytes in (64 << 10, 1 << 20):  # more tiles than threads, and fewer
-        got = mulmat_rows(raw, dtype, k, x, tile_bytes=tile_bytes, threads=2)
-        np.testing.assert_array_equal(bits(got), bits(want))
-
-
-def test_each_tile_runs_every_span_once_and_reraises() -> None:
-    from mlplug.quantmm import each_tile
-
-    spans = [(i * 10, 10) for i in range(7)]
-    seen: list[tuple[int, int]] = []
-    each_tile(spans, lambda r0, n: seen.append((r0, n)), threads=3)
-    assert sorted(seen) == spans
-
-    def fail(r0: int, n: int) -> None:
-        if r0 == 30:
-            msg = "tile 30"
-            raise ValueError(msg)
-
-    with pytest.raises(ValueError, match="tile 30"):
-        each_tile(spans, fail, threads=2)
-    each_tile([], fail, threads=4)  # no spans: nothing runs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,9 +33,6 @@ class CpuNumpyBackend(Backend):
         super().__init__(*args, **kwargs)
         #: Float32 copies of weights (``BackendParams.dequantize``); mulmat prefers them.
         self.weight_copies: WeightCopies = WeightCopies()
-        #: Threads a one-column product with a weight kept in its blocks splits its tiles over
-        #: (``BackendParams.num_threads``, else every CPU); numpy's own loops use one.
-        self.threads: int = self.params.num_threads or os.cpu_count() or 1
 
     def hook_copy_weights(self, weights: Sequence[Tensor]) -> None:
         """Decode each weight once into a float32 copy (the user asked for copies)."""

@@ -64,9 +64,7 @@ def mulmat(ctx: NumpyContext, t: Tensor) -> None:
     a, b = t.src
     copy = weight_copy(ctx, a)
     if copy is None and kept_as_blocks(a):
-        x = _right(ctx, a, b)
-        threads: int = getattr(ctx.backend, "threads", 1)
-        mulmat_rows(ctx.arr(a)[0, 0], a.dtype, a.ne[0], x, out=ctx.arr(t), threads=threads)
+        mulmat_rows(ctx.arr(a)[0, 0], a.dtype, a.ne[0], _right(ctx, a, b), out=ctx.arr(t))
         return
     av = ctx.values(a) if copy is None else copy
     bv = _right(ctx, a, b)
