@@ -3,8 +3,8 @@
 Raw blocks are held as ``uint8`` tensors of shape ``(..., n_blocks, bytes_per_block)``.
 Q8_0, Q4_0 and MXFP4 dequantise with torch ops on the tensor's device (the fast path of
 ``mulmat`` with quantised weights); the other types go through :mod:`mlplug.quants` on the
-host. :func:`decode_tile` also decodes the CPU weight tiles of ``mulmat`` (Q5_0, Q4_K, Q6_K,
-F16 and BF16 too) into a reused buffer. Quantising (``cast``/``cpy``/``set_rows`` into a
+host. :func:`decode_tile` also decodes the CPU weight tiles of ``mulmat`` (Q5_0, Q4_K, Q5_K,
+Q6_K, F16 and BF16 too) into a reused buffer. Quantising (``cast``/``cpy``/``set_rows`` into a
 quantised tensor) always uses :func:`mlplug.quants.quantize`, so the bytes are those of the
 other backends.
 """
@@ -36,7 +36,7 @@ _MXFP4_VALUES = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
 #: Types whose tiles torch decodes itself on the CPU: its elementwise ops run on every thread
 #: (numpy's on one), about 4x faster here; the values equal mlplug's decoders bit for bit.
 TORCH_DECODED = frozenset(
-    {DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q6_K, DType.F16, DType.BF16}
+    {DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.F16, DType.BF16}
 )
 
 #: Every byte value's eight bits as 0 or 16, float32 ``(256, 8)``: Q5_0's fifth bits by lookup.
@@ -76,6 +76,26 @@ def _q4_k(rows: torch.Tensor, out: torch.Tensor) -> None:
     ``2i + 1`` in its high ones. Gemma 3's 640x2048 tile: 2.2 -> 0.74 ms with the nibbles split
     over whole rows (:func:`split_nibbles`) instead of per chunk.
     """
+    _k_values(rows, out, 16)
+
+
+def _q5_k(rows: torch.Tensor, out: torch.Tensor) -> None:
+    """Q5_K super-blocks: as Q4_K with the nibbles at byte 48 and a fifth bit per value (bit
+    ``s`` of byte ``j`` of bytes 16..47: value ``j`` of sub-block ``s``), added as 16."""
+    n, nb = rows.shape[:2]
+    fifth = (rows[..., 16:48].unsqueeze(2) >> _SUB_BLOCK_BITS.to(rows.device)) & 1
+    _k_values(rows, out, 48, fifth.view(n, nb, 8, 32))
+
+
+#: Sub-block ``s``'s bit of a Q5_K fifth-bit byte, as a shift ``(8, 1)``.
+_SUB_BLOCK_BITS = torch.arange(8, dtype=torch.uint8).view(8, 1)
+
+
+def _k_values(
+    rows: torch.Tensor, out: torch.Tensor, at: int, fifth: torch.Tensor | None = None
+) -> None:
+    """``(d * sc) * q - dmin * mn`` per sub-block of 32 of Q4_K/Q5_K super-blocks, ``q`` the
+    nibbles at byte ``at`` (plus 16 times ``fifth``, ``(n, nb, 8, 32)``, when given)."""
     n, nb = rows.shape[:2]
     s = rows[..., 4:16]
     lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
@@ -85,9 +105,11 @@ def _q4_k(rows: torch.Tensor, out: torch.Tensor) -> None:
     dm = (_half(rows, 2) * mn.float()).unsqueeze(-1)
     low, high = split_nibbles(rows)
     chunks = out.view(n, nb, 4, 2, 32)  # (chunk, low/high) = sub-block 2 * chunk + low/high
-    chunks[..., 0, :].copy_(low[..., 16:].view(n, nb, 4, 32))
-    chunks[..., 1, :].copy_(high[..., 16:].view(n, nb, 4, 32))
+    chunks[..., 0, :].copy_(low[..., at : at + 128].view(n, nb, 4, 32))
+    chunks[..., 1, :].copy_(high[..., at : at + 128].view(n, nb, 4, 32))
     blocks = out.view(n, nb, 8, 32)
+    if fifth is not None:
+        blocks.add_(fifth, alpha=16)  # exact integers, as the nibbles were
     blocks.mul_(d).sub_(dm)
 
 
@@ -125,6 +147,9 @@ def decode_tile(rows: torch.Tensor, dtype: DType, out: torch.Tensor | None = Non
         return out.copy_(rows)
     if dtype == DType.Q4_K:
         _q4_k(rows, out)
+        return out
+    if dtype == DType.Q5_K:
+        _q5_k(rows, out)
         return out
     if dtype == DType.Q6_K:
         _q6_k(rows, out)

@@ -13,11 +13,11 @@ checks it, and keeps it (or turns every compiled kernel off if that fails).
 
 The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0 and Q5_0 take the column's Q8_0
 quants (:class:`.intdot.Column`) and form each block's integer dot product exactly in float32
-(at most 32 * 127 * 127), scaled by ``d_w * d_x``; Q4_K and Q6_K multiply their sub-blocks'
-integer quants by the Q8_K-rounded column, then scale each sub-block (and take off Q4_K's
-minimum); F16 and BF16 weights meet the column rounded to their type, F32 ones the column
-as it is. Only the order of the float32 sums differs from ggml's, as it does between any two
-of mlplug's backends.
+(at most 32 * 127 * 127), scaled by ``d_w * d_x``; Q4_K, Q5_K and Q6_K multiply their
+sub-blocks' integer quants by the Q8_K-rounded column, then scale each sub-block (and take off
+Q4_K's and Q5_K's minimum); F16 and BF16 weights meet the column rounded to their type, F32
+ones the column as it is. Only the order of the float32 sums differs from ggml's, as it does
+between any two of mlplug's backends.
 """
 
 from __future__ import annotations
@@ -70,22 +70,49 @@ def _q5_0(
     return (s * (_half(raw, 0) * dx)).sum(-1)
 
 
-def _q4_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Sub-block ``j`` of 32: ``(d * sc_j) * q - dmin * m_j``; chunk ``i`` of the 128 nibble
-    bytes holds sub-block ``2i`` low and ``2i + 1`` high. ``x``: ``(nb, 256)``."""
+def _k_sums(
+    raw: torch.Tensor, x: torch.Tensor, even: torch.Tensor, odd: torch.Tensor
+) -> torch.Tensor:
+    """Q4_K/Q5_K rows from their sub-blocks' integer dots ``even`` (sub-blocks 0, 2, 4, 6) and
+    ``odd`` (1, 3, 5, 7), each ``(M, nb, 4)``: ``sum_j (d * sc_j) * dot_j - dmin * m_j * sum_j x``
+    with the six-bit scales and mins of bytes 4..15."""
     m, nb = raw.shape[:2]
     s = raw[..., 4:16]
     lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
     sc = torch.cat([lo & 0x3F, (mix & 0x0F) | ((lo >> 2) & 0x30)], dim=-1).float()
     mn = torch.cat([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], dim=-1).float()
-    q = raw[..., 16:].reshape(m, nb, 4, 32)
-    xs = x.view(nb, 4, 2, 32)
-    even = ((q & 0x0F).float() * xs[:, :, 0]).sum(-1)  # (M, nb, 4): sub-blocks 0, 2, 4, 6
-    odd = ((q >> 4).float() * xs[:, :, 1]).sum(-1)
     d = (_half(raw, 0).unsqueeze(-1) * sc).view(m, nb, 4, 2)
     scaled = even * d[..., 0] + odd * d[..., 1]
     mins = x.view(nb, 8, 32).sum(-1) * (_half(raw, 2).unsqueeze(-1) * mn)  # (M, nb, 8)
     return scaled.sum(-1).sum(-1) - mins.sum(-1).sum(-1)
+
+
+def _q4_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sub-block ``j`` of 32: ``(d * sc_j) * q - dmin * m_j``; chunk ``i`` of the 128 nibble
+    bytes holds sub-block ``2i`` low and ``2i + 1`` high. ``x``: ``(nb, 256)``."""
+    m, nb = raw.shape[:2]
+    q = raw[..., 16:].reshape(m, nb, 4, 32)
+    xs = x.view(nb, 4, 2, 32)
+    even = ((q & 0x0F).float() * xs[:, :, 0]).sum(-1)  # (M, nb, 4): sub-blocks 0, 2, 4, 6
+    odd = ((q >> 4).float() * xs[:, :, 1]).sum(-1)
+    return _k_sums(raw, x, even, odd)
+
+
+def _q5_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """As Q4_K, with a fifth bit per value: bit ``s`` of byte ``j`` of bytes 16..47 is value
+    ``j`` of sub-block ``s``'s (added as 16); the nibbles follow at byte 48."""
+    m, nb = raw.shape[:2]
+    qh = raw[..., 16:48]  # (M, nb, 32)
+    q = raw[..., 48:].reshape(m, nb, 4, 32)
+    xs = x.view(nb, 4, 2, 32)
+    evens, odds = [], []
+    for i in range(4):  # chunk i: sub-block 2i in the low nibbles, 2i + 1 in the high
+        c = q[:, :, i]
+        low = (c & 0x0F) | (((qh >> (2 * i)) & 1) << 4)
+        high = (c >> 4) | (((qh >> (2 * i + 1)) & 1) << 4)
+        evens.append((low.float() * xs[:, i, 0]).sum(-1))
+        odds.append((high.float() * xs[:, i, 1]).sum(-1))
+    return _k_sums(raw, x, torch.stack(evens, dim=-1), torch.stack(odds, dim=-1))
 
 
 def _q6_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -120,6 +147,7 @@ GEMV_TYPES: Final[dict[DType, bool]] = {
     DType.Q4_0: True,
     DType.Q5_0: True,
     DType.Q4_K: False,
+    DType.Q5_K: False,
     DType.Q6_K: False,
     DType.F16: False,
     DType.BF16: False,
@@ -131,6 +159,7 @@ _EXPRESSIONS: Final[dict[DType, Callable[..., torch.Tensor]]] = {
     DType.Q4_0: _q4_0,
     DType.Q5_0: _q5_0,
     DType.Q4_K: _q4_k,
+    DType.Q5_K: _q5_k,
     DType.Q6_K: _q6_k,
     DType.F16: _halves,
     DType.BF16: _halves,
