@@ -83,6 +83,19 @@ def test_kernels_read_records_by_name(ctx: ml.Context) -> None:
         NormParams.of(y)
 
 
+def test_rope_records_are_shared_per_setting_and_defaults_filled(ctx: ml.Context) -> None:
+    """Equal rope settings share one record (memoised: a model builds two ropes per layer);
+    an unhashable number (a 0-d array) gives an equal record; zeros take their defaults."""
+    x = ctx.from_floats(np.zeros(8 * 2 * 3, dtype=np.float32), 8, 2, 3)
+    pos = ctx.from_ints([0, 1, 2])
+    a = RopeParams.of(x.rope(ctx, pos, 8, 10000.0, 1.0))
+    b = RopeParams.of(x.rope(ctx, pos, 8, 10000, 1.0))
+    c = RopeParams.of(x.rope(ctx, pos, 8, np.array(10000.0), np.float32(1.0)))
+    assert a is b and a == c and isinstance(c.base, float)
+    assert (a.n_ctx_orig, a.attn_factor, a.beta_fast, a.beta_slow) == (131072, 1.0, 32.0, 1.0)
+    assert RopeParams.of(x.rope(ctx, pos, 8, 500000.0, 1.0)).base == 500000.0
+
+
 def test_records_are_frozen_hashable_and_compare_by_type_and_value() -> None:
     """Graph caches key on records: equal settings are equal, other ops' records are not."""
     a, b = NormParams(1e-5), NormParams(1e-5)

@@ -54,7 +54,7 @@ def inplace(
     """Create a node whose result overwrites (and aliases) ``into`` (default ``srcs[0]``)."""
     a = srcs[0] if into is None else into
     _check_ctx(ctx, srcs, op)
-    root = a.view_src or a
+    root = a.view_src if a.view_src is not None else a
     t = tensor_class()(ctx, a.dtype, a.ne, a.nb, op, srcs, params, root, a.view_offs)
     _check_node(ctx.backend, t)
     return t
@@ -81,7 +81,7 @@ def view(
         op,
         (a,),
         params,
-        a.view_src or a,
+        a.view_src if a.view_src is not None else a,
         a.view_offs + offs,
     )
     _check_node(ctx.backend, t)

@@ -427,7 +427,7 @@ class NNOps(TensorBase):
             require_dtype(op, factors, F32_ONLY, "factors")
             require(factors.nelements >= dim // 2, op, f"factors need {dim // 2} values", factors)
             srcs += (factors,)
-        params = _rope_params(
+        settings = (
             dim,
             rope_type,
             original_context_length,
@@ -439,6 +439,10 @@ class NNOps(TensorBase):
             beta_slow,
             secs,
         )
+        try:
+            params = _rope_params(*settings)
+        except TypeError:  # an unhashable number (a 0-d array, say): made without the memo
+            params = _rope_params.__wrapped__(*settings)
         return node(ctx, "rope", srcs, x.dtype, x.ne, params)
 
     def scaled_dot_product_attention(
