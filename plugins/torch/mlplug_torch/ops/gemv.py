@@ -13,9 +13,9 @@ checks it, and keeps it (or turns every compiled kernel off if that fails).
 
 The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0 and Q5_0 take the column's Q8_0
 quants (:class:`.intdot.Column`) and form each block's integer dot product exactly in float32
-(at most 32 * 127 * 127), scaled by ``d_w * d_x``; Q4_K, Q5_K and Q6_K multiply their
+(at most 32 * 127 * 127), scaled by ``d_w * d_x``; the k-quants (Q2_K to Q6_K) multiply their
 sub-blocks' integer quants by the Q8_K-rounded column, then scale each sub-block (and take off
-Q4_K's and Q5_K's minimum); F16 and BF16 weights meet the column rounded to their type, F32
+Q2_K's, Q4_K's and Q5_K's minimum); F16 and BF16 weights meet the column rounded to their type, F32
 ones the column as it is. Only the order of the float32 sums differs from ggml's, as it does
 between any two of mlplug's backends.
 """
@@ -115,6 +115,47 @@ def _q5_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _k_sums(raw, x, torch.stack(evens, dim=-1), torch.stack(odds, dim=-1))
 
 
+def _q2_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sub-block ``k`` of 16: ``(d * sc_k) * q - dmin * m_k`` with ``sc_k``/``m_k`` the low/high
+    nibbles of byte ``k``. Value ``128h + 32j + l`` (``l < 32``) is bits ``2j`` of byte
+    ``16 + 32h + l``; sub-block ``k = 8h + 2j + l // 16``. ``x``: ``(nb, 256)``."""
+    m, nb = raw.shape[:2]
+    sc = raw[..., 0:16]
+    q = raw[..., 16:80].reshape(m, nb, 2, 32)
+    xs = x.view(nb, 2, 4, 2, 16)  # (h, j, l // 16, l mod 16)
+    dots = [
+        (((q >> (2 * j)) & 3).float().view(m, nb, 2, 2, 16) * xs[:, :, j]).sum(-1) for j in range(4)
+    ]  # each (M, nb, h, l // 16)
+    dot = torch.stack(dots, dim=3).reshape(m, nb, 16)  # sub-block 8h + 2j + l // 16
+    d = _half(raw, 80).unsqueeze(-1) * (sc & 0x0F).float()
+    mins = x.view(nb, 16, 16).sum(-1) * (_half(raw, 82).unsqueeze(-1) * (sc >> 4).float())
+    return (dot * d).sum(-1).sum(-1) - mins.sum(-1).sum(-1)
+
+
+def _q3_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sub-block ``k`` of 16: ``(d * (s_k - 32)) * q``, ``q = low - 4`` where bit
+    ``4h + j`` of byte ``l`` of the 32-byte mask is clear. ``low``: bits ``2j`` of byte
+    ``32 + 32h + l``, as Q2_K's; the sixteen 6-bit ``s_k`` take their low nibble from byte
+    ``96 + k mod 8`` (shifted by ``4 (k // 8)``) and their top two bits from byte
+    ``104 + k mod 4`` (shifted by ``2 (k // 4)``). ``x``: ``(nb, 256)``."""
+    m, nb = raw.shape[:2]
+    hm = raw[..., 0:32]
+    q = raw[..., 32:96].reshape(m, nb, 2, 32)
+    s, hs = raw[..., 96:104], raw[..., 104:108]
+    low = torch.cat([s & 0x0F, s >> 4], dim=-1)
+    high = torch.cat([hs & 3, (hs >> 2) & 3, (hs >> 4) & 3, (hs >> 6) & 3], dim=-1)
+    scales = (low | (high << 4)).float() - 32.0  # (M, nb, 16)
+    xs = x.view(nb, 2, 4, 2, 16)
+    dots = []
+    for h in range(2):
+        for j in range(4):
+            bits = ((hm >> (4 * h + j)) & 1).float()
+            v = ((q[:, :, h] >> (2 * j)) & 3).float() + 4.0 * bits - 4.0  # exact integers
+            dots.append((v.view(m, nb, 2, 16) * xs[:, h, j]).sum(-1))  # (M, nb, l // 16)
+    dot = torch.stack(dots, dim=2).reshape(m, nb, 16)
+    return (dot * (_half(raw, 108).unsqueeze(-1) * scales)).sum(-1).sum(-1)
+
+
 def _q6_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Group ``g`` of 16: ``(d * sc_g) * (q - 32)``. Value ``128h + 64j + 32u + i`` has its low
     four bits in nibble ``j`` of byte ``64h + 32u + i`` and its top two in bits ``2(2j + u)``
@@ -146,6 +187,8 @@ GEMV_TYPES: Final[dict[DType, bool]] = {
     DType.Q8_0: True,
     DType.Q4_0: True,
     DType.Q5_0: True,
+    DType.Q2_K: False,
+    DType.Q3_K: False,
     DType.Q4_K: False,
     DType.Q5_K: False,
     DType.Q6_K: False,
@@ -158,6 +201,8 @@ _EXPRESSIONS: Final[dict[DType, Callable[..., torch.Tensor]]] = {
     DType.Q8_0: _q8_0,
     DType.Q4_0: _q4_0,
     DType.Q5_0: _q5_0,
+    DType.Q2_K: _q2_k,
+    DType.Q3_K: _q3_k,
     DType.Q4_K: _q4_k,
     DType.Q5_K: _q5_k,
     DType.Q6_K: _q6_k,
