@@ -13,7 +13,8 @@ checks it, and keeps it (or turns every compiled kernel off if that fails).
 
 The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0 and Q5_0 take the column's Q8_0
 quants (:class:`.intdot.Column`) and form each block's integer dot product exactly in float32
-(at most 32 * 127 * 127), scaled by ``d_w * d_x``; the k-quants (Q2_K to Q6_K) multiply their
+(at most 32 * 127 * 127), scaled by ``d_w * d_x``; Q4_1 and Q5_1 meet the Q8_1-rounded column
+(``d * (q . x) + m * sum(x)`` per block); the k-quants (Q2_K to Q6_K) multiply their
 sub-blocks' integer quants by the Q8_K-rounded column, then scale each sub-block (and take off
 Q2_K's, Q4_K's and Q5_K's minimum); F16 and BF16 weights meet the column rounded to their type, F32
 ones the column as it is. Only the order of the float32 sums differs from ggml's, as it does
@@ -68,6 +69,22 @@ def _q5_0(
     fifth = bits.reshape(-1)[at].sum(-1).float()  # (M, nb)
     s = _nibble_dots(raw[..., 6:], qx) + 16.0 * fifth - 16.0 * qx.sum(-1)
     return (s * (_half(raw, 0) * dx)).sum(-1)
+
+
+def _q4_1(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Value ``d * q + m``, nibbles as Q4_0's from byte 4: per block ``d * (q . x) + m * sum(x)``
+    with the Q8_1-rounded column ``x`` ``(nb, 32)``."""
+    return (_half(raw, 0) * _nibble_dots(raw[..., 4:], x) + _half(raw, 2) * x.sum(-1)).sum(-1)
+
+
+def _q5_1(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """As Q4_1 with a fifth bit per value (bit ``j`` of the 32-bit word at bytes 4..7, added as
+    16) and the nibbles from byte 8."""
+    b = raw[..., 4:8].to(torch.int32)
+    word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16) | (b[..., 3] << 24)  # (M, nb)
+    bits = (word.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1  # (M, nb, 32)
+    dots = _nibble_dots(raw[..., 8:], x) + 16.0 * (bits.float() * x).sum(-1)
+    return (_half(raw, 0) * dots + _half(raw, 2) * x.sum(-1)).sum(-1)
 
 
 def _k_sums(
@@ -187,6 +204,8 @@ GEMV_TYPES: Final[dict[DType, bool]] = {
     DType.Q8_0: True,
     DType.Q4_0: True,
     DType.Q5_0: True,
+    DType.Q4_1: False,
+    DType.Q5_1: False,
     DType.Q2_K: False,
     DType.Q3_K: False,
     DType.Q4_K: False,
@@ -201,6 +220,8 @@ _EXPRESSIONS: Final[dict[DType, Callable[..., torch.Tensor]]] = {
     DType.Q8_0: _q8_0,
     DType.Q4_0: _q4_0,
     DType.Q5_0: _q5_0,
+    DType.Q4_1: _q4_1,
+    DType.Q5_1: _q5_1,
     DType.Q2_K: _q2_k,
     DType.Q3_K: _q3_k,
     DType.Q4_K: _q4_k,
