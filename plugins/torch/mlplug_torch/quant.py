@@ -3,10 +3,10 @@
 Raw blocks are held as ``uint8`` tensors of shape ``(..., n_blocks, bytes_per_block)``.
 Q8_0, Q4_0 and MXFP4 dequantise with torch ops on the tensor's device (the fast path of
 ``mulmat`` with quantised weights); the other types go through :mod:`mlplug.quants` on the
-host. :func:`decode_tile` also decodes the CPU weight tiles of ``mulmat`` (Q5_0, Q4_K, Q5_K,
-Q6_K, F16 and BF16 too) into a reused buffer. Quantising (``cast``/``cpy``/``set_rows`` into a
-quantised tensor) always uses :func:`mlplug.quants.quantize`, so the bytes are those of the
-other backends.
+host. :func:`decode_tile` also decodes the CPU weight tiles of ``mulmat`` (every type of
+:data:`TORCH_DECODED`: Q4_1, Q5_0, Q5_1, the k-quants, F16 and BF16 too) into a reused
+buffer. Quantising (``cast``/``cpy``/``set_rows`` into a quantised tensor) always uses
+:func:`mlplug.quants.quantize`, so the bytes are those of the other backends.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ _MXFP4_VALUES = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
 #: Types whose tiles torch decodes itself on the CPU: its elementwise ops run on every thread
 #: (numpy's on one), about 4x faster here; the values equal mlplug's decoders bit for bit.
 TORCH_DECODED = frozenset(
-    {DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.F16, DType.BF16}
+    (DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.F16, DType.BF16)
+    + (DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K)
 )
 
 #: Every byte value's eight bits as 0 or 16, float32 ``(256, 8)``: Q5_0's fifth bits by lookup.
@@ -145,30 +146,84 @@ def decode_tile(rows: torch.Tensor, dtype: DType, out: torch.Tensor | None = Non
         out = torch.empty((n, rows.shape[1] * per), dtype=torch.float32, device=rows.device)
     if dtype in (DType.F16, DType.BF16):
         return out.copy_(rows)
-    if dtype == DType.Q4_K:
-        _q4_k(rows, out)
-        return out
-    if dtype == DType.Q5_K:
-        _q5_k(rows, out)
-        return out
-    if dtype == DType.Q6_K:
-        _q6_k(rows, out)
+    super_blocks = _SUPER_BLOCKS.get(dtype)
+    if super_blocks is not None:
+        super_blocks(rows, out)
         return out
     blocks = out.view(n, rows.shape[1], 32)
     if dtype == DType.Q8_0:
         blocks.copy_(rows[..., 2:].view(torch.int8))
-    else:  # Q4_0: byte j holds value j (low nibble) and j + 16 (high); (q - 8) * d
-        at = 2 if dtype == DType.Q4_0 else 6
-        low, high = split_nibbles(rows)
-        blocks[..., :16] = low[..., at:]
-        blocks[..., 16:] = high[..., at:]
-        if dtype == DType.Q5_0:  # bit j of the word at bytes 2..5: value j's fifth; (q - 16) * d
-            fifth = F.embedding(rows[..., 2:6].long(), _FIFTH_BITS.to(rows.device))
-            blocks.add_(fifth.view(blocks.shape)).sub_(16.0)  # exact integers, as q was
-        else:
-            blocks.sub_(8.0)
+        blocks.mul_(_half(rows, 0))
+        return out
+    # byte j of the nibbles holds value j (low nibble) and j + 16 (high); Q5_0/Q5_1: bit j of
+    # a 32-bit word is value j's fifth; value (q - offset) * d, plus m for Q4_1/Q5_1
+    at, fifth_at, offset, has_min = _BLOCK32[dtype]
+    low, high = split_nibbles(rows)
+    blocks[..., :16] = low[..., at:]
+    blocks[..., 16:] = high[..., at:]
+    if fifth_at:
+        bytes4 = rows[..., fifth_at : fifth_at + 4].long()
+        blocks.add_(F.embedding(bytes4, _FIFTH_BITS.to(rows.device)).view(blocks.shape))
+    if offset:
+        blocks.sub_(offset)  # exact integers, as q was
     blocks.mul_(_half(rows, 0))
+    if has_min:
+        blocks.add_(_half(rows, 2))
     return out
+
+
+#: 32-value types: byte of the nibbles, byte of the fifth bits' word (0: none), the offset
+#: taken off the quants, and whether an f16 minimum at byte 2 is added.
+_BLOCK32 = {
+    DType.Q4_0: (2, 0, 8.0, False),
+    DType.Q5_0: (6, 2, 16.0, False),
+    DType.Q4_1: (4, 0, 0.0, True),
+    DType.Q5_1: (8, 4, 0.0, True),
+}
+
+
+def _q2_k(rows: torch.Tensor, out: torch.Tensor) -> None:
+    """Q2_K super-blocks: ``(d * sc) * q - dmin * m`` per sub-block of 16 (``sc``/``m`` the low
+    and high nibbles of bytes 0..15); value ``128h + 32j + l`` is bits ``2j`` of byte
+    ``16 + 32h + l``."""
+    n, nb = rows.shape[:2]
+    sc = rows[..., 0:16]
+    dl = (_half(rows, 80) * (sc & 0x0F).float()).unsqueeze(-1)  # (n, nb, 16, 1)
+    ml = (_half(rows, 82) * (sc >> 4).float()).unsqueeze(-1)
+    q = rows[..., 16:80].view(n, nb, 2, 32)
+    values = out.view(n, nb, 2, 4, 32)
+    for j in range(4):
+        values[:, :, :, j].copy_((q >> (2 * j)) & 3)
+    out.view(n, nb, 16, 16).mul_(dl).sub_(ml)
+
+
+def _q3_k(rows: torch.Tensor, out: torch.Tensor) -> None:
+    """Q3_K super-blocks: ``(d * (s - 32)) * q`` per sub-block of 16, ``q`` the two bits ``2j``
+    of byte ``32 + 32h + l`` minus 4 where bit ``4h + j`` of mask byte ``l`` is clear; the 6-bit
+    ``s`` are packed in bytes 96..107 (low nibbles, then pairs of top bits)."""
+    n, nb = rows.shape[:2]
+    s, hs = rows[..., 96:104], rows[..., 104:108]
+    low = torch.cat([s & 0x0F, s >> 4], dim=-1)
+    high = torch.cat([hs & 3, (hs >> 2) & 3, (hs >> 4) & 3, (hs >> 6) & 3], dim=-1)
+    dl = (_half(rows, 108) * ((low | (high << 4)).float() - 32.0)).unsqueeze(-1)
+    mask, q = rows[..., 0:32], rows[..., 32:96].view(n, nb, 2, 32)
+    values = out.view(n, nb, 2, 4, 32)
+    for h in range(2):
+        for j in range(4):
+            v = values[:, :, h, j]
+            v.copy_((q[:, :, h] >> (2 * j)) & 3)
+            v.add_((mask >> (4 * h + j)) & 1, alpha=4).sub_(4.0)  # exact integers
+    out.view(n, nb, 16, 16).mul_(dl)
+
+
+#: The k-quants' tile decoders (super-blocks of 256 values).
+_SUPER_BLOCKS = {
+    DType.Q2_K: _q2_k,
+    DType.Q3_K: _q3_k,
+    DType.Q4_K: _q4_k,
+    DType.Q5_K: _q5_k,
+    DType.Q6_K: _q6_k,
+}
 
 
 #: ``(low nibble, high nibble)`` E2M1 values of every byte value 0..255.

@@ -88,7 +88,8 @@ def test_tiles_torch_decodes_equal_the_core_decoders_bit_for_bit(dtype: DType) -
     k, rows = 512, 70
     tr = TRAITS[dtype]
     raw = rng.integers(0, 256, (rows, k // tr.block_size * tr.type_size), dtype=np.uint8)
-    at = 208 if dtype == DType.Q6_K else 0  # where the first block's f16 scale (or value) is
+    # where the first block's f16 scale (or value) is
+    at = {DType.Q6_K: 208, DType.Q2_K: 80, DType.Q3_K: 108}.get(dtype, 0)
     raw[0, at : at + 2] = (0x80, 0x7F) if dtype == DType.BF16 else (0x00, 0x7C)  # +inf
     want = decode_rows(raw, dtype, k)
     blocks = torch.from_numpy(raw)

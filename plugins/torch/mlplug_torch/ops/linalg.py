@@ -5,7 +5,7 @@ groups of the right operand's (grouped-query layout) by folding each group into 
 dimension, without materialising repeated weights. An F16 left operand rounds the right
 operand to f16 first, as ggml's CPU does. On the CPU (not while tracing), a weight in a block
 or half type stays in its encoding: the product decodes a tile of rows at a time (the spans of
-:func:`mlplug.plugin_api.tile_spans`; Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, F16 and BF16 with torch
+:func:`mlplug.plugin_api.tile_spans`; the types of :data:`..quant.TORCH_DECODED` with torch
 ops, the other types with :func:`mlplug.plugin_api.row_tiles`) and multiplies each tile with
 ``torch.mm``; one F32 column against Q8_0, Q4_0 or Q5_0 (a decode step) is taken in integers
 instead (:mod:`.intdot`). Otherwise quantised operands are dequantised whole, on the device
@@ -126,7 +126,7 @@ def _tiled(ctx: TorchContext, a: Tensor) -> bool:
     return (
         a.ne[2] == 1
         and a.ne[3] == 1
-        and a.dtype in FAST_DECODE_TYPES
+        and (a.dtype in FAST_DECODE_TYPES or a.dtype in TORCH_DECODED)
         and not ctx.tracing
         and ctx.device.type == "cpu"
     )
