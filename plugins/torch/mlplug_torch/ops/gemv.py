@@ -11,7 +11,7 @@ Each weight type has its expression here; the backend's :class:`.compiled.Compil
 compiles one kernel per (type, rows, columns) the first time a product of that shape runs,
 checks it, and keeps it (or turns every compiled kernel off if that fails).
 
-The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0 and Q5_0 take the column's Q8_0
+The numerics are ggml's CPU's, as the eager paths': Q8_0, Q4_0, Q5_0, MXFP4 take the column's Q8_0
 quants (:class:`.intdot.Column`) and form each block's integer dot product exactly in float32
 (at most 32 * 127 * 127), scaled by ``d_w * d_x``; Q4_1 and Q5_1 meet the Q8_1-rounded column
 (``d * (q . x) + m * sum(x)`` per block); the k-quants (Q2_K to Q6_K) multiply their
@@ -69,6 +69,27 @@ def _q5_0(
     fifth = bits.reshape(-1)[at].sum(-1).float()  # (M, nb)
     s = _nibble_dots(raw[..., 6:], qx) + 16.0 * fifth - 16.0 * qx.sum(-1)
     return (s * (_half(raw, 0) * dx)).sum(-1)
+
+
+def _e2m1(codes: torch.Tensor) -> torch.Tensor:
+    """MXFP4's 4-bit E2M1 codes -> their values doubled, as int32: magnitude code ``m`` (the
+    low 3 bits) is 0, 1, 2, 3, 4, 6, 8, 12, and bit 3 the sign."""
+    c = codes.to(torch.int32)
+    m = c & 7
+    v = torch.where(m < 4, m, (2 + (m & 1)) << ((m >> 1) - 1))
+    return torch.where(c >= 8, -v, v)
+
+
+def _mxfp4(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Byte 0: the e8m0 exponent (ggml's half scale ``2^(e - 128)``, built from its bits);
+    bytes 1..16: E2M1 codes, value ``j`` the low nibble of byte ``j``, ``j + 16`` the high.
+    Each block's integer dot with the column's Q8_0 quants, times both scales."""
+    e = raw[..., 0].to(torch.int32)
+    small = torch.full_like(e, 0x00200000) << e  # e < 2: a subnormal's bits
+    scale = torch.where(e < 2, small, (e - 1) << 23).view(torch.float32)
+    q = raw[..., 1:]
+    s = (_e2m1(q & 0x0F).float() * qx[:, :16] + _e2m1(q >> 4).float() * qx[:, 16:]).sum(-1)
+    return (s * (scale * dx)).sum(-1)
 
 
 def _q4_1(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -204,6 +225,7 @@ GEMV_TYPES: Final[dict[DType, bool]] = {
     DType.Q8_0: True,
     DType.Q4_0: True,
     DType.Q5_0: True,
+    DType.MXFP4: True,
     DType.Q4_1: False,
     DType.Q5_1: False,
     DType.Q2_K: False,
@@ -220,6 +242,7 @@ _EXPRESSIONS: Final[dict[DType, Callable[..., torch.Tensor]]] = {
     DType.Q8_0: _q8_0,
     DType.Q4_0: _q4_0,
     DType.Q5_0: _q5_0,
+    DType.MXFP4: _mxfp4,
     DType.Q4_1: _q4_1,
     DType.Q5_1: _q5_1,
     DType.Q2_K: _q2_k,
