@@ -4,7 +4,7 @@ Raw blocks are held as ``uint8`` tensors of shape ``(..., n_blocks, bytes_per_bl
 Q8_0, Q4_0 and MXFP4 dequantise with torch ops on the tensor's device (the fast path of
 ``mulmat`` with quantised weights); the other types go through :mod:`mlplug.quants` on the
 host. :func:`decode_tile` also decodes the CPU weight tiles of ``mulmat`` (every type of
-:data:`TORCH_DECODED`: Q4_1, Q5_0, Q5_1, the k-quants, F16 and BF16 too) into a reused
+:data:`TORCH_DECODED`: Q4_1, Q5_0, Q5_1, MXFP4, the k-quants, F16 and BF16 too) into a reused
 buffer. Quantising (``cast``/``cpy``/``set_rows`` into a quantised tensor) always uses
 :func:`mlplug.quants.quantize`, so the bytes are those of the other backends.
 """
@@ -36,8 +36,8 @@ _MXFP4_VALUES = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
 #: Types whose tiles torch decodes itself on the CPU: its elementwise ops run on every thread
 #: (numpy's on one), about 4x faster here; the values equal mlplug's decoders bit for bit.
 TORCH_DECODED = frozenset(
-    (DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.F16, DType.BF16)
-    + (DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K)
+    (DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.MXFP4, DType.F16)
+    + (DType.BF16, DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K)
 )
 
 #: Every byte value's eight bits as 0 or 16, float32 ``(256, 8)``: Q5_0's fifth bits by lookup.
@@ -146,6 +146,8 @@ def decode_tile(rows: torch.Tensor, dtype: DType, out: torch.Tensor | None = Non
         out = torch.empty((n, rows.shape[1] * per), dtype=torch.float32, device=rows.device)
     if dtype in (DType.F16, DType.BF16):
         return out.copy_(rows)
+    if dtype == DType.MXFP4:
+        return out.copy_(_mxfp4(rows).view(n, -1))
     super_blocks = _SUPER_BLOCKS.get(dtype)
     if super_blocks is not None:
         super_blocks(rows, out)
