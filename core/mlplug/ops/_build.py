@@ -11,7 +11,6 @@ from ..errors import DTypeError, GraphError, ShapeError
 from .records import NO_PARAMS, OpParams
 
 if TYPE_CHECKING:
-    from ..backend import Backend
     from ..context import Context
     from ..tensor import Tensor
 
@@ -39,7 +38,7 @@ def node(
     nb2 = nb1 * n1
     nb = (nb0, nb1, nb2, nb2 * n2)
     t = tensor_class()(ctx, dtype, shape, nb, op, srcs, params)
-    _check_node(ctx.backend, t)
+    ctx.backend.check_node(t)
     return t
 
 
@@ -56,7 +55,7 @@ def inplace(
     _check_ctx(ctx, srcs, op)
     root = a.view_src if a.view_src is not None else a
     t = tensor_class()(ctx, a.dtype, a.ne, a.nb, op, srcs, params, root, a.view_offs)
-    _check_node(ctx.backend, t)
+    ctx.backend.check_node(t)
     return t
 
 
@@ -84,14 +83,8 @@ def view(
         a.view_src if a.view_src is not None else a,
         a.view_offs + offs,
     )
-    _check_node(ctx.backend, t)
+    ctx.backend.check_node(t)
     return t
-
-
-def _check_node(backend: Backend, t: Tensor) -> None:
-    # Backend.check_node's test, with its call (and the error's making) only on failure.
-    if t.op not in backend.kernels or backend.hook_unsupported_reason(t) is not None:
-        backend.check_node(t)
 
 
 def _check_ctx(ctx: Context, srcs: tuple[Tensor, ...], op: str) -> None:

@@ -92,16 +92,41 @@ def _q5_k(rows: torch.Tensor, out: torch.Tensor) -> None:
 _SUB_BLOCK_BITS = torch.arange(8, dtype=torch.uint8).view(8, 1)
 
 
+def k_scales_mins(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eight 6-bit scales and mins of Q4_K/Q5_K super-blocks (bytes 4..15), each uint8
+    ``(..., 8)``: low six bits of bytes 0..3 / 4..7, then nibbles of bytes 8..11 topped with the
+    two high bits of bytes 0..3 / 4..7."""
+    s = blocks[..., 4:16]
+    lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
+    sc = torch.cat([lo & 0x3F, (mix & 0x0F) | ((lo >> 2) & 0x30)], dim=-1)
+    mn = torch.cat([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], dim=-1)
+    return sc, mn
+
+
+def q3_k_scales(blocks: torch.Tensor) -> torch.Tensor:
+    """The sixteen signed scales of Q3_K super-blocks as float32 ``(..., 16)``: scale ``k``'s low
+    nibble from byte ``96 + k mod 8`` (shifted by ``4 (k // 8)``), its top two bits from byte
+    ``104 + k mod 4`` (shifted by ``2 (k // 4)``), minus 32."""
+    s, hs = blocks[..., 96:104], blocks[..., 104:108]
+    low = torch.cat([s & 0x0F, s >> 4], dim=-1)
+    high = torch.cat([hs & 3, (hs >> 2) & 3, (hs >> 4) & 3, (hs >> 6) & 3], dim=-1)
+    return (low | (high << 4)).float() - 32.0
+
+
+def e8m0_half(e: torch.Tensor) -> torch.Tensor:
+    """MXFP4's e8m0 exponents (int32) -> ggml's half scale ``2^(e - 128)`` as float32, built
+    from its bits (a subnormal below ``e = 2``)."""
+    small = torch.bitwise_left_shift(torch.full_like(e, 0x00200000), e)
+    return torch.where(e < 2, small, (e - 1) << 23).view(torch.float32)
+
+
 def _k_values(
     rows: torch.Tensor, out: torch.Tensor, at: int, fifth: torch.Tensor | None = None
 ) -> None:
     """``(d * sc) * q - dmin * mn`` per sub-block of 32 of Q4_K/Q5_K super-blocks, ``q`` the
     nibbles at byte ``at`` (plus 16 times ``fifth``, ``(n, nb, 8, 32)``, when given)."""
     n, nb = rows.shape[:2]
-    s = rows[..., 4:16]
-    lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
-    sc = torch.cat([lo & 0x3F, (mix & 0x0F) | ((lo >> 2) & 0x30)], dim=-1)
-    mn = torch.cat([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], dim=-1)
+    sc, mn = k_scales_mins(rows)
     d = (_half(rows, 0) * sc.float()).unsqueeze(-1)  # (n, nb, 8, 1)
     dm = (_half(rows, 2) * mn.float()).unsqueeze(-1)
     low, high = split_nibbles(rows)
@@ -204,10 +229,7 @@ def _q3_k(rows: torch.Tensor, out: torch.Tensor) -> None:
     of byte ``32 + 32h + l`` minus 4 where bit ``4h + j`` of mask byte ``l`` is clear; the 6-bit
     ``s`` are packed in bytes 96..107 (low nibbles, then pairs of top bits)."""
     n, nb = rows.shape[:2]
-    s, hs = rows[..., 96:104], rows[..., 104:108]
-    low = torch.cat([s & 0x0F, s >> 4], dim=-1)
-    high = torch.cat([hs & 3, (hs >> 2) & 3, (hs >> 4) & 3, (hs >> 6) & 3], dim=-1)
-    dl = (_half(rows, 108) * ((low | (high << 4)).float() - 32.0)).unsqueeze(-1)
+    dl = (_half(rows, 108) * q3_k_scales(rows)).unsqueeze(-1)
     mask, q = rows[..., 0:32], rows[..., 32:96].view(n, nb, 2, 32)
     values = out.view(n, nb, 2, 4, 32)
     for h in range(2):
@@ -233,9 +255,7 @@ _MXFP4_PAIRS = [[float(_MXFP4_VALUES[b & 0x0F]), float(_MXFP4_VALUES[b >> 4])] f
 
 
 def _mxfp4(raw: torch.Tensor) -> torch.Tensor:
-    e = raw[..., :1].to(torch.int32)
-    small = torch.bitwise_left_shift(torch.full_like(e, 0x00200000), e)
-    d = torch.where(e < 2, small, (e - 1) << 23).view(torch.float32)  # 2^(e-128), e8m0 "half"
+    d = e8m0_half(raw[..., :1].to(torch.int32))
     qs = raw[..., 1:]
     table = torch.tensor(_MXFP4_PAIRS, dtype=torch.float32, device=raw.device)
     pairs = F.embedding(qs.int(), table)  # (..., 16, 2)

@@ -30,6 +30,7 @@ import torch
 
 from mlplug.plugin_api import DType
 
+from ..quant import e8m0_half, k_scales_mins, q3_k_scales
 from .compiled import CompiledKernels, Kernel
 
 __all__ = ["GEMV_TYPES", "kernel_of"]
@@ -84,9 +85,7 @@ def _mxfp4(raw: torch.Tensor, qx: torch.Tensor, dx: torch.Tensor) -> torch.Tenso
     """Byte 0: the e8m0 exponent (ggml's half scale ``2^(e - 128)``, built from its bits);
     bytes 1..16: E2M1 codes, value ``j`` the low nibble of byte ``j``, ``j + 16`` the high.
     Each block's integer dot with the column's Q8_0 quants, times both scales."""
-    e = raw[..., 0].to(torch.int32)
-    small = torch.full_like(e, 0x00200000) << e  # e < 2: a subnormal's bits
-    scale = torch.where(e < 2, small, (e - 1) << 23).view(torch.float32)
+    scale = e8m0_half(raw[..., 0].to(torch.int32))
     q = raw[..., 1:]
     s = (_e2m1(q & 0x0F).float() * qx[:, :16] + _e2m1(q >> 4).float() * qx[:, 16:]).sum(-1)
     return (s * (scale * dx)).sum(-1)
@@ -115,13 +114,10 @@ def _k_sums(
     ``odd`` (1, 3, 5, 7), each ``(M, nb, 4)``: ``sum_j (d * sc_j) * dot_j - dmin * m_j * sum_j x``
     with the six-bit scales and mins of bytes 4..15."""
     m, nb = raw.shape[:2]
-    s = raw[..., 4:16]
-    lo, hi, mix = s[..., 0:4], s[..., 4:8], s[..., 8:12]
-    sc = torch.cat([lo & 0x3F, (mix & 0x0F) | ((lo >> 2) & 0x30)], dim=-1).float()
-    mn = torch.cat([hi & 0x3F, (mix >> 4) | ((hi >> 2) & 0x30)], dim=-1).float()
-    d = (_half(raw, 0).unsqueeze(-1) * sc).view(m, nb, 4, 2)
+    sc, mn = k_scales_mins(raw)
+    d = (_half(raw, 0).unsqueeze(-1) * sc.float()).view(m, nb, 4, 2)
     scaled = even * d[..., 0] + odd * d[..., 1]
-    mins = x.view(nb, 8, 32).sum(-1) * (_half(raw, 2).unsqueeze(-1) * mn)  # (M, nb, 8)
+    mins = x.view(nb, 8, 32).sum(-1) * (_half(raw, 2).unsqueeze(-1) * mn.float())  # (M, nb, 8)
     return scaled.sum(-1).sum(-1) - mins.sum(-1).sum(-1)
 
 
@@ -171,18 +167,13 @@ def _q2_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _q3_k(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Sub-block ``k`` of 16: ``(d * (s_k - 32)) * q``, ``q = low - 4`` where bit
-    ``4h + j`` of byte ``l`` of the 32-byte mask is clear. ``low``: bits ``2j`` of byte
-    ``32 + 32h + l``, as Q2_K's; the sixteen 6-bit ``s_k`` take their low nibble from byte
-    ``96 + k mod 8`` (shifted by ``4 (k // 8)``) and their top two bits from byte
-    ``104 + k mod 4`` (shifted by ``2 (k // 4)``). ``x``: ``(nb, 256)``."""
+    """Sub-block ``k`` of 16: ``(d * s_k) * q`` (``s_k``: :func:`..quant.q3_k_scales`),
+    ``q = low - 4`` where bit ``4h + j`` of byte ``l`` of the 32-byte mask is clear; ``low``:
+    bits ``2j`` of byte ``32 + 32h + l``, as Q2_K's. ``x``: ``(nb, 256)``."""
     m, nb = raw.shape[:2]
     hm = raw[..., 0:32]
     q = raw[..., 32:96].reshape(m, nb, 2, 32)
-    s, hs = raw[..., 96:104], raw[..., 104:108]
-    low = torch.cat([s & 0x0F, s >> 4], dim=-1)
-    high = torch.cat([hs & 3, (hs >> 2) & 3, (hs >> 4) & 3, (hs >> 6) & 3], dim=-1)
-    scales = (low | (high << 4)).float() - 32.0  # (M, nb, 16)
+    scales = q3_k_scales(raw)  # (M, nb, 16)
     xs = x.view(nb, 2, 4, 2, 16)
     dots = []
     for h in range(2):
