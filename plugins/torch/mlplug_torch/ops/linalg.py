@@ -158,15 +158,17 @@ def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tenso
     raw = ctx.arr(a)[0, 0]
     b3, b2, n, k = bv.shape
     m = a.ne[1]
-    out = torch.empty((b3, b2, n, m), dtype=torch.float32)
     x = bv[0, 0] if b3 == 1 and b2 == 1 else bv
-    res = out[0, 0] if x.dim() == 2 else out
     tiles: Iterator[tuple[int, torch.Tensor]]
     if a.dtype in TORCH_DECODED:
         # Wide tiles even for one column: torch's threads split a bigger op better (the
         # Gemma 3 output product: 74 -> 47 ms), and a row's sum does not depend on its tile.
         spans = list(tile_spans(m, k, columns=n, tile_bytes=WIDE_TILE_BYTES))
         buf = _scratch(ctx, max(r for _, r in spans) * k).view(-1, k)
+        if len(spans) == 1 and x.dim() == 2:
+            # one tile: the product is the result, adopted as the node's storage uncopied
+            # (Gemma 3's prompt copied 230 MB of products into their outputs before)
+            return gemm(ctx, x, decode_tile(raw, a.dtype, buf[:m])).view(1, 1, n, m)
         tiles = ((r0, decode_tile(raw[r0 : r0 + rows], a.dtype, buf[:rows])) for r0, rows in spans)
     else:
         host = (raw if raw.dtype == torch.uint8 else raw.view(torch.uint8)).numpy()
@@ -174,6 +176,8 @@ def _mulmat_tiled(ctx: TorchContext, a: Tensor, bv: torch.Tensor) -> torch.Tenso
             (r0, torch.from_numpy(t))
             for r0, t in row_tiles(host, a.dtype, k, columns=n, reuse=True)
         )
+    out = torch.empty((b3, b2, n, m), dtype=torch.float32)
+    res = out[0, 0] if x.dim() == 2 else out
     for r0, tile in tiles:
         dest = res[..., r0 : r0 + tile.shape[0]]
         dest[...] = gemm(ctx, x, tile) if x.dim() == 2 else torch.matmul(x, tile.t())
