@@ -206,3 +206,30 @@ def test_table_activations_compile_bit_for_bit(kind: str) -> None:
         assert len(cases) >= 20
         failed = {c.id: o.error for c in cases if (o := run_case(be, c)).status != "pass"}
         assert not failed
+
+
+@pytest.mark.slow
+@needs_compiler
+@pytest.mark.parametrize("kind", ["q8_0", "q8_k", "f16", "bf16"])
+def test_activation_roundings_compile_bit_for_bit(kind: str) -> None:
+    """A prompt's activations rounded to a weight's dot type (Q8_0, Q8_K, F16, BF16) through one
+    compiled kernel (symbolic sizes, casts rounded as eagerly): equal to the torch ops bit for
+    bit at two sizes, with zero blocks, ties of magnitude, infinities, NaN and subnormals."""
+    import torch
+
+    from mlplug_torch.context import TorchContext
+    from mlplug_torch.ops.linalg import _HOST_ROUNDING, _ROUNDINGS, _rounded
+
+    gen = torch.Generator().manual_seed(1)
+    with TorchBackend(None, device="cpu", fused_gemv=True) as be, be.new_context() as ctx:
+        assert isinstance(ctx, TorchContext)
+        for rows, k in ((80, 256), (37, 2048)):
+            x = 3 * torch.randn(rows, k, generator=gen) * torch.rand(rows, 1, generator=gen)
+            assert x.numel() > _HOST_ROUNDING
+            x[0, :256] = 0.0
+            x[1, 7] = -x[1, :256].abs().max()  # a tie: the first of largest magnitude wins
+            x[2, 3], x[3, 300 % k], x[4, 9] = float("inf"), float("nan"), -float("inf")
+            x[5] *= 1e-38
+            got, want = _rounded(ctx, x, kind), _ROUNDINGS[kind](x)
+            assert torch.equal(got.nan_to_num(7.0, 8.0, 9.0), want.nan_to_num(7.0, 8.0, 9.0))
+        assert ("round", kind) in be.compiled.compiled_keys()

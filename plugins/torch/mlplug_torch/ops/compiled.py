@@ -78,18 +78,24 @@ class CompiledKernels:
         *,
         dynamic: bool = False,
         atol: Callable[..., float] | None = None,
+        exact: bool = False,
     ) -> Kernel | None:
         """The kernel of ``expression`` for ``key``, or None where its compilation failed. On
         first use it is compiled for ``operands()`` (called only then; every size symbolic if
         ``dynamic``), and its result on them must match the eager expression's within 1e-4
-        relative, or absolute 1e-5 of the largest value, or ``atol(*operands())`` when given."""
+        relative, or absolute 1e-5 of the largest value, or ``atol(*operands())`` when given.
+
+        With ``exact``, every cast to a narrower float type rounds as it does eagerly
+        (inductor's ``emulate_precision_casts``; by default it may keep a fused intermediate
+        in float32) and the result must equal the eager one bit for bit (NaN for NaN)."""
         try:
             return self._kernels[key]
         except KeyError:
             pass
         with self._lock:
             if key not in self._kernels:
-                self._kernels[key] = self._compile(key, expression, operands(), dynamic, atol)
+                args = operands()
+                self._kernels[key] = self._compile(key, expression, args, dynamic, atol, exact)
         return self._kernels[key]
 
     def ready(self, key: Hashable) -> Kernel | None:
@@ -103,10 +109,12 @@ class CompiledKernels:
         args: tuple[torch.Tensor, ...],
         dynamic: bool,
         atol: Callable[..., float] | None,
+        exact: bool = False,
     ) -> Kernel | None:
         """Compile the kernel and check it once against the expression run eagerly. Any
         failure (no C++ compiler, a mismatch) turns every compiled kernel of this backend
         off, with one logged warning: the eager paths are the fallback."""
+        from torch._inductor import config as inductor_config
         from torch.fx.experimental.proxy_tensor import make_fx
 
         _log.info("compiling the decode kernel %s", key)
@@ -122,16 +130,9 @@ class CompiledKernels:
             else:
                 graph = make_fx(expression)(*args)
                 inputs = list(args)
-            compiled: Kernel = torch._inductor.compile(graph, inputs)
-            got, want = compiled(*args), expression(*args)
-            if atol is None:
-                gap = 1e-5 * float(want.abs().nan_to_num(0.0, 0.0, 0.0).max()) + 1e-30
-            else:
-                gap = atol(*args)
-            if not torch.allclose(got, want, rtol=1e-4, atol=gap, equal_nan=True):
-                gap = float((got - want).abs().nan_to_num(0.0).max())
-                msg = f"the compiled result differs from the eager one by up to {gap:.3g}"
-                raise ArithmeticError(msg)
+            with inductor_config.patch(emulate_precision_casts=exact):
+                compiled: Kernel = torch._inductor.compile(graph, inputs)
+            _check(compiled(*args), expression(*args), args, atol, exact)
         except Exception as exc:  # any failure means "run eagerly"
             self.min_bytes = None
             _log.warning(
@@ -154,3 +155,30 @@ class CompiledKernels:
     def __len__(self) -> int:
         """The number of compiled kernels."""
         return sum(k is not None for k in self._kernels.values())
+
+
+def _check(
+    got: torch.Tensor,
+    want: torch.Tensor,
+    args: tuple[torch.Tensor, ...],
+    atol: Callable[..., float] | None,
+    exact: bool,
+) -> None:
+    """Raise ArithmeticError where a compiled result is not the eager one: bit for bit (NaN
+    matching NaN) if ``exact``, else within :meth:`CompiledKernels.kernel`'s tolerance."""
+    if exact:
+        same = got.shape == want.shape and bool(
+            ((got == want) | (got.isnan() & want.isnan())).all()
+        )
+        if not same:
+            msg = "the compiled result is not the eager one bit for bit"
+            raise ArithmeticError(msg)
+        return
+    if atol is None:
+        gap = 1e-5 * float(want.abs().nan_to_num(0.0, 0.0, 0.0).max()) + 1e-30
+    else:
+        gap = atol(*args)
+    if not torch.allclose(got, want, rtol=1e-4, atol=gap, equal_nan=True):
+        gap = float((got - want).abs().nan_to_num(0.0).max())
+        msg = f"the compiled result differs from the eager one by up to {gap:.3g}"
+        raise ArithmeticError(msg)

@@ -104,13 +104,25 @@ def _right(ctx: TorchContext, a: Tensor, b: Tensor) -> torch.Tensor:
 
 def _rounded(ctx: TorchContext, x: torch.Tensor, kind: str) -> torch.Tensor:
     """``x`` rounded as ``kind`` names; one CPU column (a decode step's) through core's numpy
-    rounding, whose per-call cost is about half torch's (Q8_K of 1024 values: 16 vs 29 us)."""
+    rounding, whose per-call cost is about half torch's (Q8_K of 1024 values: 16 vs 29 us);
+    a prompt's activations through one compiled kernel where compiled kernels are on."""
     if x.device.type == "cpu" and not ctx.tracing and x.numel() <= _HOST_ROUNDING:
         return torch.from_numpy(DOT_ROUNDINGS[kind](x.numpy()))
+    kernels = ctx.backend.compiled
+    if not ctx.tracing and x.is_contiguous() and kernels.wants(4 * x.numel()):
+        flat = x.reshape(-1)  # blocks of 32 or 256 never straddle rows (K is their multiple)
+        kernel = kernels.kernel(
+            ("round", kind), _ROUNDINGS[kind], lambda: (flat,), dynamic=True, exact=True
+        )
+        if kernel is not None:
+            return kernel(flat).view(x.shape)
     return _ROUNDINGS[kind](x)
 
 
-#: Values from which a CPU operand is rounded with torch ops (its threads), not numpy.
+#: Values from which a CPU operand is rounded with torch ops (its threads), not numpy. From
+#: there (and the compiled kernels' threshold) the rounding is one compiled loop, equal to the
+#: torch ops bit for bit (casts to f16 rounded as eagerly): about 3x faster, Gemma 3's prompt
+#: rounded its activations through Q8_0 and Q8_K in 69 ms eagerly.
 _HOST_ROUNDING = 16384
 
 
