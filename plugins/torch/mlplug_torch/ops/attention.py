@@ -77,7 +77,9 @@ def _per_head(
     out = [
         gemm(ctx, xs[i], ws[i].t().contiguous() if transpose_w else ws[i]) for i in range(len(xs))
     ]
-    return torch.stack(out).reshape(*lead, *out[0].shape)
+    # one KV head (Gemma 3 270M): its product is the result, not copied into a stack
+    whole = out[0] if len(out) == 1 else torch.stack(out)
+    return whole.reshape(*lead, *out[0].shape)
 
 
 #: Query rows (per KV head) from which attention's products run head by head through oneDNN.
