@@ -20,8 +20,12 @@ The model file is ``--model``, else ``$MLPLUG_GEMMA3_GGUF``, else the tests' cac
 
 Usage::
 
-    python benchmarks/gemma_vs_llamacpp.py [--backend B]... [--prompt 128] [-n 16]
+    python benchmarks/gemma_vs_llamacpp.py [--backend B[+f32]]... [--prompt 128] [-n 16]
         [--repeat 3] [--in-process] [--json]
+
+An engine ``--backend NAME+f32`` is backend NAME with ``BackendParams(dequantize="f32")``: float32
+copies of the block-encoded weights made once at load (more memory; see docs/linalg.md), next
+to NAME computing with the blocks where they lie.
 
 Agreement with llama.cpp (logits and greedy tokens) is ``gemma_logits_vs_llamacpp.py``.
 """
@@ -107,9 +111,12 @@ import json, sys
 import mlplug as ml
 from mlplug.models import load_model
 
-path, backend, n_ctx, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+path, engine, n_ctx, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+backend, _, dequantize = engine.partition("+")
 try:
-    params = ml.BackendParams(alloc_memory=True, num_threads=threads)
+    params = ml.BackendParams(
+        alloc_memory=True, num_threads=threads, dequantize=dequantize or None
+    )
     be = ml.new_backend(path, params, backend=backend)
     be.load()
     model = load_model(be, num_ctx=n_ctx)
@@ -237,13 +244,15 @@ def installed_backends() -> list[str]:
 
 
 def open_mlplug(path: Path, backend: str, n_ctx: int) -> tuple[Any, Any]:
-    """Load the file on ``backend`` (2 threads) with an f16 KV cache of ``n_ctx`` positions."""
+    """Load the file on ``backend`` (2 threads) with an f16 KV cache of ``n_ctx`` positions;
+    ``NAME+f32`` is backend NAME keeping float32 copies of block-encoded weights, made at load
+    (``BackendParams.dequantize``)."""
     import mlplug as ml
     from mlplug.models import load_model
 
-    be = ml.new_backend(
-        str(path), ml.BackendParams(alloc_memory=True, num_threads=THREADS), backend=backend
-    )
+    name, _, dequantize = backend.partition("+")
+    params = ml.BackendParams(alloc_memory=True, num_threads=THREADS, dequantize=dequantize or None)
+    be = ml.new_backend(str(path), params, backend=name)
     be.load()
     return be, load_model(be, num_ctx=n_ctx)
 
@@ -320,13 +329,13 @@ def print_table(report: dict[str, Any]) -> None:
     )
     ref = report["engines"]["llama.cpp"]
     print(
-        f"{'engine':<10} {'prompt tok/s':>12} {'x llama.cpp':>11} {'decode tok/s':>12} "
+        f"{'engine':<13} {'prompt tok/s':>12} {'x llama.cpp':>11} {'decode tok/s':>12} "
         f"{'x llama.cpp':>11}"
     )
     for name, v in report["engines"].items():
         p, d = v["prompt_tokens_per_s"], v["decode_tokens_per_s"]
         print(
-            f"{name:<10} {p:>12.2f} {p / ref['prompt_tokens_per_s']:>11.3f} {d:>12.2f} "
+            f"{name:<13} {p:>12.2f} {p / ref['prompt_tokens_per_s']:>11.3f} {d:>12.2f} "
             f"{d / ref['decode_tokens_per_s']:>11.3f}"
         )
 

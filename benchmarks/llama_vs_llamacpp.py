@@ -11,7 +11,7 @@ once and reused when ``--dir`` is given).
 Usage::
 
     python benchmarks/llama_vs_llamacpp.py [--type f32|f16|q8_0]... [--no-gemma]
-        [--backend B]... [--prompt 512] [-n 64] [--repeat 3] [--dir D] [--in-process]
+        [--backend B[+f32]]... [--prompt 512] [-n 64] [--repeat 3] [--dir D] [--in-process]
         [--json]
 
 Set ``MLPLUG_GGML_LIB`` to run the ggml plugin on another ggml build (llama-cpp-python's own,
@@ -49,7 +49,7 @@ def ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 def print_table(results: dict[str, dict[str, Any]]) -> None:
     """Print one row per (file, backend): tokens/s and the ratio to llama.cpp."""
     print(
-        f"{'model':<14} {'engine':<10} {'prompt tok/s':>12} {'x llama.cpp':>11} "
+        f"{'model':<14} {'engine':<13} {'prompt tok/s':>12} {'x llama.cpp':>11} "
         f"{'decode tok/s':>12} {'x llama.cpp':>11}"
     )
     for label, report in results.items():
@@ -57,7 +57,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         for name, v in report["engines"].items():
             p, d = v["prompt_tokens_per_s"], v["decode_tokens_per_s"]
             print(
-                f"{label:<14} {name:<10} {p:>12.1f} {p / ref['prompt_tokens_per_s']:>11.3f} "
+                f"{label:<14} {name:<13} {p:>12.1f} {p / ref['prompt_tokens_per_s']:>11.3f} "
                 f"{d:>12.1f} {d / ref['decode_tokens_per_s']:>11.3f}"
             )
 
