@@ -57,7 +57,8 @@ class Context(ABC):
         self._max_nodes = max_nodes
         self._shared = _Shared()
         self._graph: list[Tensor] = []
-        self._in_graph: set[int] = set()
+        #: The tensors of :attr:`_graph` (identity hashing: a Tensor defines no ``__eq__``).
+        self._in_graph: set[Tensor] = set()
         self._n_ops = 0
         self._batch_size = 0
         self.layer_index = -1
@@ -316,7 +317,7 @@ class Context(ABC):
 
     def _add(self, root: Tensor) -> None:
         in_graph = self._in_graph
-        if id(root) in in_graph:
+        if root in in_graph:
             return
         if root.ctx.backend is not self.backend:
             msg = (
@@ -331,13 +332,13 @@ class Context(ABC):
         while stack:
             t = stack[-1]
             for s in t.src:
-                if id(s) not in in_graph:
+                if s not in in_graph:
                     push(s)
                     break
             else:
                 # Every source is in, so t was pushed once and is not in yet (no cycles).
                 pop()
-                mark(id(t))
+                mark(t)
                 append(t)
                 if t.op != LEAF:
                     n_ops += 1
