@@ -189,10 +189,10 @@ class TensorBase:
 
     def is_contiguous(self) -> bool:
         """Whether strides equal the fresh-tensor strides (size-1 dims ignored)."""
-        tr = TRAITS[self.dtype]
-        (n0, n1, n2, n3), (nb0, nb1, nb2, nb3) = self.ne, self.nb
-        if nb0 != tr.type_size and n0 != tr.block_size:
+        if not self._dim0_packed():
             return False
+        tr = TRAITS[self.dtype]
+        (n0, n1, n2, n3), (_, nb1, nb2, nb3) = self.ne, self.nb
         expected = tr.type_size * (n0 // tr.block_size)
         if n1 != 1:
             if nb1 != expected:

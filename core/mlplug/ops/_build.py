@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._tensorbase import Shape4, TensorBase, tensor_class
-from ..dtypes import TRAITS, DType
+from .._tensorbase import Shape4, TensorBase, contiguous_strides, tensor_class
+from ..dtypes import DType
 from ..errors import DTypeError, GraphError, ShapeError
 from .records import NO_PARAMS, OpParams
 
@@ -32,12 +32,7 @@ def node(
     _check_ctx(ctx, srcs, op)
     n0, n1, n2, n3 = ne
     shape = (n0, n1, n2, n3)
-    tr = TRAITS[dtype]
-    nb0 = tr.type_size
-    nb1 = nb0 * (n0 // tr.block_size)
-    nb2 = nb1 * n1
-    nb = (nb0, nb1, nb2, nb2 * n2)
-    t = tensor_class()(ctx, dtype, shape, nb, op, srcs, params)
+    t = tensor_class()(ctx, dtype, shape, contiguous_strides(dtype, shape), op, srcs, params)
     ctx.backend.check_node(t)
     return t
 
@@ -170,10 +165,7 @@ def pad4(values: Iterable[int]) -> Shape4:
 # -- layout normalisation: make an operand meet a kernel's layout need by copying ----------
 def packed_dim0(ctx: Context, t: Tensor) -> Tensor:
     """Return ``t`` if its dim 0 is packed, else a contiguous copy."""
-    tr = TRAITS[t.dtype]
-    if t.nb[0] == tr.type_size or t.ne[0] == tr.block_size:
-        return t
-    return t.contiguous(ctx)
+    return t if t._dim0_packed() else t.contiguous(ctx)
 
 
 def rows_contiguous(ctx: Context, t: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from .._tensorbase import TensorBase, as_tensor
-from ..dtypes import TRAITS, DType
+from ..dtypes import DType
 from ..errors import DTypeError, NotSupportedError
 from ._build import (
     F32_ONLY,
@@ -41,9 +41,7 @@ def _mulmat_operands(op: str, ctx: Context, t: Tensor, t2: Tensor) -> tuple[Tens
         raise DTypeError(msg, op=op, dtypes=(t.dtype, t2.dtype))
     if t.ne[0] != t2.ne[0]:
         raise shape_error(op, "dim 0 (the contracted dimension) must match", t, t2)
-    nb0, nb1 = t.nb[0], t.nb[1]
-    tr = TRAITS[t.dtype]
-    if nb0 > nb1 or not (nb0 == tr.type_size or t.ne[0] == tr.block_size):  # transposed/strided
+    if t.is_transposed() or not t._dim0_packed():
         t = t.contiguous(ctx)
     return t, packed_dim0(ctx, t2)
 
