@@ -47,10 +47,11 @@ def _byte_table(values: torch.Tensor) -> torch.Tensor:
     return values.to(torch.int8).contiguous().view(torch.int64).view(256)
 
 
-#: Every byte value's eight bits as 0 or 16, minus 16 (Q5_0's offset) or not (Q5_1, Q5_K).
+#: By the offset taken off the quants (Q5_0: 16; Q5_1, Q5_K: 0): every byte value's eight bits
+#: as 0 or 16, minus that offset.
 _FIFTH_BITS = {
-    off: _byte_table(torch.from_numpy(BYTE_BITS.copy()).to(torch.int16) * 16 + off)
-    for off in (0, -16)
+    offset: _byte_table(torch.from_numpy(BYTE_BITS.copy()).to(torch.int16) * 16 - offset)
+    for offset in (0, 16)
 }
 
 
@@ -219,7 +220,7 @@ def decode_tile(rows: torch.Tensor, dtype: DType, out: torch.Tensor | None = Non
     low, high = split_nibbles(rows)
     q = _quants(n * nb * 32, rows.device).view(n, nb, 32)
     if fifth_at:
-        bits = _lookup(_FIFTH_BITS[-offset], rows[..., fifth_at : fifth_at + 4]).view(q.shape)
+        bits = _lookup(_FIFTH_BITS[offset], rows[..., fifth_at : fifth_at + 4]).view(q.shape)
         torch.add(low[..., at:], bits[..., :16], out=q[..., :16])
         torch.add(high[..., at:], bits[..., 16:], out=q[..., 16:])
     else:
