@@ -528,6 +528,18 @@ def _finish(out: np.ndarray, res: np.ndarray, shape: tuple[int, ...], direct: bo
     return out
 
 
+def _scale_sums(sums: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[r] = sum over blocks i of d[r, i] * sums[i, r]``: a tile's block sums ``(nb, n)``
+    times the f16 scales ``d`` at byte 0 of blocks ``b`` ``(n, nb, size)``, summed per row.
+
+    The scales are gathered already transposed, so both factors run along the rows and one
+    einsum multiplies and sums (a 512 x 512 Q8_0 tile: 31 -> 17 us, where a product of the
+    transposed sums and a row-wise sum of 16 values each took most of it).
+    """
+    d = half_to_f32(np.ascontiguousarray(b.view(np.uint16)[..., 0].T))  # (nb, n)
+    np.einsum("ir,ir->r", sums, d, out=out)
+
+
 def _q8_0_column(
     rows: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, tile_bytes: int | None
 ) -> None:
@@ -554,8 +566,7 @@ def _q8_0_column(
             np.copyto(wide, b.reshape(n, nb * 34).view(np.int8), casting="unsafe")
             q = wide.reshape(n, nb, 34)[..., 2:]
             partial = np.matmul(q.transpose(1, 0, 2), xb)[..., 0]  # (nb, n)
-            scaled = partial.T * _f16(b, 0)[..., 0]  # (n, nb)
-            np.sum(scaled, axis=1, out=out[r0 : r0 + n])
+            _scale_sums(partial, b, out[r0 : r0 + n])
 
 
 #: Bytes per block and the offset of the nibbles in it, of the types :func:`_nibble_column` takes.
@@ -618,8 +629,7 @@ def _nibble_column(
                     idx += base
                     bits += np.take(table, idx)
                 sums += np.float32(16) * bits.T
-            scaled = sums.T * _f16(b, 0)[..., 0]  # (n, nb)
-            np.sum(scaled, axis=1, out=out[r0 : r0 + n])
+            _scale_sums(sums, b, out[r0 : r0 + n])
 
 
 #: One-column products that sum block by block instead of decoding the weight.
