@@ -15,9 +15,16 @@ if TYPE_CHECKING:
     from ..tensor import Tensor
 
 
-FLOATS = frozenset({DType.F32, DType.F16})
-F32_ONLY = frozenset({DType.F32})
-I32_ONLY = frozenset({DType.I32})
+# The members op builders name, as module constants: ``DType.F32`` is a class attribute lookup
+# through the enum's metaclass, about 70 ns, on every op of every graph built.
+F32 = DType.F32
+F16 = DType.F16
+I32 = DType.I32
+OTHER = DType.OTHER
+
+FLOATS = frozenset({F32, F16})
+F32_ONLY = frozenset({F32})
+I32_ONLY = frozenset({I32})
 
 
 def node(

@@ -8,6 +8,7 @@ from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
 from ..errors import DTypeError
 from ._build import (
+    F32,
     F32_ONLY,
     FLOATS,
     contiguous,
@@ -33,7 +34,7 @@ _BINARY_DTYPES = frozenset({(DType.F32, DType.F32), (DType.F16, DType.F16), (DTy
 
 def _binary(op: str, ctx: Context, t: Tensor, t2: Tensor) -> Tensor:
     ok = (t.dtype, t2.dtype) in _BINARY_DTYPES or (
-        op == "add" and t.dtype.is_quantized and t2.dtype == DType.F32
+        op == "add" and t.dtype.is_quantized and t2.dtype == F32
     )
     if not ok:
         msg = (

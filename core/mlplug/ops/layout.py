@@ -9,7 +9,9 @@ from .._tensorbase import Shape4, TensorBase, as_tensor, contiguous_strides
 from ..dtypes import TRAITS, DType
 from ..errors import DTypeError, ShapeError
 from ._build import (
+    F32,
     F32_ONLY,
+    I32,
     I32_ONLY,
     as_int,
     contiguous,
@@ -525,7 +527,7 @@ class LayoutOps(TensorBase):
             t,
             ids,
         )
-        out = DType.I32 if t.dtype == DType.I32 else DType.F32
+        out = I32 if t.dtype == I32 else F32
         t = packed_dim0(ctx, t)
         return node(ctx, "rows", (t, ids), out, (t.ne[0], ids.ne[0], ids.ne[1], ids.ne[2]))
 

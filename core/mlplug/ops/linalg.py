@@ -8,6 +8,8 @@ from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
 from ..errors import DTypeError, NotSupportedError
 from ._build import (
+    F16,
+    F32,
     F32_ONLY,
     I32_ONLY,
     contiguous,
@@ -33,7 +35,7 @@ _PRECISION = {p: MulmatParams(p) for p in ("default", "f32")}
 
 def _mulmat_operands(op: str, ctx: Context, t: Tensor, t2: Tensor) -> tuple[Tensor, Tensor]:
     require_dtype(op, t, _MULMAT_LEFT, "left operand")
-    if not (t2.dtype == DType.F32 or (t2.dtype == DType.F16 and t.dtype == DType.F16)):
+    if not (t2.dtype == F32 or (t2.dtype == F16 and t.dtype == F16)):
         msg = (
             f"{op}: right operand has dtype {t2.dtype.name}; it must be F32 "
             f"(or F16 with an F16 left operand), left is {t.dtype.name}"
@@ -54,7 +56,7 @@ def mulmat(ctx: Context, t: Tensor, t2: Tensor, prec: Literal["default", "f32"])
     if b[2] % a[2] or b[3] % a[3]:
         msg = "batch dims 2 and 3 of the right operand must be multiples of the left's"
         raise shape_error(op, msg, t, t2)
-    return node(ctx, "mulmat", (t, t2), DType.F32, (a[1], b[1], b[2], b[3]), _PRECISION[prec])
+    return node(ctx, "mulmat", (t, t2), F32, (a[1], b[1], b[2], b[3]), _PRECISION[prec])
 
 
 class LinalgOps(TensorBase):

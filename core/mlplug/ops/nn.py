@@ -12,9 +12,11 @@ from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
 from ..errors import NotSupportedError, ShapeError
 from ._build import (
+    F32,
     F32_ONLY,
     FLOATS,
     I32_ONLY,
+    OTHER,
     as_int,
     contiguous,
     node,
@@ -408,7 +410,7 @@ class NNOps(TensorBase):
         if rope_type not in ROPE_MODES:
             raise NotSupportedError(ctx.backend.name, op, f"rope type {rope_type}")
         if x.dtype.is_quantized:
-            x = x.cast(ctx, DType.F32)
+            x = x.cast(ctx, F32)
         require_dtype(op, x, FLOATS)
         require_dtype(op, positions, I32_ONLY, "positions")
         n_pos = x.ne[2] * (4 if rope_type in _MROPE else 1)
@@ -519,7 +521,7 @@ class NNOps(TensorBase):
                 mask,
                 q,
             )
-            if not cache_config_applied and cfg.mask_dtype not in (DType.OTHER, mask.dtype):
+            if not cache_config_applied and cfg.mask_dtype not in (OTHER, mask.dtype):
                 mask = mask.cast(ctx, cfg.mask_dtype)
             srcs.append(contiguous(ctx, mask))
         if sinks is not None:
@@ -536,7 +538,7 @@ class NNOps(TensorBase):
             ctx,
             "scaled_dot_product_attention",
             tuple(srcs),
-            DType.F32,
+            F32,
             (value.ne[0], h, l_q, batch),
             AttentionParams(float(scale), mask is not None, sinks is not None),
         )

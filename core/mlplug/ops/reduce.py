@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from .._tensorbase import TensorBase, as_tensor
 from ..dtypes import DType
 from ._build import (
+    F32,
     F32_ONLY,
     as_int,
     contiguous,
@@ -30,7 +31,7 @@ _SORTABLE = frozenset({DType.F32, DType.I32})
 def _row_op(op: str, ctx: Context, t: Tensor, params: OpParams = NO_PARAMS) -> Tensor:
     require_dtype(op, t, F32_ONLY)
     t = packed_dim0(ctx, t)
-    return node(ctx, op, (t,), DType.F32, t.ne, params)
+    return node(ctx, op, (t,), F32, t.ne, params)
 
 
 def _eps(op: str, eps: float) -> float:
@@ -54,7 +55,7 @@ class ReduceOps(TensorBase):
         """
         require_dtype("softmax", self, F32_ONLY)
         t = contiguous(ctx, as_tensor(self))
-        return node(ctx, "softmax", (t,), DType.F32, t.ne)
+        return node(ctx, "softmax", (t,), F32, t.ne)
 
     def l2_norm(self, ctx: Context, eps: float) -> Tensor:
         """Return each row divided by ``max(||row||, eps)``.
