@@ -4,10 +4,11 @@ Same file, 2 threads, one run. Every engine runs in a child process of its own t
 for the whole run: llama.cpp (llama-cpp-python; its copy of ggml clashes with the ggml plugin's
 in one process) and each mlplug backend (``--in-process`` keeps the mlplug backends in this
 process instead: their thread pools then share it, and torch next to cpu_numpy measured its q8_0
-decode about 3x slower). Every engine is loaded once and warmed up untimed; then each of
-``--repeat`` rounds times every engine in turn (alternating, so a busy shared host slows them
-alike, with a pause of ``PAUSE_S`` before each so that the last engine's idle threads have
-stopped spinning), and the report gives medians.
+decode about 3x slower). Every engine is loaded once and warmed up untimed at the timed sizes
+(the whole prompt, a few decode steps); then each of ``--repeat`` rounds times every engine in
+turn (alternating, so a busy shared host slows them alike, with a pause of ``PAUSE_S`` before
+each so that the last engine's idle threads have stopped spinning), and the report gives
+medians.
 
 One timed run: a forward pass over a ``--prompt``-token prompt (prompt tokens/s), then ``-n``
 greedy one-token steps (decode tokens/s). The prompt is the same token ids for every engine
@@ -281,10 +282,13 @@ def speed(
             for name in backends:
                 opened = _InProcess if in_process else MlplugChild
                 engines[name] = opened(path, name, n_ctx)
-            # A short untimed warm-up run per engine (first-call set-up is not speed).
-            llm.ask(op="run", ids=ids[:8], n=2)
+            # An untimed warm-up run per engine at the timed sizes (the whole prompt, then a few
+            # steps): first-call set-up is not speed, and some of it depends on the sizes (torch
+            # compiles its fused kernels for the prompt's length on first use, which cost a
+            # fresh machine's first round up to 5x in decode with an 8-token warm-up).
+            llm.ask(op="run", ids=ids, n=2)
             for engine in engines.values():
-                engine.generate(ids[:8], 3)
+                engine.generate(ids, 3)
             for r in range(repeat):
                 time.sleep(PAUSE_S)
                 runs = {"llama.cpp": llm.ask(op="run", ids=ids, n=n_gen)}
