@@ -37,7 +37,8 @@ def cpu_device_info() -> DeviceInfo:
 
 @cache
 def can_quantize(dtype: DType) -> bool:
-    """Return whether :func:`mlplug.quants.quantize` can produce ``dtype`` (not the k-quants)."""
+    """Return whether :func:`mlplug.quants.quantize` can produce ``dtype`` (every quantised
+    dtype mlplug knows today: the ``gguf`` codecs and :mod:`mlplug.kquants`)."""
     from . import quants  # imports the gguf package: only when a backend asks
 
     try:

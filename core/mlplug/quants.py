@@ -1,7 +1,8 @@
 """Block (de)quantisation on the host, for backends without native kernels for a type.
 
 A thin layer over the ``gguf`` package's numpy codecs (which follow ggml's reference
-quantisers), addressed by :class:`~mlplug.dtypes.DType`, plus exact BF16 conversions.
+quantisers), addressed by :class:`~mlplug.dtypes.DType`, plus exact BF16 conversions and the
+Q4_K/Q5_K/Q6_K encoders the package lacks (:mod:`mlplug.kquants`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from gguf import quants as _gq
 
 from .dtypes import TRAITS, DType
 from .errors import DTypeError
+from .kquants import KQUANT_TYPES, quantize_kquant
 
 __all__ = ["bf16_to_f32", "dequantize", "f32_to_bf16", "quantize"]
 
@@ -42,6 +44,8 @@ def quantize(values: np.ndarray, dtype: DType) -> np.ndarray:
     values = np.ascontiguousarray(values, dtype=np.float32)
     if dtype == DType.BF16:
         return f32_to_bf16(values).view(np.uint8)
+    if dtype in KQUANT_TYPES:  # the gguf package decodes k-quants but does not encode them
+        return quantize_kquant(values, dtype)
     try:
         return np.asarray(_gq.quantize(values, _qtype(dtype)), np.uint8)
     except (_gq.QuantError, NotImplementedError, ValueError) as exc:

@@ -291,7 +291,7 @@ def _cast_cases() -> list[Case]:
                 out_dtype=F32,
                 bound=lambda a, q=q: R.quant_step(a, q),
             )
-            for q in (DType.Q4_K, DType.Q6_K)
+            for q in (DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K)
         ),
         Case(
             "cast-i32-to-i32-9x4",

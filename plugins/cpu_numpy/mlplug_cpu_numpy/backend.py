@@ -49,8 +49,8 @@ class CpuNumpyBackend(Backend):
         return devices()
 
     def hook_unsupported_reason(self, node: Tensor) -> str | None:
-        """Quantising to k-quant types needs a quantiser numpy does not have."""
+        """Quantising needs a host quantiser for the type (:func:`~mlplug.host.can_quantize`)."""
         d = node.dtype
         if node.op in ("cast", "copy", "set_rows") and d.is_quantized and not can_quantize(d):
-            return f"quantising to {node.dtype.name} (no host quantiser for k-quants)"
+            return f"quantising to {node.dtype.name} (no host quantiser for it)"
         return None

@@ -130,7 +130,7 @@ class TorchBackend(Backend):
             if bits % es:
                 return _misaligned(node, es)
         elif node.op in _QUANTISING_OPS and d.is_quantized and not quant.can_quantize(d):
-            return f"quantising to {d.name} (no host quantiser for k-quants)"
+            return f"quantising to {d.name} (no host quantiser for it)"
         return None
 
     def hook_gpu_devices(self) -> list[DeviceInfo]:
