@@ -44,6 +44,13 @@ def _rint(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _peak(a: np.ndarray) -> np.ndarray:
+    """The value of largest magnitude along the last axis, sign kept (the first on ties)."""
+    pick = np.abs(a).argmax(-1)[..., None]
+    out: np.ndarray = np.take_along_axis(a, pick, -1)[..., 0]
+    return out
+
+
 def _half(a: np.ndarray) -> np.ndarray:
     """Round float32 to f16 (nearest, ties to even); returns the f16 array."""
     with np.errstate(over="ignore"):
@@ -112,10 +119,8 @@ def _signed_scale_search(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarr
     """Levels ``0..2*nmax-1`` (offset ``nmax``) and the scale of each group (last axis), the
     scale fitted to the largest-magnitude value and refined over 18 nearby grids by the
     ``x**2``-weighted least squares (ggml's ``make_qx_quants`` with its error type 1)."""
-    pick = np.abs(x).argmax(-1)[..., None]
-    peak = np.take_along_axis(x, pick, -1)[..., 0]
-    amax = np.abs(peak)
-    zero = amax < _EPS
+    peak = _peak(x)
+    zero = np.abs(peak) < _EPS
     peak = np.where(zero, F32(1), peak)
     w = x * x
     wx = w * x
@@ -148,8 +153,7 @@ def _descent_search(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     Each pass visits the values in order and updates the group's sums as it goes, as ggml does;
     a pass that changes nothing in a group would change nothing again, so groups run together.
     """
-    pick = np.abs(x).argmax(-1)[..., None]
-    peak = np.take_along_axis(x, pick, -1)[..., 0]
+    peak = _peak(x)
     zero = np.abs(peak) < _EPS
     peak = np.where(zero, F32(1), peak)
     lo, hi = F32(-nmax), F32(nmax - 1)
@@ -221,8 +225,7 @@ def _quantize_q3_k(x: np.ndarray) -> np.ndarray:
     n = x.shape[0]
     sub = x.reshape(n, 16, 16)
     levels, scales = _descent_search(sub, 4)
-    pick = np.abs(scales).argmax(-1)[:, None]
-    max_scale = np.take_along_axis(scales, pick, -1)[:, 0]
+    max_scale = _peak(scales)
     has = max_scale != 0
     iscale = F32(-32) / np.where(has, max_scale, F32(1))
     ls = np.where(has[:, None], np.clip(_rint(iscale[:, None] * scales), -32, 31) + 32, 0)
@@ -291,8 +294,7 @@ def _quantize_q6_k(x: np.ndarray) -> np.ndarray:
     n = x.shape[0]
     sub = x.reshape(n, 16, 16)
     levels, scales = _signed_scale_search(sub, 32)
-    pick = np.abs(scales).argmax(-1)[:, None]
-    max_scale = np.take_along_axis(scales, pick, -1)[:, 0]
+    max_scale = _peak(scales)
     zero = np.abs(max_scale) < _EPS
     iscale = F32(-128) / np.where(zero, F32(1), max_scale)
     sc = np.minimum(_rint(iscale[:, None] * scales), F32(127))
