@@ -240,14 +240,32 @@ def _pytest_in(folder: Path, *args: str, seed: str = "") -> Any:
     import os
     import subprocess
     import sys
+    import textwrap
 
     (folder / "test_mlplug_conformance.py").write_text(
         "from mlplug.conformance.testing import test_op  # noqa: F401\n", encoding="utf-8"
     )
+    # every in-repo backend runs every case: a cpu_numpy without its cast kernel, registered by
+    # the run's conftest, has unsupported cases (pinned beside it, as a plugin pins its own)
+    (folder / UNSUPPORTED_FILE).write_text(_HEADER + "cast-*  no cast kernel\n", encoding="utf-8")
+    (folder / "conftest.py").write_text(
+        textwrap.dedent(f"""\
+            from mlplug import register_backend
+            from mlplug_cpu_numpy.backend import CpuNumpyBackend
+
+            class NoCast(CpuNumpyBackend):
+                name = "nocast"
+                kernels = {{k: v for k, v in CpuNumpyBackend.kernels.items() if k != "cast"}}
+                xfails_path = {str(folder / "xfails.txt")!r}
+
+            register_backend("nocast", NoCast, devices=lambda: NoCast(None).devices())
+            """),
+        encoding="utf-8",
+    )
     env = dict(os.environ, MLPLUG_CONFORMANCE_SEED=seed)
     argv = [sys.executable, "-m", "pytest", "-p", "mlplug.conformance", "-p", "no:cacheprovider"]
     return subprocess.run(
-        [*argv, "--mlplug-backend", "cpu_numpy", "-q", "-rA", *args],
+        [*argv, "--mlplug-backend", "nocast", "-q", "-rA", *args],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -261,10 +279,10 @@ def test_pytest_plugin_strict_seed_and_empty_selection(tmp_path: Path) -> None:
     """Under pytest: --mlplug-strict fails an unsupported case with its rerun command (seed from
     MLPLUG_CONFORMANCE_SEED); without it the case is an xfail counted per op; a pattern
     matching no case is a usage error."""
-    case = "cast-f32-to-q4_k-256x2"  # and its layout variant: no k-quant quantiser (pinned)
+    case = "cast-f32-to-q4_k-256x2"  # and its layout variant: unsupported on nocast (pinned)
     strict = _pytest_in(tmp_path, "--mlplug-op", case, "--mlplug-strict", seed="7")
     assert strict.returncode == 1, strict.stdout
-    assert f"mlplug conformance --backend cpu_numpy --case {case} --seed 7" in strict.stdout
+    assert f"mlplug conformance --backend nocast --case {case} --seed 7" in strict.stdout
     lenient = _pytest_in(tmp_path, "--mlplug-op", case)
     assert lenient.returncode == 0, lenient.stdout
     assert "2 xfailed" in lenient.stdout

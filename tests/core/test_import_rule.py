@@ -126,6 +126,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "halves",
             "paths",
             "sysinfo",
+            "kquants",
             "quants",
             "_child_processes",
             "endpoints",

@@ -38,7 +38,12 @@ def test_round_trip_stays_within_a_step(dtype: DType) -> None:
     assert raw.shape == (64, 2 * TRAITS[dtype].type_size)
     back = dequantize(raw, dtype)
     err = np.abs(back - x)
-    assert (err <= quant_step(x, dtype)).all()
+    if dtype == DType.Q2_K:  # the suite has no step for it: a third of each 32-block's range
+        b = x.reshape(64, -1, 32)
+        step = np.repeat((b.max(-1) - b.min(-1)) / 3, 32, axis=1)
+    else:
+        step = quant_step(x, dtype)
+    assert (err <= step).all()
     rel = np.sqrt(np.mean(err**2, axis=1)) / np.sqrt(np.mean(x**2, axis=1))
     assert (
         rel.max()

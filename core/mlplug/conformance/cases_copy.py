@@ -291,7 +291,10 @@ def _cast_cases() -> list[Case]:
                 out_dtype=F32,
                 bound=lambda a, q=q: R.quant_step(a, q),
             )
-            for q in (DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K)
+            # not Q2_K: its largest errors reach half a value's magnitude, so no bound that
+            # admits them rejects a 50 % error (test_no_case_has_a_vacuous_tolerance); its
+            # bytes are checked against ggml's in plugins/ggml/tests/test_host_kquants.py
+            for q in (DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K)
         ),
         Case(
             "cast-i32-to-i32-9x4",

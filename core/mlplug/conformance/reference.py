@@ -413,10 +413,9 @@ def quant_step(x: np.ndarray, dtype: DType) -> np.ndarray:
     Q8_0 ``amax/127``, Q4_0 ``amax/8``, Q5_0 ``amax/16``, Q4_1 and Q4_K ``range/15``, Q5_1
     ``range/31``, Q6_K ``amax/32``, MXFP4 the largest gap of its grid,
     ``2^(floor(log2 amax) - 1)``; 1 % extra covers the rounding of the block scale to f16.
-    Q2_K ``range/3``, Q3_K ``amax/3`` and Q5_K ``range/20`` are wider than their grids' steps
-    (``amax/4``, ``range/31``): their sub-block scales are rounded to 4 or 6 bits under one
-    super-block scale, which moved ggml's largest error to 1.14 and 1.33 of those steps over
-    5M random values.
+    Q3_K ``amax/3`` and Q5_K ``range/20`` are wider than their grids' steps (``amax/4``,
+    ``range/31``): their sub-block scales are rounded to 6 bits under one super-block scale,
+    which moved ggml's largest error to 1.14 and 1.33 of those steps over 5M random values.
     """
     blocks = x.reshape(*x.shape[:-1], -1, 32)
     amax = np.abs(blocks).max(-1, keepdims=True)
@@ -435,8 +434,6 @@ def quant_step(x: np.ndarray, dtype: DType) -> np.ndarray:
         step = span / 15
     elif dtype == DType.Q6_K:  # signed 6-bit levels, 16-value sub-blocks (finer than 32)
         step = amax / 32
-    elif dtype == DType.Q2_K:  # 2-bit levels over each 16-value sub-block's range
-        step = span / 3
     elif dtype == DType.Q3_K:  # signed 3-bit levels, 16-value sub-blocks
         step = amax / 3
     elif dtype == DType.Q5_K:  # 5-bit levels over each 32-value sub-block's range

@@ -116,7 +116,8 @@ class TorchBackend(Backend):
         return devices()
 
     def hook_unsupported_reason(self, node: Tensor) -> str | None:
-        """Say why ``node`` cannot run here: misaligned views, or quantising to a k-quant."""
+        """Say why ``node`` cannot run here: misaligned views, or quantising to a type without
+        a host quantiser (none today)."""
         d = node.dtype
         es = _ELEMENT_SIZE.get(d)
         if es is not None and node.view_src is None:

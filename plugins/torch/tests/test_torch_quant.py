@@ -40,21 +40,27 @@ def test_dequantize_matches_the_host_codec(dtype: DType) -> None:
     np.testing.assert_array_equal(got, ref)
 
 
-@pytest.mark.parametrize("dtype", [DType.Q8_0, DType.Q4_0, DType.MXFP4, DType.Q5_1])
+@pytest.mark.parametrize(
+    "dtype",
+    [DType.Q8_0, DType.Q4_0, DType.MXFP4, DType.Q5_1, DType.Q2_K, DType.Q4_K, DType.Q6_K],
+    ids=lambda d: d.name,
+)
 def test_quantize_matches_the_host_codec(dtype: DType) -> None:
-    """Quantising on write gives the bytes of mlplug.quants.quantize."""
-    v = np.random.default_rng(4).uniform(-3, 3, size=(3, 64)).astype(np.float32)
+    """Quantising on write gives the bytes of mlplug.quants.quantize (k-quants included)."""
+    v = np.random.default_rng(4).uniform(-3, 3, size=(3, 512)).astype(np.float32)
     got = quantize(torch.from_numpy(v), dtype)
-    assert got.shape == (3, 2, dtype.traits.type_size)
+    assert got.shape == (3, 512 // dtype.traits.block_size, dtype.traits.type_size)
     assert got.numpy().tobytes() == quants.quantize(v, dtype).tobytes()
 
 
-def test_k_quant_targets_are_unsupported() -> None:
-    """Writing a k-quant needs a quantiser the host codecs lack: NotSupportedError at build."""
-    assert not can_quantize(DType.Q4_K) and can_quantize(DType.Q8_0)
+def test_a_target_without_host_quantiser_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every quantised dtype has a host quantiser today; one without would be NotSupportedError
+    at build, naming it (the path a new block type takes until it gets one)."""
+    assert can_quantize(DType.Q4_K) and can_quantize(DType.Q8_0)
+    monkeypatch.setattr("mlplug_torch.quant.can_quantize", lambda d: d != DType.Q4_K)
     with TorchBackend(None, device="cpu") as be, be.new_context() as ctx:
         x = ctx.input().zeros(DType.F32, 256)
-        with pytest.raises(NotSupportedError, match="Q4_K"):
+        with pytest.raises(NotSupportedError, match=r"Q4_K.*no host quantiser"):
             x.cast(ctx, DType.Q4_K)
 
 
