@@ -1,13 +1,14 @@
-"""Host quantisers for ggml's k-quant types Q4_K, Q5_K and Q6_K, in numpy.
+"""Host quantisers for ggml's k-quant types Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, in numpy.
 
 The ``gguf`` package decodes every k-quant but encodes none, so backends without native kernels
-(cpu_numpy, torch) could not cast to them. These follow ggml's reference quantisers (the
-``quantize_row_*_K_ref`` functions; ``docs/`` names the formats): the same search for each
-sub-block's scale (and minimum), the same rounding of those to 6 or 8 bits under one f16
-super-block scale, the same bit layout. Every sub-block of every row is searched at once; sums
-run left to right (``cumsum``), in float32, as the C loops do. A C compiler may fuse a product
-into a sum (FMA), so a ggml build can differ from these in the last bit of a sum and, rarely,
-pick another level for a value; the result is as close to the input as ggml's.
+(cpu_numpy, torch) could not cast to them. These follow ggml's reference quantisers (its
+``quantize_row_*_K_ref``): the same search for each sub-block's scale (and minimum), the same
+rounding of those to 4, 6 or 8 bits under f16 super-block scales, the same requantisation and
+bit layout. Every sub-block of every row is searched at once, the sub-blocks as the columns of
+one array; sums run left to right in float32, as the C loops do. The bytes equal ggml's bit for
+bit (``plugins/ggml/tests/test_host_kquants.py``; both the libggml-python wheel and a native
+llama.cpp build). A ggml built to fuse products into sums (FMA contraction) could differ in a
+sum's last bit, and so rarely in a level. About 70-200 ms per million values on one core.
 """
 
 from __future__ import annotations
@@ -29,9 +30,18 @@ QK_K: Final = 256
 _EPS: Final = F32(1e-15)
 
 
+def _columns(x: np.ndarray, size: int) -> np.ndarray:
+    """Rows of super-blocks -> groups of ``size`` values as the columns of a C-contiguous
+    ``(size, groups)`` array (the searches' layout: see :func:`_seqsum`)."""
+    return np.ascontiguousarray(x.reshape(-1, size).T)
+
+
 def _seqsum(a: np.ndarray) -> np.ndarray:
-    """Sum over the last axis, left to right in float32 (a C loop's order, not pairwise)."""
-    return np.cumsum(a, axis=-1, dtype=F32)[..., -1]
+    """Column sums of a C-contiguous ``(n, groups)`` float32 array, each left to right: numpy
+    adds row after row into the running sums, the C loops' order (a reduction along the inner
+    axis would be pairwise, and cumsum is 30x slower)."""
+    out: np.ndarray = np.add.reduce(a, axis=0)
+    return out
 
 
 def _rint(a: np.ndarray) -> np.ndarray:
@@ -44,10 +54,10 @@ def _rint(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _peak(a: np.ndarray) -> np.ndarray:
-    """The value of largest magnitude along the last axis, sign kept (the first on ties)."""
-    pick = np.abs(a).argmax(-1)[..., None]
-    out: np.ndarray = np.take_along_axis(a, pick, -1)[..., 0]
+def _peak(a: np.ndarray, axis: int) -> np.ndarray:
+    """The value of largest magnitude along ``axis``, sign kept (the first on ties)."""
+    pick = np.expand_dims(np.abs(a).argmax(axis), axis)
+    out: np.ndarray = np.take_along_axis(a, pick, axis).squeeze(axis)
     return out
 
 
@@ -66,7 +76,7 @@ def _min_scale_search(
     nstep: int,
     mad: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Levels ``0..nmax``, scale and minimum of each group (last axis) minimising the weighted
+    """Levels ``0..nmax``, scale and minimum of each group (column) minimising the weighted
     squared error of ``scale * level - minimum`` (ggml's ``make_qkx2_quants``).
 
     Starts from the groups' range, then tries ``nstep + 1`` grids of ``nmax + rmin + rdelta*i``
@@ -75,21 +85,21 @@ def _min_scale_search(
     Returns levels (float32, the groups' shape), scales and minimums (the value ``-min`` ggml
     stores, 0 or positive).
     """
-    mn = np.minimum(x.min(-1), F32(0))
-    mx = x.max(-1)
+    mn = np.minimum(x.min(0), F32(0))
+    mx = x.max(0)
     flat = mx == mn
     sum_w = _seqsum(w)
     sum_x = _seqsum(w * x)
     top = F32(nmax)
     iscale = top / np.where(flat, F32(1), mx - mn)
     scale = F32(1) / iscale
-    levels = np.clip(_rint(iscale[..., None] * (x - mn[..., None])), 0, top)
-    diff = scale[..., None] * levels + mn[..., None] - x
+    levels = np.clip(_rint(iscale * (x - mn)), 0, top)
+    diff = scale * levels + mn - x
     best = _seqsum(w * (np.abs(diff) if mad else diff * diff))
     for i in range(nstep + 1):
         # as ggml: each grid spans the range from the best minimum found so far
         grid = (F32(rmin) + F32(rdelta) * F32(i) + top) / np.where(flat, F32(1), mx - mn)
-        trial = np.clip(_rint(grid[..., None] * (x - mn[..., None])), 0, top)
+        trial = np.clip(_rint(grid * (x - mn)), 0, top)
         wl = w * trial
         sum_l = _seqsum(wl)
         sum_l2 = _seqsum(wl * trial)
@@ -103,23 +113,23 @@ def _min_scale_search(
         if clamp.any():
             this_min = np.where(clamp, F32(0), this_min)
             this_scale = np.where(clamp, sum_xl / np.where(clamp, sum_l2, F32(1)), this_scale)
-        d = this_scale[..., None] * trial + this_min[..., None] - x
+        d = this_scale * trial + this_min - x
         err = _seqsum(w * (np.abs(d) if mad else d * d))
         take = ok & (err < best) & ~flat
-        levels = np.where(take[..., None], trial, levels)
+        levels = np.where(take, trial, levels)
         best = np.where(take, err, best)
         scale = np.where(take, this_scale, scale)
         mn = np.where(take, this_min, mn)
-    levels = np.where(flat[..., None], F32(0), levels)
+    levels = np.where(flat, F32(0), levels)
     scale = np.where(flat, F32(0), scale)
     return levels, scale, -mn
 
 
 def _signed_scale_search(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """Levels ``0..2*nmax-1`` (offset ``nmax``) and the scale of each group (last axis), the
+    """Levels ``0..2*nmax-1`` (offset ``nmax``) and the scale of each group (column), the
     scale fitted to the largest-magnitude value and refined over 18 nearby grids by the
     ``x**2``-weighted least squares (ggml's ``make_qx_quants`` with its error type 1)."""
-    peak = _peak(x)
+    peak = _peak(x, 0)
     zero = np.abs(peak) < _EPS
     peak = np.where(zero, F32(1), peak)
     w = x * x
@@ -127,7 +137,7 @@ def _signed_scale_search(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarr
     lo, hi = F32(-nmax), F32(nmax - 1)
 
     def fit(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lv = np.clip(_rint(iscale[..., None] * x), lo, hi)
+        lv = np.clip(_rint(iscale * x), lo, hi)
         return lv, _seqsum(wx * lv), _seqsum((w * lv) * lv)
 
     levels, sumlx, suml2 = fit(F32(-nmax) / peak)
@@ -138,34 +148,34 @@ def _signed_scale_search(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarr
             continue
         trial, tx, t2 = fit(-(F32(nmax) + F32(0.1) * F32(i)) / peak)
         take = (t2 > 0) & (tx * tx > best * t2) & ~zero
-        levels = np.where(take[..., None], trial, levels)
+        levels = np.where(take, trial, levels)
         scale = np.where(take, tx / np.where(t2 > 0, t2, F32(1)), scale)
         best = np.where(take, scale * tx, best)
-    levels = np.where(zero[..., None], F32(0), levels + F32(nmax))
+    levels = np.where(zero, F32(0), levels + F32(nmax))
     return levels, np.where(zero, F32(0), scale)
 
 
 def _descent_search(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """Levels ``0..2*nmax-1`` (offset ``nmax``) and the scale of each group (last axis): the
+    """Levels ``0..2*nmax-1`` (offset ``nmax``) and the scale of each group (column): the
     grid of the largest-magnitude value, then up to five passes that move single values to the
     level improving the ``x**2``-weighted fit (ggml's ``make_q3_quants`` with its RMSE search).
 
     Each pass visits the values in order and updates the group's sums as it goes, as ggml does;
     a pass that changes nothing in a group would change nothing again, so groups run together.
     """
-    peak = _peak(x)
+    peak = _peak(x, 0)
     zero = np.abs(peak) < _EPS
     peak = np.where(zero, F32(1), peak)
     lo, hi = F32(-nmax), F32(nmax - 1)
-    levels = np.clip(_rint((F32(-nmax) / peak)[..., None] * x), lo, hi)
+    levels = np.clip(_rint((F32(-nmax) / peak) * x), lo, hi)
     w = x * x
     wx = w * x
     sumlx = _seqsum(wx * levels)
     suml2 = _seqsum((w * levels) * levels)
     for _ in range(5):
         changed = False
-        for i in range(x.shape[-1]):
-            xi, wi, wxi, li = x[..., i], w[..., i], wx[..., i], levels[..., i]
+        for i in range(x.shape[0]):
+            xi, wi, wxi, li = x[i], w[i], wx[i], levels[i]
             slx = sumlx - wxi * li
             sl2 = suml2 - (wi * li) * li
             ok = slx > 0
@@ -176,13 +186,13 @@ def _descent_search(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
             ok &= (sl2 > 0) & ((slx * slx) * suml2 > (sumlx * sumlx) * sl2)
             if ok.any():
                 changed = True
-                levels[..., i] = np.where(ok, new, li)
+                levels[i] = np.where(ok, new, li)
                 sumlx = np.where(ok, slx, sumlx)
                 suml2 = np.where(ok, sl2, suml2)
         if not changed:
             break
     scale = np.where(zero, F32(0), sumlx / np.where(zero, F32(1), suml2))
-    return np.where(zero[..., None], F32(0), levels + F32(nmax)), scale
+    return np.where(zero, F32(0), levels + F32(nmax)), scale
 
 
 def _pack_2bit(q: np.ndarray) -> np.ndarray:
@@ -197,7 +207,9 @@ def _quantize_q2_k(x: np.ndarray) -> np.ndarray:
     """Q2_K super-blocks ``(n, 256)`` -> bytes ``(n, 84)``: 4-bit scale and minimum per 16."""
     n = x.shape[0]
     sub = x.reshape(n, 16, 16)
-    levels, scales, mins = _min_scale_search(sub, np.abs(sub), 3, -0.5, 0.1, 15, mad=True)
+    g = _columns(x, 16)
+    levels, scales, mins = _min_scale_search(g, np.abs(g), 3, -0.5, 0.1, 15, mad=True)
+    levels, scales, mins = levels.T.reshape(n, 16, 16), scales.reshape(n, 16), mins.reshape(n, 16)
     top = F32(15)
     max_scale = np.maximum(scales.max(-1), F32(0))
     max_min = np.maximum(mins.max(-1), F32(0))
@@ -224,8 +236,9 @@ def _quantize_q3_k(x: np.ndarray) -> np.ndarray:
     """Q3_K super-blocks ``(n, 256)`` -> bytes ``(n, 110)``: signed 6-bit scales per 16."""
     n = x.shape[0]
     sub = x.reshape(n, 16, 16)
-    levels, scales = _descent_search(sub, 4)
-    max_scale = _peak(scales)
+    levels, scales = _descent_search(_columns(x, 16), 4)
+    levels, scales = levels.T.reshape(n, 16, 16), scales.reshape(n, 16)
+    max_scale = _peak(scales, 1)
     has = max_scale != 0
     iscale = F32(-32) / np.where(has, max_scale, F32(1))
     ls = np.where(has[:, None], np.clip(_rint(iscale[:, None] * scales), -32, 31) + 32, 0)
@@ -257,10 +270,12 @@ def _quantize_qk_min(x: np.ndarray, bits: int) -> np.ndarray:
     """Q4_K (``bits`` 4) or Q5_K (5) super-blocks ``(n, 256)`` -> bytes ``(n, 144 | 176)``."""
     nmax = (1 << bits) - 1
     rmin, nstep = (-1.0, 20) if bits == 4 else (-0.5, 15)
-    sub = x.reshape(-1, 8, 32)
-    av = np.sqrt(_seqsum(sub * sub) / F32(32))
-    w = av[..., None] + np.abs(sub)
-    levels, scales, mins = _min_scale_search(sub, w, nmax, rmin, 0.1, nstep)
+    n = x.shape[0]
+    sub = x.reshape(n, 8, 32)
+    g = _columns(x, 32)
+    w = np.sqrt(_seqsum(g * g) / F32(32)) + np.abs(g)
+    levels, scales, mins = _min_scale_search(g, w, nmax, rmin, 0.1, nstep)
+    levels, scales, mins = levels.T.reshape(n, 8, 32), scales.reshape(n, 8), mins.reshape(n, 8)
     max_scale = np.maximum(scales.max(-1), F32(0))
     max_min = np.maximum(mins.max(-1), F32(0))
     inv_scale = np.where(max_scale > 0, F32(63) / np.where(max_scale > 0, max_scale, 1), F32(0))
@@ -274,8 +289,7 @@ def _quantize_qk_min(x: np.ndarray, bits: int) -> np.ndarray:
     dm = dmin16.astype(F32)[:, None] * lm.astype(F32)
     nz = dd != 0
     requant = np.clip(_rint((sub + dm[..., None]) / np.where(nz, dd, F32(1))[..., None]), 0, nmax)
-    q = np.where(nz[..., None], requant, levels).astype(np.uint8).reshape(-1, 4, 2, 32)
-    n = x.shape[0]
+    q = np.where(nz[..., None], requant, levels).astype(np.uint8).reshape(n, 4, 2, 32)
     head = np.empty((n, 4), np.uint8)
     head[:, 0:2] = d16.reshape(n, 1).view(np.uint8)
     head[:, 2:4] = dmin16.reshape(n, 1).view(np.uint8)
@@ -293,8 +307,9 @@ def _quantize_q6_k(x: np.ndarray) -> np.ndarray:
     """Q6_K super-blocks ``(n, 256)`` -> bytes ``(n, 210)``."""
     n = x.shape[0]
     sub = x.reshape(n, 16, 16)
-    levels, scales = _signed_scale_search(sub, 32)
-    max_scale = _peak(scales)
+    levels, scales = _signed_scale_search(_columns(x, 16), 32)
+    levels, scales = levels.T.reshape(n, 16, 16), scales.reshape(n, 16)
+    max_scale = _peak(scales, 1)
     zero = np.abs(max_scale) < _EPS
     iscale = F32(-128) / np.where(zero, F32(1), max_scale)
     sc = np.minimum(_rint(iscale[:, None] * scales), F32(127))
