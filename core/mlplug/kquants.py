@@ -195,9 +195,42 @@ def _descent_search(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(zero, F32(0), levels + F32(nmax)), scale
 
 
+def _requantise(
+    sub: np.ndarray,
+    d: np.ndarray,
+    levels: np.ndarray,
+    lo: int,
+    hi: int,
+    m: np.ndarray | None = None,
+) -> np.ndarray:
+    """Levels of the values ``sub`` ``(n, groups, size)`` under their groups' stored scales
+    ``d`` (and minimums ``m``): ``round((x + m) / d)`` clamped to ``lo..hi``, counted from 0.
+    Groups whose stored scale is 0 keep the search's ``levels``, as ggml skips them."""
+    nz = d != 0
+    v = sub if m is None else sub + m[..., None]
+    q = np.clip(_rint(v / np.where(nz, d, F32(1))[..., None]), lo, hi) - F32(lo)
+    out: np.ndarray = np.where(nz[..., None], q, levels).astype(np.uint8)
+    return out
+
+
+def _bit_planes(bits: np.ndarray) -> np.ndarray:
+    """One bit per value ``(n, 8, 32)`` -> 32 bytes: bit ``s`` of byte ``j`` is value
+    ``32*s + j``'s (Q3_K's high-bit mask, Q5_K's fifth bits)."""
+    shifted = bits.astype(np.uint8) << np.arange(8, dtype=np.uint8)[:, None]
+    out: np.ndarray = np.bitwise_or.reduce(shifted, axis=1)
+    return out
+
+
+def _inverse(top: np.float32, peak: np.ndarray) -> np.ndarray:
+    """``top / peak`` where ``peak > 0``, else 0 (the sub-block scales' rounding factor)."""
+    out: np.ndarray = np.where(peak > 0, top / np.where(peak > 0, peak, F32(1)), F32(0))
+    return out
+
+
 def _pack_2bit(q: np.ndarray) -> np.ndarray:
     """Levels ``(n, 256)`` of 2 bits -> 64 bytes: byte ``32*h + l`` holds values
-    ``128*h + 32*k + l`` for ``k`` = 0..3 in bits ``2k``, ``2k+1``."""
+    ``128*h + 32*k + l`` for ``k`` = 0..3 in bits ``2k``, ``2k+1`` (Q2_K's and Q3_K's low bits,
+    Q6_K's high ones)."""
     c = q.reshape(q.shape[0], 2, 4, 32)
     packed: np.ndarray = c[:, :, 0] | (c[:, :, 1] << 2) | (c[:, :, 2] << 4) | (c[:, :, 3] << 6)
     return packed.reshape(-1, 64)
@@ -214,20 +247,15 @@ def _quantize_q2_k(x: np.ndarray) -> np.ndarray:
     max_scale = np.maximum(scales.max(-1), F32(0))
     max_min = np.maximum(mins.max(-1), F32(0))
     has_s, has_m = max_scale > 0, max_min > 0
-    ls = np.where(
-        has_s[:, None], _rint((top / np.where(has_s, max_scale, 1))[:, None] * scales), 0
-    ).astype(np.int64)
-    lm = np.where(
-        has_m[:, None], _rint((top / np.where(has_m, max_min, 1))[:, None] * mins), 0
-    ).astype(np.int64)
+    ls = np.where(has_s[:, None], _rint(_inverse(top, max_scale)[:, None] * scales), 0)
+    lm = np.where(has_m[:, None], _rint(_inverse(top, max_min)[:, None] * mins), 0)
+    ls, lm = ls.astype(np.int64), lm.astype(np.int64)
     packed = ((ls & 0xFF) | ((lm << 4) & 0xFF)).astype(np.uint8)  # bytes, as ggml's stores wrap
     d16 = _half(np.where(has_s, max_scale / top, F32(0)))
     dmin16 = _half(np.where(has_m, max_min / top, F32(0)))
     dd = d16.astype(F32)[:, None] * (packed & 0xF).astype(F32)
     dm = dmin16.astype(F32)[:, None] * (packed >> 4).astype(F32)
-    nz = dd != 0
-    requant = np.clip(_rint((sub + dm[..., None]) / np.where(nz, dd, F32(1))[..., None]), 0, 3)
-    q = np.where(nz[..., None], requant, levels).astype(np.uint8).reshape(n, QK_K)
+    q = _requantise(sub, dd, levels, 0, 3, dm).reshape(n, QK_K)
     tail = np.concatenate((d16.reshape(n, 1), dmin16.reshape(n, 1)), 1).view(np.uint8)
     return np.concatenate((packed, _pack_2bit(q), tail), axis=1)
 
@@ -249,12 +277,11 @@ def _quantize_q3_k(x: np.ndarray) -> np.ndarray:
     sc[:, 8:12] = high[:, 0] | (high[:, 1] << 2) | (high[:, 2] << 4) | (high[:, 3] << 6)
     d16 = _half(np.where(has, F32(1) / iscale, F32(0)))
     dd = d16.astype(F32)[:, None] * (ls.astype(F32) - F32(32))
-    nz = dd != 0
-    requant = np.clip(_rint(sub / np.where(nz, dd, F32(1))[..., None]), -4, 3) + F32(4)
-    q = np.where(nz[..., None], requant, levels).astype(np.uint8).reshape(n, 8, 32)
-    hmask = np.bitwise_or.reduce((q >> 2) << np.arange(8, dtype=np.uint8)[:, None], axis=1)
+    q = _requantise(sub, dd, levels, -4, 3).reshape(n, 8, 32)
     low = (q & 3).reshape(n, QK_K)
-    return np.concatenate((hmask, _pack_2bit(low), sc, d16.reshape(n, 1).view(np.uint8)), axis=1)
+    return np.concatenate(
+        (_bit_planes(q >> 2), _pack_2bit(low), sc, d16.reshape(n, 1).view(np.uint8)), axis=1
+    )
 
 
 def _pack_scales_mins(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
@@ -278,27 +305,23 @@ def _quantize_qk_min(x: np.ndarray, bits: int) -> np.ndarray:
     levels, scales, mins = levels.T.reshape(n, 8, 32), scales.reshape(n, 8), mins.reshape(n, 8)
     max_scale = np.maximum(scales.max(-1), F32(0))
     max_min = np.maximum(mins.max(-1), F32(0))
-    inv_scale = np.where(max_scale > 0, F32(63) / np.where(max_scale > 0, max_scale, 1), F32(0))
-    inv_min = np.where(max_min > 0, F32(63) / np.where(max_min > 0, max_min, 1), F32(0))
     # ggml stores the rounded value in a byte, then caps it at 63
-    ls = np.minimum(_rint(inv_scale[:, None] * scales).astype(np.int64) & 0xFF, 63).astype(np.uint8)
-    lm = np.minimum(_rint(inv_min[:, None] * mins).astype(np.int64) & 0xFF, 63).astype(np.uint8)
+    ls = _rint(_inverse(F32(63), max_scale)[:, None] * scales).astype(np.int64) & 0xFF
+    lm = _rint(_inverse(F32(63), max_min)[:, None] * mins).astype(np.int64) & 0xFF
+    ls, lm = np.minimum(ls, 63).astype(np.uint8), np.minimum(lm, 63).astype(np.uint8)
     d16 = _half(max_scale / F32(63))
     dmin16 = _half(max_min / F32(63))
     dd = d16.astype(F32)[:, None] * ls.astype(F32)
     dm = dmin16.astype(F32)[:, None] * lm.astype(F32)
-    nz = dd != 0
-    requant = np.clip(_rint((sub + dm[..., None]) / np.where(nz, dd, F32(1))[..., None]), 0, nmax)
-    q = np.where(nz[..., None], requant, levels).astype(np.uint8).reshape(n, 4, 2, 32)
+    q = _requantise(sub, dd, levels, 0, nmax, dm).reshape(n, 4, 2, 32)
     head = np.empty((n, 4), np.uint8)
     head[:, 0:2] = d16.reshape(n, 1).view(np.uint8)
     head[:, 2:4] = dmin16.reshape(n, 1).view(np.uint8)
     low = q & 0xF
     qs = (low[:, :, 0] | (low[:, :, 1] << 4)).reshape(n, 128)
     parts = [head, _pack_scales_mins(ls, lm)]
-    if bits == 5:  # bit s of qh[j]: the fifth bit of value 32*s + j
-        high = (q >> 4).reshape(n, 8, 32).astype(np.uint8)
-        parts.append(np.bitwise_or.reduce(high << np.arange(8, dtype=np.uint8)[:, None], axis=1))
+    if bits == 5:
+        parts.append(_bit_planes((q >> 4).reshape(n, 8, 32)))
     parts.append(qs)
     return np.concatenate(parts, axis=1)
 
@@ -315,14 +338,11 @@ def _quantize_q6_k(x: np.ndarray) -> np.ndarray:
     sc = np.minimum(_rint(iscale[:, None] * scales), F32(127))
     d16 = _half(F32(1) / iscale)
     dd = d16.astype(F32)[:, None] * sc
-    nz = dd != 0
-    requant = np.clip(_rint(sub / np.where(nz, dd, F32(1))[..., None]), -32, 31) + F32(32)
-    q = np.where(nz[..., None], requant, levels).astype(np.uint8)
+    q = _requantise(sub, dd, levels, -32, 31)
     q = np.where(zero[:, None, None], np.uint8(0), q).reshape(n, 2, 4, 32)
     low = q & 0xF
     ql = np.concatenate((low[:, :, 0] | (low[:, :, 2] << 4), low[:, :, 1] | (low[:, :, 3] << 4)), 2)
-    high = q >> 4
-    qh = high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)
+    qh = _pack_2bit((q >> 4).reshape(n, QK_K))
     scales8 = np.where(zero[:, None], F32(0), sc).astype(np.int8).view(np.uint8)
     d16 = np.where(zero, np.float16(0), d16)
     return np.concatenate(
