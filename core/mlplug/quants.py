@@ -2,7 +2,7 @@
 
 A thin layer over the ``gguf`` package's numpy codecs (which follow ggml's reference
 quantisers), addressed by :class:`~mlplug.dtypes.DType`, plus exact BF16 conversions and the
-Q4_K/Q5_K/Q6_K encoders the package lacks (:mod:`mlplug.kquants`).
+k-quant (Q2_K to Q6_K) encoders the package lacks (:mod:`mlplug.kquants`).
 """
 
 from __future__ import annotations
